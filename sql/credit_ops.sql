@@ -1,0 +1,151 @@
+-- compay.credit: operators, comparison, indexes, joins and aggregates.
+SET search_path = public, compay;
+\set max '''170141183460469231731687303.715884105727''::credit'
+\set min '''-170141183460469231731687303.715884105727''::credit'
+
+-- + - and unary -.
+SELECT '1.5'::credit + '2.25', '1.5'::credit - '2.25', -'1.5'::credit,
+       -'0'::credit, '0.000000000001'::credit + '0.000000000001';
+SELECT :max + '0', :min - '0', :max - :max, :max + :min, -:min;
+\set VERBOSITY default
+SELECT :max + '0.000000000001';
+SELECT :min - '0.000000000001';
+SELECT :min + :min;
+\set VERBOSITY terse
+
+-- Multiplication by integers, both orders.
+SELECT '1.5'::credit * 2, 2 * '1.5'::credit, '1.5'::credit * 3::bigint,
+       3::bigint * '1.5'::credit, '1.5'::credit * 2::smallint,
+       2::smallint * '1.5'::credit, '-0.000000000001'::credit * -1;
+SELECT :max * 1, :max * -1, '85070591730234615865843651.857942052863'::credit * 2;
+\set VERBOSITY default
+SELECT '85070591730234615865843651.857942052864'::credit * 2;
+SELECT :max * 9223372036854775807::bigint;
+SELECT 2::smallint * :min;
+\set VERBOSITY terse
+
+-- Multiplication by numeric: exact product, rounded once half to even.
+SELECT '1'::credit * 1.5, 1.5 * '1'::credit, '0.000000000001'::credit * 0.5,
+       '0.000000000003'::credit * 0.5, '-0.000000000003'::credit * 0.5,
+       '0.000000000001'::credit * 0.5000001, '3'::credit * 0.333333333333333333333,
+       '1'::credit * 0, '7'::credit * -2.5;
+\set VERBOSITY default
+SELECT :max * 1.000000000001;
+SELECT '1'::credit * 'NaN'::numeric;
+SELECT '1'::credit * 'Infinity'::numeric;
+\set VERBOSITY terse
+
+-- Division by integers and numeric: rounded half to even.
+SELECT '1'::credit / 3, '2'::credit / 3, '-2'::credit / 3, '0.000000000001'::credit / 2,
+       '0.000000000003'::credit / 2, '-0.000000000003'::credit / 2,
+       '0.000000000005'::credit / 2::smallint, '10'::credit / 4::bigint,
+       :max / -1, :min / 2;
+SELECT '10'::credit / 4.0, '1'::credit / 3.0, '1'::credit / 0.000000000003,
+       '-1'::credit / 1.5, '0.000000000001'::credit / -2.0;
+\set VERBOSITY default
+SELECT '1'::credit / 0;
+SELECT '1'::credit / 0::bigint;
+SELECT '1'::credit / 0::smallint;
+SELECT '1'::credit / 0.0;
+SELECT :max / 0.5;
+SELECT '1'::credit / 'NaN'::numeric;
+\set VERBOSITY terse
+
+-- credit / credit is their ratio as numeric.
+SELECT '1'::credit / '3'::credit, '3'::credit / '1.5'::credit,
+       '-1'::credit / '0.000000000001'::credit, :max / :max;
+\set VERBOSITY default
+SELECT '1'::credit / '0'::credit;
+\set VERBOSITY terse
+
+-- Comparison operators.
+SELECT a, b, a = b AS eq, a <> b AS ne, a < b AS lt, a <= b AS le, a > b AS gt,
+       a >= b AS ge, credit_cmp(a, b) AS cmp
+FROM (VALUES ('1'::credit, '1'::credit), ('1', '1.000000000001'), ('-1', '1'),
+             ('0', '-0'), (:max, :min)) AS t(a, b);
+
+-- greatest, least, ORDER BY, DISTINCT, GROUP BY.
+SELECT greatest('1'::credit, '2.5', '-3'), least('1'::credit, '2.5', '-3');
+CREATE TEMP TABLE amounts (id int, v credit);
+INSERT INTO amounts
+SELECT i, (((i * 7919) % 2001) - 1000)::bigint * '0.001'::credit FROM generate_series(1, 20000) AS i;
+SELECT v FROM amounts ORDER BY v LIMIT 3;
+SELECT v FROM amounts ORDER BY v DESC LIMIT 3;
+SELECT count(DISTINCT v) AS distinct_values FROM amounts;
+SELECT v, count(*) FROM amounts WHERE v BETWEEN '-0.001' AND '0.001' GROUP BY v ORDER BY v;
+
+-- A btree index is used for range and equality, and a hash index for equality.
+CREATE INDEX amounts_v ON amounts (v);
+ANALYZE amounts;
+SET enable_seqscan = off;
+EXPLAIN (COSTS OFF) SELECT id FROM amounts WHERE v = '0.5';
+SELECT count(*) FROM amounts WHERE v = '0.5';
+EXPLAIN (COSTS OFF) SELECT id FROM amounts WHERE v > '0.998' ORDER BY v;
+SELECT v FROM amounts WHERE v > '0.998' ORDER BY v;
+CREATE INDEX amounts_v_hash ON amounts USING hash (v);
+DROP INDEX amounts_v;
+EXPLAIN (COSTS OFF) SELECT id FROM amounts WHERE v = '0.5';
+SELECT count(*) FROM amounts WHERE v = '0.5';
+RESET enable_seqscan;
+-- A unique index rejects an equal value.
+CREATE TEMP TABLE uniq (v credit UNIQUE);
+INSERT INTO uniq VALUES ('1.5');
+INSERT INTO uniq VALUES ('1.500000000000');
+
+-- Hash join and merge join.
+CREATE TEMP TABLE other AS SELECT DISTINCT v FROM amounts WHERE v > '0.9';
+ANALYZE other;
+SET enable_mergejoin = off; SET enable_nestloop = off;
+EXPLAIN (COSTS OFF) SELECT count(*) FROM amounts a JOIN other o ON a.v = o.v;
+SELECT count(*) FROM amounts a JOIN other o ON a.v = o.v;
+SET enable_hashjoin = off; SET enable_mergejoin = on;
+EXPLAIN (COSTS OFF) SELECT count(*) FROM amounts a JOIN other o ON a.v = o.v;
+SELECT count(*) FROM amounts a JOIN other o ON a.v = o.v;
+RESET enable_hashjoin; RESET enable_mergejoin; RESET enable_nestloop;
+-- Hash aggregation.
+SET enable_sort = off;
+EXPLAIN (COSTS OFF) SELECT v, count(*) FROM amounts GROUP BY v;
+SELECT count(*) FROM (SELECT v, count(*) FROM amounts GROUP BY v) g;
+RESET enable_sort;
+
+-- Aggregates: sum, avg (rounded half to even), min, max; NULLs skipped,
+-- no rows gives NULL.
+SELECT sum(v), avg(v), min(v), max(v), count(v) FROM amounts;
+SELECT sum(v), avg(v), min(v), max(v) FROM (VALUES ('1.5'::credit), ('2'), (NULL)) t(v);
+SELECT avg(v) FROM (VALUES ('0.000000000001'::credit), ('0.000000000002')) t(v);
+SELECT avg(v) FROM (VALUES ('0.000000000001'::credit), ('0.000000000000')) t(v);
+SELECT sum(v), avg(v), min(v), max(v) FROM amounts WHERE false;
+SELECT sum(v) FROM (VALUES (:max), ('-1')) t(v);
+\set VERBOSITY default
+SELECT sum(v) FROM (VALUES (:max), ('0.000000000001')) t(v);
+SELECT sum(v) FROM (VALUES (:min), (:min)) t(v);
+\set VERBOSITY terse
+-- Window use of sum.
+SELECT id, v, sum(v) OVER (ORDER BY id) FROM amounts WHERE id <= 4 ORDER BY id;
+
+-- Parallel sum and avg equal the serial ones.
+CREATE TABLE par (v credit);
+INSERT INTO par SELECT (i::bigint * 1000003 % 99991)::bigint * '0.000123456789'::credit
+FROM generate_series(1, 200000) AS i;
+ANALYZE par;
+SET max_parallel_workers_per_gather = 0;
+SELECT sum(v) AS serial_sum, avg(v) AS serial_avg FROM par \gset
+SET max_parallel_workers_per_gather = 2;
+SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;
+EXPLAIN (COSTS OFF) SELECT sum(v), avg(v) FROM par;
+SELECT sum(v) = :'serial_sum'::credit AS sum_equal, avg(v) = :'serial_avg'::credit AS avg_equal,
+       sum(v) AS parallel_sum FROM par;
+RESET max_parallel_workers_per_gather; RESET parallel_setup_cost;
+RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
+DROP TABLE par;
+
+-- Type functions are all IMMUTABLE STRICT PARALLEL SAFE (aggregate support
+-- functions that take internal state are not STRICT by design).
+SELECT p.proname, p.provolatile, p.proisstrict, p.proparallel
+FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'compay'
+WHERE p.prokind = 'f' AND p.pronamespace = 'compay'::regnamespace
+  AND (p.proname ~ '^(credit|int[248]_mul_credit|numeric_mul_credit)'
+       OR p.proname IN ('atomic', 'round_credit', 'xmr', 'abs', 'sign', 'numeric'))
+  AND (p.provolatile <> 'i' OR p.proparallel <> 's' OR NOT p.proisstrict)
+ORDER BY 1;

@@ -1,0 +1,39 @@
+/*-------------------------------------------------------------------------
+ *
+ * compay.c
+ *	  Module magic and _PG_init.  _PG_init only calls one XxxInit() per
+ *	  subsystem; each subsystem owns its GUCs, hooks and workers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/guc.h"
+
+#include "compay.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	MarkGUCPrefixReserved("compay");
+}
+
+char *
+CompayEchoInput(const char *input)
+{
+	int			len = strlen(input);
+	int			cut;
+
+	if (len <= COMPAY_ECHO_LEN_MAX)
+		return pstrdup(input);
+
+	/* Cut on a character boundary so the message stays valid text. */
+	cut = pg_mbcliplen(input, len, COMPAY_ECHO_LEN_MAX);
+	return psprintf("%.*s...", cut, input);
+}

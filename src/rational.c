@@ -1,0 +1,182 @@
+/*-------------------------------------------------------------------------
+ *
+ * rational.c
+ *	  Exact rational arithmetic with GMP, rounded once at the end.  The one
+ *	  file that includes <gmp.h>.
+ *
+ * GMP values live only inside one function here: initialised, computed,
+ * exported, cleared.  Nothing in this file raises a PostgreSQL error, so no
+ * longjmp can skip a clear and leak GMP's memory; results come back as a
+ * CreditStatus for the caller to report.  We never call
+ * mp_set_memory_functions: it is process-global and other libraries loaded
+ * into the backend use GMP too.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <gmp.h>
+
+#include "credit.h"
+
+/* Sets z to the int128 v. */
+static void
+MpzSetInt128(mpz_t z, int128 v)
+{
+	uint128		mag = v < 0 ? (uint128) (-v) : (uint128) v;
+
+	mpz_import(z, 1, -1, sizeof(uint128), 0, 0, &mag);
+	if (v < 0)
+		mpz_neg(z, z);
+}
+
+/* Exports z into *out if it is a valid credit. */
+static bool
+MpzGetCredit(const mpz_t z, Credit *out)
+{
+	uint128		mag = 0;
+
+	if (mpz_sizeinbase(z, 2) > 127)
+		return false;
+	mpz_export(&mag, NULL, -1, sizeof(uint128), 0, 0, z);
+	if (mag > (uint128) CREDIT_MAX)
+		return false;
+	*out = mpz_sgn(z) < 0 ? -(Credit) mag : (Credit) mag;
+	return true;
+}
+
+/*
+ * Splits decimal text (as numeric_out prints it: optional sign, digits,
+ * optional point and digits) into integer numerator and denominator text,
+ * palloc'd before any GMP value exists.  Returns false on anything else.
+ */
+static bool
+DecimalToFraction(const char *dec, char **num, char **den)
+{
+	int			len = strlen(dec);
+	char	   *n = palloc(len + 1);
+	char	   *d = palloc(len + 2);
+	int			nn = 0;
+	int			nd = 1;
+	bool		point = false;
+	const char *p = dec;
+
+	if (*p == '-')
+		n[nn++] = *p++;
+	else if (*p == '+')
+		p++;
+	d[0] = '1';
+	for (; *p; p++)
+	{
+		if (*p == '.' && !point)
+			point = true;
+		else if (isdigit((unsigned char) *p))
+		{
+			n[nn++] = *p;
+			if (point)
+				d[nd++] = '0';
+		}
+		else
+			return false;
+	}
+	n[nn] = '\0';
+	d[nd] = '\0';
+	*num = n;
+	*den = d;
+	return nn > 0 && isdigit((unsigned char) n[nn - 1]);
+}
+
+/*
+ * Rounds q to an integer by the given rule into z.  The rule for each mode
+ * is documented in docs/design.md ("Rounding").
+ */
+static void
+MpqRound(mpz_t z, const mpq_t q, CreditRounding rounding)
+{
+	mpz_t		r;
+	mpz_t		twice_r;
+	int			half;
+
+	mpz_init(r);
+	mpz_init(twice_r);
+	/* z = floor(q), 0 <= r < den */
+	mpz_fdiv_qr(z, r, mpq_numref(q), mpq_denref(q));
+	mpz_mul_2exp(twice_r, r, 1);
+	half = mpz_cmp(twice_r, mpq_denref(q));
+
+	if (mpz_sgn(r) != 0)
+	{
+		bool		up = false;
+
+		switch (rounding)
+		{
+			case CREDIT_ROUND_EXACT:
+			case CREDIT_ROUND_FLOOR:
+				break;
+			case CREDIT_ROUND_CEILING:
+				up = true;
+				break;
+			case CREDIT_ROUND_DOWN:
+				up = mpz_sgn(z) < 0;
+				break;
+			case CREDIT_ROUND_HALF_UP:
+				up = half > 0 || (half == 0 && mpz_sgn(z) >= 0);
+				break;
+			case CREDIT_ROUND_HALF_EVEN:
+				up = half > 0 || (half == 0 && mpz_odd_p(z));
+				break;
+		}
+		if (up)
+			mpz_add_ui(z, z, 1);
+	}
+	mpz_clear(r);
+	mpz_clear(twice_r);
+}
+
+/*
+ * *result = a * dec (or a / dec when divide), rounded once to an integer
+ * count of atomic units.  dec is decimal text.
+ */
+CreditStatus
+RationalMulDecimal(Credit a, const char *dec, bool divide,
+				   CreditRounding rounding, Credit *result)
+{
+	char	   *num;
+	char	   *den;
+	mpq_t		x;
+	mpq_t		factor;
+	mpz_t		z;
+	CreditStatus status = CREDIT_OK;
+
+	if (!DecimalToFraction(dec, &num, &den))
+		return CREDIT_SYNTAX;
+
+	mpq_init(x);
+	mpq_init(factor);
+	mpz_init(z);
+
+	MpzSetInt128(mpq_numref(x), a);
+	if (mpz_set_str(mpq_numref(factor), num, 10) != 0 ||
+		mpz_set_str(mpq_denref(factor), den, 10) != 0)
+		status = CREDIT_SYNTAX;
+	else if (divide && mpz_sgn(mpq_numref(factor)) == 0)
+		status = CREDIT_DIVISION_BY_ZERO;
+	else
+	{
+		mpq_canonicalize(factor);
+		if (divide)
+			mpq_div(x, x, factor);
+		else
+			mpq_mul(x, x, factor);
+		MpqRound(z, x, rounding);
+		if (!MpzGetCredit(z, result))
+			status = CREDIT_OUT_OF_RANGE;
+	}
+
+	mpz_clear(z);
+	mpq_clear(factor);
+	mpq_clear(x);
+	pfree(num);
+	pfree(den);
+	return status;
+}
