@@ -8,7 +8,13 @@ OBJS = \
 	src/compay.o \
 	src/credit.o \
 	src/credit_ops.o \
-	src/rational.o
+	src/idempotency.o \
+	src/journal_hash.o \
+	src/ledger.o \
+	src/ledger_holds.o \
+	src/ledger_transfer.o \
+	src/rational.o \
+	src/spi_util.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 SHLIB_LINK += -lgmp -lcurl

@@ -13,6 +13,7 @@
 #include "utils/guc.h"
 
 #include "compay.h"
+#include "ledger.h"
 
 PG_MODULE_MAGIC;
 
@@ -21,6 +22,8 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
+	LedgerInit();
+
 	MarkGUCPrefixReserved("compay");
 }
 

@@ -72,6 +72,12 @@ CheckedMul(Credit a, int64 b)
 {
 	Credit		r;
 
+	/*
+	 * Most amounts fit 64 bits, and then the product fits the credit range
+	 * (|a * b| < 2^126) with one multiply and no overflow test.
+	 */
+	if (a == (int64) a)
+		return (Credit) (int64) a * b;
 	if (__builtin_mul_overflow(a, (Credit) b, &r) || !CreditInRange(r))
 		CreditReportOverflow();
 	return r;

@@ -1,0 +1,118 @@
+/*-------------------------------------------------------------------------
+ *
+ * idempotency.c
+ *	  Idempotency keys for every money-moving call.
+ *
+ * A call with a key first claims it: INSERT ... ON CONFLICT DO NOTHING.
+ * If another transaction holds an uncommitted claim on the same key, the
+ * insert waits for it; when that one commits, the conflict is visible and
+ * this call returns the first result instead of moving money again, and
+ * when it aborts, this call claims the key itself.  The claim and the money
+ * movement commit or roll back together, so a key never points at work that
+ * did not happen.  A key reused with other arguments is an error: the
+ * request is fingerprinted as SHA-256 of the operation and its arguments.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "utils/builtins.h"
+
+#include "compay.h"
+#include "ledger.h"
+#include "spi_util.h"
+
+static SpiStatement claim_stmt = {
+	.sql = "INSERT INTO compay.idempotency_keys (key, operation, request_hash) "
+	"VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+	.nargs = 3,
+	.argtypes = {TEXTOID, TEXTOID, BYTEAOID}
+};
+
+static SpiStatement lookup_stmt = {
+	.sql = "SELECT operation, request_hash, result_id FROM compay.idempotency_keys "
+	"WHERE key = $1",
+	.nargs = 1,
+	.argtypes = {TEXTOID}
+};
+
+static SpiStatement record_stmt = {
+	.sql = "UPDATE compay.idempotency_keys SET result_id = $2 WHERE key = $1",
+	.nargs = 2,
+	.argtypes = {TEXTOID, INT8OID}
+};
+
+static bytea *
+RequestHash(const char *operation, const char *request)
+{
+	bytea	   *hash = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	if (pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) operation, strlen(operation) + 1) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) request, strlen(request)) < 0 ||
+		pg_cryptohash_final(ctx, (uint8 *) VARDATA(hash), PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "could not compute SHA-256: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+	SET_VARSIZE(hash, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	return hash;
+}
+
+/*
+ * Claims key for this call.  Returns false when the caller should do the
+ * work (and then call IdempotencyRecord), true when the same request was
+ * already done, with its result in *result_id.  request is the canonical
+ * text of the arguments.
+ */
+bool
+IdempotencyClaim(const char *key, const char *operation, const char *request,
+				 int64 *result_id)
+{
+	bytea	   *hash = RequestHash(operation, request);
+	Datum		args[3];
+	char	   *stored_op;
+	bytea	   *stored_hash;
+	bool		isnull;
+
+	if (strlen(key) == 0 || strlen(key) > 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an idempotency key has 1 to 200 characters")));
+
+	args[0] = CStringGetTextDatum(key);
+	args[1] = CStringGetTextDatum(operation);
+	args[2] = PointerGetDatum(hash);
+	if (SpiRun(&claim_stmt, args, NULL, false, 0) == 1)
+		return false;
+
+	if (SpiRun(&lookup_stmt, args, NULL, false, 1) != 1)
+		elog(ERROR, "idempotency key \"%s\" vanished", key);
+	stored_op = SpiGetText(0, 1);
+	stored_hash = DatumGetByteaPP(SpiGetDatum(0, 2, &isnull));
+	*result_id = SpiGetInt64(0, 3);
+
+	if (strcmp(stored_op, operation) != 0 ||
+		VARSIZE_ANY_EXHDR(stored_hash) != PG_SHA256_DIGEST_LENGTH ||
+		memcmp(VARDATA_ANY(stored_hash), VARDATA(hash), PG_SHA256_DIGEST_LENGTH) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_IDEMPOTENCY_CONFLICT),
+				 errmsg("idempotency key \"%s\" was already used for a different request",
+						CompayEchoInput(key)),
+				 errdetail("The key was first used by %s with other arguments.", stored_op),
+				 errhint("Use a new key for a new request; retry with the same arguments to get the first result.")));
+	return true;
+}
+
+void
+IdempotencyRecord(const char *key, int64 result_id)
+{
+	Datum		args[2];
+
+	args[0] = CStringGetTextDatum(key);
+	args[1] = Int64GetDatum(result_id);
+	if (SpiRun(&record_stmt, args, NULL, false, 0) != 1)
+		elog(ERROR, "idempotency key \"%s\" was not claimed", key);
+}

@@ -1,0 +1,144 @@
+/*-------------------------------------------------------------------------
+ *
+ * journal_hash.c
+ *	  The per-account hash chain of the journal, and the names of entry and
+ *	  transfer kinds.
+ *
+ * Each journal entry stores SHA-256(previous entry's hash || canonical
+ * text of its own fields); an account's first entry chains from 32 zero
+ * bytes, and accounts.journal_hash holds the newest.  The canonical text is
+ * written here and only here, and compay.journal_entry_hash() exposes the
+ * same routine so that verify_ledger() checks with exactly the code that
+ * wrote the chain.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "compay.h"
+#include "ledger.h"
+
+PG_FUNCTION_INFO_V1(compay_journal_entry_hash);
+
+static const char *const entry_kind_names[] = {
+	"debit", "credit", "reserve", "release", "refund", "barter"
+};
+
+static const char *const transfer_kind_names[] = {
+	"deposit", "transfer", "capture", "refund", "barter", "withdrawal"
+};
+
+StaticAssertDecl(lengthof(entry_kind_names) == ENTRY_BARTER + 1,
+				 "entry kind names out of step with EntryKind");
+StaticAssertDecl(lengthof(transfer_kind_names) == TRANSFER_WITHDRAWAL + 1,
+				 "transfer kind names out of step with TransferKind");
+StaticAssertDecl(PG_SHA256_DIGEST_LENGTH == LEDGER_HASH_LEN,
+				 "ledger hash is a SHA-256 digest");
+
+const char *
+EntryKindName(EntryKind kind)
+{
+	Assert(kind >= ENTRY_DEBIT && kind <= ENTRY_BARTER);
+	return entry_kind_names[kind];
+}
+
+const char *
+TransferKindName(TransferKind kind)
+{
+	Assert(kind >= TRANSFER_DEPOSIT && kind <= TRANSFER_WITHDRAWAL);
+	return transfer_kind_names[kind];
+}
+
+static EntryKind
+EntryKindFromName(const char *name)
+{
+	for (int i = 0; i < (int) lengthof(entry_kind_names); i++)
+		if (strcmp(name, entry_kind_names[i]) == 0)
+			return (EntryKind) i;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown journal entry kind \"%s\"", CompayEchoInput(name))));
+}
+
+void
+JournalEntryHash(const uint8 *prev, const LedgerEntry *entry,
+				 TimestampTz created_at, uint8 *out)
+{
+	char		amount[CREDIT_TEXT_LEN_MAX];
+	char		balance[CREDIT_TEXT_LEN_MAX];
+	char		reserved[CREDIT_TEXT_LEN_MAX];
+	char		text[512];
+	int			len;
+	pg_cryptohash_ctx *ctx;
+
+	CreditFormat(entry->amount, CREDIT_SCALE, false, amount);
+	CreditFormat(entry->balance_after, CREDIT_SCALE, false, balance);
+	CreditFormat(entry->reserved_after, CREDIT_SCALE, false, reserved);
+	len = snprintf(text, sizeof(text),
+				   INT64_FORMAT "|" INT64_FORMAT "|%s|%s|%s|%s|" INT64_FORMAT
+				   "|" INT64_FORMAT "|" INT64_FORMAT "|" INT64_FORMAT,
+				   entry->account_id, entry->seq, EntryKindName(entry->kind),
+				   amount, balance, reserved, entry->transfer_id,
+				   entry->hold_id, entry->counterparty, (int64) created_at);
+	Assert(len > 0 && len < (int) sizeof(text));
+
+	ctx = pg_cryptohash_create(PG_SHA256);
+	if (pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, prev, LEDGER_HASH_LEN) < 0 ||
+		pg_cryptohash_update(ctx, (uint8 *) text, len) < 0 ||
+		pg_cryptohash_final(ctx, out, LEDGER_HASH_LEN) < 0)
+		elog(ERROR, "could not compute SHA-256: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+}
+
+static int64
+ArgInt64OrZero(FunctionCallInfo fcinfo, int n)
+{
+	return PG_ARGISNULL(n) ? 0 : PG_GETARG_INT64(n);
+}
+
+/*
+ * compay.journal_entry_hash(prev, account_id, seq, kind, amount,
+ * balance_after, reserved_after, transfer_id, hold_id, counterparty,
+ * created_at): the hash an entry with these fields must carry.
+ */
+Datum
+compay_journal_entry_hash(PG_FUNCTION_ARGS)
+{
+	LedgerEntry entry;
+	bytea	   *prev;
+	bytea	   *result = palloc(VARHDRSZ + LEDGER_HASH_LEN);
+
+	for (int i = 0; i < 7; i++)
+		if (PG_ARGISNULL(i))
+			PG_RETURN_NULL();
+	if (PG_ARGISNULL(10))
+		PG_RETURN_NULL();
+	prev = PG_GETARG_BYTEA_PP(0);
+	if (VARSIZE_ANY_EXHDR(prev) != LEDGER_HASH_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a journal hash has %d bytes, not %d", LEDGER_HASH_LEN,
+						(int) VARSIZE_ANY_EXHDR(prev))));
+
+	memset(&entry, 0, sizeof(entry));
+	entry.account_id = PG_GETARG_INT64(1);
+	entry.seq = PG_GETARG_INT64(2);
+	entry.kind = EntryKindFromName(text_to_cstring(PG_GETARG_TEXT_PP(3)));
+	entry.amount = PG_GETARG_CREDIT(4);
+	entry.balance_after = PG_GETARG_CREDIT(5);
+	entry.reserved_after = PG_GETARG_CREDIT(6);
+	entry.transfer_id = ArgInt64OrZero(fcinfo, 7);
+	entry.hold_id = ArgInt64OrZero(fcinfo, 8);
+	entry.counterparty = ArgInt64OrZero(fcinfo, 9);
+
+	JournalEntryHash((uint8 *) VARDATA_ANY(prev), &entry,
+					 PG_GETARG_TIMESTAMPTZ(10), (uint8 *) VARDATA(result));
+	SET_VARSIZE(result, VARHDRSZ + LEDGER_HASH_LEN);
+	PG_RETURN_BYTEA_P(result);
+}

@@ -1,0 +1,158 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger.h
+ *	  The ledger core: accounts locked in id order, entries posted in
+ *	  memory, then written with one statement per table.
+ *
+ * A money-moving function builds one LedgerBatch: it locks every account it
+ * touches with LedgerLockAccounts (one statement, ascending id), posts
+ * entries against the locked copies (which checks funds and extends each
+ * account's hash chain), queues transfer rows, and calls LedgerFlush, which
+ * writes accounts, journal and transfers with one statement each.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COMPAY_LEDGER_H
+#define COMPAY_LEDGER_H
+
+#include "datatype/timestamp.h"
+#include "utils/errcodes.h"
+
+#include "credit.h"
+
+/* SQLSTATEs of our own, class PY; listed in docs/reference.md. */
+#define ERRCODE_COMPAY_INSUFFICIENT_FUNDS	MAKE_SQLSTATE('P','Y','0','0','1')
+#define ERRCODE_COMPAY_UNKNOWN_ACCOUNT		MAKE_SQLSTATE('P','Y','0','0','2')
+#define ERRCODE_COMPAY_CURRENCY_MISMATCH	MAKE_SQLSTATE('P','Y','0','0','3')
+#define ERRCODE_COMPAY_HOLD_NOT_PENDING		MAKE_SQLSTATE('P','Y','0','0','4')
+#define ERRCODE_COMPAY_IDEMPOTENCY_CONFLICT MAKE_SQLSTATE('P','Y','0','0','5')
+#define ERRCODE_COMPAY_UNKNOWN_HOLD			MAKE_SQLSTATE('P','Y','0','0','6')
+#define ERRCODE_COMPAY_UNKNOWN_TRANSFER		MAKE_SQLSTATE('P','Y','0','0','7')
+#define ERRCODE_COMPAY_REFUND_EXCEEDS		MAKE_SQLSTATE('P','Y','0','0','8')
+
+#define LEDGER_HASH_LEN 32
+
+/* Account flags (accounts.flags). */
+#define ACCOUNT_FLAG_SYSTEM		0x1 /* may go negative */
+#define ACCOUNT_FLAG_BARTER		0x2 /* holds barter credits with someone */
+
+/* Most accounts one call may lock, and most transfers in one batch. */
+#define LEDGER_ACCOUNTS_MAX		20000
+#define LEDGER_BATCH_MAX		10000
+
+typedef enum EntryKind
+{
+	ENTRY_DEBIT,
+	ENTRY_CREDIT,
+	ENTRY_RESERVE,
+	ENTRY_RELEASE,
+	ENTRY_REFUND,
+	ENTRY_BARTER
+} EntryKind;
+
+typedef enum TransferKind
+{
+	TRANSFER_DEPOSIT,
+	TRANSFER_TRANSFER,
+	TRANSFER_CAPTURE,
+	TRANSFER_REFUND,
+	TRANSFER_BARTER,
+	TRANSFER_WITHDRAWAL
+} TransferKind;
+
+typedef struct LedgerAccount
+{
+	int64		id;
+	char	   *node_id;
+	Credit		balance;
+	Credit		reserved;
+	Credit		credit_limit;
+	int32		flags;
+	int64		seq;
+	uint8		hash[LEDGER_HASH_LEN];
+	int			score_change;	/* +1 up, -1 down, 0 none */
+	bool		dirty;
+} LedgerAccount;
+
+typedef struct LedgerEntry
+{
+	int64		account_id;
+	int64		seq;
+	EntryKind	kind;
+	Credit		amount;
+	Credit		balance_after;
+	Credit		reserved_after;
+	int64		transfer_id;	/* 0: none */
+	int64		hold_id;		/* 0: none */
+	int64		counterparty;	/* 0: none */
+	uint8		hash[LEDGER_HASH_LEN];
+} LedgerEntry;
+
+typedef struct LedgerTransfer
+{
+	int64		id;
+	TransferKind kind;
+	int64		from_account;
+	int64		to_account;
+	Credit		amount;
+	Credit		barter_amount;
+	const char *reference;
+	int64		hold_id;		/* 0: none */
+	int64		refund_of;		/* 0: none */
+	const char *idempotency_key;
+} LedgerTransfer;
+
+typedef struct LedgerBatch
+{
+	const char *currency;
+	TimestampTz now;
+	LedgerAccount *accounts;	/* sorted by id */
+	int			naccounts;
+	LedgerEntry *entries;
+	int			nentries;
+	int			maxentries;
+	LedgerTransfer *transfers;
+	int			ntransfers;
+	int			maxtransfers;
+} LedgerBatch;
+
+/* ledger.c */
+extern void LedgerInit(void);
+extern void LedgerBegin(LedgerBatch *batch, const char *currency);
+extern void LedgerLockAccounts(LedgerBatch *batch, const char **node_ids,
+							   int n, bool create_missing);
+extern LedgerAccount *LedgerFindAccount(LedgerBatch *batch, const char *node_id);
+extern LedgerAccount *LedgerFindAccountById(LedgerBatch *batch, int64 id);
+extern void LedgerCheckAvailable(LedgerAccount *account, Credit amount,
+								 const char *currency);
+extern void LedgerPost(LedgerBatch *batch, LedgerAccount *account,
+					   EntryKind kind, Credit amount, int64 transfer_id,
+					   int64 hold_id, int64 counterparty);
+extern LedgerTransfer *LedgerAddTransfer(LedgerBatch *batch, TransferKind kind,
+										 LedgerAccount *from, LedgerAccount *to,
+										 Credit amount);
+extern void LedgerMove(LedgerBatch *batch, LedgerTransfer *transfer,
+					   LedgerAccount *from, LedgerAccount *to, Credit amount,
+					   EntryKind debit_kind, EntryKind credit_kind);
+extern void LedgerFlush(LedgerBatch *batch);
+extern int64 LedgerNextId(const char *sequence);
+
+/* Argument checks shared by the SQL-callable functions. */
+extern void LedgerCheckAmount(Credit amount, const char *what);
+extern const char *LedgerCheckNode(const char *node_id);
+extern const char *LedgerCheckCurrency(const char *currency);
+extern Credit LedgerDefaultCreditLimit(const char *currency);
+extern bool LedgerAutoCreate(void);
+
+/* journal_hash.c */
+extern void JournalEntryHash(const uint8 *prev, const LedgerEntry *entry,
+							 TimestampTz created_at, uint8 *out);
+extern const char *EntryKindName(EntryKind kind);
+extern const char *TransferKindName(TransferKind kind);
+
+/* idempotency.c */
+extern bool IdempotencyClaim(const char *key, const char *operation,
+							 const char *request, int64 *result_id);
+extern void IdempotencyRecord(const char *key, int64 result_id);
+
+#endif							/* COMPAY_LEDGER_H */

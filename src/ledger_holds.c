@@ -1,0 +1,386 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger_holds.c
+ *	  Two-phase holds: reserve, then capture (in full, in part, or in
+ *	  several streaming parts) or release; expiry.
+ *
+ * Lock order: the accounts (by LedgerLockAccounts), then the hold row.  A
+ * hold's status is read only after both locks are held, so a capture, a
+ * release and an expiry of one hold are serialised and exactly one of them
+ * decides.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "compay.h"
+#include "ledger.h"
+#include "spi_util.h"
+
+PG_FUNCTION_INFO_V1(compay_reserve);
+PG_FUNCTION_INFO_V1(compay_capture);
+PG_FUNCTION_INFO_V1(compay_release);
+PG_FUNCTION_INFO_V1(compay_expire_holds);
+
+/* Most holds one expire_holds() call expires. */
+#define EXPIRE_BATCH_MAX 10000
+
+static SpiStatement insert_hold_stmt = {
+	.sql = "INSERT INTO compay.holds (id, account_id, amount, remaining, reference, "
+	"expires_at, idempotency_key, created_at) VALUES ($1, $2, $3, $3, $4, $5, $6, $7)",
+	.nargs = 7,
+	.argtypes = {INT8OID, INT8OID, SPI_ARG_CREDIT, TEXTOID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID}
+};
+
+static SpiStatement hold_owner_stmt = {
+	.sql = "SELECT a.node_id, a.currency FROM compay.holds h "
+	"JOIN compay.accounts a ON a.id = h.account_id WHERE h.id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SpiStatement lock_hold_stmt = {
+	.sql = "SELECT status::text, remaining, expires_at FROM compay.holds WHERE id = $1 FOR UPDATE",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SpiStatement update_hold_stmt = {
+	.sql = "UPDATE compay.holds SET remaining = $2, status = $3::compay.hold_status, "
+	"resolved_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $4 END WHERE id = $1",
+	.nargs = 4,
+	.argtypes = {INT8OID, SPI_ARG_CREDIT, TEXTOID, TIMESTAMPTZOID}
+};
+
+static SpiStatement due_holds_stmt = {
+	.sql = "SELECT h.id FROM compay.holds h "
+	"WHERE h.status = 'pending' AND h.expires_at <= $1 "
+	"ORDER BY h.account_id, h.id LIMIT $2",
+	.nargs = 2,
+	.argtypes = {TIMESTAMPTZOID, INT4OID}
+};
+
+static char *
+CreditText(Credit v)
+{
+	char	   *buf = palloc(CREDIT_TEXT_LEN_MAX);
+
+	CreditFormat(v, CREDIT_SCALE, false, buf);
+	return buf;
+}
+
+static char *
+TextArgOrNull(FunctionCallInfo fcinfo, int n)
+{
+	return PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
+Datum
+compay_reserve(PG_FUNCTION_ARGS)
+{
+	const char *node;
+	Credit		amount;
+	char	   *reference = TextArgOrNull(fcinfo, 2);
+	char	   *key = TextArgOrNull(fcinfo, 4);
+	Datum		expires_at = (Datum) 0;
+	int64		hold_id;
+	LedgerBatch batch;
+	LedgerAccount *account;
+	Datum		args[7];
+	char		nulls[7] = "       ";
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(5))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("node_id, amount and currency must not be NULL")));
+	node = LedgerCheckNode(TextArgOrNull(fcinfo, 0));
+	amount = PG_GETARG_CREDIT(1);
+	LedgerCheckAmount(amount, "a hold amount");
+	LedgerBegin(&batch, LedgerCheckCurrency(TextArgOrNull(fcinfo, 5)));
+	if (!PG_ARGISNULL(3))
+	{
+		Interval   *timeout = PG_GETARG_INTERVAL_P(3);
+		Interval   *zero = palloc0(sizeof(Interval));
+
+		if (!DatumGetBool(DirectFunctionCall2(interval_gt, IntervalPGetDatum(timeout),
+											  IntervalPGetDatum(zero))))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a hold timeout must be positive")));
+		expires_at = DirectFunctionCall2(timestamptz_pl_interval,
+										 TimestampTzGetDatum(batch.now),
+										 IntervalPGetDatum(timeout));
+	}
+
+	SPI_connect();
+	if (key && IdempotencyClaim(key, "reserve",
+								psprintf("%s|%s|%s|%s|%s", node, CreditText(amount),
+										 reference ? reference : "",
+										 PG_ARGISNULL(3) ? "" :
+										 DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(3))),
+										 batch.currency), &hold_id))
+	{
+		SPI_finish();
+		PG_RETURN_INT64(hold_id);
+	}
+	LedgerLockAccounts(&batch, &node, 1, LedgerAutoCreate());
+	account = LedgerFindAccount(&batch, node);
+	LedgerCheckAvailable(account, amount, batch.currency);
+	hold_id = LedgerNextId("holds_id_seq");
+	LedgerPost(&batch, account, ENTRY_RESERVE, amount, 0, hold_id, 0);
+	LedgerFlush(&batch);
+
+	args[0] = Int64GetDatum(hold_id);
+	args[1] = Int64GetDatum(account->id);
+	args[2] = CreditGetDatum(amount);
+	args[3] = reference ? CStringGetTextDatum(reference) : (Datum) 0;
+	nulls[3] = reference ? ' ' : 'n';
+	args[4] = expires_at;
+	nulls[4] = PG_ARGISNULL(3) ? 'n' : ' ';
+	args[5] = key ? CStringGetTextDatum(key) : (Datum) 0;
+	nulls[5] = key ? ' ' : 'n';
+	args[6] = TimestampTzGetDatum(batch.now);
+	SpiRun(&insert_hold_stmt, args, nulls, false, 0);
+	if (key)
+		IdempotencyRecord(key, hold_id);
+	SPI_finish();
+	PG_RETURN_INT64(hold_id);
+}
+
+typedef struct LockedHold
+{
+	int64		id;
+	LedgerAccount *account;
+	char	   *status;
+	Credit		remaining;
+	bool		expired;		/* pending, but past expires_at */
+} LockedHold;
+
+/* The holder's node and currency of a hold, read without a lock. */
+static void
+HoldOwner(int64 hold_id, char **node, char **currency)
+{
+	Datum		arg = Int64GetDatum(hold_id);
+
+	if (SpiRun(&hold_owner_stmt, &arg, NULL, false, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_UNKNOWN_HOLD),
+				 errmsg("hold " INT64_FORMAT " does not exist", hold_id)));
+	*node = SpiGetText(0, 1);
+	*currency = SpiGetText(0, 2);
+}
+
+/* Locks the hold row (its account must be locked already) and reads it. */
+static void
+LockHold(LedgerBatch *batch, LockedHold *h)
+{
+	Datum		arg = Int64GetDatum(h->id);
+	bool		isnull;
+	Datum		expires_at;
+
+	if (SpiRun(&lock_hold_stmt, &arg, NULL, false, 1) != 1)
+		elog(ERROR, "hold " INT64_FORMAT " vanished", h->id);
+	h->status = SpiGetText(0, 1);
+	h->remaining = DatumGetCredit(SpiGetDatum(0, 2, &isnull));
+	expires_at = SpiGetDatum(0, 3, &isnull);
+	h->expired = strcmp(h->status, "pending") == 0 && !isnull &&
+		DatumGetTimestampTz(expires_at) <= batch->now;
+}
+
+static void
+RequirePending(LockedHold *h, const char *action)
+{
+	if (strcmp(h->status, "pending") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_HOLD_NOT_PENDING),
+				 errmsg("cannot %s hold " INT64_FORMAT ": it is %s", action, h->id,
+						h->status)));
+	if (h->expired)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_HOLD_NOT_PENDING),
+				 errmsg("cannot %s hold " INT64_FORMAT ": it is expired", action, h->id),
+				 errdetail("The hold passed its expiry time; compay.expire_holds() releases it.")));
+}
+
+static void
+UpdateHold(LedgerBatch *batch, LockedHold *h, const char *status)
+{
+	Datum		args[4];
+
+	args[0] = Int64GetDatum(h->id);
+	args[1] = CreditGetDatum(h->remaining);
+	args[2] = CStringGetTextDatum(status);
+	args[3] = TimestampTzGetDatum(batch->now);
+	SpiRun(&update_hold_stmt, args, NULL, false, 0);
+}
+
+/* Releases what remains of a locked hold and gives it its final status. */
+static void
+ReleaseRest(LedgerBatch *batch, LockedHold *h, const char *status)
+{
+	if (h->remaining > 0)
+		LedgerPost(batch, h->account, ENTRY_RELEASE, -h->remaining, 0, h->id, 0);
+	h->remaining = 0;
+	UpdateHold(batch, h, status);
+}
+
+Datum
+compay_capture(PG_FUNCTION_ARGS)
+{
+	LockedHold	h = {0};
+	const char *nodes[2];
+	char	   *currency;
+	char	   *key = TextArgOrNull(fcinfo, 4);
+	bool		final;
+	Credit		amount;
+	int64		result;
+	LedgerBatch batch;
+	LedgerAccount *to;
+	LedgerTransfer *t;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("hold_id, to_node and final must not be NULL")));
+	h.id = PG_GETARG_INT64(0);
+	nodes[1] = LedgerCheckNode(TextArgOrNull(fcinfo, 1));
+	final = PG_GETARG_BOOL(3);
+	if (!PG_ARGISNULL(2))
+		LedgerCheckAmount(PG_GETARG_CREDIT(2), "a capture amount");
+
+	SPI_connect();
+	if (key && IdempotencyClaim(key, "capture",
+								psprintf(INT64_FORMAT "|%s|%s|%d", h.id, nodes[1],
+										 PG_ARGISNULL(2) ? "" : CreditText(PG_GETARG_CREDIT(2)),
+										 (int) final), &result))
+	{
+		SPI_finish();
+		PG_RETURN_INT64(result);
+	}
+	HoldOwner(h.id, (char **) &nodes[0], &currency);
+	if (strcmp(nodes[0], nodes[1]) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot capture hold " INT64_FORMAT " to its own holder", h.id)));
+	LedgerBegin(&batch, currency);
+	LedgerLockAccounts(&batch, nodes, 2, LedgerAutoCreate());
+	h.account = LedgerFindAccount(&batch, nodes[0]);
+	to = LedgerFindAccount(&batch, nodes[1]);
+	LockHold(&batch, &h);
+	RequirePending(&h, "capture");
+
+	amount = PG_ARGISNULL(2) ? h.remaining : PG_GETARG_CREDIT(2);
+	if (amount > h.remaining)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("capture of %s exceeds the %s that hold " INT64_FORMAT " has left",
+						CreditText(amount), CreditText(h.remaining), h.id)));
+
+	t = LedgerAddTransfer(&batch, TRANSFER_CAPTURE, h.account, to, amount);
+	t->hold_id = h.id;
+	t->idempotency_key = key;
+	result = t->id;
+	LedgerPost(&batch, h.account, ENTRY_RELEASE, -amount, 0, h.id, 0);
+	LedgerMove(&batch, t, h.account, to, amount, ENTRY_DEBIT, ENTRY_CREDIT);
+	h.account->score_change = 1;
+	h.remaining -= amount;
+	if (final || h.remaining == 0)
+		ReleaseRest(&batch, &h, "posted");
+	else
+		UpdateHold(&batch, &h, "pending");
+	LedgerFlush(&batch);
+	if (key)
+		IdempotencyRecord(key, result);
+	SPI_finish();
+	PG_RETURN_INT64(result);
+}
+
+Datum
+compay_release(PG_FUNCTION_ARGS)
+{
+	LockedHold	h = {0};
+	const char *node;
+	char	   *currency;
+	char	   *key = TextArgOrNull(fcinfo, 1);
+	int64		result;
+	LedgerBatch batch;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("hold_id must not be NULL")));
+	h.id = PG_GETARG_INT64(0);
+
+	SPI_connect();
+	if (key && IdempotencyClaim(key, "release", psprintf(INT64_FORMAT, h.id), &result))
+	{
+		SPI_finish();
+		PG_RETURN_VOID();
+	}
+	HoldOwner(h.id, (char **) &node, &currency);
+	LedgerBegin(&batch, currency);
+	LedgerLockAccounts(&batch, &node, 1, false);
+	h.account = LedgerFindAccount(&batch, node);
+	LockHold(&batch, &h);
+	/* Releasing a hold past its expiry returns the money all the same. */
+	h.expired = false;
+	RequirePending(&h, "release");
+	ReleaseRest(&batch, &h, "voided");
+	LedgerFlush(&batch);
+	if (key)
+		IdempotencyRecord(key, h.id);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* Expires one hold if it is still pending and due; returns whether it did. */
+static bool
+ExpireOne(int64 hold_id)
+{
+	LockedHold	h = {0};
+	const char *node;
+	char	   *currency;
+	LedgerBatch batch;
+
+	h.id = hold_id;
+	HoldOwner(h.id, (char **) &node, &currency);
+	LedgerBegin(&batch, currency);
+	LedgerLockAccounts(&batch, &node, 1, false);
+	h.account = LedgerFindAccount(&batch, node);
+	LockHold(&batch, &h);
+	if (!h.expired)
+		return false;			/* captured or released meanwhile */
+	ReleaseRest(&batch, &h, "expired");
+	LedgerFlush(&batch);
+	return true;
+}
+
+/*
+ * Expires pending holds past expires_at, at most EXPIRE_BATCH_MAX per call,
+ * in ascending account order so that the locks it gathers follow the global
+ * order.
+ */
+Datum
+compay_expire_holds(PG_FUNCTION_ARGS)
+{
+	Datum		args[2];
+	int64	   *ids;
+	uint64		n;
+	int32		expired = 0;
+
+	SPI_connect();
+	args[0] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	args[1] = Int32GetDatum(EXPIRE_BATCH_MAX);
+	n = SpiRun(&due_holds_stmt, args, NULL, false, 0);
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+		ids[i] = SpiGetInt64(i, 1);
+	for (uint64 i = 0; i < n; i++)
+		expired += ExpireOne(ids[i]) ? 1 : 0;
+	SPI_finish();
+	PG_RETURN_INT32(expired);
+}

@@ -1,0 +1,680 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger_transfer.c
+ *	  SQL-callable money movements: open_account, deposit, transfer,
+ *	  transfer_batch, refund, grant_barter, set_credit_limit.
+ *
+ * Each function checks its arguments, claims its idempotency key, builds
+ * one LedgerBatch (lock, post, flush) and records its result, all inside
+ * one SPI connection and the caller's transaction.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+#include "compay.h"
+#include "ledger.h"
+#include "spi_util.h"
+
+PG_FUNCTION_INFO_V1(compay_open_account);
+PG_FUNCTION_INFO_V1(compay_deposit);
+PG_FUNCTION_INFO_V1(compay_transfer);
+PG_FUNCTION_INFO_V1(compay_transfer_batch);
+PG_FUNCTION_INFO_V1(compay_refund);
+PG_FUNCTION_INFO_V1(compay_grant_barter);
+PG_FUNCTION_INFO_V1(compay_set_credit_limit);
+
+static SpiStatement open_stmt = {
+	.sql = "INSERT INTO compay.accounts (node_id, currency, credit_limit) "
+	"VALUES ($1, $2, $3) ON CONFLICT (node_id, currency) DO NOTHING RETURNING id",
+	.nargs = 3,
+	.argtypes = {TEXTOID, TEXTOID, SPI_ARG_CREDIT}
+};
+
+static SpiStatement account_id_stmt = {
+	.sql = "SELECT id FROM compay.accounts WHERE node_id = $1 AND currency = $2",
+	.nargs = 2,
+	.argtypes = {TEXTOID, TEXTOID}
+};
+
+static SpiStatement barter_lock_stmt = {
+	.sql = "SELECT amount FROM compay.barter_credits "
+	"WHERE holder_account = $1 AND counterparty_account = $2 FOR UPDATE",
+	.nargs = 2,
+	.argtypes = {INT8OID, INT8OID}
+};
+
+static SpiStatement barter_add_stmt = {
+	.sql = "INSERT INTO compay.barter_credits AS b (holder_account, counterparty_account, amount, updated_at) "
+	"VALUES ($1, $2, $3, $4) ON CONFLICT (holder_account, counterparty_account) "
+	"DO UPDATE SET amount = b.amount + excluded.amount, updated_at = excluded.updated_at",
+	.nargs = 4,
+	.argtypes = {INT8OID, INT8OID, SPI_ARG_CREDIT, TIMESTAMPTZOID}
+};
+
+static SpiStatement barter_spend_stmt = {
+	.sql = "UPDATE compay.barter_credits SET amount = amount - $3, updated_at = $4 "
+	"WHERE holder_account = $1 AND counterparty_account = $2",
+	.nargs = 4,
+	.argtypes = {INT8OID, INT8OID, SPI_ARG_CREDIT, TIMESTAMPTZOID}
+};
+
+static SpiStatement original_stmt = {
+	.sql = "SELECT t.kind::text, f.node_id, p.node_id, t.amount, t.barter_amount, t.currency "
+	"FROM compay.transfers t JOIN compay.accounts f ON f.id = t.from_account "
+	"JOIN compay.accounts p ON p.id = t.to_account WHERE t.id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SpiStatement refunded_stmt = {
+	.sql = "SELECT compay.sum(amount) FROM compay.transfers WHERE refund_of = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SpiStatement limit_check_stmt = {
+	.sql = "SELECT balance - reserved + $3 >= '0' FROM compay.accounts "
+	"WHERE node_id = $1 AND currency = $2 FOR UPDATE",
+	.nargs = 3,
+	.argtypes = {TEXTOID, TEXTOID, SPI_ARG_CREDIT}
+};
+
+static SpiStatement set_limit_stmt = {
+	.sql = "UPDATE compay.accounts SET credit_limit = $3, updated_at = now() "
+	"WHERE node_id = $1 AND currency = $2",
+	.nargs = 3,
+	.argtypes = {TEXTOID, TEXTOID, SPI_ARG_CREDIT}
+};
+
+/* Text argument n, or NULL. */
+static char *
+TextArgOrNull(FunctionCallInfo fcinfo, int n)
+{
+	return PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
+static void
+RequireArgs(FunctionCallInfo fcinfo, int n, const char *const *names)
+{
+	for (int i = 0; i < n; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not be NULL", names[i])));
+}
+
+static char *
+CreditText(Credit v)
+{
+	char	   *buf = palloc(CREDIT_TEXT_LEN_MAX);
+
+	CreditFormat(v, CREDIT_SCALE, false, buf);
+	return buf;
+}
+
+Datum
+compay_open_account(PG_FUNCTION_ARGS)
+{
+	static const char *const names[] = {"node_id", "currency"};
+	const char *node;
+	const char *currency;
+	Credit		limit;
+	Datum		args[3];
+	int64		id;
+
+	RequireArgs(fcinfo, 2, names);
+	node = LedgerCheckNode(TextArgOrNull(fcinfo, 0));
+	currency = LedgerCheckCurrency(TextArgOrNull(fcinfo, 1));
+	limit = PG_ARGISNULL(2) ? LedgerDefaultCreditLimit(currency) : PG_GETARG_CREDIT(2);
+	if (limit < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a credit limit cannot be negative")));
+
+	SPI_connect();
+	args[0] = CStringGetTextDatum(node);
+	args[1] = CStringGetTextDatum(currency);
+	args[2] = CreditGetDatum(limit);
+	if (SpiRun(&open_stmt, args, NULL, false, 1) == 0 &&
+		SpiRun(&account_id_stmt, args, NULL, false, 1) == 0)
+		elog(ERROR, "account of node \"%s\" vanished", node);
+	id = SpiGetInt64(0, 1);
+	SPI_finish();
+	PG_RETURN_INT64(id);
+}
+
+Datum
+compay_deposit(PG_FUNCTION_ARGS)
+{
+	static const char *const names[] = {"node_id", "amount", "currency"};
+	const char *nodes[2];
+	Credit		amount;
+	char	   *key = TextArgOrNull(fcinfo, 4);
+	int64		result;
+	LedgerBatch batch;
+	LedgerTransfer *t;
+
+	RequireArgs(fcinfo, 3, names);
+	nodes[0] = LedgerCheckNode(TextArgOrNull(fcinfo, 0));
+	nodes[1] = "$external";
+	amount = PG_GETARG_CREDIT(1);
+	LedgerCheckAmount(amount, "a deposit");
+	LedgerBegin(&batch, LedgerCheckCurrency(TextArgOrNull(fcinfo, 2)));
+
+	SPI_connect();
+	if (key && IdempotencyClaim(key, "deposit",
+								psprintf("%s|%s|%s|%s", nodes[0], CreditText(amount),
+										 batch.currency,
+										 PG_ARGISNULL(3) ? "" : TextArgOrNull(fcinfo, 3)),
+								&result))
+	{
+		SPI_finish();
+		PG_RETURN_INT64(result);
+	}
+	LedgerLockAccounts(&batch, nodes, 2, LedgerAutoCreate());
+	t = LedgerAddTransfer(&batch, TRANSFER_DEPOSIT, LedgerFindAccount(&batch, nodes[1]),
+						  LedgerFindAccount(&batch, nodes[0]), amount);
+	t->reference = TextArgOrNull(fcinfo, 3);
+	t->idempotency_key = key;
+	result = t->id;
+	LedgerMove(&batch, t, LedgerFindAccount(&batch, nodes[1]),
+			   LedgerFindAccount(&batch, nodes[0]), amount, ENTRY_DEBIT, ENTRY_CREDIT);
+	LedgerFlush(&batch);
+	if (key)
+		IdempotencyRecord(key, result);
+	SPI_finish();
+	PG_RETURN_INT64(result);
+}
+
+/*
+ * The barter credits from may spend with to, locked; 0 when it holds none.
+ * Only CREDIT accounts carry barter credits.
+ */
+static Credit
+LockBarter(LedgerBatch *batch, LedgerAccount *from, LedgerAccount *to)
+{
+	Datum		args[2];
+	bool		isnull;
+
+	if (!(from->flags & ACCOUNT_FLAG_BARTER) || strcmp(batch->currency, "CREDIT") != 0)
+		return 0;
+	args[0] = Int64GetDatum(from->id);
+	args[1] = Int64GetDatum(to->id);
+	if (SpiRun(&barter_lock_stmt, args, NULL, false, 1) == 0)
+		return 0;
+	return DatumGetCredit(SpiGetDatum(0, 1, &isnull));
+}
+
+/* Adds to (grant) or takes from (spend) what holder holds with counterparty. */
+static void
+ChangeBarter(LedgerBatch *batch, LedgerAccount *holder, LedgerAccount *counterparty,
+			 Credit amount, bool grant)
+{
+	Datum		args[4];
+
+	Assert(amount > 0);
+	args[0] = Int64GetDatum(holder->id);
+	args[1] = Int64GetDatum(counterparty->id);
+	args[2] = CreditGetDatum(amount);
+	args[3] = TimestampTzGetDatum(batch->now);
+	if (SpiRun(grant ? &barter_add_stmt : &barter_spend_stmt, args, NULL, false, 0) != 1)
+		elog(ERROR, "barter credits of account " INT64_FORMAT " vanished", holder->id);
+}
+
+/*
+ * One transfer between two locked accounts: barter credits the payer holds
+ * with the payee are spent first, the rest moves from balance to balance.
+ */
+static int64
+PostTransfer(LedgerBatch *batch, LedgerAccount *from, LedgerAccount *to,
+			 Credit amount, const char *reference, const char *key)
+{
+	Credit		barter = Min(LockBarter(batch, from, to), amount);
+	Credit		money = amount - barter;
+	LedgerTransfer *t;
+	int64		id;
+
+	if (from->id == to->id)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot transfer from node \"%s\" to itself", from->node_id)));
+	if (money > 0)
+		LedgerCheckAvailable(from, money, batch->currency);
+
+	t = LedgerAddTransfer(batch, TRANSFER_TRANSFER, from, to, amount);
+	t->barter_amount = barter;
+	t->reference = reference;
+	t->idempotency_key = key;
+	id = t->id;
+	if (barter > 0)
+	{
+		LedgerPost(batch, from, ENTRY_BARTER, -barter, id, 0, to->id);
+		LedgerPost(batch, to, ENTRY_BARTER, barter, id, 0, from->id);
+		ChangeBarter(batch, from, to, barter, false);
+	}
+	if (money > 0)
+		LedgerMove(batch, t, from, to, money, ENTRY_DEBIT, ENTRY_CREDIT);
+	from->score_change = 1;
+	return id;
+}
+
+static char *
+TransferRequest(const char *from, const char *to, Credit amount,
+				const char *reference, const char *currency)
+{
+	return psprintf("%s|%s|%s|%s|%s", from, to, CreditText(amount),
+					reference ? reference : "", currency);
+}
+
+Datum
+compay_transfer(PG_FUNCTION_ARGS)
+{
+	static const char *const names[] = {"from_node", "to_node", "amount"};
+	const char *nodes[2];
+	Credit		amount;
+	char	   *reference = TextArgOrNull(fcinfo, 3);
+	char	   *key = TextArgOrNull(fcinfo, 4);
+	int64		result;
+	LedgerBatch batch;
+
+	RequireArgs(fcinfo, 3, names);
+	if (PG_ARGISNULL(5))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("currency must not be NULL")));
+	nodes[0] = LedgerCheckNode(TextArgOrNull(fcinfo, 0));
+	nodes[1] = LedgerCheckNode(TextArgOrNull(fcinfo, 1));
+	amount = PG_GETARG_CREDIT(2);
+	LedgerCheckAmount(amount, "a transfer amount");
+	LedgerBegin(&batch, LedgerCheckCurrency(TextArgOrNull(fcinfo, 5)));
+	if (strcmp(nodes[0], nodes[1]) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot transfer from node \"%s\" to itself",
+						CompayEchoInput(nodes[0]))));
+
+	SPI_connect();
+	if (key && IdempotencyClaim(key, "transfer",
+								TransferRequest(nodes[0], nodes[1], amount, reference,
+												batch.currency), &result))
+	{
+		SPI_finish();
+		PG_RETURN_INT64(result);
+	}
+	LedgerLockAccounts(&batch, nodes, 2, LedgerAutoCreate());
+	result = PostTransfer(&batch, LedgerFindAccount(&batch, nodes[0]),
+						  LedgerFindAccount(&batch, nodes[1]), amount, reference, key);
+	LedgerFlush(&batch);
+	if (key)
+		IdempotencyRecord(key, result);
+	SPI_finish();
+	PG_RETURN_INT64(result);
+}
+
+/* The elements of a one-dimensional array argument; NULL argument: none. */
+static int
+ArrayArg(FunctionCallInfo fcinfo, int n, Oid elemtype, Datum **values, bool **nulls)
+{
+	ArrayType  *a;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			count;
+
+	*values = NULL;
+	*nulls = NULL;
+	if (PG_ARGISNULL(n))
+		return -1;
+	a = PG_GETARG_ARRAYTYPE_P(n);
+	if (ARR_NDIM(a) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("transfer_batch takes one-dimensional arrays")));
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	deconstruct_array(a, elemtype, typlen, typbyval, typalign, values, nulls, &count);
+	return count;
+}
+
+typedef struct BatchArgs
+{
+	int			n;
+	Datum	   *from;
+	Datum	   *to;
+	Datum	   *amounts;
+	Datum	   *refs;
+	Datum	   *keys;
+	bool	   *from_nulls;
+	bool	   *to_nulls;
+	bool	   *amount_nulls;
+	bool	   *ref_nulls;
+	bool	   *key_nulls;
+} BatchArgs;
+
+static const char *
+BatchText(Datum *values, bool *nulls, int i)
+{
+	return (values == NULL || nulls[i]) ? NULL : TextDatumGetCString(values[i]);
+}
+
+static void
+ReadBatchArgs(FunctionCallInfo fcinfo, BatchArgs *b)
+{
+	Oid			credit_oid = CompayTypeOid("credit");
+	int			nfrom = ArrayArg(fcinfo, 0, TEXTOID, &b->from, &b->from_nulls);
+	int			nto = ArrayArg(fcinfo, 1, TEXTOID, &b->to, &b->to_nulls);
+	int			namounts = ArrayArg(fcinfo, 2, credit_oid, &b->amounts, &b->amount_nulls);
+	int			nrefs = ArrayArg(fcinfo, 3, TEXTOID, &b->refs, &b->ref_nulls);
+	int			nkeys = ArrayArg(fcinfo, 4, TEXTOID, &b->keys, &b->key_nulls);
+
+	b->n = nfrom;
+	if (nfrom < 0 || nto < 0 || namounts < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("from_nodes, to_nodes and amounts must not be NULL")));
+	if (nto != nfrom || namounts != nfrom || (nrefs >= 0 && nrefs != nfrom) ||
+		(nkeys >= 0 && nkeys != nfrom))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("transfer_batch arrays must have the same length"),
+				 errdetail("from_nodes has %d elements, to_nodes %d, amounts %d.",
+						   nfrom, nto, namounts)));
+	if (nfrom > LEDGER_BATCH_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("a batch holds at most %d transfers, not %d",
+						LEDGER_BATCH_MAX, nfrom)));
+	for (int i = 0; i < nfrom; i++)
+	{
+		if (b->from_nulls[i] || b->to_nulls[i] || b->amount_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("transfer %d of the batch has a NULL node or amount", i + 1)));
+		LedgerCheckNode(TextDatumGetCString(b->from[i]));
+		LedgerCheckNode(TextDatumGetCString(b->to[i]));
+		LedgerCheckAmount(DatumGetCredit(b->amounts[i]), "a transfer amount");
+	}
+}
+
+Datum
+compay_transfer_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	BatchArgs	b;
+	LedgerBatch batch;
+	int64	   *results;
+	bool	   *done;
+	const char **nodes;
+	int			nnodes = 0;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (PG_ARGISNULL(5))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("currency must not be NULL")));
+	LedgerBegin(&batch, LedgerCheckCurrency(TextArgOrNull(fcinfo, 5)));
+	ReadBatchArgs(fcinfo, &b);
+	results = palloc0(sizeof(int64) * Max(b.n, 1));
+	done = palloc0(sizeof(bool) * Max(b.n, 1));
+	nodes = palloc(sizeof(char *) * Max(2 * b.n, 1));
+
+	SPI_connect();
+	for (int i = 0; i < b.n; i++)
+	{
+		const char *key = BatchText(b.keys, b.key_nulls, i);
+		const char *from = TextDatumGetCString(b.from[i]);
+		const char *to = TextDatumGetCString(b.to[i]);
+
+		if (key && IdempotencyClaim(key, "transfer",
+									TransferRequest(from, to, DatumGetCredit(b.amounts[i]),
+													BatchText(b.refs, b.ref_nulls, i),
+													batch.currency), &results[i]))
+		{
+			done[i] = true;
+			continue;
+		}
+		nodes[nnodes++] = from;
+		nodes[nnodes++] = to;
+	}
+	if (nnodes > 0)
+		LedgerLockAccounts(&batch, nodes, nnodes, LedgerAutoCreate());
+	for (int i = 0; i < b.n; i++)
+	{
+		const char *key = BatchText(b.keys, b.key_nulls, i);
+
+		if (done[i])
+			continue;
+		results[i] = PostTransfer(&batch,
+								  LedgerFindAccount(&batch, TextDatumGetCString(b.from[i])),
+								  LedgerFindAccount(&batch, TextDatumGetCString(b.to[i])),
+								  DatumGetCredit(b.amounts[i]),
+								  BatchText(b.refs, b.ref_nulls, i), key);
+	}
+	LedgerFlush(&batch);
+	for (int i = 0; i < b.n; i++)
+	{
+		const char *key = BatchText(b.keys, b.key_nulls, i);
+
+		if (key && !done[i])
+			IdempotencyRecord(key, results[i]);
+	}
+	SPI_finish();
+
+	for (int i = 0; i < b.n; i++)
+	{
+		Datum		value = Int64GetDatum(results[i]);
+		bool		isnull = false;
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
+	}
+	return (Datum) 0;
+}
+
+/* Locks the accounts of an original transfer's two sides. */
+typedef struct Original
+{
+	char	   *kind;
+	char	   *payer;
+	char	   *payee;
+	Credit		amount;
+	Credit		barter;
+	char	   *currency;
+} Original;
+
+static void
+ReadOriginal(int64 id, Original *o)
+{
+	Datum		arg = Int64GetDatum(id);
+	bool		isnull;
+
+	if (SpiRun(&original_stmt, &arg, NULL, false, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_UNKNOWN_TRANSFER),
+				 errmsg("transfer " INT64_FORMAT " does not exist", id)));
+	o->kind = SpiGetText(0, 1);
+	o->payer = SpiGetText(0, 2);
+	o->payee = SpiGetText(0, 3);
+	o->amount = DatumGetCredit(SpiGetDatum(0, 4, &isnull));
+	o->barter = DatumGetCredit(SpiGetDatum(0, 5, &isnull));
+	o->currency = SpiGetText(0, 6);
+	if (strcmp(o->kind, "transfer") != 0 && strcmp(o->kind, "capture") != 0 &&
+		strcmp(o->kind, "deposit") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a %s cannot be refunded", o->kind),
+				 errdetail("Only deposits, transfers and captures can be refunded.")));
+}
+
+static Credit
+AlreadyRefunded(int64 id)
+{
+	Datum		arg = Int64GetDatum(id);
+	bool		isnull;
+	Datum		sum;
+
+	SpiRun(&refunded_stmt, &arg, NULL, false, 1);
+	sum = SpiGetDatum(0, 1, &isnull);
+	return isnull ? 0 : DatumGetCredit(sum);
+}
+
+Datum
+compay_refund(PG_FUNCTION_ARGS)
+{
+	int64		original_id;
+	char	   *reason = TextArgOrNull(fcinfo, 2);
+	char	   *key = TextArgOrNull(fcinfo, 3);
+	Original	o;
+	Credit		refundable;
+	Credit		amount;
+	int64		result;
+	const char *nodes[2];
+	LedgerBatch batch;
+	LedgerAccount *payer;
+	LedgerAccount *payee;
+	LedgerTransfer *t;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("transfer_id must not be NULL")));
+	original_id = PG_GETARG_INT64(0);
+	if (!PG_ARGISNULL(1))
+		LedgerCheckAmount(PG_GETARG_CREDIT(1), "a refund amount");
+
+	SPI_connect();
+	if (key && IdempotencyClaim(key, "refund",
+								psprintf(INT64_FORMAT "|%s|%s", original_id,
+										 PG_ARGISNULL(1) ? "" : CreditText(PG_GETARG_CREDIT(1)),
+										 reason ? reason : ""), &result))
+	{
+		SPI_finish();
+		PG_RETURN_INT64(result);
+	}
+	ReadOriginal(original_id, &o);
+	LedgerBegin(&batch, o.currency);
+	nodes[0] = o.payer;
+	nodes[1] = o.payee;
+	LedgerLockAccounts(&batch, nodes, 2, false);
+
+	/* Read after the locks: a concurrent refund of the same transfer is seen. */
+	refundable = o.amount - o.barter - AlreadyRefunded(original_id);
+	amount = PG_ARGISNULL(1) ? refundable : PG_GETARG_CREDIT(1);
+	if (refundable <= 0 || amount > refundable)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_REFUND_EXCEEDS),
+				 errmsg("refund of %s exceeds what transfer " INT64_FORMAT " has left",
+						CreditText(amount), original_id),
+				 errdetail("At most %s of the %s moved can still be refunded.",
+						   CreditText(Max(refundable, 0)), CreditText(o.amount - o.barter))));
+
+	payer = LedgerFindAccount(&batch, o.payer);
+	payee = LedgerFindAccount(&batch, o.payee);
+	LedgerCheckAvailable(payee, amount, batch.currency);
+	t = LedgerAddTransfer(&batch, TRANSFER_REFUND, payee, payer, amount);
+	t->refund_of = original_id;
+	t->reference = reason;
+	t->idempotency_key = key;
+	result = t->id;
+	LedgerMove(&batch, t, payee, payer, amount, ENTRY_REFUND, ENTRY_REFUND);
+	payee->score_change = -1;
+	LedgerFlush(&batch);
+	if (key)
+		IdempotencyRecord(key, result);
+	SPI_finish();
+	PG_RETURN_INT64(result);
+}
+
+Datum
+compay_grant_barter(PG_FUNCTION_ARGS)
+{
+	static const char *const names[] = {"holder", "counterparty", "amount"};
+	const char *nodes[2];
+	Credit		amount;
+	char	   *reference = TextArgOrNull(fcinfo, 3);
+	char	   *key = TextArgOrNull(fcinfo, 4);
+	int64		result;
+	LedgerBatch batch;
+	LedgerAccount *holder;
+	LedgerAccount *counterparty;
+	LedgerTransfer *t;
+
+	RequireArgs(fcinfo, 3, names);
+	nodes[0] = LedgerCheckNode(TextArgOrNull(fcinfo, 0));
+	nodes[1] = LedgerCheckNode(TextArgOrNull(fcinfo, 1));
+	amount = PG_GETARG_CREDIT(2);
+	LedgerCheckAmount(amount, "a barter grant");
+	if (strcmp(nodes[0], nodes[1]) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("node \"%s\" cannot hold barter credits with itself",
+						CompayEchoInput(nodes[0]))));
+	LedgerBegin(&batch, "CREDIT");
+
+	SPI_connect();
+	if (key && IdempotencyClaim(key, "grant_barter",
+								TransferRequest(nodes[0], nodes[1], amount, reference,
+												batch.currency), &result))
+	{
+		SPI_finish();
+		PG_RETURN_INT64(result);
+	}
+	LedgerLockAccounts(&batch, nodes, 2, LedgerAutoCreate());
+	holder = LedgerFindAccount(&batch, nodes[0]);
+	counterparty = LedgerFindAccount(&batch, nodes[1]);
+	t = LedgerAddTransfer(&batch, TRANSFER_BARTER, counterparty, holder, amount);
+	t->barter_amount = amount;
+	t->reference = reference;
+	t->idempotency_key = key;
+	result = t->id;
+	LedgerPost(&batch, holder, ENTRY_BARTER, amount, result, 0, counterparty->id);
+	LedgerPost(&batch, counterparty, ENTRY_BARTER, -amount, result, 0, holder->id);
+	holder->flags |= ACCOUNT_FLAG_BARTER;
+	ChangeBarter(&batch, holder, counterparty, amount, true);
+	LedgerFlush(&batch);
+	if (key)
+		IdempotencyRecord(key, result);
+	SPI_finish();
+	PG_RETURN_INT64(result);
+}
+
+Datum
+compay_set_credit_limit(PG_FUNCTION_ARGS)
+{
+	static const char *const names[] = {"node_id", "credit_limit", "currency"};
+	Datum		args[3];
+	Credit		limit;
+	bool		isnull;
+
+	RequireArgs(fcinfo, 3, names);
+	limit = PG_GETARG_CREDIT(1);
+	if (limit < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a credit limit cannot be negative")));
+	args[0] = CStringGetTextDatum(LedgerCheckNode(TextArgOrNull(fcinfo, 0)));
+	args[1] = CStringGetTextDatum(LedgerCheckCurrency(TextArgOrNull(fcinfo, 2)));
+	args[2] = CreditGetDatum(limit);
+
+	SPI_connect();
+	if (SpiRun(&limit_check_stmt, args, NULL, false, 0) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_UNKNOWN_ACCOUNT),
+				 errmsg("node \"%s\" has no %s account", TextArgOrNull(fcinfo, 0),
+						TextArgOrNull(fcinfo, 2))));
+	if (!DatumGetBool(SpiGetDatum(0, 1, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_INSUFFICIENT_FUNDS),
+				 errmsg("credit limit %s is below what node \"%s\" already uses",
+						CreditText(limit), TextArgOrNull(fcinfo, 0)),
+				 errdetail("Balance less reserved plus the limit must not fall below zero.")));
+	SpiRun(&set_limit_stmt, args, NULL, false, 0);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
