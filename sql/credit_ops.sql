@@ -8,9 +8,9 @@ SELECT '1.5'::credit + '2.25', '1.5'::credit - '2.25', -'1.5'::credit,
        -'0'::credit, '0.000000000001'::credit + '0.000000000001';
 SELECT :max + '0', :min - '0', :max - :max, :max + :min, -:min;
 \set VERBOSITY default
-SELECT :max + '0.000000000001';
-SELECT :min - '0.000000000001';
-SELECT :min + :min;
+SELECT :max + '0.000000000001'; \echo :LAST_ERROR_SQLSTATE
+SELECT :min - '0.000000000001'; \echo :LAST_ERROR_SQLSTATE
+SELECT :min + :min; \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 
 -- Multiplication by integers, both orders.
@@ -19,9 +19,9 @@ SELECT '1.5'::credit * 2, 2 * '1.5'::credit, '1.5'::credit * 3::bigint,
        2::smallint * '1.5'::credit, '-0.000000000001'::credit * -1;
 SELECT :max * 1, :max * -1, '85070591730234615865843651.857942052863'::credit * 2;
 \set VERBOSITY default
-SELECT '85070591730234615865843651.857942052864'::credit * 2;
-SELECT :max * 9223372036854775807::bigint;
-SELECT 2::smallint * :min;
+SELECT '85070591730234615865843651.857942052864'::credit * 2; \echo :LAST_ERROR_SQLSTATE
+SELECT :max * 9223372036854775807::bigint; \echo :LAST_ERROR_SQLSTATE
+SELECT 2::smallint * :min; \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 
 -- Multiplication by numeric: exact product, rounded once half to even.
@@ -30,9 +30,9 @@ SELECT '1'::credit * 1.5, 1.5 * '1'::credit, '0.000000000001'::credit * 0.5,
        '0.000000000001'::credit * 0.5000001, '3'::credit * 0.333333333333333333333,
        '1'::credit * 0, '7'::credit * -2.5;
 \set VERBOSITY default
-SELECT :max * 1.000000000001;
-SELECT '1'::credit * 'NaN'::numeric;
-SELECT '1'::credit * 'Infinity'::numeric;
+SELECT :max * 1.000000000001; \echo :LAST_ERROR_SQLSTATE
+SELECT '1'::credit * 'NaN'::numeric; \echo :LAST_ERROR_SQLSTATE
+SELECT '1'::credit * 'Infinity'::numeric; \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 
 -- Division by integers and numeric: rounded half to even.
@@ -43,19 +43,19 @@ SELECT '1'::credit / 3, '2'::credit / 3, '-2'::credit / 3, '0.000000000001'::cre
 SELECT '10'::credit / 4.0, '1'::credit / 3.0, '1'::credit / 0.000000000003,
        '-1'::credit / 1.5, '0.000000000001'::credit / -2.0;
 \set VERBOSITY default
-SELECT '1'::credit / 0;
-SELECT '1'::credit / 0::bigint;
-SELECT '1'::credit / 0::smallint;
-SELECT '1'::credit / 0.0;
-SELECT :max / 0.5;
-SELECT '1'::credit / 'NaN'::numeric;
+SELECT '1'::credit / 0; \echo :LAST_ERROR_SQLSTATE
+SELECT '1'::credit / 0::bigint; \echo :LAST_ERROR_SQLSTATE
+SELECT '1'::credit / 0::smallint; \echo :LAST_ERROR_SQLSTATE
+SELECT '1'::credit / 0.0; \echo :LAST_ERROR_SQLSTATE
+SELECT :max / 0.5; \echo :LAST_ERROR_SQLSTATE
+SELECT '1'::credit / 'NaN'::numeric; \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 
 -- credit / credit is their ratio as numeric.
 SELECT '1'::credit / '3'::credit, '3'::credit / '1.5'::credit,
        '-1'::credit / '0.000000000001'::credit, :max / :max;
 \set VERBOSITY default
-SELECT '1'::credit / '0'::credit;
+SELECT '1'::credit / '0'::credit; \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 
 -- Comparison operators.
@@ -90,7 +90,7 @@ RESET enable_seqscan;
 -- A unique index rejects an equal value.
 CREATE TEMP TABLE uniq (v credit UNIQUE);
 INSERT INTO uniq VALUES ('1.5');
-INSERT INTO uniq VALUES ('1.500000000000');
+INSERT INTO uniq VALUES ('1.500000000000'); \echo :LAST_ERROR_SQLSTATE
 
 -- Hash join and merge join.
 CREATE TEMP TABLE other AS SELECT DISTINCT v FROM amounts WHERE v > '0.9';
@@ -117,8 +117,8 @@ SELECT avg(v) FROM (VALUES ('0.000000000001'::credit), ('0.000000000000')) t(v);
 SELECT sum(v), avg(v), min(v), max(v) FROM amounts WHERE false;
 SELECT sum(v) FROM (VALUES (:max), ('-1')) t(v);
 \set VERBOSITY default
-SELECT sum(v) FROM (VALUES (:max), ('0.000000000001')) t(v);
-SELECT sum(v) FROM (VALUES (:min), (:min)) t(v);
+SELECT sum(v) FROM (VALUES (:max), ('0.000000000001')) t(v); \echo :LAST_ERROR_SQLSTATE
+SELECT sum(v) FROM (VALUES (:min), (:min)) t(v); \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 -- Window use of sum.
 SELECT id, v, sum(v) OVER (ORDER BY id) FROM amounts WHERE id <= 4 ORDER BY id;

@@ -11,28 +11,28 @@ FROM (VALUES ('0'), ('-0'), ('1.5'), ('.5'), ('5.'), (' 1 '), (E'\t2.25\n'),
 
 -- Bad text input: 22P02 (syntax, too many decimals) and 22003 (range).
 \set VERBOSITY default
-SELECT ''::credit;
-SELECT ' '::credit;
-SELECT '-'::credit;
-SELECT '+'::credit;
-SELECT '.'::credit;
-SELECT '1e3'::credit;
-SELECT '1E3'::credit;
-SELECT 'NaN'::credit;
-SELECT 'Infinity'::credit;
-SELECT '1,000'::credit;
-SELECT '1 000'::credit;
-SELECT '1_000'::credit;
-SELECT '--1'::credit;
-SELECT '0x10'::credit;
-SELECT '1.2.3'::credit;
-SELECT '1.0000000000000'::credit;
-SELECT '0.0000000000001'::credit;
-SELECT '170141183460469231731687303.715884105728'::credit;
-SELECT '-170141183460469231731687303.715884105728'::credit;
-SELECT '999999999999999999999999999999999999999999999'::credit;
-SELECT '99999999999999999999999999999999999999999999x'::credit;
-SELECT repeat('7', 200)::credit;
+SELECT ''::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT ' '::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '-'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '+'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '.'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '1e3'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '1E3'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT 'NaN'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT 'Infinity'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '1,000'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '1 000'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '1_000'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '--1'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '0x10'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '1.2.3'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '1.0000000000000'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '0.0000000000001'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '170141183460469231731687303.715884105728'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '-170141183460469231731687303.715884105728'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '999999999999999999999999999999999999999999999'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '99999999999999999999999999999999999999999999x'::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT repeat('7', 200)::credit; \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 
 -- Every value round-trips through text exactly.
@@ -76,12 +76,12 @@ SELECT c, atomic(c) FROM bin_dst;
 -- -2^127 is the one 16-byte pattern that is not a credit: 22003.
 \set VERBOSITY default
 SELECT pg_temp.write_copy_file(:'bin_file', decode('80000000000000000000000000000000', 'hex'));
-COPY bin_dst FROM :'bin_file' (FORMAT binary);
+COPY bin_dst FROM :'bin_file' (FORMAT binary); \echo :LAST_ERROR_SQLSTATE
 -- Too short (8 bytes) and too long (17 bytes).
 SELECT pg_temp.write_copy_file(:'bin_file', decode('0000000000000001', 'hex'));
-COPY bin_dst FROM :'bin_file' (FORMAT binary);
+COPY bin_dst FROM :'bin_file' (FORMAT binary); \echo :LAST_ERROR_SQLSTATE
 SELECT pg_temp.write_copy_file(:'bin_file', decode('0000000000000000000000000000000100', 'hex'));
-COPY bin_dst FROM :'bin_file' (FORMAT binary);
+COPY bin_dst FROM :'bin_file' (FORMAT binary); \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 SELECT count(*) AS rows_after_bad_binary FROM bin_dst;
 \set rm_cmd 'rm -f ' :bin_file
@@ -96,11 +96,11 @@ SELECT 1.5::numeric::credit, (-0.000000000001)::numeric::credit,
 SELECT '1.5'::credit::numeric, '-0.000000000001'::credit::numeric,
        '170141183460469231731687303.715884105727'::credit::numeric;
 \set VERBOSITY default
-SELECT 1.0000000000001::numeric::credit;
-SELECT 170141183460469231731687303.715884105728::numeric::credit;
-SELECT 'NaN'::numeric::credit;
-SELECT 'Infinity'::numeric::credit;
-SELECT '-Infinity'::numeric::credit;
+SELECT 1.0000000000001::numeric::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT 170141183460469231731687303.715884105728::numeric::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT 'NaN'::numeric::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT 'Infinity'::numeric::credit; \echo :LAST_ERROR_SQLSTATE
+SELECT '-Infinity'::numeric::credit; \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 -- Assignment casts apply in INSERT and UPDATE.
 CREATE TEMP TABLE cast_target (c credit);
@@ -111,8 +111,8 @@ SELECT c FROM cast_target ORDER BY c;
 SELECT '1.5'::credit > '1' AS gt_one, '1.5'::credit + '1' AS plus_one,
        '1.5'::credit > 1::credit AS gt_cast;
 SELECT 2.5 * 2 AS numeric_times_int, 2 * 2.5 AS int_times_numeric;
-SELECT '1.5'::credit + 1.5;
-SELECT '1.5'::credit > 1;
+SELECT '1.5'::credit + 1.5; \echo :LAST_ERROR_SQLSTATE
+SELECT '1.5'::credit > 1; \echo :LAST_ERROR_SQLSTATE
 
 -- atomic() and credit_from_atomic().
 SELECT atomic('1'::credit), atomic('-0.000000000001'::credit), atomic('0'::credit),
@@ -122,9 +122,9 @@ SELECT credit_from_atomic(1), credit_from_atomic(-1500000000000),
        credit_from_atomic(-170141183460469231731687303715884105727),
        credit_from_atomic(5.000);
 \set VERBOSITY default
-SELECT credit_from_atomic(1.5);
-SELECT credit_from_atomic(170141183460469231731687303715884105728);
-SELECT credit_from_atomic('NaN');
+SELECT credit_from_atomic(1.5); \echo :LAST_ERROR_SQLSTATE
+SELECT credit_from_atomic(170141183460469231731687303715884105728); \echo :LAST_ERROR_SQLSTATE
+SELECT credit_from_atomic('NaN'); \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 
 -- round_credit(): each mode on ties, just above and just below ties, both signs.
@@ -138,10 +138,10 @@ FROM (VALUES (0.0000000000005), (0.0000000000015), (0.0000000000025),
              (1.5), (2.000000000000999), (-2.000000000000999)) AS t(x);
 SELECT round_credit(170141183460469231731687303.7158841057274);
 \set VERBOSITY default
-SELECT round_credit(170141183460469231731687303.7158841057275);
-SELECT round_credit(1, 'bogus');
-SELECT round_credit(1, 'HALF_EVEN');
-SELECT round_credit('NaN');
+SELECT round_credit(170141183460469231731687303.7158841057275); \echo :LAST_ERROR_SQLSTATE
+SELECT round_credit(1, 'bogus'); \echo :LAST_ERROR_SQLSTATE
+SELECT round_credit(1, 'HALF_EVEN'); \echo :LAST_ERROR_SQLSTATE
+SELECT round_credit('NaN'); \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 
 -- xmr(): always 12 decimals.

@@ -566,7 +566,13 @@ compay_refund(PG_FUNCTION_ARGS)
 	/* Read after the locks: a concurrent refund of the same transfer is seen. */
 	refundable = o.amount - o.barter - AlreadyRefunded(original_id);
 	amount = PG_ARGISNULL(1) ? refundable : PG_GETARG_CREDIT(1);
-	if (refundable <= 0 || amount > refundable)
+	if (refundable <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_REFUND_EXCEEDS),
+				 errmsg("transfer " INT64_FORMAT " is already fully refunded", original_id),
+				 errdetail("All %s it moved has been refunded.",
+						   CreditText(o.amount - o.barter))));
+	if (amount > refundable)
 		ereport(ERROR,
 				(errcode(ERRCODE_COMPAY_REFUND_EXCEEDS),
 				 errmsg("refund of %s exceeds what transfer " INT64_FORMAT " has left",

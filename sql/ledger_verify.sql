@@ -1,0 +1,59 @@
+-- Ledger: verify_ledger() finds tampering.  Superusers can bypass the
+-- append-only triggers; the hash chain and the cross-checks still notice.
+SET search_path = public, compay;
+-- A fresh ledger, so that ids and totals do not depend on other tests.
+SET client_min_messages = warning;
+DROP EXTENSION compay CASCADE;
+CREATE EXTENSION compay;
+RESET client_min_messages;
+\set VERBOSITY default
+SELECT open_account('lv_a', 'CREDIT', '0') IS NOT NULL AS ok;
+SELECT deposit('lv_a', '50') IS NOT NULL AS ok;
+SELECT transfer('lv_a', 'lv_b', '20') AS t1 \gset
+SELECT reserve('lv_a', '5') IS NOT NULL AS ok;
+SELECT check_name, ok, detail FROM verify_ledger();
+
+-- Tamper with one journal amount: the chain breaks and the balance no longer matches.
+BEGIN;
+ALTER TABLE journal DISABLE TRIGGER journal_append_only;
+UPDATE journal SET amount = '-19' WHERE transfer_id = :t1 AND kind = 'debit';
+SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+
+-- Rewrite an entry's hash to match its new amount: the next entry's link breaks.
+BEGIN;
+ALTER TABLE journal DISABLE TRIGGER journal_append_only;
+UPDATE journal j SET amount = '-19', balance_after = '31',
+       hash = journal_entry_hash(p.hash, j.account_id, j.seq, j.kind::text, '-19', '31',
+                                 j.reserved_after, j.transfer_id, j.hold_id, j.counterparty, j.created_at)
+FROM journal p WHERE j.transfer_id = :t1 AND j.kind = 'debit'
+  AND p.account_id = j.account_id AND p.seq = j.seq - 1;
+SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+
+-- Money created out of nothing: balances no longer sum to zero.
+BEGIN;
+UPDATE accounts SET balance = balance + '1' WHERE node_id = 'lv_b';
+SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+
+-- A hold changed behind the ledger's back.
+BEGIN;
+UPDATE holds SET remaining = '4' WHERE account_id = (SELECT id FROM accounts WHERE node_id = 'lv_a');
+SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+
+-- A deleted entry leaves a gap in its account's chain.
+BEGIN;
+ALTER TABLE journal DISABLE TRIGGER journal_append_only;
+DELETE FROM journal WHERE transfer_id = :t1 AND kind = 'debit';
+SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+
+-- journal_entry_hash() checks its input.
+SELECT journal_entry_hash('\x00', 1, 1, 'debit', '1', '1', '0', NULL, NULL, NULL, now()); \echo :LAST_ERROR_SQLSTATE
+SELECT journal_entry_hash(decode(repeat('00', 32), 'hex'), 1, 1, 'bogus', '1', '1', '0', NULL, NULL, NULL, now()); \echo :LAST_ERROR_SQLSTATE
+SELECT length(journal_entry_hash(decode(repeat('00', 32), 'hex'), 1, 1, 'debit', '1', '1', '0',
+                                 NULL, NULL, NULL, '2026-01-01 00:00:00+00')) AS hash_bytes;
+
+SELECT check_name, ok FROM verify_ledger();
