@@ -17,6 +17,7 @@ OBJS = \
 	src/spi_util.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+COMPAY_HEADERS = $(wildcard src/*.h)
 SHLIB_LINK += -lgmp -lcurl
 
 PG_CONFIG ?= pg_config
@@ -37,6 +38,9 @@ ifneq ($(wildcard $(PGXS)),)
 # code without failing on theirs.
 PG_CPPFLAGS += -isystem $(shell $(PG_CONFIG) --includedir-server)
 include $(PGXS)
+# PGXS tracks no header dependencies: rebuild every object when any of our
+# headers changes, so that no object keeps an old struct layout.
+$(OBJS) $(OBJS:.o=.bc): $(COMPAY_HEADERS)
 else
 all install:
 	@echo "PostgreSQL's build files were not found; run 'bash test/deps.sh' first." >&2

@@ -65,16 +65,20 @@ EntryKindFromName(const char *name)
 			 errmsg("unknown journal entry kind \"%s\"", CompayEchoInput(name))));
 }
 
+/*
+ * Computes an entry's hash into out.  ctx is a SHA-256 context to reuse
+ * (pg_cryptohash_init resets it), or NULL for a one-off.
+ */
 void
-JournalEntryHash(const uint8 *prev, const LedgerEntry *entry,
-				 TimestampTz created_at, uint8 *out)
+JournalEntryHash(pg_cryptohash_ctx *ctx, const uint8 *prev,
+				 const LedgerEntry *entry, TimestampTz created_at, uint8 *out)
 {
+	bool		own = (ctx == NULL);
 	char		amount[CREDIT_TEXT_LEN_MAX];
 	char		balance[CREDIT_TEXT_LEN_MAX];
 	char		reserved[CREDIT_TEXT_LEN_MAX];
 	char		text[512];
 	int			len;
-	pg_cryptohash_ctx *ctx;
 
 	CreditFormat(entry->amount, CREDIT_SCALE, false, amount);
 	CreditFormat(entry->balance_after, CREDIT_SCALE, false, balance);
@@ -87,13 +91,15 @@ JournalEntryHash(const uint8 *prev, const LedgerEntry *entry,
 				   entry->hold_id, entry->counterparty, (int64) created_at);
 	Assert(len > 0 && len < (int) sizeof(text));
 
-	ctx = pg_cryptohash_create(PG_SHA256);
+	if (own)
+		ctx = pg_cryptohash_create(PG_SHA256);
 	if (pg_cryptohash_init(ctx) < 0 ||
 		pg_cryptohash_update(ctx, prev, LEDGER_HASH_LEN) < 0 ||
 		pg_cryptohash_update(ctx, (uint8 *) text, len) < 0 ||
 		pg_cryptohash_final(ctx, out, LEDGER_HASH_LEN) < 0)
 		elog(ERROR, "could not compute SHA-256: %s", pg_cryptohash_error(ctx));
-	pg_cryptohash_free(ctx);
+	if (own)
+		pg_cryptohash_free(ctx);
 }
 
 static int64
@@ -137,7 +143,7 @@ compay_journal_entry_hash(PG_FUNCTION_ARGS)
 	entry.hold_id = ArgInt64OrZero(fcinfo, 8);
 	entry.counterparty = ArgInt64OrZero(fcinfo, 9);
 
-	JournalEntryHash((uint8 *) VARDATA_ANY(prev), &entry,
+	JournalEntryHash(NULL, (uint8 *) VARDATA_ANY(prev), &entry,
 					 PG_GETARG_TIMESTAMPTZ(10), (uint8 *) VARDATA(result));
 	SET_VARSIZE(result, VARHDRSZ + LEDGER_HASH_LEN);
 	PG_RETURN_BYTEA_P(result);

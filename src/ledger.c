@@ -216,6 +216,13 @@ TextArray(const char **values, int n)
 											  TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+static int
+CompareAccountNode(const void *a, const void *b)
+{
+	return strcmp((*(LedgerAccount *const *) a)->node_id,
+				  (*(LedgerAccount *const *) b)->node_id);
+}
+
 /* Runs the lock statement; returns the number of rows locked. */
 static uint64
 LockAccountRows(LedgerBatch *batch, Datum *args)
@@ -242,6 +249,10 @@ LockAccountRows(LedgerBatch *batch, Datum *args)
 		memcpy(a->hash, VARDATA_ANY(hash), LEDGER_HASH_LEN);
 		Assert(i == 0 || batch->accounts[i - 1].id < a->id);
 	}
+	batch->by_node = palloc(sizeof(LedgerAccount *) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+		batch->by_node[i] = &batch->accounts[i];
+	qsort(batch->by_node, n, sizeof(LedgerAccount *), CompareAccountNode);
 	return n;
 }
 
@@ -293,12 +304,25 @@ LedgerLockAccounts(LedgerBatch *batch, const char **node_ids, int n,
 		elog(ERROR, "accounts created for %s could not be locked", batch->currency);
 }
 
+/* The locked account of node_id, or NULL; a binary search by node id. */
 LedgerAccount *
 LedgerFindAccount(LedgerBatch *batch, const char *node_id)
 {
-	for (int i = 0; i < batch->naccounts; i++)
-		if (strcmp(batch->accounts[i].node_id, node_id) == 0)
-			return &batch->accounts[i];
+	int			lo = 0;
+	int			hi = batch->naccounts - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		int			cmp = strcmp(batch->by_node[mid]->node_id, node_id);
+
+		if (cmp == 0)
+			return batch->by_node[mid];
+		if (cmp < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
 	return NULL;
 }
 
@@ -396,7 +420,9 @@ LedgerPost(LedgerBatch *batch, LedgerAccount *account, EntryKind kind,
 	e->transfer_id = transfer_id;
 	e->hold_id = hold_id;
 	e->counterparty = counterparty;
-	JournalEntryHash(account->hash, e, batch->now, e->hash);
+	if (batch->hash_ctx == NULL)
+		batch->hash_ctx = pg_cryptohash_create(PG_SHA256);
+	JournalEntryHash(batch->hash_ctx, account->hash, e, batch->now, e->hash);
 	memcpy(account->hash, e->hash, LEDGER_HASH_LEN);
 	account->dirty = true;
 }
@@ -619,4 +645,9 @@ LedgerFlush(LedgerBatch *batch)
 		FlushJournal(batch);
 	if (batch->ntransfers > 0)
 		FlushTransfers(batch);
+	if (batch->hash_ctx != NULL)
+	{
+		pg_cryptohash_free(batch->hash_ctx);
+		batch->hash_ctx = NULL;
+	}
 }

@@ -15,6 +15,7 @@
 #ifndef COMPAY_LEDGER_H
 #define COMPAY_LEDGER_H
 
+#include "common/cryptohash.h"
 #include "datatype/timestamp.h"
 #include "utils/errcodes.h"
 
@@ -108,12 +109,14 @@ typedef struct LedgerBatch
 	TimestampTz now;
 	LedgerAccount *accounts;	/* sorted by id */
 	int			naccounts;
+	LedgerAccount **by_node;	/* the same, sorted by node_id */
 	LedgerEntry *entries;
 	int			nentries;
 	int			maxentries;
 	LedgerTransfer *transfers;
 	int			ntransfers;
 	int			maxtransfers;
+	pg_cryptohash_ctx *hash_ctx;	/* reused for every entry of the batch */
 } LedgerBatch;
 
 /* ledger.c */
@@ -145,8 +148,9 @@ extern Credit LedgerDefaultCreditLimit(const char *currency);
 extern bool LedgerAutoCreate(void);
 
 /* journal_hash.c */
-extern void JournalEntryHash(const uint8 *prev, const LedgerEntry *entry,
-							 TimestampTz created_at, uint8 *out);
+extern void JournalEntryHash(pg_cryptohash_ctx *ctx, const uint8 *prev,
+							 const LedgerEntry *entry, TimestampTz created_at,
+							 uint8 *out);
 extern const char *EntryKindName(EntryKind kind);
 extern const char *TransferKindName(TransferKind kind);
 

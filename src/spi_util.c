@@ -41,7 +41,13 @@ SpiPrepare(SpiStatement *stmt, Oid namespace_oid)
 		SPI_freeplan(stmt->plan);
 		stmt->plan = NULL;
 	}
-	plan = SPI_prepare(stmt->sql, stmt->nargs, argtypes);
+	/*
+	 * A generic plan: the statements are short and their parameters (often
+	 * arrays) tell the planner nothing worth a new plan per call, and a
+	 * custom plan per call would cost more than running the statement.
+	 */
+	plan = SPI_prepare_cursor(stmt->sql, stmt->nargs, argtypes,
+							  CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", stmt->sql,
 			 SPI_result_code_string(SPI_result));
