@@ -1,0 +1,60 @@
+-- The compay demo: exact credits and the ledger, on a throwaway cluster.
+-- Run by `make demo` (test/demo.sh), which creates the extension first.
+\set ON_ERROR_STOP on
+SET search_path = public, compay;
+
+\echo
+\echo '== 1. Exact money: compay.credit has 12 decimals (one piconero) and never rounds silently'
+SELECT '0.1'::credit + '0.2'::credit AS "0.1 + 0.2",
+       0.1::float8 + 0.2::float8 AS "the same in float8";
+SELECT '10'::credit / 3 AS "10 / 3 (half to even)",
+       '0.000000000003'::credit / 2 AS "a tie rounds to even",
+       '1'::credit * 1.5 AS "1 * 1.5",
+       xmr('1.5') AS "as XMR";
+SELECT round_credit(0.0000000000025, mode) AS rounded, mode
+FROM unnest(ARRAY['half_even', 'half_up', 'down', 'floor', 'ceiling']) AS mode;
+SELECT sum(x) AS "sum of a million thousandths", avg(x)
+FROM (SELECT '0.001'::credit AS x FROM generate_series(1, 1000000)) s;
+
+\echo
+\echo '== 2. Accounts and deposits: every movement is a double-entry journal pair'
+SELECT open_account('requester-1', 'CREDIT', '0') > 0 AS opened,
+       open_account('provider-1', 'CREDIT', '0') > 0 AS opened;
+SELECT deposit('requester-1', '500', reference => 'top-up', idempotency_key => 'demo-dep-1') > 0 AS deposited;
+SELECT deposit('requester-1', '500', reference => 'top-up', idempotency_key => 'demo-dep-1') > 0
+       AS "retried with the same key (moves nothing)";
+SELECT node_id, balance, reserved, credit_limit FROM accounts ORDER BY id;
+
+\echo
+\echo '== 3. A two-phase hold: reserve, stream two partial captures, release the rest'
+SELECT reserve('requester-1', '120', 'job-42', '1 hour') AS hold \gset
+SELECT * FROM balance('requester-1');
+SELECT capture(:hold, 'provider-1', '30', final => false) > 0 AS "captured 30";
+SELECT capture(:hold, 'provider-1', '45') > 0 AS "captured 45, rest released";
+SELECT id, amount, remaining, status FROM holds;
+SELECT (SELECT balance FROM balance('requester-1')) AS requester,
+       (SELECT balance FROM balance('provider-1')) AS provider;
+
+\echo
+\echo '== 4. Insufficient funds is an error with a SQLSTATE of its own (PY001), and writes nothing'
+\set ON_ERROR_STOP off
+SELECT transfer('provider-1', 'requester-1', '1000');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+\set ON_ERROR_STOP on
+
+\echo
+\echo '== 5. Refunds never exceed the original; barter credits pay the counterparty first'
+SELECT transfer('requester-1', 'provider-1', '50', 'invoice 7') AS t \gset
+SELECT refund(:t, '20', 'partial outage') > 0 AS refunded;
+SELECT grant_barter('provider-1', 'requester-1', '10', 'GPU hours swap') > 0 AS granted;
+SELECT transfer('provider-1', 'requester-1', '15') AS t2 \gset
+SELECT amount, barter_amount AS "paid in barter" FROM transfers WHERE id = :t2;
+
+\echo
+\echo '== 6. The journal of one account, newest first, hash-chained'
+SELECT seq, kind, amount, balance_after, counterparty, transfer_kind, reference
+FROM history('requester-1', max_rows => 6);
+
+\echo
+\echo '== 7. verify_ledger(): balances sum to zero, match the journal, chains intact'
+SELECT check_name, ok, detail FROM verify_ledger();
