@@ -307,7 +307,7 @@ CREATE TABLE compay.accounts (
     CONSTRAINT accounts_within_limit CHECK (
         reserved >= '0' AND credit_limit >= '0'
         AND ((flags & 1) <> 0 OR balance - reserved + credit_limit >= '0'))
-);
+) WITH (fillfactor = 50);  -- room on each page for HOT updates of balances
 ALTER SEQUENCE compay.accounts_id_seq OWNED BY compay.accounts.id;
 COMMENT ON TABLE compay.accounts IS 'one credit account per node and currency';
 

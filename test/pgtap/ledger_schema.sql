@@ -1,0 +1,112 @@
+-- pgTAP: the schema contract of the ledger (tables, columns, keys,
+-- triggers, functions, roles and privileges).
+BEGIN;
+SET search_path = public, compay;
+SELECT plan(65);
+
+-- Tables and their keys.
+SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
+                                  'barter_credits', 'idempotency_keys']);
+SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
+SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
+SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
+SELECT col_is_unique('compay', 'accounts', ARRAY['node_id', 'currency'], 'one account per node and currency');
+SELECT col_type_is('compay', 'accounts', 'balance', 'compay', 'credit', 'balance is a credit');
+SELECT col_type_is('compay', 'accounts', 'reserved', 'compay', 'credit', 'reserved is a credit');
+SELECT col_type_is('compay', 'accounts', 'credit_limit', 'compay', 'credit', 'credit_limit is a credit');
+SELECT col_type_is('compay', 'transfers', 'amount', 'compay', 'credit', 'transfer amount is a credit');
+SELECT col_type_is('compay', 'journal', 'amount', 'compay', 'credit', 'entry amount is a credit');
+SELECT col_type_is('compay', 'journal', 'hash', 'bytea', 'entries carry a hash');
+SELECT col_type_is('compay', 'holds', 'status', 'compay', 'hold_status', 'hold status is an enum');
+SELECT col_not_null('compay', 'accounts', 'balance', 'balance is NOT NULL');
+SELECT col_default_is('compay', 'accounts', 'currency', 'CREDIT', 'currency defaults to CREDIT');
+SELECT col_default_is('compay', 'accounts', 'credit_score', '0.5', 'credit score starts at 0.5');
+SELECT ok((SELECT count(*) = 1 FROM pg_constraint WHERE conrelid = 'compay.accounts'::regclass
+           AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%balance - reserved%credit_limit%'),
+          'accounts carry the within-limit invariant as a CHECK');
+SELECT enum_has_labels('compay', 'hold_status', ARRAY['pending', 'posted', 'voided', 'expired']);
+SELECT enum_has_labels('compay', 'entry_kind', ARRAY['debit', 'credit', 'reserve', 'release', 'refund', 'barter']);
+SELECT enum_has_labels('compay', 'transfer_kind',
+                       ARRAY['deposit', 'transfer', 'capture', 'refund', 'barter', 'withdrawal']);
+
+-- Append-only triggers.
+SELECT has_trigger('compay', 'journal', 'journal_append_only', 'trigger journal_append_only on journal');
+SELECT has_trigger('compay', 'journal', 'journal_no_truncate', 'trigger journal_no_truncate on journal');
+SELECT has_trigger('compay', 'transfers', 'transfers_append_only', 'trigger transfers_append_only on transfers');
+SELECT has_trigger('compay', 'transfers', 'transfers_no_truncate', 'trigger transfers_no_truncate on transfers');
+SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_change');
+
+-- Every table is dumped with its rows.
+SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
+           WHERE e.extname = 'compay'), 9, 'nine tables and sequences are registered for pg_dump');
+
+-- Functions: the money-moving ones are SECURITY DEFINER with a pinned search_path.
+SELECT has_function('compay', 'open_account', ARRAY['text', 'text', 'compay.credit']);
+SELECT has_function('compay', 'deposit', ARRAY['text', 'compay.credit', 'text', 'text', 'text']);
+SELECT has_function('compay', 'transfer', ARRAY['text', 'text', 'compay.credit', 'text', 'text', 'text']);
+SELECT has_function('compay', 'transfer_batch', ARRAY['text[]', 'text[]', 'compay.credit[]', 'text[]', 'text[]', 'text']);
+SELECT has_function('compay', 'reserve', ARRAY['text', 'compay.credit', 'text', 'interval', 'text', 'text']);
+SELECT has_function('compay', 'capture', ARRAY['bigint', 'text', 'compay.credit', 'boolean', 'text']);
+SELECT has_function('compay', 'release', ARRAY['bigint', 'text']);
+SELECT has_function('compay', 'expire_holds', '{}'::name[]);
+SELECT has_function('compay', 'refund', ARRAY['bigint', 'compay.credit', 'text', 'text']);
+SELECT has_function('compay', 'grant_barter', ARRAY['text', 'text', 'compay.credit', 'text', 'text']);
+SELECT has_function('compay', 'set_credit_limit', ARRAY['text', 'compay.credit', 'text']);
+SELECT has_function('compay', 'balance', ARRAY['text', 'text']);
+SELECT has_function('compay', 'barter_balance', ARRAY['text', 'text']);
+SELECT has_function('compay', 'history', ARRAY['text', 'text', 'integer', 'bigint']);
+SELECT has_function('compay', 'verify_ledger', '{}'::name[]);
+SELECT is((SELECT count(*)::int FROM pg_proc
+           WHERE pronamespace = 'compay'::regnamespace
+             AND proname IN ('open_account', 'deposit', 'transfer', 'transfer_batch', 'reserve',
+                             'capture', 'release', 'expire_holds', 'refund', 'grant_barter',
+                             'set_credit_limit')
+             AND prosecdef AND proconfig = ARRAY['search_path=pg_catalog, compay']
+             AND provolatile = 'v'), 11,
+          'all 11 write functions are VOLATILE SECURITY DEFINER with search_path pinned');
+
+-- Roles.
+SELECT has_role('compay_reader');
+SELECT has_role('compay_app');
+SELECT has_role('compay_admin');
+SELECT is_member_of('compay_reader', 'compay_app');
+SELECT is_member_of('compay_app', 'compay_admin');
+SELECT ok(NOT (SELECT rolcanlogin FROM pg_roles WHERE rolname = 'compay_app'), 'compay_app cannot log in');
+
+-- Privileges: PUBLIC has nothing; the app executes; nobody but the owner writes.
+SELECT function_privs_are('compay', 'transfer', ARRAY['text', 'text', 'compay.credit', 'text', 'text', 'text'],
+                          'public', '{}'::text[], 'PUBLIC cannot call transfer');
+SELECT function_privs_are('compay', 'transfer', ARRAY['text', 'text', 'compay.credit', 'text', 'text', 'text'],
+                          'compay_app', ARRAY['EXECUTE'], 'compay_app can call transfer');
+SELECT function_privs_are('compay', 'set_credit_limit', ARRAY['text', 'compay.credit', 'text'],
+                          'compay_app', '{}'::text[], 'compay_app cannot set credit limits');
+SELECT function_privs_are('compay', 'set_credit_limit', ARRAY['text', 'compay.credit', 'text'],
+                          'compay_admin', ARRAY['EXECUTE'], 'compay_admin can set credit limits');
+SELECT function_privs_are('compay', 'verify_ledger', '{}'::name[],
+                          'compay_reader', ARRAY['EXECUTE'], 'compay_reader can verify the ledger');
+SELECT table_privs_are('compay', 'accounts', 'compay_reader', ARRAY['SELECT'], 'reader only reads accounts');
+SELECT table_privs_are('compay', 'journal', 'compay_reader', ARRAY['SELECT'], 'reader only reads the journal');
+SELECT table_privs_are('compay', 'accounts', 'compay_app', ARRAY['SELECT'],
+                       'app only reads accounts (as a compay_reader)');
+SELECT table_privs_are('compay', 'accounts', 'compay_admin', ARRAY['SELECT'],
+                       'admin only reads accounts (as a compay_reader)');
+SELECT table_privs_are('compay', 'accounts', 'public', '{}'::text[], 'PUBLIC has no table privilege');
+SELECT table_privs_are('compay', 'idempotency_keys', 'compay_reader', '{}'::text[],
+                       'idempotency keys are not readable');
+SELECT ok(NOT has_table_privilege('compay_app', 'compay.accounts', 'UPDATE'), 'compay_app cannot UPDATE accounts');
+SELECT ok(NOT has_table_privilege('compay_app', 'compay.journal', 'INSERT'), 'compay_app cannot INSERT journal');
+SELECT ok(NOT has_sequence_privilege('compay_app', 'compay.transfers_id_seq', 'USAGE'),
+          'compay_app cannot draw transfer ids');
+
+-- Behaviour, as compay_app: the functions work, direct writes fail with 42501.
+SET LOCAL ROLE compay_app;
+SELECT lives_ok($$SELECT compay.deposit('tap_a', '5')$$, 'compay_app deposits through the function');
+SELECT throws_ok($$UPDATE compay.accounts SET balance = '0'$$, '42501', NULL,
+                 'compay_app cannot UPDATE accounts directly');
+SELECT throws_ok($$SELECT compay.set_credit_limit('tap_a', '1')$$, '42501', NULL,
+                 'compay_app cannot set credit limits');
+RESET ROLE;
+SELECT throws_ok($$DELETE FROM compay.journal$$, 'PY009', NULL, 'the journal is append-only, even for the owner');
+
+SELECT * FROM finish();
+ROLLBACK;
