@@ -64,4 +64,24 @@ FROM transfer_batch(ARRAY['li_a', 'li_a'], ARRAY['li_b', 'li_c'], ARRAY['1', '2'
 SELECT count(*) FROM transfers WHERE idempotency_key IN ('li-b-1', 'li-b-2');
 SELECT * FROM transfer_batch(ARRAY['li_a'], ARRAY['li_b'], ARRAY['9']::credit[], NULL, ARRAY['li-b-1']); \echo :LAST_ERROR_SQLSTATE
 
+-- A key given twice in one batch for the same transfer is done once and
+-- both elements return its id; for different transfers it is PY005.
+SELECT array_agg(id ORDER BY ord) AS dup_ids
+FROM transfer_batch(ARRAY['li_a', 'li_a', 'li_a'], ARRAY['li_b', 'li_b', 'li_c'],
+                    ARRAY['1', '1', '2']::credit[], NULL, ARRAY['li-d-1', 'li-d-1', 'li-d-2'])
+     WITH ORDINALITY AS x(id, ord) \gset
+SELECT (:'dup_ids'::bigint[])[1] = (:'dup_ids'::bigint[])[2] AS same_id,
+       (:'dup_ids'::bigint[])[1] <> (:'dup_ids'::bigint[])[3] AS other_id;
+SELECT count(*) FROM transfers WHERE idempotency_key IN ('li-d-1', 'li-d-2');
+SELECT * FROM transfer_batch(ARRAY['li_a', 'li_a'], ARRAY['li_b', 'li_c'], ARRAY['1', '1']::credit[],
+                             NULL, ARRAY['li-d-3', 'li-d-3']); \echo :LAST_ERROR_SQLSTATE
+
 SELECT check_name, ok FROM verify_ledger();
+
+-- The kept plans follow the extension when it is dropped and created again
+-- in the same session.
+SET client_min_messages = warning;
+DROP EXTENSION compay CASCADE;
+CREATE EXTENSION compay;
+RESET client_min_messages;
+SELECT transfer('li_a', 'li_b', '1', idempotency_key => 'li-after-recreate') IS NOT NULL AS works_after_recreate;

@@ -403,6 +403,72 @@ ReadBatchArgs(FunctionCallInfo fcinfo, BatchArgs *b)
 	}
 }
 
+/* A keyed element of a batch, for claiming keys in key order. */
+typedef struct BatchKey
+{
+	const char *key;
+	char	   *request;
+	int			index;
+} BatchKey;
+
+static int
+CompareBatchKey(const void *a, const void *b)
+{
+	const BatchKey *x = (const BatchKey *) a;
+	const BatchKey *y = (const BatchKey *) b;
+	int			cmp = strcmp(x->key, y->key);
+
+	return cmp != 0 ? cmp : x->index - y->index;
+}
+
+/*
+ * Claims the batch's idempotency keys in key order, so that two batches
+ * with the same keys in another order cannot deadlock on them.  Elements
+ * already done get done[i] and their first result; an element repeating an
+ * earlier element's key and request gets alias_of[i], and is done once.
+ */
+static void
+ClaimBatchKeys(BatchArgs *b, const char *currency, int64 *results, bool *done,
+			   int *alias_of)
+{
+	BatchKey   *keys = palloc(sizeof(BatchKey) * Max(b->n, 1));
+	int			nkeys = 0;
+
+	for (int i = 0; i < b->n; i++)
+	{
+		alias_of[i] = -1;
+		if (BatchText(b->keys, b->key_nulls, i) == NULL)
+			continue;
+		keys[nkeys].key = BatchText(b->keys, b->key_nulls, i);
+		keys[nkeys].request = TransferRequest(TextDatumGetCString(b->from[i]),
+											  TextDatumGetCString(b->to[i]),
+											  DatumGetCredit(b->amounts[i]),
+											  BatchText(b->refs, b->ref_nulls, i),
+											  currency);
+		keys[nkeys].index = i;
+		nkeys++;
+	}
+	qsort(keys, nkeys, sizeof(BatchKey), CompareBatchKey);
+	for (int k = 0; k < nkeys; k++)
+	{
+		int			i = keys[k].index;
+
+		if (k > 0 && strcmp(keys[k - 1].key, keys[k].key) == 0)
+		{
+			if (strcmp(keys[k - 1].request, keys[k].request) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_COMPAY_IDEMPOTENCY_CONFLICT),
+						 errmsg("idempotency key \"%s\" is given twice in the batch for different transfers",
+								CompayEchoInput(keys[k].key))));
+			alias_of[i] = alias_of[keys[k - 1].index] >= 0 ?
+				alias_of[keys[k - 1].index] : keys[k - 1].index;
+			done[i] = true;
+			continue;
+		}
+		done[i] = IdempotencyClaim(keys[k].key, "transfer", keys[k].request, &results[i]);
+	}
+}
+
 Datum
 compay_transfer_batch(PG_FUNCTION_ARGS)
 {
@@ -411,6 +477,7 @@ compay_transfer_batch(PG_FUNCTION_ARGS)
 	LedgerBatch batch;
 	int64	   *results;
 	bool	   *done;
+	int		   *alias_of;
 	const char **nodes;
 	int			nnodes = 0;
 
@@ -423,46 +490,39 @@ compay_transfer_batch(PG_FUNCTION_ARGS)
 	ReadBatchArgs(fcinfo, &b);
 	results = palloc0(sizeof(int64) * Max(b.n, 1));
 	done = palloc0(sizeof(bool) * Max(b.n, 1));
+	alias_of = palloc(sizeof(int) * Max(b.n, 1));
 	nodes = palloc(sizeof(char *) * Max(2 * b.n, 1));
 
 	SPI_connect();
+	ClaimBatchKeys(&b, batch.currency, results, done, alias_of);
 	for (int i = 0; i < b.n; i++)
 	{
-		const char *key = BatchText(b.keys, b.key_nulls, i);
-		const char *from = TextDatumGetCString(b.from[i]);
-		const char *to = TextDatumGetCString(b.to[i]);
-
-		if (key && IdempotencyClaim(key, "transfer",
-									TransferRequest(from, to, DatumGetCredit(b.amounts[i]),
-													BatchText(b.refs, b.ref_nulls, i),
-													batch.currency), &results[i]))
-		{
-			done[i] = true;
+		if (done[i])
 			continue;
-		}
-		nodes[nnodes++] = from;
-		nodes[nnodes++] = to;
+		nodes[nnodes++] = TextDatumGetCString(b.from[i]);
+		nodes[nnodes++] = TextDatumGetCString(b.to[i]);
 	}
 	if (nnodes > 0)
 		LedgerLockAccounts(&batch, nodes, nnodes, LedgerAutoCreate());
 	for (int i = 0; i < b.n; i++)
 	{
-		const char *key = BatchText(b.keys, b.key_nulls, i);
-
 		if (done[i])
 			continue;
 		results[i] = PostTransfer(&batch,
 								  LedgerFindAccount(&batch, TextDatumGetCString(b.from[i])),
 								  LedgerFindAccount(&batch, TextDatumGetCString(b.to[i])),
 								  DatumGetCredit(b.amounts[i]),
-								  BatchText(b.refs, b.ref_nulls, i), key);
+								  BatchText(b.refs, b.ref_nulls, i),
+								  BatchText(b.keys, b.key_nulls, i));
 	}
 	LedgerFlush(&batch);
 	for (int i = 0; i < b.n; i++)
 	{
 		const char *key = BatchText(b.keys, b.key_nulls, i);
 
-		if (key && !done[i])
+		if (alias_of[i] >= 0)
+			results[i] = results[alias_of[i]];
+		else if (key && !done[i])
 			IdempotencyRecord(key, results[i]);
 	}
 	SPI_finish();
@@ -472,6 +532,7 @@ compay_transfer_batch(PG_FUNCTION_ARGS)
 		Datum		value = Int64GetDatum(results[i]);
 		bool		isnull = false;
 
+		Assert(results[i] > 0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &isnull);
 	}
 	return (Datum) 0;

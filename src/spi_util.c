@@ -21,7 +21,7 @@
 #include "spi_util.h"
 
 static void
-SpiPrepare(SpiStatement *stmt, Oid namespace_oid)
+SpiPrepare(SpiStatement *stmt, Oid credit_oid)
 {
 	Oid			argtypes[SPI_ARGS_MAX];
 	SPIPlanPtr	plan;
@@ -30,7 +30,7 @@ SpiPrepare(SpiStatement *stmt, Oid namespace_oid)
 	for (int i = 0; i < stmt->nargs; i++)
 	{
 		if (stmt->argtypes[i] == SPI_ARG_CREDIT)
-			argtypes[i] = CompayTypeOid("credit");
+			argtypes[i] = credit_oid;
 		else if (stmt->argtypes[i] == SPI_ARG_CREDIT_ARRAY)
 			argtypes[i] = CompayTypeOid("_credit");
 		else
@@ -54,18 +54,18 @@ SpiPrepare(SpiStatement *stmt, Oid namespace_oid)
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "SPI_keepplan failed");
 	stmt->plan = plan;
-	stmt->namespace_oid = namespace_oid;
+	stmt->credit_oid = credit_oid;
 }
 
 uint64
 SpiRun(SpiStatement *stmt, Datum *values, const char *nulls, bool read_only,
 	   long count)
 {
-	Oid			namespace_oid = get_namespace_oid("compay", false);
+	Oid			credit_oid = CompayTypeOid("credit");
 	int			rc;
 
-	if (stmt->plan == NULL || stmt->namespace_oid != namespace_oid)
-		SpiPrepare(stmt, namespace_oid);
+	if (stmt->plan == NULL || stmt->credit_oid != credit_oid)
+		SpiPrepare(stmt, credit_oid);
 	rc = SPI_execute_plan(stmt->plan, values, nulls, read_only, count);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s", stmt->sql,

@@ -23,8 +23,9 @@
 /*
  * A statement prepared on first use and kept (SPI_keepplan).  Declare one
  * static SpiStatement per query next to the code that runs it.  The plan is
- * made again if the extension was dropped and created since (its schema
- * then has a new OID, and so do its types).
+ * made again if the extension was dropped and created since: its types then
+ * have new OIDs (the schema may survive DROP EXTENSION, so its OID is no
+ * sign).
  */
 typedef struct SpiStatement
 {
@@ -32,7 +33,7 @@ typedef struct SpiStatement
 	int			nargs;
 	Oid			argtypes[SPI_ARGS_MAX];
 	SPIPlanPtr	plan;
-	Oid			namespace_oid;
+	Oid			credit_oid;		/* compay.credit when prepared */
 } SpiStatement;
 
 /* Runs stmt with values (nulls as SPI wants them, or NULL); returns SPI_processed. */
