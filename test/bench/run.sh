@@ -21,7 +21,7 @@ BENCH_DIR=""
 
 bench_cleanup() {
     if [[ -n $BENCH_DIR ]]; then
-        stop_cluster_as_test_user "$BENCH_DIR"
+        stop_clusters_in "$BENCH_DIR"
         rm -rf "$BENCH_DIR"
     fi
 }
