@@ -285,6 +285,16 @@ CREATE TYPE compay.entry_kind AS ENUM (
     'debit', 'credit', 'reserve', 'release', 'refund', 'barter');
 CREATE TYPE compay.hold_status AS ENUM ('pending', 'posted', 'voided', 'expired');
 
+-- The ledger's invariant as one C call: a CHECK constraint's expression is
+-- read again for every statement that updates accounts, and a function
+-- call is the smallest expression to read.
+CREATE FUNCTION compay.account_within_limit(balance compay.credit, reserved compay.credit,
+    credit_limit compay.credit, flags integer) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'compay_account_within_limit'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION compay.account_within_limit(compay.credit, compay.credit, compay.credit, integer) IS
+    'reserved >= 0, credit_limit >= 0, and balance - reserved + credit_limit >= 0 unless flag 1 (system) is set';
+
 CREATE SEQUENCE compay.accounts_id_seq;
 CREATE TABLE compay.accounts (
     id            bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.accounts_id_seq'),
@@ -304,9 +314,8 @@ CREATE TABLE compay.accounts (
     -- Flag 1 marks a system account, which may go negative.  Node ids,
     -- currency codes and scores are validated by the functions that write
     -- them, so that no per-update check is spent on what never changes.
-    CONSTRAINT accounts_within_limit CHECK (
-        reserved >= '0' AND credit_limit >= '0'
-        AND ((flags & 1) <> 0 OR balance - reserved + credit_limit >= '0'))
+    CONSTRAINT accounts_within_limit
+        CHECK (compay.account_within_limit(balance, reserved, credit_limit, flags))
 ) WITH (fillfactor = 50);  -- room on each page for HOT updates of balances
 ALTER SEQUENCE compay.accounts_id_seq OWNED BY compay.accounts.id;
 COMMENT ON TABLE compay.accounts IS 'one credit account per node and currency';
@@ -344,7 +353,6 @@ CREATE TABLE compay.journal (
     hash           bytea NOT NULL,
     PRIMARY KEY (account_id, seq)
 );
-CREATE INDEX journal_transfer ON compay.journal (transfer_id) WHERE transfer_id IS NOT NULL;
 COMMENT ON TABLE compay.journal IS
     'double-entry journal, hash-chained per account; append-only';
 

@@ -28,6 +28,8 @@
 #include "ledger.h"
 #include "spi_util.h"
 
+PG_FUNCTION_INFO_V1(compay_account_within_limit);
+
 static char *default_credit_limit_text = NULL;
 static bool auto_create_accounts = true;
 
@@ -61,6 +63,74 @@ static SpiStatement update_stmt = {
 	.nargs = 8,
 	.argtypes = {INT8ARRAYOID, SPI_ARG_CREDIT_ARRAY, SPI_ARG_CREDIT_ARRAY, INT8ARRAYOID,
 	BYTEAARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID, INT4ARRAYOID}
+};
+
+/*
+ * A transfer touches two accounts and writes two entries: those flushes use
+ * statements with one or two rows of parameters, which start faster than a
+ * join against unnest() (that materialises its input).  Bigger flushes use
+ * unnest(), one statement for any number of rows.
+ */
+
+static SpiStatement update_one_stmt = {
+	.sql = "UPDATE compay.accounts SET balance = $2, reserved = $3, journal_seq = $4, "
+	"journal_hash = $5, updated_at = $7, flags = $8, "
+	"credit_score = CASE $6 "
+	"  WHEN 1 THEN round(credit_score + (1 - credit_score) * 0.01, 5) "
+	"  WHEN -1 THEN round(credit_score * 0.95, 5) ELSE credit_score END "
+	"WHERE id = $1",
+	.nargs = 8,
+	.argtypes = {INT8OID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, INT8OID, BYTEAOID, INT4OID,
+	TIMESTAMPTZOID, INT4OID}
+};
+
+static SpiStatement update_two_stmt = {
+	.sql = "UPDATE compay.accounts AS a SET balance = u.balance, reserved = u.reserved, "
+	"journal_seq = u.seq, journal_hash = u.hash, updated_at = $15, flags = u.flags, "
+	"credit_score = CASE u.score "
+	"  WHEN 1 THEN round(a.credit_score + (1 - a.credit_score) * 0.01, 5) "
+	"  WHEN -1 THEN round(a.credit_score * 0.95, 5) ELSE a.credit_score END "
+	"FROM (VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)) "
+	"AS u(id, balance, reserved, seq, hash, score, flags) WHERE a.id = u.id",
+	.nargs = 15,
+	.argtypes = {INT8OID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, INT8OID, BYTEAOID, INT4OID, INT4OID,
+		INT8OID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, INT8OID, BYTEAOID, INT4OID, INT4OID,
+	TIMESTAMPTZOID}
+};
+
+static SpiStatement journal_two_stmt = {
+	.sql = "INSERT INTO compay.journal (account_id, seq, kind, amount, balance_after, "
+	"reserved_after, transfer_id, hold_id, counterparty, created_at, hash) "
+	"SELECT a, s, k::compay.entry_kind, am, ba, ra, nullif(t, 0), nullif(h, 0), "
+	"nullif(c, 0), $21, hh FROM (VALUES "
+	"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), "
+	"($11, $12, $13, $14, $15, $16, $17, $18, $19, $20)) "
+	"AS u(a, s, k, am, ba, ra, t, h, c, hh)",
+	.nargs = 21,
+	.argtypes = {INT8OID, INT8OID, TEXTOID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, SPI_ARG_CREDIT,
+		INT8OID, INT8OID, INT8OID, BYTEAOID,
+		INT8OID, INT8OID, TEXTOID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, SPI_ARG_CREDIT,
+	INT8OID, INT8OID, INT8OID, BYTEAOID, TIMESTAMPTZOID}
+};
+
+static SpiStatement journal_one_stmt = {
+	.sql = "INSERT INTO compay.journal (account_id, seq, kind, amount, balance_after, "
+	"reserved_after, transfer_id, hold_id, counterparty, created_at, hash) "
+	"VALUES ($1, $2, $3::compay.entry_kind, $4, $5, $6, nullif($7, 0), nullif($8, 0), "
+	"nullif($9, 0), $10, $11)",
+	.nargs = 11,
+	.argtypes = {INT8OID, INT8OID, TEXTOID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, SPI_ARG_CREDIT,
+	INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, BYTEAOID}
+};
+
+static SpiStatement transfer_one_stmt = {
+	.sql = "INSERT INTO compay.transfers (id, kind, from_account, to_account, amount, "
+	"barter_amount, currency, reference, hold_id, refund_of, idempotency_key, created_at) "
+	"VALUES ($1, $2::compay.transfer_kind, $3, $4, $5, $6, $7, $8, nullif($9, 0), "
+	"nullif($10, 0), $12, $11)",
+	.nargs = 12,
+	.argtypes = {INT8OID, TEXTOID, INT8OID, INT8OID, SPI_ARG_CREDIT, SPI_ARG_CREDIT,
+	TEXTOID, TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID}
 };
 
 static SpiStatement journal_stmt = {
@@ -103,6 +173,21 @@ CheckCreditLimitText(char **newval, void **extra pg_attribute_unused(),
 		return false;
 	}
 	return true;
+}
+
+/* The accounts table's CHECK: see compay.account_within_limit(). */
+Datum
+compay_account_within_limit(PG_FUNCTION_ARGS)
+{
+	Credit		balance = PG_GETARG_CREDIT(0);
+	Credit		reserved = PG_GETARG_CREDIT(1);
+	Credit		limit = PG_GETARG_CREDIT(2);
+	int32		flags = PG_GETARG_INT32(3);
+
+	if (reserved < 0 || limit < 0)
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL((flags & ACCOUNT_FLAG_SYSTEM) != 0 ||
+				   CreditAvailable(balance, reserved, limit) >= 0);
 }
 
 void
@@ -363,7 +448,8 @@ LedgerCheckAvailable(LedgerAccount *account, Credit amount, const char *currency
 
 	if (account->flags & ACCOUNT_FLAG_SYSTEM)
 		return;
-	available = account->balance - account->reserved + account->credit_limit;
+	available = CreditAvailable(account->balance, account->reserved,
+								account->credit_limit);
 	if (available >= amount)
 		return;
 	ereport(ERROR,
@@ -636,15 +722,148 @@ FlushTransfers(LedgerBatch *batch)
 	SpiRun(&transfer_stmt, args, NULL, false, 0);
 }
 
+static Datum
+HashDatum(const uint8 *hash)
+{
+	bytea	   *b = palloc(VARHDRSZ + LEDGER_HASH_LEN);
+
+	SET_VARSIZE(b, VARHDRSZ + LEDGER_HASH_LEN);
+	memcpy(VARDATA(b), hash, LEDGER_HASH_LEN);
+	return PointerGetDatum(b);
+}
+
+/* The seven per-account parameters of the one- and two-row updates. */
+static void
+AccountArgs(LedgerAccount *a, Datum *args)
+{
+	args[0] = Int64GetDatum(a->id);
+	args[1] = CreditGetDatum(a->balance);
+	args[2] = CreditGetDatum(a->reserved);
+	args[3] = Int64GetDatum(a->seq);
+	args[4] = HashDatum(a->hash);
+	args[5] = Int32GetDatum((a->flags & ACCOUNT_FLAG_SYSTEM) ? 0 : a->score_change);
+	args[6] = Int32GetDatum(a->flags);
+}
+
+static void
+FlushAccountsSmall(LedgerBatch *batch, int ndirty)
+{
+	LedgerAccount *dirty[2];
+	Datum		args[15];
+	int			n = 0;
+
+	Assert(ndirty >= 1 && ndirty <= 2);
+	for (int i = 0; i < batch->naccounts; i++)
+		if (batch->accounts[i].dirty)
+			dirty[n++] = &batch->accounts[i];
+	Assert(n == ndirty);
+	if (ndirty == 1)
+	{
+		AccountArgs(dirty[0], args);
+		args[7] = args[6];		/* flags is $8 in the one-row statement */
+		args[6] = TimestampTzGetDatum(batch->now);
+		if (SpiRun(&update_one_stmt, args, NULL, false, 0) != 1)
+			elog(ERROR, "ledger update missed account " INT64_FORMAT, dirty[0]->id);
+		return;
+	}
+	AccountArgs(dirty[0], args);
+	AccountArgs(dirty[1], args + 7);
+	args[14] = TimestampTzGetDatum(batch->now);
+	if (SpiRun(&update_two_stmt, args, NULL, false, 0) != 2)
+		elog(ERROR, "ledger update missed accounts " INT64_FORMAT " and " INT64_FORMAT,
+			 dirty[0]->id, dirty[1]->id);
+}
+
+/* The ten per-entry parameters of the one- and two-row inserts. */
+static void
+EntryArgs(LedgerEntry *e, Datum *args)
+{
+	args[0] = Int64GetDatum(e->account_id);
+	args[1] = Int64GetDatum(e->seq);
+	args[2] = CStringGetTextDatum(EntryKindName(e->kind));
+	args[3] = CreditGetDatum(e->amount);
+	args[4] = CreditGetDatum(e->balance_after);
+	args[5] = CreditGetDatum(e->reserved_after);
+	args[6] = Int64GetDatum(e->transfer_id);
+	args[7] = Int64GetDatum(e->hold_id);
+	args[8] = Int64GetDatum(e->counterparty);
+	args[9] = HashDatum(e->hash);
+}
+
+static void
+FlushJournalSmall(LedgerBatch *batch)
+{
+	Datum		args[21];
+
+	Assert(batch->nentries >= 1 && batch->nentries <= 2);
+	EntryArgs(&batch->entries[0], args);
+	if (batch->nentries == 1)
+	{
+		args[10] = args[9];		/* hash is $11 in the one-row statement */
+		args[9] = TimestampTzGetDatum(batch->now);
+		SpiRun(&journal_one_stmt, args, NULL, false, 0);
+		return;
+	}
+	EntryArgs(&batch->entries[1], args + 10);
+	args[20] = TimestampTzGetDatum(batch->now);
+	SpiRun(&journal_two_stmt, args, NULL, false, 0);
+}
+
+static void
+FlushTransferOne(LedgerBatch *batch, LedgerTransfer *t)
+{
+	Datum		args[12];
+	char		nulls[12];
+
+	memset(nulls, ' ', sizeof(nulls));
+	args[0] = Int64GetDatum(t->id);
+	args[1] = CStringGetTextDatum(TransferKindName(t->kind));
+	args[2] = Int64GetDatum(t->from_account);
+	args[3] = Int64GetDatum(t->to_account);
+	args[4] = CreditGetDatum(t->amount);
+	args[5] = CreditGetDatum(t->barter_amount);
+	args[6] = CStringGetTextDatum(batch->currency);
+	args[7] = t->reference ? CStringGetTextDatum(t->reference) : (Datum) 0;
+	nulls[7] = t->reference ? ' ' : 'n';
+	args[8] = Int64GetDatum(t->hold_id);
+	args[9] = Int64GetDatum(t->refund_of);
+	args[10] = TimestampTzGetDatum(batch->now);
+	args[11] = t->idempotency_key ? CStringGetTextDatum(t->idempotency_key) : (Datum) 0;
+	nulls[11] = t->idempotency_key ? ' ' : 'n';
+	SpiRun(&transfer_one_stmt, args, nulls, false, 0);
+}
+
+static int
+CountDirty(LedgerBatch *batch)
+{
+	int			n = 0;
+
+	for (int i = 0; i < batch->naccounts; i++)
+		n += batch->accounts[i].dirty ? 1 : 0;
+	return n;
+}
+
 /* Writes everything the batch posted: accounts, journal, transfers. */
 void
 LedgerFlush(LedgerBatch *batch)
 {
-	FlushAccounts(batch);
-	if (batch->nentries > 0)
+	int			ndirty = CountDirty(batch);
+
+	if (ndirty > 2)
+		FlushAccounts(batch);
+	else if (ndirty > 0)
+		FlushAccountsSmall(batch, ndirty);
+
+	if (batch->nentries > 2)
 		FlushJournal(batch);
-	if (batch->ntransfers > 0)
+	else if (batch->nentries > 0)
+		FlushJournalSmall(batch);
+
+	if (batch->ntransfers > 1)
 		FlushTransfers(batch);
+	else if (batch->ntransfers == 1)
+		FlushTransferOne(batch, &batch->transfers[0]);
+
 	if (batch->hash_ctx != NULL)
 	{
 		pg_cryptohash_free(batch->hash_ctx);

@@ -119,6 +119,24 @@ typedef struct LedgerBatch
 	pg_cryptohash_ctx *hash_ctx;	/* reused for every entry of the batch */
 } LedgerBatch;
 
+/*
+ * balance - reserved + credit_limit, saturated at the int128 bounds: the
+ * exact sum may leave the int128 range with extreme limits, and saturating
+ * keeps every comparison with a credit right.
+ */
+static inline Credit
+CreditAvailable(Credit balance, Credit reserved, Credit credit_limit)
+{
+	Credit		d;
+	Credit		r;
+
+	if (__builtin_sub_overflow(balance, reserved, &d))
+		return -CREDIT_MAX - 1;	/* the int128 minimum */
+	if (__builtin_add_overflow(d, credit_limit, &r))
+		return credit_limit > 0 ? CREDIT_MAX : -CREDIT_MAX - 1;
+	return r;
+}
+
 /* ledger.c */
 extern void LedgerInit(void);
 extern void LedgerBegin(LedgerBatch *batch, const char *currency);

@@ -81,7 +81,7 @@ static SpiStatement refunded_stmt = {
 };
 
 static SpiStatement limit_check_stmt = {
-	.sql = "SELECT balance - reserved + $3 >= '0' FROM compay.accounts "
+	.sql = "SELECT compay.account_within_limit(balance, reserved, $3, flags) FROM compay.accounts "
 	"WHERE node_id = $1 AND currency = $2 FOR UPDATE",
 	.nargs = 3,
 	.argtypes = {TEXTOID, TEXTOID, SPI_ARG_CREDIT}

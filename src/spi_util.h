@@ -18,7 +18,7 @@
 #define SPI_ARG_CREDIT			((Oid) 1)
 #define SPI_ARG_CREDIT_ARRAY	((Oid) 2)
 
-#define SPI_ARGS_MAX 12
+#define SPI_ARGS_MAX 24
 
 /*
  * A statement prepared on first use and kept (SPI_keepplan).  Declare one

@@ -2,7 +2,7 @@
 -- triggers, functions, roles and privileges).
 BEGIN;
 SET search_path = public, compay;
-SELECT plan(65);
+SELECT plan(70);
 
 -- Tables and their keys.
 SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
@@ -22,12 +22,22 @@ SELECT col_not_null('compay', 'accounts', 'balance', 'balance is NOT NULL');
 SELECT col_default_is('compay', 'accounts', 'currency', 'CREDIT', 'currency defaults to CREDIT');
 SELECT col_default_is('compay', 'accounts', 'credit_score', '0.5', 'credit score starts at 0.5');
 SELECT ok((SELECT count(*) = 1 FROM pg_constraint WHERE conrelid = 'compay.accounts'::regclass
-           AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%balance - reserved%credit_limit%'),
+           AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%account_within_limit(balance, reserved, credit_limit, flags)%'),
           'accounts carry the within-limit invariant as a CHECK');
 SELECT enum_has_labels('compay', 'hold_status', ARRAY['pending', 'posted', 'voided', 'expired']);
 SELECT enum_has_labels('compay', 'entry_kind', ARRAY['debit', 'credit', 'reserve', 'release', 'refund', 'barter']);
 SELECT enum_has_labels('compay', 'transfer_kind',
                        ARRAY['deposit', 'transfer', 'capture', 'refund', 'barter', 'withdrawal']);
+
+-- The invariant function: reserved and limit non-negative, available >= 0
+-- unless the account is a system account; no overflow at the extremes.
+SELECT ok(compay.account_within_limit('10', '5', '0', 0), 'funded account is within its limit');
+SELECT ok(NOT compay.account_within_limit('-1', '0', '0', 0), 'an ordinary account cannot go negative');
+SELECT ok(compay.account_within_limit('-1', '0', '0', 1), 'a system account can');
+SELECT ok(NOT compay.account_within_limit('0', '-1', '5', 0), 'reserved cannot be negative');
+SELECT ok(compay.account_within_limit('170141183460469231731687303.715884105727', '0',
+                                      '170141183460469231731687303.715884105727', 0),
+          'the largest balance and limit do not overflow');
 
 -- Append-only triggers.
 SELECT has_trigger('compay', 'journal', 'journal_append_only', 'trigger journal_append_only on journal');
