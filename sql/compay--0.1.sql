@@ -80,8 +80,17 @@ CREATE FUNCTION compay.sign(compay.credit) RETURNS integer
 
 -- Arithmetic.
 
-CREATE FUNCTION compay.credit_pl(compay.credit, compay.credit) RETURNS compay.credit
+-- credit_pl's planner support turns "a * k + b" (integer k) into one call of
+-- credit_muladd_int4/int8, with the same result and the same checks.
+CREATE FUNCTION compay.credit_pl_support(internal) RETURNS internal
     AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION compay.credit_muladd_int8(compay.credit, bigint, compay.credit) RETURNS compay.credit
+    AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION compay.credit_muladd_int4(compay.credit, integer, compay.credit) RETURNS compay.credit
+    AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION compay.credit_pl(compay.credit, compay.credit) RETURNS compay.credit
+    AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+    SUPPORT compay.credit_pl_support;
 CREATE FUNCTION compay.credit_mi(compay.credit, compay.credit) RETURNS compay.credit
     AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION compay.credit_um(compay.credit) RETURNS compay.credit

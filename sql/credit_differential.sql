@@ -63,6 +63,11 @@ INSERT INTO cases VALUES
     ('abs(credit)',        'abs(a)',                                'abs(ca)'),
     ('credit * int8',      'a * n',                                 'ca * n'),
     ('int8 * credit',      'n * a',                                 'n * ca'),
+    -- Planned as one fused call; a product out of range overflows even if
+    -- the sum would not, exactly as the two operators one after the other.
+    ('credit * int8 + credit',
+     'CASE WHEN abs(a * n) > 170141183460469231731687303715884105727 THEN 1e40 ELSE a * n + b END',
+     'ca * n + cb'),
     ('credit * numeric',   'pg_temp.round_half_even(a * d)',        'ca * d'),
     ('numeric * credit',   'pg_temp.round_half_even(d * a)',        'd * ca'),
     ('credit / int8',      'pg_temp.div_half_even(a, n::numeric)',           'ca / n'),

@@ -24,6 +24,17 @@ SELECT :max * 9223372036854775807::bigint; \echo :LAST_ERROR_SQLSTATE
 SELECT 2::smallint * :min; \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
 
+-- "a * k + b" with an integer k is planned as one fused call with the
+-- same result and the same overflow checks.
+CREATE TEMP TABLE fused (x credit, y credit, k int, kb bigint);
+INSERT INTO fused VALUES ('1.5', '0.25', 3, 3), (NULL, '1', 1, 1), ('2', NULL, 2, 2),
+    ('1', '1', NULL, NULL), (:max, '0', 1, 1);
+EXPLAIN (VERBOSE, COSTS OFF) SELECT x * k + y, y + x * kb, k * x + y, x * 1.5 + y FROM fused;
+SELECT x, k, y, x * k + y AS fused, y + kb * x AS fused_int8
+FROM fused ORDER BY x NULLS FIRST, y NULLS FIRST;
+SELECT x * k + '0.000000000001' FROM fused WHERE x = :max; \echo :LAST_ERROR_SQLSTATE
+SELECT x * 2 + '-1' FROM fused WHERE x = :max; \echo :LAST_ERROR_SQLSTATE
+
 -- Multiplication by numeric: exact product, rounded once half to even.
 SELECT '1'::credit * 1.5, 1.5 * '1'::credit, '0.000000000001'::credit * 0.5,
        '0.000000000003'::credit * 0.5, '-0.000000000003'::credit * 0.5,

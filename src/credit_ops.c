@@ -13,14 +13,24 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "libpq/pqformat.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "nodes/supportnodes.h"
+#include "parser/parse_func.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/sortsupport.h"
 
 #include "credit.h"
 
 PG_FUNCTION_INFO_V1(credit_pl);
+PG_FUNCTION_INFO_V1(credit_pl_support);
+PG_FUNCTION_INFO_V1(credit_muladd_int8);
+PG_FUNCTION_INFO_V1(credit_muladd_int4);
 PG_FUNCTION_INFO_V1(credit_mi);
 PG_FUNCTION_INFO_V1(credit_um);
 PG_FUNCTION_INFO_V1(credit_abs);
@@ -113,6 +123,118 @@ Datum
 credit_pl(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_CREDIT(CheckedAdd(PG_GETARG_CREDIT(0), PG_GETARG_CREDIT(1)));
+}
+
+/* a * k + b: what the planner makes of "a * k + b" (see credit_pl_support). */
+Datum
+credit_muladd_int8(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_CREDIT(CheckedAdd(CheckedMul(PG_GETARG_CREDIT(0), PG_GETARG_INT64(1)),
+								PG_GETARG_CREDIT(2)));
+}
+
+Datum
+credit_muladd_int4(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_CREDIT(CheckedAdd(CheckedMul(PG_GETARG_CREDIT(0), PG_GETARG_INT32(1)),
+								PG_GETARG_CREDIT(2)));
+}
+
+/*
+ * If node is a call of compay's credit-times-integer function (either
+ * order), sets *credit and *factor and returns the integer's type.
+ */
+static Oid
+MatchCreditTimesInt(Node *node, Node **credit, Node **factor)
+{
+	Oid			funcid;
+	List	   *args;
+	char	   *name;
+
+	if (IsA(node, OpExpr))
+	{
+		funcid = ((OpExpr *) node)->opfuncid;
+		args = ((OpExpr *) node)->args;
+	}
+	else if (IsA(node, FuncExpr))
+	{
+		funcid = ((FuncExpr *) node)->funcid;
+		args = ((FuncExpr *) node)->args;
+	}
+	else
+		return InvalidOid;
+	if (list_length(args) != 2 ||
+		get_func_namespace(funcid) != get_namespace_oid("compay", true))
+		return InvalidOid;
+
+	name = get_func_name(funcid);
+	if (name == NULL)
+		return InvalidOid;
+	if (strcmp(name, "credit_mul_int8") == 0 || strcmp(name, "credit_mul_int4") == 0)
+	{
+		*credit = linitial(args);
+		*factor = lsecond(args);
+	}
+	else if (strcmp(name, "int8_mul_credit") == 0 || strcmp(name, "int4_mul_credit") == 0)
+	{
+		*credit = lsecond(args);
+		*factor = linitial(args);
+	}
+	else
+		return InvalidOid;
+	return exprType(*factor);
+}
+
+/*
+ * Planner support for credit + credit: "a * k + b" (and "b + a * k") with
+ * an integer k becomes one call, compay.credit_muladd_int4/int8(a, k, b),
+ * which computes the same thing with the same overflow checks but without
+ * the intermediate value.  Price arithmetic (rate * quantity + base) is
+ * mostly of this shape.
+ */
+Datum
+credit_pl_support(PG_FUNCTION_ARGS)
+{
+	Node	   *rawreq = (Node *) PG_GETARG_POINTER(0);
+	SupportRequestSimplify *req;
+	Node	   *left;
+	Node	   *right;
+	Node	   *credit = NULL;
+	Node	   *factor = NULL;
+	Oid			factor_type;
+	Oid			argtypes[3];
+	Oid			muladd;
+
+	if (!IsA(rawreq, SupportRequestSimplify))
+		PG_RETURN_POINTER(NULL);
+	req = (SupportRequestSimplify *) rawreq;
+	if (list_length(req->fcall->args) != 2)
+		PG_RETURN_POINTER(NULL);
+	left = linitial(req->fcall->args);
+	right = lsecond(req->fcall->args);
+
+	factor_type = MatchCreditTimesInt(left, &credit, &factor);
+	if (!OidIsValid(factor_type))
+	{
+		factor_type = MatchCreditTimesInt(right, &credit, &factor);
+		right = left;
+	}
+	if (factor_type != INT8OID && factor_type != INT4OID)
+		PG_RETURN_POINTER(NULL);
+
+	argtypes[0] = req->fcall->funcresulttype;
+	argtypes[1] = factor_type;
+	argtypes[2] = req->fcall->funcresulttype;
+	muladd = LookupFuncName(list_make2(makeString("compay"),
+									   makeString(factor_type == INT8OID ?
+												  "credit_muladd_int8" :
+												  "credit_muladd_int4")),
+							3, argtypes, true);
+	if (!OidIsValid(muladd))
+		PG_RETURN_POINTER(NULL);
+	PG_RETURN_POINTER(makeFuncExpr(muladd, req->fcall->funcresulttype,
+								   list_make3(credit, factor, right),
+								   InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL));
 }
 
 Datum
