@@ -217,6 +217,16 @@ CreditFormat(Credit v, int scale, bool fixed, char *buf)
 	return len;
 }
 
+/* v as palloc'd text, the shortest exact form. */
+char *
+CreditText(Credit v)
+{
+	char	   *buf = palloc(CREDIT_TEXT_LEN_MAX);
+
+	CreditFormat(v, CREDIT_SCALE, false, buf);
+	return buf;
+}
+
 void
 CreditReportOverflow(void)
 {

@@ -82,6 +82,7 @@ extern CreditStatus CreditParseDecimal(const char *str, int scale,
 									   CreditRounding rounding, bool strict,
 									   Credit *result);
 extern int	CreditFormat(Credit v, int scale, bool fixed, char *buf);
+extern char *CreditText(Credit v);
 extern Numeric CreditToNumeric(Credit v, int scale);
 extern Credit CreditFromNumeric(Numeric num, int scale, CreditRounding rounding,
 								const char *what);

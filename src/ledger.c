@@ -224,6 +224,13 @@ LedgerAutoCreate(void)
 	return auto_create_accounts;
 }
 
+/* Text argument n of a SQL-callable function, or NULL. */
+char *
+TextArgOrNull(FunctionCallInfo fcinfo, int n)
+{
+	return PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
 void
 LedgerCheckAmount(Credit amount, const char *what)
 {
@@ -431,15 +438,6 @@ LedgerFindAccountById(LedgerBatch *batch, int64 id)
 	return NULL;
 }
 
-static char *
-FormatCredit(Credit v)
-{
-	char	   *buf = palloc(CREDIT_TEXT_LEN_MAX);
-
-	CreditFormat(v, CREDIT_SCALE, false, buf);
-	return buf;
-}
-
 /* PY001 unless account can spend amount more (system accounts always can). */
 void
 LedgerCheckAvailable(LedgerAccount *account, Credit amount, const char *currency)
@@ -457,9 +455,9 @@ LedgerCheckAvailable(LedgerAccount *account, Credit amount, const char *currency
 			 errmsg("insufficient funds in the %s account of node \"%s\"",
 					currency, account->node_id),
 			 errdetail("Available is %s (balance %s, reserved %s, credit limit %s); %s is needed.",
-					   FormatCredit(available), FormatCredit(account->balance),
-					   FormatCredit(account->reserved),
-					   FormatCredit(account->credit_limit), FormatCredit(amount))));
+					   CreditText(available), CreditText(account->balance),
+					   CreditText(account->reserved),
+					   CreditText(account->credit_limit), CreditText(amount))));
 }
 
 static Credit

@@ -158,7 +158,8 @@ extern void LedgerMove(LedgerBatch *batch, LedgerTransfer *transfer,
 extern void LedgerFlush(LedgerBatch *batch);
 extern int64 LedgerNextId(const char *sequence);
 
-/* Argument checks shared by the SQL-callable functions. */
+/* Argument helpers shared by the SQL-callable functions. */
+extern char *TextArgOrNull(FunctionCallInfo fcinfo, int n);
 extern void LedgerCheckAmount(Credit amount, const char *what);
 extern const char *LedgerCheckNode(const char *node_id);
 extern const char *LedgerCheckCurrency(const char *currency);

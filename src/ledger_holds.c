@@ -64,21 +64,6 @@ static SpiStatement due_holds_stmt = {
 	.argtypes = {TIMESTAMPTZOID, INT4OID}
 };
 
-static char *
-CreditText(Credit v)
-{
-	char	   *buf = palloc(CREDIT_TEXT_LEN_MAX);
-
-	CreditFormat(v, CREDIT_SCALE, false, buf);
-	return buf;
-}
-
-static char *
-TextArgOrNull(FunctionCallInfo fcinfo, int n)
-{
-	return PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
-}
-
 Datum
 compay_reserve(PG_FUNCTION_ARGS)
 {

@@ -94,13 +94,6 @@ static SpiStatement set_limit_stmt = {
 	.argtypes = {TEXTOID, TEXTOID, SPI_ARG_CREDIT}
 };
 
-/* Text argument n, or NULL. */
-static char *
-TextArgOrNull(FunctionCallInfo fcinfo, int n)
-{
-	return PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
-}
-
 static void
 RequireArgs(FunctionCallInfo fcinfo, int n, const char *const *names)
 {
@@ -109,15 +102,6 @@ RequireArgs(FunctionCallInfo fcinfo, int n, const char *const *names)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("%s must not be NULL", names[i])));
-}
-
-static char *
-CreditText(Credit v)
-{
-	char	   *buf = palloc(CREDIT_TEXT_LEN_MAX);
-
-	CreditFormat(v, CREDIT_SCALE, false, buf);
-	return buf;
 }
 
 Datum
