@@ -14,6 +14,7 @@ OBJS = \
 	src/ledger_holds.o \
 	src/ledger_transfer.o \
 	src/rational.o \
+	src/reward.o \
 	src/spi_util.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)

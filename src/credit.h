@@ -93,5 +93,7 @@ extern void CreditReportOverflow(void) pg_attribute_noreturn();
 extern CreditStatus RationalMulDecimal(Credit a, const char *decimal,
 									   bool divide, CreditRounding rounding,
 									   Credit *result);
+extern CreditStatus RationalMulMany(Credit a, const char *const *factors, int n,
+									CreditRounding rounding, Credit *result);
 
 #endif							/* COMPAY_CREDIT_H */

@@ -133,6 +133,96 @@ MpqRound(mpz_t z, const mpq_t q, CreditRounding rounding)
 	mpz_clear(twice_r);
 }
 
+/* One factor as integer numerator and denominator text. */
+typedef struct Factor
+{
+	char	   *num;
+	char	   *den;
+} Factor;
+
+/*
+ * Reads a factor: decimal text, or "p/q" with integers p and q (q > 0 is
+ * checked by the caller's GMP code: a zero denominator is a division by
+ * zero).  invert swaps numerator and denominator.
+ */
+static bool
+ParseFactor(const char *text, bool invert, Factor *f)
+{
+	const char *slash = strchr(text, '/');
+
+	if (slash == NULL)
+	{
+		if (!DecimalToFraction(text, &f->num, &f->den))
+			return false;
+	}
+	else
+	{
+		char	   *p = pnstrdup(text, slash - text);
+		char	   *q = pstrdup(slash + 1);
+		char	   *pd;
+		char	   *qd;
+
+		/* Both sides must be integers: their denominators are "1". */
+		if (!DecimalToFraction(p, &f->num, &pd) || strcmp(pd, "1") != 0 ||
+			!DecimalToFraction(q, &f->den, &qd) || strcmp(qd, "1") != 0 ||
+			f->den[0] == '-')
+			return false;
+	}
+	if (invert)
+	{
+		char	   *t = f->num;
+
+		f->num = f->den;
+		f->den = t;
+	}
+	return true;
+}
+
+/*
+ * *result = a * (product of the factors), exact, then rounded once to an
+ * integer count of atomic units.  All strings are read before the first
+ * GMP value exists, so nothing below can raise an error while GMP memory is
+ * live.
+ */
+static CreditStatus
+MulFactors(Credit a, Factor *factors, int n, CreditRounding rounding,
+		   Credit *result)
+{
+	mpq_t		x;
+	mpq_t		f;
+	mpz_t		z;
+	CreditStatus status = CREDIT_OK;
+
+	mpq_init(x);
+	mpq_init(f);
+	mpz_init(z);
+	MpzSetInt128(mpq_numref(x), a);
+	for (int i = 0; i < n && status == CREDIT_OK; i++)
+	{
+		/* mpz_set_str does not take a leading '+'; DecimalToFraction drops it. */
+		if (mpz_set_str(mpq_numref(f), factors[i].num, 10) != 0 ||
+			mpz_set_str(mpq_denref(f), factors[i].den, 10) != 0)
+			status = CREDIT_SYNTAX;
+		else if (mpz_sgn(mpq_denref(f)) == 0)
+			status = CREDIT_DIVISION_BY_ZERO;
+		else
+		{
+			mpq_canonicalize(f);
+			mpq_mul(x, x, f);
+		}
+	}
+	if (status == CREDIT_OK)
+	{
+		MpqRound(z, x, rounding);
+		if (!MpzGetCredit(z, result))
+			status = CREDIT_OUT_OF_RANGE;
+	}
+	mpz_clear(z);
+	mpq_clear(f);
+	mpq_clear(x);
+	return status;
+}
+
 /*
  * *result = a * dec (or a / dec when divide), rounded once to an integer
  * count of atomic units.  dec is decimal text.
@@ -141,42 +231,25 @@ CreditStatus
 RationalMulDecimal(Credit a, const char *dec, bool divide,
 				   CreditRounding rounding, Credit *result)
 {
-	char	   *num;
-	char	   *den;
-	mpq_t		x;
-	mpq_t		factor;
-	mpz_t		z;
-	CreditStatus status = CREDIT_OK;
+	Factor		f;
 
-	if (!DecimalToFraction(dec, &num, &den))
+	if (!ParseFactor(dec, divide, &f))
 		return CREDIT_SYNTAX;
+	return MulFactors(a, &f, 1, rounding, result);
+}
 
-	mpq_init(x);
-	mpq_init(factor);
-	mpz_init(z);
+/*
+ * *result = a * factors[0] * ... * factors[n - 1], each factor decimal text
+ * or "p/q" with integers p and q, exact, rounded once.
+ */
+CreditStatus
+RationalMulMany(Credit a, const char *const *factors, int n,
+				CreditRounding rounding, Credit *result)
+{
+	Factor	   *parsed = palloc(sizeof(Factor) * Max(n, 1));
 
-	MpzSetInt128(mpq_numref(x), a);
-	if (mpz_set_str(mpq_numref(factor), num, 10) != 0 ||
-		mpz_set_str(mpq_denref(factor), den, 10) != 0)
-		status = CREDIT_SYNTAX;
-	else if (divide && mpz_sgn(mpq_numref(factor)) == 0)
-		status = CREDIT_DIVISION_BY_ZERO;
-	else
-	{
-		mpq_canonicalize(factor);
-		if (divide)
-			mpq_div(x, x, factor);
-		else
-			mpq_mul(x, x, factor);
-		MpqRound(z, x, rounding);
-		if (!MpzGetCredit(z, result))
-			status = CREDIT_OUT_OF_RANGE;
-	}
-
-	mpz_clear(z);
-	mpq_clear(factor);
-	mpq_clear(x);
-	pfree(num);
-	pfree(den);
-	return status;
+	for (int i = 0; i < n; i++)
+		if (!ParseFactor(factors[i], false, &parsed[i]))
+			return CREDIT_SYNTAX;
+	return MulFactors(a, parsed, n, rounding, result);
 }

@@ -6,7 +6,7 @@ SELECT plan(70);
 
 -- Tables and their keys.
 SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
-                                  'barter_credits', 'idempotency_keys']);
+                                  'barter_credits', 'idempotency_keys', 'job_types']);
 SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
 SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
@@ -48,7 +48,7 @@ SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_
 
 -- Every table is dumped with its rows.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 9, 'nine tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 10, 'ten tables and sequences are registered for pg_dump');
 
 -- Functions: the money-moving ones are SECURITY DEFINER with a pinned search_path.
 SELECT has_function('compay', 'open_account', ARRAY['text', 'text', 'compay.credit']);
