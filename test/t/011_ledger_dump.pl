@@ -64,6 +64,8 @@ SELECT compay.refund(t.id, '5', 'capture too big')
 -- Barter: carol holds 15 of barter credit with dave, spends 6 of it.
 SELECT compay.grant_barter('carol', 'dave', '15', 'barter deal', 'barter-1');
 SELECT compay.transfer('carol', 'dave', '6', 'paid in barter');
+-- A job type of our own beside the four the extension ships.
+INSERT INTO compay.job_types (job_type, base_rate, quality_multiplier) VALUES ('Inference', '0.0003', 0.9);
 });
 
 my @tables = qw(accounts journal holds transfers barter_credits idempotency_keys);
@@ -131,6 +133,15 @@ for my $s (@sequences)
 		$src{$s}, "compay.$s restored");
 }
 is(ledger_ok('dst'), '7/7', 'restored ledger verifies');
+is($node->safe_psql('dst', q{SELECT count(*) || ' ' || count(*) FILTER (WHERE builtin) FROM compay.job_types}),
+	'5 4', 'job types: the four shipped ones once, and ours');
+# updated_at of the shipped rows is the time CREATE EXTENSION ran, so it differs.
+my $job_types = q{SELECT string_agg(concat_ws('|', job_type, currency, base_rate, quality_multiplier, builtin),
+	',' ORDER BY job_type) FROM compay.job_types};
+is($node->safe_psql('dst', $job_types), $node->safe_psql('src', $job_types),
+	'job types restored with their rates');
+is($node->safe_psql('dst', q{SELECT compay.compute_reward('Inference', '2 hours', 1.0)}),
+	'0.00054', 'our job type computes rewards after the restore');
 
 # The restored ledger works.  Sequences go on past every restored id.
 my ($old_transfer, $old_hold, $old_account) = split /\|/, $node->safe_psql('dst',
