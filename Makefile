@@ -11,6 +11,7 @@ OBJS = \
 	src/idempotency.o \
 	src/journal_hash.o \
 	src/ledger.o \
+	src/ledger_heap.o \
 	src/ledger_holds.o \
 	src/ledger_transfer.o \
 	src/rational.o \

@@ -23,6 +23,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
+#include "storage/itemptr.h"
 
 #include "compay.h"
 #include "ledger.h"
@@ -35,7 +36,7 @@ static bool auto_create_accounts = true;
 
 static SpiStatement lock_stmt = {
 	.sql = "SELECT id, node_id, balance, reserved, credit_limit, flags, journal_seq, "
-	"journal_hash FROM compay.accounts "
+	"journal_hash, ctid FROM compay.accounts "
 	"WHERE currency = $1 AND node_id = ANY ($2) ORDER BY id FOR UPDATE",
 	.nargs = 2,
 	.argtypes = {TEXTOID, TEXTARRAYOID}
@@ -49,115 +50,6 @@ static SpiStatement create_stmt = {
 	"ON CONFLICT (node_id, currency) DO NOTHING",
 	.nargs = 3,
 	.argtypes = {TEXTOID, TEXTARRAYOID, SPI_ARG_CREDIT}
-};
-
-static SpiStatement update_stmt = {
-	.sql = "UPDATE compay.accounts AS a SET balance = u.balance, reserved = u.reserved, "
-	"journal_seq = u.seq, journal_hash = u.hash, updated_at = $7, flags = u.flags, "
-	"credit_score = CASE u.score "
-	"  WHEN 1 THEN round(a.credit_score + (1 - a.credit_score) * 0.01, 5) "
-	"  WHEN -1 THEN round(a.credit_score * 0.95, 5) ELSE a.credit_score END "
-	"FROM unnest($1, $2, $3, $4, $5, $6, $8) "
-	"AS u(id, balance, reserved, seq, hash, score, flags) "
-	"WHERE a.id = u.id",
-	.nargs = 8,
-	.argtypes = {INT8ARRAYOID, SPI_ARG_CREDIT_ARRAY, SPI_ARG_CREDIT_ARRAY, INT8ARRAYOID,
-	BYTEAARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID, INT4ARRAYOID}
-};
-
-/*
- * A transfer touches two accounts and writes two entries: those flushes use
- * statements with one or two rows of parameters, which start faster than a
- * join against unnest() (that materialises its input).  Bigger flushes use
- * unnest(), one statement for any number of rows.
- */
-
-static SpiStatement update_one_stmt = {
-	.sql = "UPDATE compay.accounts SET balance = $2, reserved = $3, journal_seq = $4, "
-	"journal_hash = $5, updated_at = $7, flags = $8, "
-	"credit_score = CASE $6 "
-	"  WHEN 1 THEN round(credit_score + (1 - credit_score) * 0.01, 5) "
-	"  WHEN -1 THEN round(credit_score * 0.95, 5) ELSE credit_score END "
-	"WHERE id = $1",
-	.nargs = 8,
-	.argtypes = {INT8OID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, INT8OID, BYTEAOID, INT4OID,
-	TIMESTAMPTZOID, INT4OID}
-};
-
-static SpiStatement update_two_stmt = {
-	.sql = "UPDATE compay.accounts AS a SET balance = u.balance, reserved = u.reserved, "
-	"journal_seq = u.seq, journal_hash = u.hash, updated_at = $15, flags = u.flags, "
-	"credit_score = CASE u.score "
-	"  WHEN 1 THEN round(a.credit_score + (1 - a.credit_score) * 0.01, 5) "
-	"  WHEN -1 THEN round(a.credit_score * 0.95, 5) ELSE a.credit_score END "
-	"FROM (VALUES ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)) "
-	"AS u(id, balance, reserved, seq, hash, score, flags) WHERE a.id = u.id",
-	.nargs = 15,
-	.argtypes = {INT8OID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, INT8OID, BYTEAOID, INT4OID, INT4OID,
-		INT8OID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, INT8OID, BYTEAOID, INT4OID, INT4OID,
-	TIMESTAMPTZOID}
-};
-
-static SpiStatement journal_two_stmt = {
-	.sql = "INSERT INTO compay.journal (account_id, seq, kind, amount, balance_after, "
-	"reserved_after, transfer_id, hold_id, counterparty, created_at, hash) "
-	"SELECT a, s, k::compay.entry_kind, am, ba, ra, nullif(t, 0), nullif(h, 0), "
-	"nullif(c, 0), $21, hh FROM (VALUES "
-	"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), "
-	"($11, $12, $13, $14, $15, $16, $17, $18, $19, $20)) "
-	"AS u(a, s, k, am, ba, ra, t, h, c, hh)",
-	.nargs = 21,
-	.argtypes = {INT8OID, INT8OID, TEXTOID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, SPI_ARG_CREDIT,
-		INT8OID, INT8OID, INT8OID, BYTEAOID,
-		INT8OID, INT8OID, TEXTOID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, SPI_ARG_CREDIT,
-	INT8OID, INT8OID, INT8OID, BYTEAOID, TIMESTAMPTZOID}
-};
-
-static SpiStatement journal_one_stmt = {
-	.sql = "INSERT INTO compay.journal (account_id, seq, kind, amount, balance_after, "
-	"reserved_after, transfer_id, hold_id, counterparty, created_at, hash) "
-	"VALUES ($1, $2, $3::compay.entry_kind, $4, $5, $6, nullif($7, 0), nullif($8, 0), "
-	"nullif($9, 0), $10, $11)",
-	.nargs = 11,
-	.argtypes = {INT8OID, INT8OID, TEXTOID, SPI_ARG_CREDIT, SPI_ARG_CREDIT, SPI_ARG_CREDIT,
-	INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID, BYTEAOID}
-};
-
-static SpiStatement transfer_one_stmt = {
-	.sql = "INSERT INTO compay.transfers (id, kind, from_account, to_account, amount, "
-	"barter_amount, currency, reference, hold_id, refund_of, idempotency_key, created_at) "
-	"VALUES ($1, $2::compay.transfer_kind, $3, $4, $5, $6, $7, $8, nullif($9, 0), "
-	"nullif($10, 0), $12, $11)",
-	.nargs = 12,
-	.argtypes = {INT8OID, TEXTOID, INT8OID, INT8OID, SPI_ARG_CREDIT, SPI_ARG_CREDIT,
-	TEXTOID, TEXTOID, INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID}
-};
-
-static SpiStatement journal_stmt = {
-	.sql = "INSERT INTO compay.journal (account_id, seq, kind, amount, balance_after, "
-	"reserved_after, transfer_id, hold_id, counterparty, created_at, hash) "
-	"SELECT a, s, k::compay.entry_kind, am, ba, ra, nullif(t, 0), nullif(h, 0), "
-	"nullif(c, 0), $10, hh "
-	"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $11) "
-	"AS u(a, s, k, am, ba, ra, t, h, c, hh)",
-	.nargs = 11,
-	.argtypes = {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, SPI_ARG_CREDIT_ARRAY,
-		SPI_ARG_CREDIT_ARRAY, SPI_ARG_CREDIT_ARRAY, INT8ARRAYOID, INT8ARRAYOID,
-	INT8ARRAYOID, TIMESTAMPTZOID, BYTEAARRAYOID}
-};
-
-static SpiStatement transfer_stmt = {
-	.sql = "INSERT INTO compay.transfers (id, kind, from_account, to_account, amount, "
-	"barter_amount, currency, reference, hold_id, refund_of, idempotency_key, "
-	"created_at) "
-	"SELECT i, k::compay.transfer_kind, f, t, am, ba, $7, r, nullif(h, 0), "
-	"nullif(rf, 0), ik, $11 "
-	"FROM unnest($1, $2, $3, $4, $5, $6, $8, $9, $10, $12) "
-	"AS u(i, k, f, t, am, ba, r, h, rf, ik)",
-	.nargs = 12,
-	.argtypes = {INT8ARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
-		SPI_ARG_CREDIT_ARRAY, SPI_ARG_CREDIT_ARRAY, TEXTOID, TEXTARRAYOID,
-	INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID}
 };
 
 static bool
@@ -339,6 +231,7 @@ LockAccountRows(LedgerBatch *batch, Datum *args)
 		hash = DatumGetByteaPP(SpiGetDatum(i, 8, &isnull));
 		Assert(VARSIZE_ANY_EXHDR(hash) == LEDGER_HASH_LEN);
 		memcpy(a->hash, VARDATA_ANY(hash), LEDGER_HASH_LEN);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SpiGetDatum(i, 9, &isnull)), &a->tid);
 		Assert(i == 0 || batch->accounts[i - 1].id < a->id);
 	}
 	batch->by_node = palloc(sizeof(LedgerAccount *) * Max(n, 1));
@@ -552,285 +445,6 @@ LedgerMove(LedgerBatch *batch, LedgerTransfer *transfer, LedgerAccount *from,
 			   transfer->hold_id, from->id);
 }
 
-static Datum
-CreditArray(Credit *values, int n)
-{
-	Datum	   *datums = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		datums[i] = PointerGetDatum(&values[i]);
-	return PointerGetDatum(construct_array(datums, n, CompayTypeOid("credit"),
-										   sizeof(Credit), false, TYPALIGN_DOUBLE));
-}
-
-static Datum
-Int64Array(int64 *values, int n)
-{
-	Datum	   *datums = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		datums[i] = Int64GetDatum(values[i]);
-	return PointerGetDatum(construct_array(datums, n, INT8OID, 8, true,
-										   TYPALIGN_DOUBLE));
-}
-
-static Datum
-HashArray(uint8 (*hashes)[LEDGER_HASH_LEN], int n)
-{
-	Datum	   *datums = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-	{
-		bytea	   *b = palloc(VARHDRSZ + LEDGER_HASH_LEN);
-
-		SET_VARSIZE(b, VARHDRSZ + LEDGER_HASH_LEN);
-		memcpy(VARDATA(b), hashes[i], LEDGER_HASH_LEN);
-		datums[i] = PointerGetDatum(b);
-	}
-	return PointerGetDatum(construct_array(datums, n, BYTEAOID, -1, false,
-										   TYPALIGN_INT));
-}
-
-static void
-FlushAccounts(LedgerBatch *batch)
-{
-	int			n = 0;
-	int64	   *ids = palloc(sizeof(int64) * batch->naccounts);
-	Credit	   *balances = palloc(sizeof(Credit) * batch->naccounts);
-	Credit	   *reserved = palloc(sizeof(Credit) * batch->naccounts);
-	int64	   *seqs = palloc(sizeof(int64) * batch->naccounts);
-	uint8		(*hashes)[LEDGER_HASH_LEN] = palloc(LEDGER_HASH_LEN * batch->naccounts);
-	Datum	   *scores = palloc(sizeof(Datum) * batch->naccounts);
-	Datum	   *flags = palloc(sizeof(Datum) * batch->naccounts);
-	Datum		args[8];
-
-	for (int i = 0; i < batch->naccounts; i++)
-	{
-		LedgerAccount *a = &batch->accounts[i];
-
-		if (!a->dirty)
-			continue;
-		ids[n] = a->id;
-		balances[n] = a->balance;
-		reserved[n] = a->reserved;
-		seqs[n] = a->seq;
-		memcpy(hashes[n], a->hash, LEDGER_HASH_LEN);
-		scores[n] = Int32GetDatum((a->flags & ACCOUNT_FLAG_SYSTEM) ? 0 : a->score_change);
-		flags[n] = Int32GetDatum(a->flags);
-		n++;
-	}
-	if (n == 0)
-		return;
-	args[0] = Int64Array(ids, n);
-	args[1] = CreditArray(balances, n);
-	args[2] = CreditArray(reserved, n);
-	args[3] = Int64Array(seqs, n);
-	args[4] = HashArray(hashes, n);
-	args[5] = PointerGetDatum(construct_array(scores, n, INT4OID, 4, true, TYPALIGN_INT));
-	args[6] = TimestampTzGetDatum(batch->now);
-	args[7] = PointerGetDatum(construct_array(flags, n, INT4OID, 4, true, TYPALIGN_INT));
-	if (SpiRun(&update_stmt, args, NULL, false, 0) != (uint64) n)
-		elog(ERROR, "ledger update touched fewer accounts than it locked");
-}
-
-static void
-FlushJournal(LedgerBatch *batch)
-{
-	int			n = batch->nentries;
-	int64	   *cols[5];
-	Credit	   *credits[3];
-	const char **kinds = palloc(sizeof(char *) * Max(n, 1));
-	uint8		(*hashes)[LEDGER_HASH_LEN] = palloc(LEDGER_HASH_LEN * Max(n, 1));
-	Datum		args[11];
-
-	for (int c = 0; c < 5; c++)
-		cols[c] = palloc(sizeof(int64) * Max(n, 1));
-	for (int c = 0; c < 3; c++)
-		credits[c] = palloc(sizeof(Credit) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		LedgerEntry *e = &batch->entries[i];
-
-		cols[0][i] = e->account_id;
-		cols[1][i] = e->seq;
-		cols[2][i] = e->transfer_id;
-		cols[3][i] = e->hold_id;
-		cols[4][i] = e->counterparty;
-		kinds[i] = EntryKindName(e->kind);
-		credits[0][i] = e->amount;
-		credits[1][i] = e->balance_after;
-		credits[2][i] = e->reserved_after;
-		memcpy(hashes[i], e->hash, LEDGER_HASH_LEN);
-	}
-	args[0] = Int64Array(cols[0], n);
-	args[1] = Int64Array(cols[1], n);
-	args[2] = TextArray(kinds, n);
-	args[3] = CreditArray(credits[0], n);
-	args[4] = CreditArray(credits[1], n);
-	args[5] = CreditArray(credits[2], n);
-	args[6] = Int64Array(cols[2], n);
-	args[7] = Int64Array(cols[3], n);
-	args[8] = Int64Array(cols[4], n);
-	args[9] = TimestampTzGetDatum(batch->now);
-	args[10] = HashArray(hashes, n);
-	SpiRun(&journal_stmt, args, NULL, false, 0);
-}
-
-static void
-FlushTransfers(LedgerBatch *batch)
-{
-	int			n = batch->ntransfers;
-	int64	   *cols[5];
-	Credit	   *amounts = palloc(sizeof(Credit) * Max(n, 1));
-	Credit	   *barter = palloc(sizeof(Credit) * Max(n, 1));
-	const char **kinds = palloc(sizeof(char *) * Max(n, 1));
-	const char **refs = palloc(sizeof(char *) * Max(n, 1));
-	const char **keys = palloc(sizeof(char *) * Max(n, 1));
-	Datum		args[12];
-
-	for (int c = 0; c < 5; c++)
-		cols[c] = palloc(sizeof(int64) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-	{
-		LedgerTransfer *t = &batch->transfers[i];
-
-		cols[0][i] = t->id;
-		cols[1][i] = t->from_account;
-		cols[2][i] = t->to_account;
-		cols[3][i] = t->hold_id;
-		cols[4][i] = t->refund_of;
-		kinds[i] = TransferKindName(t->kind);
-		amounts[i] = t->amount;
-		barter[i] = t->barter_amount;
-		refs[i] = t->reference;
-		keys[i] = t->idempotency_key;
-	}
-	args[0] = Int64Array(cols[0], n);
-	args[1] = TextArray(kinds, n);
-	args[2] = Int64Array(cols[1], n);
-	args[3] = Int64Array(cols[2], n);
-	args[4] = CreditArray(amounts, n);
-	args[5] = CreditArray(barter, n);
-	args[6] = CStringGetTextDatum(batch->currency);
-	args[7] = TextArray(refs, n);
-	args[8] = Int64Array(cols[3], n);
-	args[9] = Int64Array(cols[4], n);
-	args[10] = TimestampTzGetDatum(batch->now);
-	args[11] = TextArray(keys, n);
-	SpiRun(&transfer_stmt, args, NULL, false, 0);
-}
-
-static Datum
-HashDatum(const uint8 *hash)
-{
-	bytea	   *b = palloc(VARHDRSZ + LEDGER_HASH_LEN);
-
-	SET_VARSIZE(b, VARHDRSZ + LEDGER_HASH_LEN);
-	memcpy(VARDATA(b), hash, LEDGER_HASH_LEN);
-	return PointerGetDatum(b);
-}
-
-/* The seven per-account parameters of the one- and two-row updates. */
-static void
-AccountArgs(LedgerAccount *a, Datum *args)
-{
-	args[0] = Int64GetDatum(a->id);
-	args[1] = CreditGetDatum(a->balance);
-	args[2] = CreditGetDatum(a->reserved);
-	args[3] = Int64GetDatum(a->seq);
-	args[4] = HashDatum(a->hash);
-	args[5] = Int32GetDatum((a->flags & ACCOUNT_FLAG_SYSTEM) ? 0 : a->score_change);
-	args[6] = Int32GetDatum(a->flags);
-}
-
-static void
-FlushAccountsSmall(LedgerBatch *batch, int ndirty)
-{
-	LedgerAccount *dirty[2];
-	Datum		args[15];
-	int			n = 0;
-
-	Assert(ndirty >= 1 && ndirty <= 2);
-	for (int i = 0; i < batch->naccounts; i++)
-		if (batch->accounts[i].dirty)
-			dirty[n++] = &batch->accounts[i];
-	Assert(n == ndirty);
-	if (ndirty == 1)
-	{
-		AccountArgs(dirty[0], args);
-		args[7] = args[6];		/* flags is $8 in the one-row statement */
-		args[6] = TimestampTzGetDatum(batch->now);
-		if (SpiRun(&update_one_stmt, args, NULL, false, 0) != 1)
-			elog(ERROR, "ledger update missed account " INT64_FORMAT, dirty[0]->id);
-		return;
-	}
-	AccountArgs(dirty[0], args);
-	AccountArgs(dirty[1], args + 7);
-	args[14] = TimestampTzGetDatum(batch->now);
-	if (SpiRun(&update_two_stmt, args, NULL, false, 0) != 2)
-		elog(ERROR, "ledger update missed accounts " INT64_FORMAT " and " INT64_FORMAT,
-			 dirty[0]->id, dirty[1]->id);
-}
-
-/* The ten per-entry parameters of the one- and two-row inserts. */
-static void
-EntryArgs(LedgerEntry *e, Datum *args)
-{
-	args[0] = Int64GetDatum(e->account_id);
-	args[1] = Int64GetDatum(e->seq);
-	args[2] = CStringGetTextDatum(EntryKindName(e->kind));
-	args[3] = CreditGetDatum(e->amount);
-	args[4] = CreditGetDatum(e->balance_after);
-	args[5] = CreditGetDatum(e->reserved_after);
-	args[6] = Int64GetDatum(e->transfer_id);
-	args[7] = Int64GetDatum(e->hold_id);
-	args[8] = Int64GetDatum(e->counterparty);
-	args[9] = HashDatum(e->hash);
-}
-
-static void
-FlushJournalSmall(LedgerBatch *batch)
-{
-	Datum		args[21];
-
-	Assert(batch->nentries >= 1 && batch->nentries <= 2);
-	EntryArgs(&batch->entries[0], args);
-	if (batch->nentries == 1)
-	{
-		args[10] = args[9];		/* hash is $11 in the one-row statement */
-		args[9] = TimestampTzGetDatum(batch->now);
-		SpiRun(&journal_one_stmt, args, NULL, false, 0);
-		return;
-	}
-	EntryArgs(&batch->entries[1], args + 10);
-	args[20] = TimestampTzGetDatum(batch->now);
-	SpiRun(&journal_two_stmt, args, NULL, false, 0);
-}
-
-static void
-FlushTransferOne(LedgerBatch *batch, LedgerTransfer *t)
-{
-	Datum		args[12];
-	char		nulls[12];
-
-	memset(nulls, ' ', sizeof(nulls));
-	args[0] = Int64GetDatum(t->id);
-	args[1] = CStringGetTextDatum(TransferKindName(t->kind));
-	args[2] = Int64GetDatum(t->from_account);
-	args[3] = Int64GetDatum(t->to_account);
-	args[4] = CreditGetDatum(t->amount);
-	args[5] = CreditGetDatum(t->barter_amount);
-	args[6] = CStringGetTextDatum(batch->currency);
-	args[7] = t->reference ? CStringGetTextDatum(t->reference) : (Datum) 0;
-	nulls[7] = t->reference ? ' ' : 'n';
-	args[8] = Int64GetDatum(t->hold_id);
-	args[9] = Int64GetDatum(t->refund_of);
-	args[10] = TimestampTzGetDatum(batch->now);
-	args[11] = t->idempotency_key ? CStringGetTextDatum(t->idempotency_key) : (Datum) 0;
-	nulls[11] = t->idempotency_key ? ' ' : 'n';
-	SpiRun(&transfer_one_stmt, args, nulls, false, 0);
-}
-
 static int
 CountDirty(LedgerBatch *batch)
 {
@@ -841,26 +455,21 @@ CountDirty(LedgerBatch *batch)
 	return n;
 }
 
-/* Writes everything the batch posted: accounts, journal, transfers. */
+/*
+ * Writes everything the batch posted: accounts, journal, transfers, through
+ * the table access method (ledger_heap.c), then makes it visible to the
+ * statements that follow.
+ */
 void
 LedgerFlush(LedgerBatch *batch)
 {
-	int			ndirty = CountDirty(batch);
-
-	if (ndirty > 2)
-		FlushAccounts(batch);
-	else if (ndirty > 0)
-		FlushAccountsSmall(batch, ndirty);
-
-	if (batch->nentries > 2)
-		FlushJournal(batch);
-	else if (batch->nentries > 0)
-		FlushJournalSmall(batch);
-
-	if (batch->ntransfers > 1)
-		FlushTransfers(batch);
-	else if (batch->ntransfers == 1)
-		FlushTransferOne(batch, &batch->transfers[0]);
+	if (CountDirty(batch) > 0)
+		LedgerHeapUpdateAccounts(batch);
+	if (batch->nentries > 0)
+		LedgerHeapInsertJournal(batch);
+	if (batch->ntransfers > 0)
+		LedgerHeapInsertTransfers(batch);
+	CommandCounterIncrement();
 
 	if (batch->hash_ctx != NULL)
 	{

@@ -17,6 +17,7 @@
 
 #include "common/cryptohash.h"
 #include "datatype/timestamp.h"
+#include "storage/itemptr.h"
 #include "utils/errcodes.h"
 
 #include "credit.h"
@@ -73,6 +74,7 @@ typedef struct LedgerAccount
 	uint8		hash[LEDGER_HASH_LEN];
 	int			score_change;	/* +1 up, -1 down, 0 none */
 	bool		dirty;
+	ItemPointerData tid;		/* the row version this call locked */
 } LedgerAccount;
 
 typedef struct LedgerEntry
@@ -165,6 +167,11 @@ extern const char *LedgerCheckNode(const char *node_id);
 extern const char *LedgerCheckCurrency(const char *currency);
 extern Credit LedgerDefaultCreditLimit(const char *currency);
 extern bool LedgerAutoCreate(void);
+
+/* ledger_heap.c */
+extern void LedgerHeapUpdateAccounts(LedgerBatch *batch);
+extern void LedgerHeapInsertJournal(LedgerBatch *batch);
+extern void LedgerHeapInsertTransfers(LedgerBatch *batch);
 
 /* journal_hash.c */
 extern void JournalEntryHash(pg_cryptohash_ctx *ctx, const uint8 *prev,

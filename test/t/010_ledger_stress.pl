@@ -240,6 +240,20 @@ sub check_ledger
 		'7/7', "$label: verify_ledger() all ok")
 	  or diag($q->(q{SELECT check_name || ': ' || detail FROM compay.verify_ledger() WHERE NOT ok}));
 
+	# The ledger writes its rows through the table access method: the heap
+	# and every index of its tables must be exactly as PostgreSQL's own
+	# executor would have left them (amcheck).
+	$q->(q{CREATE EXTENSION IF NOT EXISTS amcheck});
+	is($q->(q{SELECT count(*) FROM pg_class c, LATERAL verify_heapam(c.oid)
+	          WHERE c.relnamespace = 'compay'::regnamespace AND c.relkind = 'r'}),
+		'0', "$label: amcheck finds no heap corruption in compay's tables");
+	is($q->(q{SELECT count(*) FROM (SELECT bt_index_parent_check(i.indexrelid, true, true)
+	          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+	          WHERE c.relnamespace = 'compay'::regnamespace AND c.relam = 403) x}),
+		$q->(q{SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+	          WHERE c.relnamespace = 'compay'::regnamespace AND c.relam = 403}),
+		"$label: amcheck verifies every btree index, heap tuples included");
+
 	is($q->(q{SELECT count(*) FROM (SELECT currency, sum(balance::numeric) AS s
 	                                FROM compay.accounts GROUP BY currency) x WHERE s <> 0}),
 		'0', "$label: balances sum to zero per currency");
