@@ -91,44 +91,79 @@ Att(HeapTarget *t, const char *column)
 	return attnum - 1;
 }
 
-/* Inserts the tuple in t->slot, with its index entries and checks. */
+/* Most rows one multi-insert writes, as COPY buffers them. */
+#define HEAP_INSERT_CHUNK 1000
+
+/*
+ * Inserts the rows in slots (virtual, filled): checks the constraints, puts
+ * the rows on pages (several at once when there are several), then adds
+ * their index entries.
+ */
 static void
-InsertSlot(HeapTarget *t)
+InsertSlots(HeapTarget *t, TupleTableSlot **slots, int n)
 {
-	ExecStoreVirtualTuple(t->slot);
-	if (t->rel->rd_att->constr)
-		ExecConstraints(t->rri, t->slot, t->estate);
-	table_tuple_insert(t->rel, t->slot, t->cid, 0, NULL);
-	if (t->rri->ri_NumIndices > 0)
-		ExecInsertIndexTuples(t->rri, t->slot, t->estate, false, false, NULL, NIL);
-	ResetPerTupleExprContext(t->estate);
+	for (int i = 0; i < n; i++)
+	{
+		ExecStoreVirtualTuple(slots[i]);
+		if (t->rel->rd_att->constr)
+			ExecConstraints(t->rri, slots[i], t->estate);
+	}
+	if (n == 1)
+		table_tuple_insert(t->rel, slots[0], t->cid, 0, NULL);
+	else
+		table_multi_insert(t->rel, slots, n, t->cid, 0, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		if (t->rri->ri_NumIndices > 0)
+			ExecInsertIndexTuples(t->rri, slots[i], t->estate, false, false, NULL, NIL);
+		ResetPerTupleExprContext(t->estate);
+	}
+}
+
+/* Slots for up to HEAP_INSERT_CHUNK rows of t's table. */
+static TupleTableSlot **
+MakeSlots(HeapTarget *t, int n)
+{
+	TupleTableSlot **slots = palloc(sizeof(TupleTableSlot *) * n);
+
+	for (int i = 0; i < n; i++)
+		slots[i] = MakeSingleTupleTableSlot(RelationGetDescr(t->rel), &TTSOpsVirtual);
+	return slots;
 }
 
 static void
-ClearSlot(HeapTarget *t)
+DropSlots(TupleTableSlot **slots, int n)
 {
-	int			natts = t->slot->tts_tupleDescriptor->natts;
+	for (int i = 0; i < n; i++)
+		ExecDropSingleTupleTableSlot(slots[i]);
+	pfree(slots);
+}
 
-	ExecClearTuple(t->slot);
+static void
+ClearSlot(TupleTableSlot *slot)
+{
+	int			natts = slot->tts_tupleDescriptor->natts;
+
+	ExecClearTuple(slot);
 	for (int i = 0; i < natts; i++)
 	{
-		t->slot->tts_values[i] = (Datum) 0;
-		t->slot->tts_isnull[i] = true;
+		slot->tts_values[i] = (Datum) 0;
+		slot->tts_isnull[i] = true;
 	}
 }
 
 static void
-Put(HeapTarget *t, int att, Datum value)
+Put(TupleTableSlot *slot, int att, Datum value)
 {
-	t->slot->tts_values[att] = value;
-	t->slot->tts_isnull[att] = false;
+	slot->tts_values[att] = value;
+	slot->tts_isnull[att] = false;
 }
 
 static void
-PutId(HeapTarget *t, int att, int64 id)
+PutId(TupleTableSlot *slot, int att, int64 id)
 {
 	if (id != 0)
-		Put(t, att, Int64GetDatum(id));
+		Put(slot, att, Int64GetDatum(id));
 }
 
 static Datum
@@ -155,7 +190,10 @@ LedgerHeapInsertJournal(LedgerBatch *batch)
 	int			a_account, a_seq, a_kind, a_amount, a_balance, a_reserved,
 				a_transfer, a_hold, a_counterparty, a_created, a_hash;
 	Datum		kinds[ENTRY_BARTER + 1];
+	TupleTableSlot **slots;
+	int			nslots;
 
+	Assert(batch->nentries > 0);
 	OpenTarget(&t, "journal");
 	a_account = Att(&t, "account_id");
 	a_seq = Att(&t, "seq");
@@ -171,24 +209,33 @@ LedgerHeapInsertJournal(LedgerBatch *batch)
 	for (int k = 0; k <= ENTRY_BARTER; k++)
 		kinds[k] = EnumDatum("entry_kind", EntryKindName((EntryKind) k));
 
-	for (int i = 0; i < batch->nentries; i++)
+	nslots = Min(batch->nentries, HEAP_INSERT_CHUNK);
+	slots = MakeSlots(&t, nslots);
+	for (int first = 0; first < batch->nentries; first += nslots)
 	{
-		LedgerEntry *e = &batch->entries[i];
+		int			n = Min(nslots, batch->nentries - first);
 
-		ClearSlot(&t);
-		Put(&t, a_account, Int64GetDatum(e->account_id));
-		Put(&t, a_seq, Int64GetDatum(e->seq));
-		Put(&t, a_kind, kinds[e->kind]);
-		Put(&t, a_amount, CreditGetDatum(e->amount));
-		Put(&t, a_balance, CreditGetDatum(e->balance_after));
-		Put(&t, a_reserved, CreditGetDatum(e->reserved_after));
-		PutId(&t, a_transfer, e->transfer_id);
-		PutId(&t, a_hold, e->hold_id);
-		PutId(&t, a_counterparty, e->counterparty);
-		Put(&t, a_created, TimestampTzGetDatum(batch->now));
-		Put(&t, a_hash, HashBytea(e->hash));
-		InsertSlot(&t);
+		for (int j = 0; j < n; j++)
+		{
+			LedgerEntry *e = &batch->entries[first + j];
+			TupleTableSlot *slot = slots[j];
+
+			ClearSlot(slot);
+			Put(slot, a_account, Int64GetDatum(e->account_id));
+			Put(slot, a_seq, Int64GetDatum(e->seq));
+			Put(slot, a_kind, kinds[e->kind]);
+			Put(slot, a_amount, CreditGetDatum(e->amount));
+			Put(slot, a_balance, CreditGetDatum(e->balance_after));
+			Put(slot, a_reserved, CreditGetDatum(e->reserved_after));
+			PutId(slot, a_transfer, e->transfer_id);
+			PutId(slot, a_hold, e->hold_id);
+			PutId(slot, a_counterparty, e->counterparty);
+			Put(slot, a_created, TimestampTzGetDatum(batch->now));
+			Put(slot, a_hash, HashBytea(e->hash));
+		}
+		InsertSlots(&t, slots, n);
 	}
+	DropSlots(slots, nslots);
 	CloseTarget(&t);
 }
 
@@ -200,7 +247,10 @@ LedgerHeapInsertTransfers(LedgerBatch *batch)
 				a_reference, a_hold, a_refund, a_key, a_created;
 	Datum		kinds[TRANSFER_WITHDRAWAL + 1];
 	Datum		currency = CStringGetTextDatum(batch->currency);
+	TupleTableSlot **slots;
+	int			nslots;
 
+	Assert(batch->ntransfers > 0);
 	OpenTarget(&t, "transfers");
 	a_id = Att(&t, "id");
 	a_kind = Att(&t, "kind");
@@ -217,27 +267,36 @@ LedgerHeapInsertTransfers(LedgerBatch *batch)
 	for (int k = 0; k <= TRANSFER_WITHDRAWAL; k++)
 		kinds[k] = EnumDatum("transfer_kind", TransferKindName((TransferKind) k));
 
-	for (int i = 0; i < batch->ntransfers; i++)
+	nslots = Min(batch->ntransfers, HEAP_INSERT_CHUNK);
+	slots = MakeSlots(&t, nslots);
+	for (int first = 0; first < batch->ntransfers; first += nslots)
 	{
-		LedgerTransfer *tr = &batch->transfers[i];
+		int			n = Min(nslots, batch->ntransfers - first);
 
-		ClearSlot(&t);
-		Put(&t, a_id, Int64GetDatum(tr->id));
-		Put(&t, a_kind, kinds[tr->kind]);
-		Put(&t, a_from, Int64GetDatum(tr->from_account));
-		Put(&t, a_to, Int64GetDatum(tr->to_account));
-		Put(&t, a_amount, CreditGetDatum(tr->amount));
-		Put(&t, a_barter, CreditGetDatum(tr->barter_amount));
-		Put(&t, a_currency, currency);
-		if (tr->reference)
-			Put(&t, a_reference, CStringGetTextDatum(tr->reference));
-		PutId(&t, a_hold, tr->hold_id);
-		PutId(&t, a_refund, tr->refund_of);
-		if (tr->idempotency_key)
-			Put(&t, a_key, CStringGetTextDatum(tr->idempotency_key));
-		Put(&t, a_created, TimestampTzGetDatum(batch->now));
-		InsertSlot(&t);
+		for (int j = 0; j < n; j++)
+		{
+			LedgerTransfer *tr = &batch->transfers[first + j];
+			TupleTableSlot *slot = slots[j];
+
+			ClearSlot(slot);
+			Put(slot, a_id, Int64GetDatum(tr->id));
+			Put(slot, a_kind, kinds[tr->kind]);
+			Put(slot, a_from, Int64GetDatum(tr->from_account));
+			Put(slot, a_to, Int64GetDatum(tr->to_account));
+			Put(slot, a_amount, CreditGetDatum(tr->amount));
+			Put(slot, a_barter, CreditGetDatum(tr->barter_amount));
+			Put(slot, a_currency, currency);
+			if (tr->reference)
+				Put(slot, a_reference, CStringGetTextDatum(tr->reference));
+			PutId(slot, a_hold, tr->hold_id);
+			PutId(slot, a_refund, tr->refund_of);
+			if (tr->idempotency_key)
+				Put(slot, a_key, CStringGetTextDatum(tr->idempotency_key));
+			Put(slot, a_created, TimestampTzGetDatum(batch->now));
+		}
+		InsertSlots(&t, slots, n);
 	}
+	DropSlots(slots, nslots);
 	CloseTarget(&t);
 }
 
