@@ -58,3 +58,10 @@ FROM history('requester-1', max_rows => 6);
 \echo
 \echo '== 7. verify_ledger(): balances sum to zero, match the journal, chains intact'
 SELECT check_name, ok, detail FROM verify_ledger();
+
+\echo
+\echo '== 8. The Monero reward formula: BaseRate x hours x utilization x quality, exact, rounded once'
+SELECT job_type, base_rate AS "XMR per GPU-hour", quality_multiplier,
+       compute_reward(job_type, '24 hours', 1.0) AS "24 h at full utilization"
+FROM job_types ORDER BY base_rate;
+SELECT compute_reward('Fine-tuning', '90 minutes', utilization_factor(0.8), 1.25) AS "90 min at 80 %, quality 1.25";
