@@ -311,26 +311,6 @@ LedgerFindAccount(LedgerBatch *batch, const char *node_id)
 	return NULL;
 }
 
-LedgerAccount *
-LedgerFindAccountById(LedgerBatch *batch, int64 id)
-{
-	int			lo = 0;
-	int			hi = batch->naccounts - 1;
-
-	while (lo <= hi)
-	{
-		int			mid = lo + (hi - lo) / 2;
-
-		if (batch->accounts[mid].id == id)
-			return &batch->accounts[mid];
-		if (batch->accounts[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	return NULL;
-}
-
 /* PY001 unless account can spend amount more (system accounts always can). */
 void
 LedgerCheckAvailable(LedgerAccount *account, Credit amount, const char *currency)

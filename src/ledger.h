@@ -145,7 +145,6 @@ extern void LedgerBegin(LedgerBatch *batch, const char *currency);
 extern void LedgerLockAccounts(LedgerBatch *batch, const char **node_ids,
 							   int n, bool create_missing);
 extern LedgerAccount *LedgerFindAccount(LedgerBatch *batch, const char *node_id);
-extern LedgerAccount *LedgerFindAccountById(LedgerBatch *batch, int64 id);
 extern void LedgerCheckAvailable(LedgerAccount *account, Credit amount,
 								 const char *currency);
 extern void LedgerPost(LedgerBatch *batch, LedgerAccount *account,

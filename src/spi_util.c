@@ -31,8 +31,6 @@ SpiPrepare(SpiStatement *stmt, Oid credit_oid)
 	{
 		if (stmt->argtypes[i] == SPI_ARG_CREDIT)
 			argtypes[i] = credit_oid;
-		else if (stmt->argtypes[i] == SPI_ARG_CREDIT_ARRAY)
-			argtypes[i] = CompayTypeOid("_credit");
 		else
 			argtypes[i] = stmt->argtypes[i];
 	}

@@ -12,11 +12,10 @@
 #include "executor/spi.h"
 
 /*
- * Argument types of compay's own, whose OIDs are known only at run time.
- * These small numbers are never the OID of a real type.
+ * Argument type compay.credit, whose OID is known only at run time.  This
+ * small number is never the OID of a real type.
  */
 #define SPI_ARG_CREDIT			((Oid) 1)
-#define SPI_ARG_CREDIT_ARRAY	((Oid) 2)
 
 #define SPI_ARGS_MAX 24
 
