@@ -34,14 +34,6 @@ PG_FUNCTION_INFO_V1(compay_account_within_limit);
 static char *default_credit_limit_text = NULL;
 static bool auto_create_accounts = true;
 
-static SpiStatement lock_stmt = {
-	.sql = "SELECT id, node_id, balance, reserved, credit_limit, flags, journal_seq, "
-	"journal_hash, ctid FROM compay.accounts "
-	"WHERE currency = $1 AND node_id = ANY ($2) ORDER BY id FOR UPDATE",
-	.nargs = 2,
-	.argtypes = {TEXTOID, TEXTARRAYOID}
-};
-
 /* System accounts ('$...') are always created, with flag SYSTEM, limit 0. */
 static SpiStatement create_stmt = {
 	.sql = "INSERT INTO compay.accounts (node_id, currency, credit_limit, flags) "
@@ -207,38 +199,17 @@ CompareAccountNode(const void *a, const void *b)
 				  (*(LedgerAccount *const *) b)->node_id);
 }
 
-/* Runs the lock statement; returns the number of rows locked. */
+/* Locks the accounts of nodes (distinct); returns how many exist. */
 static uint64
-LockAccountRows(LedgerBatch *batch, Datum *args)
+LockAccountRows(LedgerBatch *batch, const char **nodes, int n)
 {
-	uint64		n = SpiRun(&lock_stmt, args, NULL, false, 0);
+	int			found = LedgerHeapLockAccounts(batch, nodes, n);
 
-	batch->accounts = palloc0(sizeof(LedgerAccount) * Max(n, 1));
-	batch->naccounts = (int) n;
-	for (uint64 i = 0; i < n; i++)
-	{
-		LedgerAccount *a = &batch->accounts[i];
-		bool		isnull;
-		bytea	   *hash;
-
-		a->id = SpiGetInt64(i, 1);
-		a->node_id = SpiGetText(i, 2);
-		a->balance = DatumGetCredit(SpiGetDatum(i, 3, &isnull));
-		a->reserved = DatumGetCredit(SpiGetDatum(i, 4, &isnull));
-		a->credit_limit = DatumGetCredit(SpiGetDatum(i, 5, &isnull));
-		a->flags = DatumGetInt32(SpiGetDatum(i, 6, &isnull));
-		a->seq = SpiGetInt64(i, 7);
-		hash = DatumGetByteaPP(SpiGetDatum(i, 8, &isnull));
-		Assert(VARSIZE_ANY_EXHDR(hash) == LEDGER_HASH_LEN);
-		memcpy(a->hash, VARDATA_ANY(hash), LEDGER_HASH_LEN);
-		ItemPointerCopy((ItemPointer) DatumGetPointer(SpiGetDatum(i, 9, &isnull)), &a->tid);
-		Assert(i == 0 || batch->accounts[i - 1].id < a->id);
-	}
-	batch->by_node = palloc(sizeof(LedgerAccount *) * Max(n, 1));
-	for (uint64 i = 0; i < n; i++)
+	batch->by_node = palloc(sizeof(LedgerAccount *) * Max(found, 1));
+	for (int i = 0; i < found; i++)
 		batch->by_node[i] = &batch->accounts[i];
-	qsort(batch->by_node, n, sizeof(LedgerAccount *), CompareAccountNode);
-	return n;
+	qsort(batch->by_node, found, sizeof(LedgerAccount *), CompareAccountNode);
+	return found;
 }
 
 static int
@@ -270,9 +241,7 @@ LedgerLockAccounts(LedgerBatch *batch, const char **node_ids, int n,
 		if (ndistinct == 0 || strcmp(sorted[ndistinct - 1], sorted[i]) != 0)
 			sorted[ndistinct++] = sorted[i];
 
-	args[0] = CStringGetTextDatum(batch->currency);
-	args[1] = TextArray(sorted, ndistinct);
-	if (LockAccountRows(batch, args) == (uint64) ndistinct)
+	if (LockAccountRows(batch, sorted, ndistinct) == (uint64) ndistinct)
 		return;
 
 	for (int i = 0; i < ndistinct && !create_missing; i++)
@@ -283,9 +252,11 @@ LedgerLockAccounts(LedgerBatch *batch, const char **node_ids, int n,
 							CompayEchoInput(sorted[i]), batch->currency),
 					 errhint("Open one with compay.open_account(), or turn on compay.auto_create_accounts.")));
 
+	args[0] = CStringGetTextDatum(batch->currency);
+	args[1] = TextArray(sorted, ndistinct);
 	args[2] = CreditGetDatum(LedgerDefaultCreditLimit(batch->currency));
 	SpiRun(&create_stmt, args, NULL, false, 0);
-	if (LockAccountRows(batch, args) != (uint64) ndistinct)
+	if (LockAccountRows(batch, sorted, ndistinct) != (uint64) ndistinct)
 		elog(ERROR, "accounts created for %s could not be locked", batch->currency);
 }
 

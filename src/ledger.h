@@ -168,6 +168,7 @@ extern Credit LedgerDefaultCreditLimit(const char *currency);
 extern bool LedgerAutoCreate(void);
 
 /* ledger_heap.c */
+extern int	LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n);
 extern void LedgerHeapUpdateAccounts(LedgerBatch *batch);
 extern void LedgerHeapInsertJournal(LedgerBatch *batch);
 extern void LedgerHeapInsertTransfers(LedgerBatch *batch);

@@ -17,7 +17,9 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/nbtree.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -25,6 +27,7 @@
 #include "executor/executor.h"
 #include "nodes/execnodes.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
 #include "utils/rel.h"
@@ -412,4 +415,107 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 	}
 	ExecDropSingleTupleTableSlot(newslot);
 	CloseTarget(&t);
+}
+
+/* One account found by node id, before it is locked. */
+typedef struct FoundAccount
+{
+	int64		id;
+	ItemPointerData tid;
+} FoundAccount;
+
+static int
+CompareFound(const void *a, const void *b)
+{
+	int64		x = ((const FoundAccount *) a)->id;
+	int64		y = ((const FoundAccount *) b)->id;
+
+	return (x > y) - (x < y);
+}
+
+/* Reads the locked version in slot into an account. */
+static void
+ReadAccount(TupleTableSlot *slot, HeapTarget *t, LedgerAccount *a)
+{
+	bool		isnull;
+	bytea	   *hash;
+
+	a->id = DatumGetInt64(slot_getattr(slot, Att(t, "id") + 1, &isnull));
+	a->node_id = TextDatumGetCString(slot_getattr(slot, Att(t, "node_id") + 1, &isnull));
+	a->balance = DatumGetCredit(slot_getattr(slot, Att(t, "balance") + 1, &isnull));
+	a->reserved = DatumGetCredit(slot_getattr(slot, Att(t, "reserved") + 1, &isnull));
+	a->credit_limit = DatumGetCredit(slot_getattr(slot, Att(t, "credit_limit") + 1, &isnull));
+	a->flags = DatumGetInt32(slot_getattr(slot, Att(t, "flags") + 1, &isnull));
+	a->seq = DatumGetInt64(slot_getattr(slot, Att(t, "journal_seq") + 1, &isnull));
+	hash = DatumGetByteaPP(slot_getattr(slot, Att(t, "journal_hash") + 1, &isnull));
+	Assert(VARSIZE_ANY_EXHDR(hash) == LEDGER_HASH_LEN);
+	memcpy(a->hash, VARDATA_ANY(hash), LEDGER_HASH_LEN);
+	ItemPointerCopy(&slot->tts_tid, &a->tid);
+}
+
+/*
+ * Finds the accounts of nodes (distinct) in the batch's currency through
+ * the (node_id, currency) index and locks them FOR UPDATE in ascending id
+ * order, as SELECT ... ORDER BY id FOR UPDATE would: waiting for a
+ * concurrent writer, then locking the newest version of the row (in
+ * READ COMMITTED; a serialization failure under a snapshot isolation).
+ * Fills batch->accounts in id order and returns how many were found.
+ */
+int
+LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n)
+{
+	HeapTarget	t;
+	Relation	index;
+	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	FoundAccount *found = palloc(sizeof(FoundAccount) * Max(n, 1));
+	int			nfound = 0;
+	Datum		currency = CStringGetTextDatum(batch->currency);
+	IndexScanDesc scan;
+
+	OpenTarget(&t, "accounts");
+	index = index_open(CompayRelationOid("accounts_node_currency"), AccessShareLock);
+	scan = index_beginscan(t.rel, index, snapshot, 2, 0);
+	for (int i = 0; i < n; i++)
+	{
+		ScanKeyData keys[2];
+		bool		isnull;
+
+		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
+					CStringGetTextDatum(nodes[i]));
+		ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, currency);
+		index_rescan(scan, keys, 2, NULL, 0);
+		if (!index_getnext_slot(scan, ForwardScanDirection, t.slot))
+			continue;
+		found[nfound].id = DatumGetInt64(slot_getattr(t.slot, Att(&t, "id") + 1, &isnull));
+		ItemPointerCopy(&t.slot->tts_tid, &found[nfound].tid);
+		nfound++;
+	}
+	index_endscan(scan);
+	index_close(index, NoLock);
+
+	qsort(found, nfound, sizeof(FoundAccount), CompareFound);
+	batch->accounts = palloc0(sizeof(LedgerAccount) * Max(nfound, 1));
+	batch->naccounts = nfound;
+	for (int i = 0; i < nfound; i++)
+	{
+		TM_FailureData tmfd;
+		TM_Result	result;
+
+		result = table_tuple_lock(t.rel, &found[i].tid, snapshot, t.slot,
+								  GetCurrentCommandId(true), LockTupleExclusive,
+								  LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
+								  &tmfd);
+		if (result == TM_Ok && tmfd.traversed && IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to concurrent update")));
+		if (result != TM_Ok)
+			elog(ERROR, "could not lock account " INT64_FORMAT " (%d)",
+				 found[i].id, (int) result);
+		ReadAccount(t.slot, &t, &batch->accounts[i]);
+		Assert(batch->accounts[i].id == found[i].id);
+	}
+	UnregisterSnapshot(snapshot);
+	CloseTarget(&t);
+	return nfound;
 }
