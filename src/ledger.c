@@ -407,6 +407,19 @@ CountDirty(LedgerBatch *batch)
 }
 
 /*
+ * Ends a money-moving call: writes the batch, records its result under the
+ * idempotency key (if any) in the same transaction, and leaves SPI.
+ */
+void
+LedgerFinish(LedgerBatch *batch, const char *key, int64 result)
+{
+	LedgerFlush(batch);
+	if (key)
+		IdempotencyRecord(key, result);
+	SPI_finish();
+}
+
+/*
  * Writes everything the batch posted: accounts, journal, transfers, through
  * the table access method (ledger_heap.c), then makes it visible to the
  * statements that follow.

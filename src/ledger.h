@@ -157,6 +157,7 @@ extern void LedgerMove(LedgerBatch *batch, LedgerTransfer *transfer,
 					   LedgerAccount *from, LedgerAccount *to, Credit amount,
 					   EntryKind debit_kind, EntryKind credit_kind);
 extern void LedgerFlush(LedgerBatch *batch);
+extern void LedgerFinish(LedgerBatch *batch, const char *key, int64 result);
 extern int64 LedgerNextId(const char *sequence);
 
 /* Argument helpers shared by the SQL-callable functions. */

@@ -456,9 +456,11 @@ ReadAccount(TupleTableSlot *slot, HeapTarget *t, LedgerAccount *a)
 /*
  * Finds the accounts of nodes (distinct) in the batch's currency through
  * the (node_id, currency) index and locks them FOR UPDATE in ascending id
- * order, as SELECT ... ORDER BY id FOR UPDATE would: waiting for a
- * concurrent writer, then locking the newest version of the row (in
- * READ COMMITTED; a serialization failure under a snapshot isolation).
+ * order, as SELECT ... ORDER BY id FOR UPDATE would.  The lookup uses the
+ * statement's snapshot (READ COMMITTED: a new one; REPEATABLE READ and up:
+ * the transaction's); locking then waits for a concurrent writer and takes
+ * the newest version of the row, which under snapshot isolation is a
+ * serialization failure when that version is newer than the snapshot.
  * Fills batch->accounts in id order and returns how many were found.
  */
 int
@@ -466,7 +468,7 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n)
 {
 	HeapTarget	t;
 	Relation	index;
-	Snapshot	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	FoundAccount *found = palloc(sizeof(FoundAccount) * Max(n, 1));
 	int			nfound = 0;
 	Datum		currency = CStringGetTextDatum(batch->currency);

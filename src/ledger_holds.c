@@ -277,10 +277,7 @@ compay_capture(PG_FUNCTION_ARGS)
 		ReleaseRest(&batch, &h, "posted");
 	else
 		UpdateHold(&batch, &h, "pending");
-	LedgerFlush(&batch);
-	if (key)
-		IdempotencyRecord(key, result);
-	SPI_finish();
+	LedgerFinish(&batch, key, result);
 	PG_RETURN_INT64(result);
 }
 
@@ -315,10 +312,7 @@ compay_release(PG_FUNCTION_ARGS)
 	h.expired = false;
 	RequirePending(&h, "release");
 	ReleaseRest(&batch, &h, "voided");
-	LedgerFlush(&batch);
-	if (key)
-		IdempotencyRecord(key, h.id);
-	SPI_finish();
+	LedgerFinish(&batch, key, h.id);
 	PG_RETURN_VOID();
 }
 

@@ -171,10 +171,7 @@ compay_deposit(PG_FUNCTION_ARGS)
 	result = t->id;
 	LedgerMove(&batch, t, LedgerFindAccount(&batch, nodes[1]),
 			   LedgerFindAccount(&batch, nodes[0]), amount, ENTRY_DEBIT, ENTRY_CREDIT);
-	LedgerFlush(&batch);
-	if (key)
-		IdempotencyRecord(key, result);
-	SPI_finish();
+	LedgerFinish(&batch, key, result);
 	PG_RETURN_INT64(result);
 }
 
@@ -296,10 +293,7 @@ compay_transfer(PG_FUNCTION_ARGS)
 	LedgerLockAccounts(&batch, nodes, 2, LedgerAutoCreate());
 	result = PostTransfer(&batch, LedgerFindAccount(&batch, nodes[0]),
 						  LedgerFindAccount(&batch, nodes[1]), amount, reference, key);
-	LedgerFlush(&batch);
-	if (key)
-		IdempotencyRecord(key, result);
-	SPI_finish();
+	LedgerFinish(&batch, key, result);
 	PG_RETURN_INT64(result);
 }
 
@@ -635,10 +629,7 @@ compay_refund(PG_FUNCTION_ARGS)
 	result = t->id;
 	LedgerMove(&batch, t, payee, payer, amount, ENTRY_REFUND, ENTRY_REFUND);
 	payee->score_change = -1;
-	LedgerFlush(&batch);
-	if (key)
-		IdempotencyRecord(key, result);
-	SPI_finish();
+	LedgerFinish(&batch, key, result);
 	PG_RETURN_INT64(result);
 }
 
@@ -688,10 +679,7 @@ compay_grant_barter(PG_FUNCTION_ARGS)
 	LedgerPost(&batch, counterparty, ENTRY_BARTER, -amount, result, 0, holder->id);
 	holder->flags |= ACCOUNT_FLAG_BARTER;
 	ChangeBarter(&batch, holder, counterparty, amount, true);
-	LedgerFlush(&batch);
-	if (key)
-		IdempotencyRecord(key, result);
-	SPI_finish();
+	LedgerFinish(&batch, key, result);
 	PG_RETURN_INT64(result);
 }
 
