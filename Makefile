@@ -9,11 +9,14 @@ OBJS = \
 	src/credit.o \
 	src/credit_ops.o \
 	src/idempotency.o \
+	src/jobs.o \
 	src/journal_hash.o \
 	src/ledger.o \
 	src/ledger_heap.o \
 	src/ledger_holds.o \
 	src/ledger_transfer.o \
+	src/pricing.o \
+	src/pricing_config.o \
 	src/rational.o \
 	src/reward.o \
 	src/spi_util.o

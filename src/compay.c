@@ -13,7 +13,9 @@
 #include "utils/guc.h"
 
 #include "compay.h"
+#include "jobs.h"
 #include "ledger.h"
+#include "pricing.h"
 
 PG_MODULE_MAGIC;
 
@@ -23,6 +25,8 @@ void
 _PG_init(void)
 {
 	LedgerInit();
+	PricingInit();
+	JobsInit();
 
 	MarkGUCPrefixReserved("compay");
 }

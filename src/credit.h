@@ -96,4 +96,16 @@ extern CreditStatus RationalMulDecimal(Credit a, const char *decimal,
 extern CreditStatus RationalMulMany(Credit a, const char *const *factors, int n,
 									CreditRounding rounding, Credit *result);
 
+/* One priced quantity: price per unit times quantity ("12.5" or "a/b"). */
+typedef struct RationalTerm
+{
+	Credit		price;
+	const char *quantity;
+} RationalTerm;
+
+extern CreditStatus RationalPriceSteps(const RationalTerm *terms, int nterms,
+									   const char *const *factors, int nfactors,
+									   const Credit *min, const Credit *max,
+									   CreditRounding rounding, Credit *steps);
+
 #endif							/* COMPAY_CREDIT_H */

@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -25,6 +26,7 @@ PG_FUNCTION_INFO_V1(compay_reserve);
 PG_FUNCTION_INFO_V1(compay_capture);
 PG_FUNCTION_INFO_V1(compay_release);
 PG_FUNCTION_INFO_V1(compay_expire_holds);
+PG_FUNCTION_INFO_V1(compay_settle_escrow);
 
 /* Most holds one expire_holds() call expires. */
 #define EXPIRE_BATCH_MAX 10000
@@ -362,4 +364,112 @@ compay_expire_holds(PG_FUNCTION_ARGS)
 		expired += ExpireOne(ids[i]) ? 1 : 0;
 	SPI_finish();
 	PG_RETURN_INT32(expired);
+}
+
+/*
+ * compay.settle_escrow(hold_id, provider, amount, verifiers, verifier_reward,
+ * reference): pays a verified job in one ledger call.  Captures amount of
+ * the escrow hold to the provider, releases the rest to its holder, and
+ * pays each verifier verifier_reward from $rewards.  Every account is
+ * locked by the one LedgerLockAccounts, so this cannot deadlock with
+ * another call; the caller (compay.verify_job) has locked the job row
+ * first, so a job is settled once.  Not granted to any role: only the
+ * job functions call it.
+ */
+Datum
+compay_settle_escrow(PG_FUNCTION_ARGS)
+{
+	LockedHold	h = {0};
+	const char **nodes;
+	char	   *currency;
+	char	   *reference = TextArgOrNull(fcinfo, 5);
+	Credit		amount;
+	Credit		reward;
+	Datum	   *verifiers;
+	bool	   *vnulls;
+	int			nverifiers;
+	int64		result = 0;
+	LedgerBatch batch;
+	LedgerAccount *provider;
+	LedgerAccount *rewards;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3) ||
+		PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("hold_id, provider, amount, verifiers and verifier_reward must not be NULL")));
+	h.id = PG_GETARG_INT64(0);
+	amount = PG_GETARG_CREDIT(2);
+	reward = PG_GETARG_CREDIT(4);
+	if (amount < 0 || reward < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("escrow amounts cannot be negative")));
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(3), TEXTOID, -1, false, TYPALIGN_INT,
+					  &verifiers, &vnulls, &nverifiers);
+	if (nverifiers > LEDGER_ACCOUNTS_MAX - 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many verifiers")));
+	nodes = palloc(sizeof(char *) * (nverifiers + 3));
+	nodes[1] = LedgerCheckNode(TextArgOrNull(fcinfo, 1));
+	nodes[2] = "$rewards";
+	for (int i = 0; i < nverifiers; i++)
+	{
+		if (vnulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("a verifier must not be NULL")));
+		nodes[3 + i] = LedgerCheckNode(TextDatumGetCString(verifiers[i]));
+	}
+
+	SPI_connect();
+	HoldOwner(h.id, (char **) &nodes[0], &currency);
+	LedgerBegin(&batch, currency);
+	LedgerLockAccounts(&batch, nodes, nverifiers + 3, LedgerAutoCreate());
+	h.account = LedgerFindAccount(&batch, nodes[0]);
+	provider = LedgerFindAccount(&batch, nodes[1]);
+	rewards = LedgerFindAccount(&batch, nodes[2]);
+	if (provider == h.account)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot capture hold " INT64_FORMAT " to its own holder", h.id)));
+	LockHold(&batch, &h);
+	RequirePending(&h, "settle");
+	if (amount > h.remaining)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payment of %s exceeds the %s that hold " INT64_FORMAT " has left",
+						CreditText(amount), CreditText(h.remaining), h.id)));
+	if (amount > 0)
+	{
+		LedgerTransfer *t = LedgerAddTransfer(&batch, TRANSFER_CAPTURE, h.account,
+											  provider, amount);
+
+		t->hold_id = h.id;
+		t->reference = reference;
+		result = t->id;
+		LedgerPost(&batch, h.account, ENTRY_RELEASE, -amount, 0, h.id, 0);
+		LedgerMove(&batch, t, h.account, provider, amount, ENTRY_DEBIT, ENTRY_CREDIT);
+		h.account->score_change = 1;
+		h.remaining -= amount;
+	}
+	ReleaseRest(&batch, &h, amount > 0 ? "posted" : "voided");
+	for (int i = 0; i < nverifiers && reward > 0; i++)
+	{
+		LedgerAccount *v = LedgerFindAccount(&batch, nodes[3 + i]);
+		LedgerTransfer *t;
+
+		if (v == h.account || v == provider || v == rewards)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("verifier \"%s\" is a party to the job", v->node_id)));
+		t = LedgerAddTransfer(&batch, TRANSFER_TRANSFER, rewards, v, reward);
+		t->reference = reference;
+		LedgerMove(&batch, t, rewards, v, reward, ENTRY_DEBIT, ENTRY_CREDIT);
+	}
+	LedgerFinish(&batch, NULL, result);
+	if (result == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(result);
 }

@@ -133,17 +133,23 @@ MpqRound(mpz_t z, const mpq_t q, CreditRounding rounding)
 	mpz_clear(twice_r);
 }
 
-/* One factor as integer numerator and denominator text. */
+/*
+ * One factor as integer text: (num / den) / (num2 / den2).  A decimal
+ * "12.5" is 125/10 over 1/1; a quotient "a/b" of decimals a and b keeps
+ * each side's own denominator.
+ */
 typedef struct Factor
 {
 	char	   *num;
 	char	   *den;
+	char	   *num2;
+	char	   *den2;
 } Factor;
 
 /*
- * Reads a factor: decimal text, or "p/q" with integers p and q (q > 0 is
- * checked by the caller's GMP code: a zero denominator is a division by
- * zero).  invert swaps numerator and denominator.
+ * Reads a factor: decimal text, or "a/b" with decimals a and b >= 0 (b = 0
+ * is found by the GMP code: a division by zero).  invert swaps the two
+ * sides.
  */
 static bool
 ParseFactor(const char *text, bool invert, Factor *f)
@@ -154,28 +160,50 @@ ParseFactor(const char *text, bool invert, Factor *f)
 	{
 		if (!DecimalToFraction(text, &f->num, &f->den))
 			return false;
+		f->num2 = "1";
+		f->den2 = "1";
 	}
-	else
-	{
-		char	   *p = pnstrdup(text, slash - text);
-		char	   *q = pstrdup(slash + 1);
-		char	   *pd;
-		char	   *qd;
-
-		/* Both sides must be integers: their denominators are "1". */
-		if (!DecimalToFraction(p, &f->num, &pd) || strcmp(pd, "1") != 0 ||
-			!DecimalToFraction(q, &f->den, &qd) || strcmp(qd, "1") != 0 ||
-			f->den[0] == '-')
-			return false;
-	}
+	else if (!DecimalToFraction(pnstrdup(text, slash - text), &f->num, &f->den) ||
+			 !DecimalToFraction(slash + 1, &f->num2, &f->den2) ||
+			 f->num2[0] == '-')
+		return false;
 	if (invert)
 	{
-		char	   *t = f->num;
+		Factor		t = *f;
 
-		f->num = f->den;
-		f->den = t;
+		f->num = t.num2;
+		f->den = t.den2;
+		f->num2 = t.num;
+		f->den2 = t.den;
 	}
 	return true;
+}
+
+/* Sets q to the factor f, canonical; CREDIT_OK or why not. */
+static CreditStatus
+FactorToMpq(mpq_t q, const Factor *f, mpz_t scratch)
+{
+	/* mpz_set_str does not take a leading '+'; DecimalToFraction drops it. */
+	if (mpz_set_str(mpq_numref(q), f->num, 10) != 0 ||
+		mpz_set_str(mpq_denref(q), f->den2, 10) != 0)
+		return CREDIT_SYNTAX;
+	mpz_mul(mpq_numref(q), mpq_numref(q), mpq_denref(q));	/* num * den2 */
+	if (mpz_set_str(scratch, f->num2, 10) != 0 ||
+		mpz_set_str(mpq_denref(q), f->den, 10) != 0)
+		return CREDIT_SYNTAX;
+	mpz_mul(mpq_denref(q), mpq_denref(q), scratch);	/* den * num2 */
+	if (mpz_sgn(mpq_denref(q)) == 0)
+		return CREDIT_DIVISION_BY_ZERO;
+	mpq_canonicalize(q);
+	return CREDIT_OK;
+}
+
+/* Rounds x once into *out. */
+static CreditStatus
+MpqToCredit(const mpq_t x, CreditRounding rounding, mpz_t z, Credit *out)
+{
+	MpqRound(z, x, rounding);
+	return MpzGetCredit(z, out) ? CREDIT_OK : CREDIT_OUT_OF_RANGE;
 }
 
 /*
@@ -199,24 +227,12 @@ MulFactors(Credit a, Factor *factors, int n, CreditRounding rounding,
 	MpzSetInt128(mpq_numref(x), a);
 	for (int i = 0; i < n && status == CREDIT_OK; i++)
 	{
-		/* mpz_set_str does not take a leading '+'; DecimalToFraction drops it. */
-		if (mpz_set_str(mpq_numref(f), factors[i].num, 10) != 0 ||
-			mpz_set_str(mpq_denref(f), factors[i].den, 10) != 0)
-			status = CREDIT_SYNTAX;
-		else if (mpz_sgn(mpq_denref(f)) == 0)
-			status = CREDIT_DIVISION_BY_ZERO;
-		else
-		{
-			mpq_canonicalize(f);
+		status = FactorToMpq(f, &factors[i], z);
+		if (status == CREDIT_OK)
 			mpq_mul(x, x, f);
-		}
 	}
 	if (status == CREDIT_OK)
-	{
-		MpqRound(z, x, rounding);
-		if (!MpzGetCredit(z, result))
-			status = CREDIT_OUT_OF_RANGE;
-	}
+		status = MpqToCredit(x, rounding, z, result);
 	mpz_clear(z);
 	mpq_clear(f);
 	mpq_clear(x);
@@ -240,7 +256,7 @@ RationalMulDecimal(Credit a, const char *dec, bool divide,
 
 /*
  * *result = a * factors[0] * ... * factors[n - 1], each factor decimal text
- * or "p/q" with integers p and q, exact, rounded once.
+ * or "a/b" with decimals a and b, exact, rounded once.
  */
 CreditStatus
 RationalMulMany(Credit a, const char *const *factors, int n,
@@ -252,4 +268,84 @@ RationalMulMany(Credit a, const char *const *factors, int n,
 		if (!ParseFactor(factors[i], false, &parsed[i]))
 			return CREDIT_SYNTAX;
 	return MulFactors(a, parsed, n, rounding, result);
+}
+
+/*
+ * The steps of a price, exact until each is rounded on its own:
+ *
+ *	 x = sum of terms[i].price * terms[i].quantity	 (steps[0 .. nterms-1]
+ *													  after each term)
+ *	 x = x * factors[j]								 (steps[nterms + j])
+ *	 x = min(max(x, *min), *max)					 (steps[nterms + nfactors])
+ *
+ * steps[k] is the running value after step k rounded by the given rule;
+ * the last is the price.  Every step rounds the exact running value, never
+ * an earlier rounded one, so the differences of consecutive steps add up
+ * to the price exactly (docs/design.md, "Rounding").  min and max may be
+ * NULL; both are whole atomic units, so clamping commutes with rounding.
+ */
+CreditStatus
+RationalPriceSteps(const RationalTerm *terms, int nterms,
+				   const char *const *factors, int nfactors,
+				   const Credit *min, const Credit *max,
+				   CreditRounding rounding, Credit *steps)
+{
+	Factor	   *q = palloc(sizeof(Factor) * Max(nterms + nfactors, 1));
+	mpq_t		x;
+	mpq_t		f;
+	mpq_t		bound;
+	mpz_t		z;
+	CreditStatus status = CREDIT_OK;
+	int			k;
+
+	for (k = 0; k < nterms; k++)
+		if (!ParseFactor(terms[k].quantity, false, &q[k]))
+			return CREDIT_SYNTAX;
+	for (k = 0; k < nfactors; k++)
+		if (!ParseFactor(factors[k], false, &q[nterms + k]))
+			return CREDIT_SYNTAX;
+
+	mpq_init(x);
+	mpq_init(f);
+	mpq_init(bound);
+	mpz_init(z);
+	for (k = 0; k < nterms + nfactors && status == CREDIT_OK; k++)
+	{
+		status = FactorToMpq(f, &q[k], z);
+		if (status != CREDIT_OK)
+			break;
+		if (k < nterms)
+		{
+			MpzSetInt128(z, terms[k].price);
+			mpz_mul(mpq_numref(f), mpq_numref(f), z);
+			mpq_canonicalize(f);
+			mpq_add(x, x, f);
+		}
+		else
+			mpq_mul(x, x, f);
+		status = MpqToCredit(x, rounding, z, &steps[k]);
+	}
+	if (status == CREDIT_OK)
+	{
+		if (min != NULL)
+		{
+			MpzSetInt128(z, *min);
+			mpq_set_z(bound, z);
+			if (mpq_cmp(x, bound) < 0)
+				mpq_set(x, bound);
+		}
+		if (max != NULL)
+		{
+			MpzSetInt128(z, *max);
+			mpq_set_z(bound, z);
+			if (mpq_cmp(x, bound) > 0)
+				mpq_set(x, bound);
+		}
+		status = MpqToCredit(x, rounding, z, &steps[k]);
+	}
+	mpz_clear(z);
+	mpq_clear(bound);
+	mpq_clear(f);
+	mpq_clear(x);
+	return status;
 }

@@ -11,6 +11,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
@@ -22,6 +23,7 @@
 
 PG_FUNCTION_INFO_V1(compay_compute_reward);
 PG_FUNCTION_INFO_V1(compay_utilization_factor);
+PG_FUNCTION_INFO_V1(compay_compute_reward_mean);
 
 static SpiStatement job_type_stmt = {
 	.sql = "SELECT base_rate, quality_multiplier::text FROM compay.job_types WHERE job_type = $1",
@@ -87,13 +89,12 @@ HoursFraction(Interval *duration)
 }
 
 /*
- * compay.compute_reward(job_type, duration, utilization_factor,
- * quality_factor DEFAULT NULL): the job type's base rate per GPU-hour times
- * the hours times both factors (a NULL quality takes the job type's
- * multiplier), exact, rounded once half to even.
+ * The reward: base rate x hours x utilization x quality, exact, rounded
+ * once half to even.  quality is decimal text or "sum/n"; NULL takes the
+ * job type's multiplier.
  */
-Datum
-compay_compute_reward(PG_FUNCTION_ARGS)
+static Credit
+ComputeReward(FunctionCallInfo fcinfo, const char *quality)
 {
 	const char *factors[3];
 	Credit		base_rate;
@@ -110,11 +111,7 @@ compay_compute_reward(PG_FUNCTION_ARGS)
 	CheckRange(PG_GETARG_NUMERIC(2), "0.5", "1.2", "utilization factor");
 	factors[0] = HoursFraction(PG_GETARG_INTERVAL_P(1));
 	factors[1] = NumericText(PG_GETARG_NUMERIC(2));
-	if (!PG_ARGISNULL(3))
-	{
-		CheckRange(PG_GETARG_NUMERIC(3), "0.8", "1.5", "quality factor");
-		factors[2] = NumericText(PG_GETARG_NUMERIC(3));
-	}
+	factors[2] = quality;
 
 	SPI_connect();
 	{
@@ -126,7 +123,7 @@ compay_compute_reward(PG_FUNCTION_ARGS)
 					 errmsg("unknown job type \"%s\"", CompayEchoInput(job_type)),
 					 errhint("The job types are the rows of compay.job_types.")));
 		base_rate = DatumGetCredit(SpiGetDatum(0, 1, &isnull));
-		if (PG_ARGISNULL(3))
+		if (quality == NULL)
 			factors[2] = SpiGetText(0, 2);
 		factors[2] = pstrdup(factors[2]);
 	}
@@ -136,7 +133,60 @@ compay_compute_reward(PG_FUNCTION_ARGS)
 		CreditReportOverflow();
 	if (status != CREDIT_OK)
 		elog(ERROR, "reward factors were not exact decimals");
-	PG_RETURN_CREDIT(reward);
+	return reward;
+}
+
+/*
+ * compay.compute_reward(job_type, duration, utilization_factor,
+ * quality_factor DEFAULT NULL): the job type's base rate per GPU-hour times
+ * the hours times both factors (a NULL quality takes the job type's
+ * multiplier), exact, rounded once half to even.
+ */
+Datum
+compay_compute_reward(PG_FUNCTION_ARGS)
+{
+	const char *quality = NULL;
+
+	if (!PG_ARGISNULL(3))
+	{
+		CheckRange(PG_GETARG_NUMERIC(3), "0.8", "1.5", "quality factor");
+		quality = NumericText(PG_GETARG_NUMERIC(3));
+	}
+	PG_RETURN_CREDIT(ComputeReward(fcinfo, quality));
+}
+
+/*
+ * compay.compute_reward(job_type, duration, utilization_factor,
+ * quality_factors numeric[]): the same with the exact mean of the non-NULL
+ * factors ("sum/n", never a rounded quotient); none: the multiplier.
+ */
+Datum
+compay_compute_reward_mean(PG_FUNCTION_ARGS)
+{
+	const char *quality = NULL;
+
+	if (!PG_ARGISNULL(3))
+	{
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+		int			count = 0;
+		Datum		sum = NumericGetDatum(NumericConst("0"));
+
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(3), NUMERICOID, -1, false, TYPALIGN_INT,
+						  &elems, &nulls, &n);
+		for (int i = 0; i < n; i++)
+		{
+			if (nulls[i])
+				continue;
+			CheckRange(DatumGetNumeric(elems[i]), "0.8", "1.5", "quality factor");
+			sum = DirectFunctionCall2(numeric_add, sum, elems[i]);
+			count++;
+		}
+		if (count > 0)
+			quality = psprintf("%s/%d", NumericText(DatumGetNumeric(sum)), count);
+	}
+	PG_RETURN_CREDIT(ComputeReward(fcinfo, quality));
 }
 
 /*
