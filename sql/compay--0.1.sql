@@ -1075,8 +1075,9 @@ CREATE FUNCTION compay.require_not_timed_out(j compay.jobs) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
 BEGIN
     IF j.timeout_at IS NOT NULL AND j.timeout_at <= now() THEN
-        RAISE EXCEPTION 'job "%" timed out at %', left(j.task_id, 64), j.timeout_at
+        RAISE EXCEPTION 'job "%" timed out', left(j.task_id, 64)
             USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Its timeout was %s.', j.timeout_at),
                   HINT = 'compay.expire_jobs() releases its escrow to the requester.';
     END IF;
 END $$;
@@ -1087,7 +1088,7 @@ BEGIN
     IF j.status <> wanted THEN
         RAISE EXCEPTION 'cannot % job "%": it is %', action, left(j.task_id, 64), j.status
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Only a %s job can be %s.', wanted, action || 'ed');
+                  DETAIL = format('This needs a job in state %s.', wanted);
     END IF;
 END $$;
 
@@ -1309,8 +1310,9 @@ BEGIN
     PERFORM compay.require_job_status(j, 'assigned', 'complete');
     PERFORM compay.require_not_timed_out(j);
     IF completed_at < started_at OR NOT isfinite(started_at) OR NOT isfinite(completed_at) THEN
-        RAISE EXCEPTION 'a job cannot complete at % before it started at %', completed_at, started_at
-            USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'a job cannot complete before it starts'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('started_at is %s, completed_at %s.', started_at, completed_at);
     END IF;
     IF gpu_utilization IS NOT NULL THEN
         PERFORM compay.utilization_factor(gpu_utilization);   -- 22023 outside [0, 1]
@@ -1612,10 +1614,10 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF now() > p.completed_at + v_window THEN
-        RAISE EXCEPTION 'the dispute window of payment % closed at %', payment_id,
-            p.completed_at + v_window
+        RAISE EXCEPTION 'the dispute window of payment % has closed', payment_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Payments can be disputed for %s (compay.dispute_window).', v_window);
+                  DETAIL = format('Payments can be disputed for %s after they complete (compay.dispute_window).',
+                                  current_setting('compay.dispute_window'));
     END IF;
     UPDATE compay.payments SET status = 'disputed', dispute_reason = reason, disputed_at = now()
     WHERE id = payment_id RETURNING * INTO p;
