@@ -10,13 +10,13 @@ RESET client_min_messages;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 
-CREATE FUNCTION show(VARIADIC nodes text[]) RETURNS TABLE (node text, currency text,
+CREATE OR REPLACE FUNCTION show(VARIADIC nodes text[]) RETURNS TABLE (node text, currency text,
     balance compay.credit, reserved compay.credit, score numeric)
 LANGUAGE sql AS $$
     SELECT node_id, currency, balance, reserved, credit_score FROM compay.accounts
     WHERE node_id = ANY (nodes) ORDER BY currency, node_id
 $$;
-CREATE FUNCTION ledger_ok() RETURNS boolean LANGUAGE sql AS $$
+CREATE OR REPLACE FUNCTION ledger_ok() RETURNS boolean LANGUAGE sql AS $$
     SELECT bool_and(ok) FROM compay.verify_ledger()
 $$;
 

@@ -2,11 +2,14 @@
 -- triggers, functions, roles and privileges).
 BEGIN;
 SET search_path = public, compay;
-SELECT plan(70);
+SELECT plan(71);
 
 -- Tables and their keys.
 SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
-                                  'barter_credits', 'idempotency_keys', 'job_types']);
+                                  'barter_credits', 'idempotency_keys', 'job_types',
+                                  'pricing_models', 'discount_tiers', 'task_type_models',
+                                  'market_adjustments', 'jobs', 'verifications',
+                                  'usage_samples', 'stakes', 'payments']);
 SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
 SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
@@ -46,9 +49,36 @@ SELECT has_trigger('compay', 'transfers', 'transfers_append_only', 'trigger tran
 SELECT has_trigger('compay', 'transfers', 'transfers_no_truncate', 'trigger transfers_no_truncate on transfers');
 SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_change');
 
--- Every table is dumped with its rows.
+-- Every table and sequence is dumped with its rows; the tables with rows
+-- of their own (builtin) only with the others.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 10, 'ten tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 22, '22 tables and sequences are registered for pg_dump');
+SELECT set_eq($$SELECT c::regclass, w
+                FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x (c, w)
+                WHERE e.extname = 'compay'$$,
+              $$VALUES ('compay.accounts'::regclass, ''),
+                       ('compay.accounts_id_seq'::regclass, ''),
+                       ('compay.transfers'::regclass, ''),
+                       ('compay.transfers_id_seq'::regclass, ''),
+                       ('compay.journal'::regclass, ''),
+                       ('compay.holds'::regclass, ''),
+                       ('compay.holds_id_seq'::regclass, ''),
+                       ('compay.barter_credits'::regclass, ''),
+                       ('compay.idempotency_keys'::regclass, ''),
+                       ('compay.job_types'::regclass, 'WHERE NOT builtin'),
+                       ('compay.pricing_models'::regclass, 'WHERE NOT builtin'),
+                       ('compay.pricing_models_id_seq'::regclass, ''),
+                       ('compay.discount_tiers'::regclass, 'WHERE NOT builtin'),
+                       ('compay.task_type_models'::regclass, ''),
+                       ('compay.market_adjustments'::regclass, ''),
+                       ('compay.jobs'::regclass, ''),
+                       ('compay.jobs_id_seq'::regclass, ''),
+                       ('compay.verifications'::regclass, ''),
+                       ('compay.usage_samples'::regclass, ''),
+                       ('compay.stakes'::regclass, ''),
+                       ('compay.payments'::regclass, ''),
+                       ('compay.payments_id_seq'::regclass, '')$$,
+              'the registered tables and sequences, and the filter of each');
 
 -- Functions: the money-moving ones are SECURITY DEFINER with a pinned search_path.
 SELECT has_function('compay', 'open_account', ARRAY['text', 'text', 'compay.credit']);
