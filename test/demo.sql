@@ -65,3 +65,37 @@ SELECT job_type, base_rate AS "XMR per GPU-hour", quality_multiplier,
        compute_reward(job_type, '24 hours', 1.0) AS "24 h at full utilization"
 FROM job_types ORDER BY base_rate;
 SELECT compute_reward('Fine-tuning', '90 minutes', utilization_factor(0.8), 1.25) AS "90 min at 80 %, quality 1.25";
+
+\echo
+\echo '== 9. Pricing: exact quantities (0.9 GB is not free), market factor, volume discount; quote() adds up to price()'
+SELECT price(metrics(cpu_seconds => 1.5, network_bytes_in => 966367641)) AS "1.5 CPU-s + 0.9 GB";
+INSERT INTO market_adjustments (task_type, factor) VALUES ('render', 1.1);
+SELECT component, quantity, unit_price, amount
+FROM quote(metrics(cpu_seconds => 1.5, memory_byte_hours => 536870912, gpu_seconds => 0.25), 'render');
+
+\echo
+\echo '== 10. A job from submission to verified payment: escrow, usage, two verifiers, payment, rewards'
+SELECT deposit('requester-2', '10000') > 0 AS funded;
+SELECT submit_job('render-42', 'requester-2', 'render', '6000', '2 hours') AS job_id;
+SELECT reserved AS "escrow held" FROM balance('requester-2');
+SELECT assign_job('render-42', 'gpu-node-7');
+SELECT record_usage('render-42', 'gpu-node-7', 'sample-1', now(), metrics(cpu_seconds => 1.0, gpu_seconds => 0.2));
+SELECT record_usage('render-42', 'gpu-node-7', 'sample-2', now(), metrics(cpu_seconds => 0.5, gpu_seconds => 0.05));
+SELECT record_usage('render-42', 'gpu-node-7', 'sample-2', now(), metrics(cpu_seconds => 0.5)) AS "same sample again";
+SELECT cpu_seconds, gpu_seconds FROM task_metrics('render-42');
+SELECT complete_job('render-42', now() - interval '20 minutes', now(), 0.9);
+SELECT verify_job('render-42', 'verifier-a', true, 1.1) AS "after 1 vote";
+SELECT verify_job('render-42', 'verifier-b', true, 1.0) AS "after 2 votes";
+SELECT task_id, from_node, to_node, amount, method, status FROM payments WHERE task_id = 'render-42';
+SELECT node_id, balance, reserved FROM accounts
+WHERE node_id IN ('requester-2', 'gpu-node-7', 'verifier-a', 'verifier-b', '$rewards') AND currency = 'CREDIT'
+ORDER BY node_id;
+
+\echo
+\echo '== 11. A task without escrow, paid once however often it is retried'
+SELECT submit_task('encode-7', 'requester-2', 'gpu-node-7', 'encode') > 0 AS submitted;
+SELECT record_usage('encode-7', 'gpu-node-7', 's1', now(), metrics(cpu_seconds => 0.3));
+SELECT complete_job('encode-7', now() - interval '1 minute', now());
+SELECT id, amount, method, status FROM process_task_payment('encode-7');
+SELECT id, amount, method, status FROM process_task_payment('encode-7');
+SELECT check_name, ok FROM verify_ledger();
