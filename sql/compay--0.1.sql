@@ -1487,6 +1487,13 @@ BEGIN
         PERFORM compay.pay_verified_job(j);
         RETURN 'paid';
     ELSIF v_fails >= v_quorum THEN
+        -- Two calls touch the requester's and the provider's accounts:
+        -- lock both first, in ascending id as the ledger does, so that two
+        -- jobs failing between the same nodes in opposite roles cannot
+        -- deadlock.
+        PERFORM 1 FROM compay.accounts
+        WHERE currency = j.currency AND node_id IN (j.requester, j.provider)
+        ORDER BY id FOR UPDATE;
         PERFORM compay.release(j.escrow_hold_id);
         PERFORM compay.move_credit_score(j.provider, j.currency, false);
         UPDATE compay.jobs SET status = 'failed', updated_at = now() WHERE id = j.id;
@@ -1503,10 +1510,14 @@ DECLARE
     j compay.jobs;
     n integer := 0;
 BEGIN
-    FOR j IN SELECT * FROM compay.jobs
-             WHERE status IN ('submitted', 'assigned', 'completed') AND timeout_at <= now()
-             ORDER BY id LIMIT 10000
-             FOR UPDATE SKIP LOCKED
+    -- In ascending order of the requester's account, so that the account
+    -- locks the releases gather follow the ledger's order; SKIP LOCKED, so
+    -- a job row held by another call is left for the next run.
+    FOR j IN SELECT jobs.* FROM compay.jobs
+             JOIN compay.accounts a ON a.node_id = jobs.requester AND a.currency = jobs.currency
+             WHERE jobs.status IN ('submitted', 'assigned', 'completed') AND jobs.timeout_at <= now()
+             ORDER BY a.id, jobs.id LIMIT 10000
+             FOR UPDATE OF jobs SKIP LOCKED
     LOOP
         PERFORM compay.release(j.escrow_hold_id);
         UPDATE compay.jobs SET status = 'timed_out', updated_at = now() WHERE id = j.id;
@@ -1668,6 +1679,7 @@ COMMENT ON FUNCTION compay.resolve_dispute(bigint, compay.credit) IS
 
 -- Internal helpers: no role may call them directly.
 REVOKE ALL ON FUNCTION compay.lock_job(text, boolean), compay.require_not_timed_out(compay.jobs),
+    compay.task_currency(text),
     compay.require_job_status(compay.jobs, compay.job_status, text),
     compay.move_credit_score(text, text, boolean), compay.job_amount(compay.jobs, numeric[]),
     compay.pay_verified_job(compay.jobs), compay.lock_payment(bigint) FROM PUBLIC;
