@@ -19,7 +19,8 @@ OBJS = \
 	src/pricing_config.o \
 	src/rational.o \
 	src/reward.o \
-	src/spi_util.o
+	src/spi_util.o \
+	src/worker.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 COMPAY_HEADERS = $(wildcard src/*.h)

@@ -559,91 +559,6 @@ $$;
 COMMENT ON FUNCTION compay.history(text, text, integer, bigint) IS
     'journal entries of one account, newest first; page with before_seq';
 
-CREATE FUNCTION compay.verify_ledger()
-RETURNS TABLE (check_name text, ok boolean, detail text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
-    -- 1. Per currency, all balances (system accounts included) sum to zero.
-    SELECT 'balances_sum_to_zero', bool_and(total OPERATOR(compay.=) '0'),
-           coalesce(string_agg(currency || ' sums to ' || total::text, ', ')
-                    FILTER (WHERE total OPERATOR(compay.<>) '0'), 'every currency sums to zero')
-    FROM (SELECT currency, compay.sum(balance) AS total FROM compay.accounts GROUP BY currency
-          UNION ALL SELECT NULL, '0' WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
-    UNION ALL
-    -- 2. Every balance equals the sum of its journal, and so does reserved.
-    SELECT 'balances_match_journal', count(*) = 0,
-           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
-    FROM compay.accounts a
-    LEFT JOIN (SELECT account_id,
-                      compay.sum(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
-                      compay.sum(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
-                      max(seq) AS last_seq, count(*) AS n
-               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
-    WHERE a.balance OPERATOR(compay.<>) coalesce(j.b, '0')
-       OR a.reserved OPERATOR(compay.<>) coalesce(j.r, '0')
-       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
-    UNION ALL
-    -- 3. Every reserved amount equals the remaining of its pending holds.
-    SELECT 'reserved_matches_holds', count(*) = 0,
-           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
-    FROM compay.accounts a
-    LEFT JOIN (SELECT account_id, compay.sum(remaining) AS r FROM compay.holds
-               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
-    WHERE a.reserved OPERATOR(compay.<>) coalesce(h.r, '0')
-    UNION ALL
-    -- 4. No ordinary account is past its credit limit.
-    SELECT 'accounts_within_limits', count(*) = 0,
-           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
-    FROM compay.accounts
-    WHERE (flags & 1) = 0
-      AND balance OPERATOR(compay.-) reserved OPERATOR(compay.+) credit_limit OPERATOR(compay.<) '0'
-    UNION ALL
-    -- 5. Every entry's hash chains from the one before; the newest is on the account.
-    SELECT 'hash_chains_intact', count(*) = 0,
-           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
-                    'all chains intact')
-    FROM (SELECT j.account_id, j.seq, j.hash,
-                 compay.journal_entry_hash(
-                     coalesce(lag(j.hash) OVER w,
-                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
-                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
-                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
-                 lag(j.seq) OVER w AS prev_seq,
-                 lead(j.seq) OVER w IS NULL AS newest
-          FROM compay.journal j
-          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
-    LEFT JOIN compay.accounts a ON a.id = e.account_id
-    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
-       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
-    UNION ALL
-    -- 6. Every transfer's balance entries net to zero, and each has its entries.
-    SELECT 'transfers_balanced', count(*) = 0,
-           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
-    FROM (SELECT t.id
-          FROM compay.transfers t
-          LEFT JOIN compay.journal j ON j.transfer_id = t.id
-          GROUP BY t.id, t.amount, t.barter_amount, t.kind
-          HAVING coalesce(compay.sum(j.amount) FILTER (WHERE j.kind <> 'barter'), '0') OPERATOR(compay.<>) '0'
-              OR coalesce(compay.sum(j.amount) FILTER (WHERE j.kind <> 'barter'
-                                                        AND j.amount OPERATOR(compay.>) '0'), '0')
-                 OPERATOR(compay.<>) CASE WHEN t.kind = 'barter' THEN '0'
-                                          ELSE t.amount OPERATOR(compay.-) t.barter_amount END) bad
-    UNION ALL
-    -- 7. Barter positions in the journal match compay.barter_credits.
-    SELECT 'barter_matches_journal', count(*) = 0,
-           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
-    FROM (SELECT a.id
-          FROM compay.accounts a
-          LEFT JOIN (SELECT account_id, compay.sum(amount) AS j FROM compay.journal
-                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
-          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
-                     UNION ALL
-                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
-                 ON b.id = a.id
-          GROUP BY a.id, j.j
-          HAVING coalesce(j.j, '0') OPERATOR(compay.<>) coalesce(compay.sum(b.amount), '0')) bad
-$$;
-COMMENT ON FUNCTION compay.verify_ledger() IS
-    'checks every ledger invariant; each row is one check';
 
 REVOKE ALL ON FUNCTION compay.open_account(text, text, compay.credit),
     compay.deposit(text, compay.credit, text, text, text),
@@ -657,10 +572,10 @@ REVOKE ALL ON FUNCTION compay.open_account(text, text, compay.credit),
     compay.grant_barter(text, text, compay.credit, text, text),
     compay.set_credit_limit(text, compay.credit, text),
     compay.balance(text, text), compay.barter_balance(text, text),
-    compay.history(text, text, integer, bigint), compay.verify_ledger()
+    compay.history(text, text, integer, bigint)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.balance(text, text), compay.barter_balance(text, text),
-    compay.history(text, text, integer, bigint), compay.verify_ledger()
+    compay.history(text, text, integer, bigint)
     TO compay_reader;
 GRANT EXECUTE ON FUNCTION compay.open_account(text, text, compay.credit),
     compay.deposit(text, compay.credit, text, text, text),
@@ -1001,6 +916,7 @@ CREATE TABLE compay.payments (
     metadata           jsonb NOT NULL DEFAULT '{}',
     transfer_id        bigint,
     refund_transfer_id bigint,
+    settlement_id      bigint,              -- the settlement that gathered it
     dispute_reason     text,
     disputed_at        timestamptz,
     CONSTRAINT payments_amount CHECK (amount >= '0')
@@ -1009,6 +925,10 @@ ALTER SEQUENCE compay.payments_id_seq OWNED BY compay.payments.id;
 -- A task is paid at most once: only failed attempts may repeat.
 CREATE UNIQUE INDEX payments_task_once ON compay.payments (task_id) WHERE status <> 'failed';
 -- The requester's volume for discount tiers (src/pricing_config.c).
+-- What the next settlement run gathers.
+CREATE INDEX payments_unsettled ON compay.payments (completed_at)
+    WHERE status = 'completed' AND settlement_id IS NULL;
+CREATE INDEX payments_settlement ON compay.payments (settlement_id) WHERE settlement_id IS NOT NULL;
 CREATE INDEX payments_volume ON compay.payments (from_node, completed_at)
     WHERE status IN ('completed', 'disputed');
 COMMENT ON TABLE compay.payments IS
@@ -1705,3 +1625,331 @@ GRANT EXECUTE ON FUNCTION compay.submit_job(text, text, text, compay.credit, int
     compay.dispute_payment(bigint, text)
     TO compay_app;
 GRANT EXECUTE ON FUNCTION compay.resolve_dispute(bigint, compay.credit) TO compay_admin;
+
+--------------------------------------------------------------------------
+-- Settlement: completed payments batched per period, currency and payee.
+-- compay.run_settlement() for pg_cron; the background worker
+-- (src/worker.c) calls the same functions each round.
+--------------------------------------------------------------------------
+
+CREATE TYPE compay.settlement_period AS ENUM ('hourly', 'daily', 'weekly', 'monthly');
+CREATE TYPE compay.settlement_status AS ENUM ('pending', 'processing', 'completed', 'failed');
+
+CREATE SEQUENCE compay.settlements_id_seq;
+CREATE TABLE compay.settlements (
+    id              bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.settlements_id_seq'),
+    period          compay.settlement_period NOT NULL,
+    period_start    timestamptz NOT NULL,
+    period_end      timestamptz NOT NULL,
+    currency        text NOT NULL,
+    payee           text NOT NULL,
+    payment_count   bigint NOT NULL,
+    total_amount    compay.credit NOT NULL,
+    status          compay.settlement_status NOT NULL DEFAULT 'pending',
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    next_attempt_at timestamptz,
+    earmark_hold_id bigint,                 -- XMR: the hold that keeps the amount for payout
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    completed_at    timestamptz,
+    CONSTRAINT settlements_period CHECK (period_end > period_start),
+    CONSTRAINT settlements_totals CHECK (payment_count > 0 AND total_amount >= '0')
+);
+ALTER SEQUENCE compay.settlements_id_seq OWNED BY compay.settlements.id;
+CREATE INDEX settlements_open ON compay.settlements (status, next_attempt_at)
+    WHERE status IN ('pending', 'failed');
+CREATE INDEX settlements_payee ON compay.settlements (payee, currency, period_start);
+COMMENT ON TABLE compay.settlements IS
+    'completed payments of one period, currency and payee, gathered by compay.run_settlement()';
+SELECT pg_catalog.pg_extension_config_dump('compay.settlements', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.settlements_id_seq', '');
+REVOKE ALL ON compay.settlements, compay.settlements_id_seq FROM PUBLIC;
+GRANT SELECT ON compay.settlements TO compay_reader;
+
+-- The start of the period that holds ts, in UTC (weeks start on Monday).
+CREATE FUNCTION compay.period_start(period compay.settlement_period, ts timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.date_trunc(CASE period WHEN 'hourly' THEN 'hour' WHEN 'daily' THEN 'day'
+                                             WHEN 'weekly' THEN 'week' ELSE 'month' END,
+                                 ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+$$;
+CREATE FUNCTION compay.period_end(period compay.settlement_period, start timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ((start AT TIME ZONE 'UTC') + CASE period WHEN 'hourly' THEN interval '1 hour'
+                                                     WHEN 'daily' THEN interval '1 day'
+                                                     WHEN 'weekly' THEN interval '7 days'
+                                                     ELSE interval '1 month' END) AT TIME ZONE 'UTC'
+$$;
+COMMENT ON FUNCTION compay.period_start(compay.settlement_period, timestamptz) IS
+    'start of the settlement period holding ts, in UTC; weeks start on Monday';
+
+-- Processes one settlement: credit and barter complete at once (the money
+-- moved when each payment was made); XMR is earmarked for payout by a
+-- hold on the payee's XMR account and stays processing until the payout.
+-- A failure is recorded with its error and retried with backoff.
+CREATE FUNCTION compay.process_settlement(settlement_id bigint, as_of timestamptz DEFAULT now())
+RETURNS compay.settlement_status
+LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+DECLARE
+    s compay.settlements;
+    v_count bigint;
+    v_total compay.credit;
+BEGIN
+    SELECT * INTO s FROM compay.settlements WHERE id = settlement_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'settlement % does not exist', settlement_id USING ERRCODE = 'PY013';
+    END IF;
+    IF s.status IN ('processing', 'completed') THEN
+        RETURN s.status;
+    END IF;
+    BEGIN
+        SELECT count(*), coalesce(compay.sum(amount), '0') INTO v_count, v_total
+        FROM compay.payments p WHERE p.settlement_id = s.id;
+        IF v_count <> s.payment_count OR v_total <> s.total_amount THEN
+            RAISE EXCEPTION 'settlement % records % payments of %, its payments are % of %',
+                s.id, s.payment_count, s.total_amount, v_count, v_total
+                USING ERRCODE = 'data_corrupted';
+        END IF;
+        IF s.currency = 'XMR' THEN
+            s.earmark_hold_id := compay.reserve(s.payee, s.total_amount, 'settlement:' || s.id,
+                                                NULL, NULL, 'XMR');
+            s.status := 'processing';
+        ELSE
+            s.status := 'completed';
+        END IF;
+        UPDATE compay.settlements
+        SET status = s.status, attempts = attempts + 1, last_error = NULL, next_attempt_at = NULL,
+            earmark_hold_id = s.earmark_hold_id,
+            completed_at = CASE WHEN s.status = 'completed' THEN now() END
+        WHERE id = s.id;
+    EXCEPTION WHEN OTHERS THEN
+        -- Backoff: 1, 2, 4, ... minutes after each failure, at most an hour.
+        UPDATE compay.settlements
+        SET status = 'failed', attempts = attempts + 1,
+            last_error = SQLSTATE || ': ' || SQLERRM,
+            next_attempt_at = as_of + least(interval '1 minute' * power(2, attempts), interval '1 hour')
+        WHERE id = s.id;
+        RETURN 'failed';
+    END;
+    RETURN s.status;
+END $$;
+
+-- Processes new settlements and failed ones due for a retry; returns their ids.
+CREATE FUNCTION compay.process_due_settlements(as_of timestamptz DEFAULT now())
+RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_max integer := current_setting('compay.settlement_max_attempts')::integer;
+    v_id bigint;
+BEGIN
+    FOR v_id IN
+        SELECT id FROM compay.settlements
+        WHERE status = 'pending'
+           OR (status = 'failed' AND attempts < v_max AND next_attempt_at <= as_of)
+        ORDER BY id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM compay.process_settlement(v_id, as_of);
+        RETURN NEXT v_id;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION compay.process_due_settlements(timestamptz) IS
+    'processes pending settlements and failed ones whose backoff has passed (fewer than compay.settlement_max_attempts attempts)';
+
+CREATE FUNCTION compay.run_settlement(period compay.settlement_period DEFAULT 'hourly',
+    as_of timestamptz DEFAULT now()) RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_cutoff timestamptz;
+BEGIN
+    IF period IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION 'period and as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Only closed periods: everything completed before the start of the
+    -- period that holds as_of.
+    v_cutoff := compay.period_start(period, as_of);
+    -- One run at a time.  A second run waits here, then reads the payments
+    -- again and finds them settled; a payment committed after this point is
+    -- left for the next run.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.run_settlement'));
+    WITH eligible AS (
+        SELECT p.id, p.to_node, p.currency, p.amount,
+               compay.period_start(run_settlement.period, p.completed_at) AS ps
+        FROM compay.payments p
+        WHERE p.status = 'completed' AND p.settlement_id IS NULL AND p.completed_at < v_cutoff
+        FOR UPDATE
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee,
+                                        payment_count, total_amount)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, to_node, count(*), compay.sum(amount)
+        FROM eligible GROUP BY ps, currency, to_node
+        RETURNING id, period_start, currency, payee
+    )
+    UPDATE compay.payments p SET settlement_id = g.id
+    FROM eligible e JOIN groups g
+      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.to_node
+    WHERE p.id = e.id;
+    RETURN QUERY SELECT compay.process_due_settlements(as_of);
+END $$;
+COMMENT ON FUNCTION compay.run_settlement(compay.settlement_period, timestamptz) IS
+    'gathers completed, unsettled payments of every closed period up to as_of into one settlement per period, currency and payee, and processes them; returns the ids processed';
+
+CREATE FUNCTION compay.retry_settlement(settlement_id bigint) RETURNS compay.settlement_status
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    s compay.settlements;
+BEGIN
+    SELECT * INTO s FROM compay.settlements WHERE id = settlement_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'settlement % does not exist', settlement_id USING ERRCODE = 'PY013';
+    END IF;
+    IF s.status <> 'failed' THEN
+        RAISE EXCEPTION 'cannot retry settlement %: it is %', settlement_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN compay.process_settlement(settlement_id);
+END $$;
+COMMENT ON FUNCTION compay.retry_settlement(bigint) IS
+    'processes a failed settlement again now, whatever its attempts; returns its new status';
+
+CREATE VIEW compay.failed_settlements AS
+    SELECT id, period, period_start, currency, payee, payment_count, total_amount, attempts,
+           last_error, next_attempt_at,
+           attempts >= current_setting('compay.settlement_max_attempts')::integer AS gave_up
+    FROM compay.settlements WHERE status = 'failed';
+COMMENT ON VIEW compay.failed_settlements IS
+    'failed settlements; gave_up: no more automatic retries, compay.retry_settlement() is needed';
+GRANT SELECT ON compay.failed_settlements TO compay_reader;
+
+REVOKE ALL ON FUNCTION compay.process_settlement(bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION compay.process_due_settlements(timestamptz),
+    compay.run_settlement(compay.settlement_period, timestamptz),
+    compay.retry_settlement(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.process_due_settlements(timestamptz),
+    compay.run_settlement(compay.settlement_period, timestamptz) TO compay_app;
+GRANT EXECUTE ON FUNCTION compay.retry_settlement(bigint) TO compay_admin;
+
+-- The background worker (src/worker.c).
+CREATE FUNCTION compay.wake_worker() RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_wake_worker' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION compay.wake_worker() IS
+    'when the calling transaction commits, the settlement worker runs a round at once, settlement included';
+CREATE FUNCTION compay.worker_status(OUT state text, OUT pid integer,
+    OUT last_round_start timestamptz, OUT last_round_end timestamptz,
+    OUT next_settlement_due timestamptz, OUT rounds bigint, OUT holds_expired bigint,
+    OUT jobs_expired bigint, OUT settlements_processed bigint,
+    OUT last_error text, OUT last_error_at timestamptz)
+    AS 'MODULE_PATHNAME', 'compay_worker_status' LANGUAGE C VOLATILE;
+CREATE VIEW compay.worker_status AS SELECT * FROM compay.worker_status();
+COMMENT ON VIEW compay.worker_status IS
+    'the settlement worker: state, last round, next settlement, what the last round did, last error';
+REVOKE ALL ON FUNCTION compay.wake_worker(), compay.worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.wake_worker() TO compay_app;
+GRANT EXECUTE ON FUNCTION compay.worker_status() TO compay_reader;
+GRANT SELECT ON compay.worker_status TO compay_reader;
+
+--------------------------------------------------------------------------
+-- verify_ledger(): last, because it reads the tables of every section.
+--------------------------------------------------------------------------
+
+CREATE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total OPERATOR(compay.=) '0'),
+           coalesce(string_agg(currency || ' sums to ' || total::text, ', ')
+                    FILTER (WHERE total OPERATOR(compay.<>) '0'), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, '0' WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE a.balance OPERATOR(compay.<>) coalesce(j.b, '0')
+       OR a.reserved OPERATOR(compay.<>) coalesce(j.r, '0')
+       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE a.reserved OPERATOR(compay.<>) coalesce(h.r, '0')
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND balance OPERATOR(compay.-) reserved OPERATOR(compay.+) credit_limit OPERATOR(compay.<) '0'
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq,
+                 lead(j.seq) OVER w IS NULL AS newest
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum(j.amount) FILTER (WHERE j.kind <> 'barter'), '0') OPERATOR(compay.<>) '0'
+              OR coalesce(compay.sum(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                        AND j.amount OPERATOR(compay.>) '0'), '0')
+                 OPERATOR(compay.<>) CASE WHEN t.kind = 'barter' THEN '0'
+                                          ELSE t.amount OPERATOR(compay.-) t.barter_amount END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, '0') OPERATOR(compay.<>) coalesce(compay.sum(b.amount), '0')) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments.
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.payments p ON p.settlement_id = s.id
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.id) <> s.payment_count
+              OR coalesce(compay.sum(p.amount), '0') OPERATOR(compay.<>) s.total_amount) bad
+$$;
+COMMENT ON FUNCTION compay.verify_ledger() IS
+    'checks every ledger invariant; each row is one check';
+REVOKE ALL ON FUNCTION compay.verify_ledger() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.verify_ledger() TO compay_reader;

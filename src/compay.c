@@ -16,6 +16,7 @@
 #include "jobs.h"
 #include "ledger.h"
 #include "pricing.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -27,6 +28,7 @@ _PG_init(void)
 	LedgerInit();
 	PricingInit();
 	JobsInit();
+	WorkerInit();
 
 	MarkGUCPrefixReserved("compay");
 }

@@ -99,3 +99,14 @@ SELECT complete_job('encode-7', now() - interval '1 minute', now());
 SELECT id, amount, method, status FROM process_task_payment('encode-7');
 SELECT id, amount, method, status FROM process_task_payment('encode-7');
 SELECT check_name, ok FROM verify_ledger();
+
+\echo
+\echo '== 12. Settlement: payments batched per hour, currency and payee (here the current hour, closed early with as_of)'
+SELECT count(*) AS settlements_processed
+FROM run_settlement('hourly', date_trunc('hour', now()) + interval '1 hour');
+SELECT id, period, period_start, currency, payee, payment_count, total_amount, status
+FROM settlements ORDER BY id;
+SELECT count(*) AS processed_again FROM run_settlement('hourly', date_trunc('hour', now()) + interval '1 hour');
+SELECT check_name, ok FROM verify_ledger() WHERE check_name = 'settlements_match_payments';
+\echo 'The settlement worker (preloaded in this cluster) runs the same every hour:'
+SELECT state, pid IS NOT NULL AS running, next_settlement_due IS NOT NULL AS has_schedule FROM worker_status;

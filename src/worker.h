@@ -1,0 +1,13 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.h
+ *	  The settlement worker and the settings of settlement.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COMPAY_WORKER_H
+#define COMPAY_WORKER_H
+
+extern void WorkerInit(void);
+
+#endif							/* COMPAY_WORKER_H */
