@@ -924,11 +924,11 @@ CREATE TABLE compay.payments (
 ALTER SEQUENCE compay.payments_id_seq OWNED BY compay.payments.id;
 -- A task is paid at most once: only failed attempts may repeat.
 CREATE UNIQUE INDEX payments_task_once ON compay.payments (task_id) WHERE status <> 'failed';
--- The requester's volume for discount tiers (src/pricing_config.c).
 -- What the next settlement run gathers.
 CREATE INDEX payments_unsettled ON compay.payments (completed_at)
     WHERE status = 'completed' AND settlement_id IS NULL;
 CREATE INDEX payments_settlement ON compay.payments (settlement_id) WHERE settlement_id IS NOT NULL;
+-- The requester's volume for discount tiers (src/pricing_config.c).
 CREATE INDEX payments_volume ON compay.payments (from_node, completed_at)
     WHERE status IN ('completed', 'disputed');
 COMMENT ON TABLE compay.payments IS

@@ -266,8 +266,10 @@ ComputePrice(FunctionCallInfo fcinfo, PriceSteps *p)
 		AddCustomTerms(p, m, DatumGetJsonbP(custom));
 
 	p->market_factor = choice.market_factor;
-	p->discount_percent = PG_ARGISNULL(2) ? "0" :
-		PricingDiscountPercent(m, PricingRequesterVolume(text_to_cstring(PG_GETARG_TEXT_PP(2))));
+	/* No requester: volume 0, which may still fall in a discounted tier. */
+	p->discount_percent =
+		PricingDiscountPercent(m, PG_ARGISNULL(2) ? 0 :
+							   PricingRequesterVolume(text_to_cstring(PG_GETARG_TEXT_PP(2))));
 	keep = DatumGetNumeric(DirectFunctionCall2(numeric_sub,
 											   NumericGetDatum(NumericFromText("100")),
 											   NumericGetDatum(NumericFromText(p->discount_percent))));

@@ -24,6 +24,7 @@
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "compay.h"
@@ -52,6 +53,8 @@ typedef struct PricingCache
 
 static PricingCache cache;
 static bool cache_valid = false;
+/* invalidations of the four tables seen, loading or not */
+static uint64 cache_invalidations = 0;
 
 static char *market_factor_min = NULL;
 static char *market_factor_max = NULL;
@@ -89,11 +92,12 @@ static SpiStatement volume_stmt = {
 static void
 PricingRelcacheCallback(Datum arg pg_attribute_unused(), Oid relid)
 {
-	if (!cache_valid)
-		return;
 	for (int i = 0; i < (int) lengthof(cache.relids); i++)
 		if (relid == InvalidOid || relid == cache.relids[i])
+		{
+			cache_invalidations++;
 			cache_valid = false;
+		}
 }
 
 static bool
@@ -266,6 +270,7 @@ LoadCache(void)
 {
 	MemoryContext context;
 	MemoryContext old;
+	uint64		invalidations = cache_invalidations;
 
 	if (cache.context != NULL)
 		MemoryContextDelete(cache.context);
@@ -274,6 +279,12 @@ LoadCache(void)
 	context = AllocSetContextCreate(CurrentMemoryContext, "compay pricing",
 									ALLOCSET_SMALL_SIZES);
 	SPI_connect();
+	/*
+	 * The cache outlives this transaction: read the tables as committed now
+	 * (as the catalog caches do), not with a REPEATABLE READ transaction's
+	 * older snapshot.  Read-only SPI uses the active snapshot.
+	 */
+	PushActiveSnapshot(GetLatestSnapshot());
 	/* SPI leaves its own context current after each statement: switch back each time. */
 	old = MemoryContextSwitchTo(context);
 	cache.relids[0] = CompayRelationOid("pricing_models");
@@ -285,6 +296,7 @@ LoadCache(void)
 	LoadTiers(context);
 	LoadTaskTypes(context);
 	MemoryContextSwitchTo(old);
+	PopActiveSnapshot();
 	SPI_finish();
 	if (cache.default_model < 0)
 	{
@@ -295,7 +307,8 @@ LoadCache(void)
 	}
 	MemoryContextSetParent(context, CacheMemoryContext);
 	cache.context = context;
-	cache_valid = true;
+	/* A change committed while loading: use this copy once, reload next time. */
+	cache_valid = (cache_invalidations == invalidations);
 }
 
 static int

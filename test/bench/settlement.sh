@@ -35,9 +35,13 @@ FROM generate_series(1, $1) g" -c "VACUUM ANALYZE compay.payments"
 
 # timed SQL: seconds the statement took, from the server's clock.
 timed() {
-    q -c "SELECT extract(epoch FROM clock_timestamp()) AS t0 \\gset" \
-      -c "$1" -o /dev/null \
-      -c "SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3)" | tail -n 1
+    q <<SQL | tail -n 1
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+\o /dev/null
+$1;
+\o
+SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3);
+SQL
 }
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# test/bench/metering.sh DIR [SECONDS] [RUNS]: usage samples a second on
+# one cluster in one run, 8 clients, 2 pgbench threads, prepared
+# statements, each case with synchronous_commit on (commit-bound) and off
+# (CPU-bound), SECONDS a run, the median of RUNS runs (cases alternating):
+#   record_usage   compay.record_usage() of a random task of 1,000 by its
+#                  provider: checks, the job row FOR SHARE, the insert
+#   plain insert   the same values INSERTed into a table with the columns,
+#                  defaults and primary key of compay.usage_samples, ON
+#                  CONFLICT DO NOTHING (the baseline)
+#   insert + FK    the same with its foreign key to compay.jobs too
+# Each sample: a unique id (client id and a random bigint), random CPU and
+# GPU seconds with 6 decimals, memory and storage byte-hours, network bytes.
+# Run it through test/bench/run.sh.
+set -euo pipefail
+dir=$1
+secs=${2:-10}
+runs=${3:-3}
+clients=8
+# shellcheck source=../lib/cluster.sh
+source "$dir/src/test/lib/cluster.sh"
+trap 'cluster_stop "$dir/data"' EXIT
+
+cluster_init "$dir/data" "$(cluster_pick_port)" \
+    "fsync = on" "shared_buffers = '1GB'" "max_wal_size = '8GB'" \
+    "checkpoint_timeout = '30min'" "max_connections = 50"
+cluster_start "$dir/data" "$dir/postgres.log"
+psql -X -q -v ON_ERROR_STOP=1 -d postgres -f "$dir/src/test/bench/metering_setup.sql" >/dev/null
+
+scripts=$dir/pgbench
+mkdir -p "$scripts"
+sets='\set t random(1, 1000)
+\set s random(1, 1000000000000)
+\set cpu random(0, 60000000)
+\set mem random(0, 68719476736)
+\set sto random(0, 1099511627776)
+\set nin random(0, 1000000000)
+\set nout random(0, 1000000000)
+\set gpu random(0, 60000000)'
+cat >"$scripts/record.sql" <<SQL
+$sets
+SELECT compay.record_usage('t' || :t, 'p' || :t, :client_id || ':' || :s, now(),
+    compay.metrics(cpu_seconds => :cpu::bigint * 0.000001, memory_byte_hours => :mem::bigint,
+                   storage_byte_hours => :sto::bigint, network_bytes_in => :nin::bigint,
+                   network_bytes_out => :nout::bigint, gpu_seconds => :gpu::bigint * 0.000001));
+SQL
+for table in usage_samples usage_samples_fk; do
+    cat >"$scripts/$table.sql" <<SQL
+$sets
+INSERT INTO bench.$table (job_id, sample_id, node_id, sampled_at, cpu_seconds,
+    memory_byte_hours, storage_byte_hours, network_bytes_in, network_bytes_out, gpu_seconds, custom)
+VALUES (:t, :client_id || ':' || :s, 'p' || :t, now(), :cpu::bigint * 0.000001, :mem::bigint,
+        :sto::bigint, :nin::bigint, :nout::bigint, :gpu::bigint * 0.000001, NULL)
+ON CONFLICT DO NOTHING;
+SQL
+done
+
+# run_case SYNC SCRIPT: prints the tps pgbench measured (one sample a
+# transaction).
+run_case() {
+    local sync=$1 out
+    out=$(PGOPTIONS="-c synchronous_commit=$sync" pgbench -n -M prepared \
+        -c "$clients" -j 2 -T "$secs" -f "$scripts/$2.sql" postgres 2>&1) || {
+        printf '%s\n' "$out" >&2
+        return 1
+    }
+    if grep -q 'number of failed transactions: [1-9]' <<<"$out"; then
+        printf '%s\n' "$out" >&2
+        return 1
+    fi
+    sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out"
+}
+
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+printf 'metering: %s clients, %s s a run, median of %s runs, PostgreSQL %s, %s cores\n' \
+    "$clients" "$secs" "$runs" "$(pg_config --version | cut -d' ' -f2)" "$(nproc)"
+printf '%-6s %-14s %12s %10s\n' sync case samples/s vs_insert
+for sync in on off; do
+    rec=()
+    ins=()
+    fk=()
+    for ((r = 0; r < runs; r++)); do
+        rec+=("$(run_case "$sync" record)")
+        ins+=("$(run_case "$sync" usage_samples)")
+        fk+=("$(run_case "$sync" usage_samples_fk)")
+    done
+    awk -v sync="$sync" -v rec="$(median "${rec[@]}")" -v ins="$(median "${ins[@]}")" \
+        -v fk="$(median "${fk[@]}")" 'BEGIN {
+        row("record_usage", rec)
+        row("plain insert", ins)
+        row("insert + FK", fk)
+    }
+    function row(name, tps) {
+        printf "%-6s %-14s %12.0f %10.2f\n", sync, name, tps, tps / ins
+    }'
+done
+printf '\nrows after the run (a repeated sample id inserts nothing):\n'
+psql -X -d postgres -c "SELECT (SELECT count(*) FROM compay.usage_samples) AS record_usage,
+    (SELECT count(*) FROM bench.usage_samples) AS plain_insert,
+    (SELECT count(*) FROM bench.usage_samples_fk) AS insert_fk"
