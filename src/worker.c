@@ -139,11 +139,17 @@ WakeWorkerAtCommit(XactEvent event, void *arg pg_attribute_unused())
 static void
 DefineWorkerSettings(void)
 {
-	DefineCustomStringVariable("compay.database",
-							   "Database the settlement worker connects to.",
-							   "compay must be installed there; the worker skips its rounds until it is.",
-							   &worker_database, "postgres", PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
+	/*
+	 * A PGC_POSTMASTER setting can only be defined while the postmaster
+	 * loads the library: without the preload there is no worker to
+	 * configure, and defining it later is a FATAL error.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("compay.database",
+								   "Database the settlement worker connects to.",
+								   "compay must be installed there; the worker skips its rounds until it is.",
+								   &worker_database, "postgres", PGC_POSTMASTER, 0,
+								   NULL, NULL, NULL);
 	DefineCustomBoolVariable("compay.worker_enabled",
 							 "Whether the settlement worker runs its rounds.",
 							 NULL, &worker_enabled, true, PGC_SIGHUP, 0,

@@ -89,6 +89,10 @@ sub ledger_ok
 
 # The source is sane and has what this test means to dump.
 is(ledger_ok('src'), '8/8', 'source ledger verifies');
+# This cluster does not preload compay: everything works without the
+# worker, whose status says it is not loaded.
+is($node->safe_psql('src', q{SELECT state FROM compay.worker_status}),
+	'not loaded', 'without shared_preload_libraries the worker is not loaded');
 is($node->safe_psql('src', q{SELECT string_agg(status || ':' || n, ',' ORDER BY status)
 	FROM (SELECT status::text, count(*) n FROM compay.holds GROUP BY 1) s}),
 	'pending:2,posted:1,voided:1', 'source has pending, posted and voided holds');
