@@ -15,6 +15,7 @@ OBJS = \
 	src/ledger_heap.o \
 	src/ledger_holds.o \
 	src/ledger_transfer.o \
+	src/monero_address.o \
 	src/pricing.o \
 	src/pricing_config.o \
 	src/rational.o \
