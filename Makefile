@@ -21,6 +21,7 @@ OBJS = \
 	src/rational.o \
 	src/reward.o \
 	src/spi_util.o \
+	src/wallet_rpc.o \
 	src/worker.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)

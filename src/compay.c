@@ -16,6 +16,7 @@
 #include "jobs.h"
 #include "ledger.h"
 #include "pricing.h"
+#include "wallet_rpc.h"
 #include "worker.h"
 
 PG_MODULE_MAGIC;
@@ -29,6 +30,7 @@ _PG_init(void)
 	PricingInit();
 	JobsInit();
 	WorkerInit();
+	WalletRpcInit();
 
 	MarkGUCPrefixReserved("compay");
 }

@@ -1,0 +1,348 @@
+/*-------------------------------------------------------------------------
+ *
+ * wallet_rpc.c
+ *	  The monero-wallet-rpc JSON-RPC client: libcurl, digest authentication,
+ *	  connect and total timeouts, a cap on the reply size.  The one file
+ *	  that includes <curl/curl.h>.
+ *
+ * A call is a success only when the transfer worked, the HTTP status is
+ * 200, the body is JSON, and it has a "result" and no "error" member (the
+ * wallet answers some failures with {"code":0,"message":""}, so the
+ * presence of "error" decides, not its code).  Failures come back as a
+ * WalletRpcStatus for the caller to report; nothing here raises an error
+ * while a curl handle is live except out of memory, which PostgreSQL
+ * reports by longjmp after the handle is cleaned up by the PG_FINALLY.
+ *
+ * Amounts stay integers: the reply is parsed by PostgreSQL's jsonb input,
+ * which keeps numbers as numeric, never double.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "common/jsonapi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
+#include "compay.h"
+#include "wallet_rpc.h"
+
+PG_FUNCTION_INFO_V1(compay_wallet_rpc);
+
+static char *wallet_rpc_url = NULL;
+static char *wallet_rpc_user = NULL;
+static char *wallet_rpc_password_file = NULL;
+static int	wallet_rpc_connect_timeout_ms = 2000;
+static int	wallet_rpc_timeout_s = 120;
+static int	wallet_rpc_reply_max_kb = 4096;
+
+static bool curl_ready = false;
+
+/* The reply body, capped; the callback never ereports. */
+typedef struct ReplyBuffer
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	size_t		max;
+	bool		too_big;
+} ReplyBuffer;
+
+void
+WalletRpcInit(void)
+{
+	DefineCustomStringVariable("compay.wallet_rpc_url",
+							   "Base URL of the treasury's monero-wallet-rpc (http or https).",
+							   "JSON-RPC calls go to URL/json_rpc.",
+							   &wallet_rpc_url, "http://127.0.0.1:18083", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("compay.wallet_rpc_user",
+							   "User name of the wallet RPC's digest login; empty for none.",
+							   NULL, &wallet_rpc_user, "", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("compay.wallet_rpc_password_file",
+							   "File holding the wallet RPC's password (first line).",
+							   "Read by the server at each call; keep it readable only by the server's user.",
+							   &wallet_rpc_password_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("compay.wallet_rpc_connect_timeout",
+							"Time allowed to connect to the wallet RPC.",
+							NULL, &wallet_rpc_connect_timeout_ms, 2000, 100, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("compay.wallet_rpc_timeout",
+							"Time allowed for a whole wallet RPC call.",
+							NULL, &wallet_rpc_timeout_s, 120, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("compay.wallet_rpc_reply_max",
+							"Largest wallet RPC reply accepted.",
+							NULL, &wallet_rpc_reply_max_kb, 4096, 16, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+}
+
+static size_t
+WriteReply(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	ReplyBuffer *buf = (ReplyBuffer *) userdata;
+	size_t		n = size * nmemb;
+
+	if (buf->len + n > buf->max)
+	{
+		buf->too_big = true;
+		return 0;				/* makes curl stop with CURLE_WRITE_ERROR */
+	}
+	if (buf->len + n + 1 > buf->cap)
+	{
+		size_t		cap = Max(buf->cap * 2, buf->len + n + 1);
+		char	   *data = realloc(buf->data, cap);
+
+		if (data == NULL)
+			return 0;
+		buf->data = data;
+		buf->cap = cap;
+	}
+	memcpy(buf->data + buf->len, ptr, n);
+	buf->len += n;
+	buf->data[buf->len] = '\0';
+	return n;
+}
+
+/* The first line of the password file; NULL (and *error) if unreadable. */
+static char *
+ReadPassword(char **error)
+{
+	FILE	   *f;
+	char		line[1024];
+
+	if (wallet_rpc_password_file == NULL || wallet_rpc_password_file[0] == '\0')
+		return pstrdup("");
+	f = AllocateFile(wallet_rpc_password_file, "r");
+	if (f == NULL)
+	{
+		*error = psprintf("cannot read compay.wallet_rpc_password_file \"%s\": %m",
+						  wallet_rpc_password_file);
+		return NULL;
+	}
+	if (fgets(line, sizeof(line), f) == NULL)
+		line[0] = '\0';
+	FreeFile(f);
+	line[strcspn(line, "\r\n")] = '\0';
+	return pstrdup(line);
+}
+
+/* Classifies a finished transfer into out; true if the body is worth parsing. */
+static bool
+CheckTransfer(CURLcode rc, long http_status, ReplyBuffer *reply, WalletRpcResult *out)
+{
+	out->http_status = http_status;
+	out->curl_code = (int) rc;
+	if (reply->too_big)
+	{
+		out->status = WALLET_RPC_BAD_REPLY;
+		out->error = psprintf("the reply exceeds compay.wallet_rpc_reply_max (%d kB)",
+							  wallet_rpc_reply_max_kb);
+		return false;
+	}
+	if (rc != CURLE_OK)
+	{
+		out->status = rc == CURLE_OPERATION_TIMEDOUT ? WALLET_RPC_TIMEOUT : WALLET_RPC_UNREACHABLE;
+		out->error = psprintf("%s", curl_easy_strerror(rc));
+		return false;
+	}
+	if (http_status != 200)
+	{
+		out->status = http_status == 401 ? WALLET_RPC_UNAUTHORIZED : WALLET_RPC_BAD_REPLY;
+		out->error = psprintf("HTTP status %ld", http_status);
+		return false;
+	}
+	return true;
+}
+
+/* Parses the body: a JSON object with "result" and without "error". */
+static void
+ParseReply(const char *body, WalletRpcResult *out)
+{
+	Jsonb	   *reply = NULL;
+	JsonbValue *v;
+	JsonLexContext *lex;
+
+	/* Check the syntax first: jsonb_in would raise an error on bad JSON. */
+	lex = makeJsonLexContextCstringLen((char *) body, strlen(body),
+									   GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS)
+		reply = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
+	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply))
+	{
+		out->status = WALLET_RPC_BAD_REPLY;
+		out->error = pstrdup("the reply is not a JSON object");
+		return;
+	}
+	v = getKeyJsonValueFromContainer(&reply->root, "error", 5, NULL);
+	if (v != NULL)
+	{
+		out->status = WALLET_RPC_ERROR;
+		out->error_object = JsonbValueToJsonb(v);
+		out->error = JsonbToCString(NULL, &out->error_object->root, VARSIZE(out->error_object));
+		return;
+	}
+	v = getKeyJsonValueFromContainer(&reply->root, "result", 6, NULL);
+	if (v == NULL)
+	{
+		out->status = WALLET_RPC_BAD_REPLY;
+		out->error = pstrdup("the reply has neither result nor error");
+		return;
+	}
+	out->status = WALLET_RPC_OK;
+	out->result = JsonbValueToJsonb(v);
+}
+
+/*
+ * Calls method with params (JSON text of an object) on the wallet RPC.
+ * Never called with a ledger lock held or, from the worker, inside a
+ * transaction (docs/design.md, "Payouts").
+ */
+void
+WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
+{
+	CURL	   *volatile curl = NULL;
+	struct curl_slist *volatile headers = NULL;
+	ReplyBuffer reply = {0};
+	StringInfoData request;
+	char	   *password;
+	char	   *url;
+	CURLcode	rc;
+	long		http_status = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (!curl_ready)
+	{
+		if (curl_global_init(CURL_GLOBAL_ALL) != 0)
+			elog(ERROR, "curl_global_init failed");
+		curl_ready = true;
+	}
+	if (strncmp(wallet_rpc_url, "http://", 7) != 0 && strncmp(wallet_rpc_url, "https://", 8) != 0)
+	{
+		out->status = WALLET_RPC_UNREACHABLE;
+		out->error = psprintf("compay.wallet_rpc_url \"%s\" is not an http or https URL",
+							  wallet_rpc_url);
+		return;
+	}
+	password = ReadPassword(&out->error);
+	if (password == NULL)
+	{
+		out->status = WALLET_RPC_UNAUTHORIZED;
+		return;
+	}
+	initStringInfo(&request);
+	appendStringInfo(&request, "{\"jsonrpc\":\"2.0\",\"id\":\"0\",\"method\":");
+	escape_json(&request, method);
+	appendStringInfo(&request, ",\"params\":%s}", params ? params : "{}");
+	url = psprintf("%s/json_rpc", wallet_rpc_url);
+	reply.max = (size_t) wallet_rpc_reply_max_kb * 1024;
+
+	PG_TRY();
+	{
+		curl = curl_easy_init();
+		if (curl == NULL)
+			elog(ERROR, "curl_easy_init failed");
+		headers = curl_slist_append(NULL, "Content-Type: application/json");
+		curl_easy_setopt(curl, CURLOPT_URL, url);
+		curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+		curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long) wallet_rpc_connect_timeout_ms);
+		curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long) wallet_rpc_timeout_s);
+		curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.data);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long) request.len);
+		curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteReply);
+		curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
+		if (wallet_rpc_user[0] != '\0')
+		{
+			curl_easy_setopt(curl, CURLOPT_HTTPAUTH, (long) CURLAUTH_DIGEST);
+			curl_easy_setopt(curl, CURLOPT_USERNAME, wallet_rpc_user);
+			curl_easy_setopt(curl, CURLOPT_PASSWORD, password);
+		}
+		rc = curl_easy_perform(curl);
+		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http_status);
+		if (CheckTransfer(rc, http_status, &reply, out))
+			ParseReply(reply.data ? reply.data : "", out);
+	}
+	PG_FINALLY();
+	{
+		if (headers)
+			curl_slist_free_all(headers);
+		if (curl)
+			curl_easy_cleanup(curl);
+		free(reply.data);
+	}
+	PG_END_TRY();
+}
+
+const char *
+WalletRpcStatusName(WalletRpcStatus status)
+{
+	switch (status)
+	{
+		case WALLET_RPC_OK:
+			return "ok";
+		case WALLET_RPC_UNREACHABLE:
+			return "unreachable";
+		case WALLET_RPC_TIMEOUT:
+			return "timeout";
+		case WALLET_RPC_UNAUTHORIZED:
+			return "unauthorized";
+		case WALLET_RPC_BAD_REPLY:
+			return "bad reply";
+		case WALLET_RPC_ERROR:
+			return "wallet error";
+	}
+	return "unknown";
+}
+
+/*
+ * compay.wallet_rpc(method, params jsonb DEFAULT '{}') -> jsonb: one call,
+ * for operators and tests (superuser only).  It runs inside the caller's
+ * transaction, so it must not be used while ledger locks are held; the
+ * payout code calls WalletRpcCall outside any transaction.
+ */
+Datum
+compay_wallet_rpc(PG_FUNCTION_ARGS)
+{
+	WalletRpcResult r;
+	char	   *params = "{}";
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("method must not be NULL")));
+	if (!PG_ARGISNULL(1))
+	{
+		Jsonb	   *p = PG_GETARG_JSONB_P(1);
+
+		if (!JB_ROOT_IS_OBJECT(p))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("wallet RPC params must be a JSON object")));
+		params = JsonbToCString(NULL, &p->root, VARSIZE(p));
+	}
+	WalletRpcCall(text_to_cstring(PG_GETARG_TEXT_PP(0)), params, &r);
+	if (r.status == WALLET_RPC_ERROR)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_WALLET_ERROR),
+				 errmsg("the wallet refused %s", text_to_cstring(PG_GETARG_TEXT_PP(0))),
+				 errdetail("The wallet answered %s.", r.error)));
+	if (r.status != WALLET_RPC_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_WALLET_UNAVAILABLE),
+				 errmsg("wallet RPC %s: %s", WalletRpcStatusName(r.status), r.error),
+				 errhint("Check compay.wallet_rpc_url, the login and that monero-wallet-rpc is running.")));
+	PG_RETURN_JSONB_P(r.result);
+}

@@ -1,0 +1,41 @@
+/*-------------------------------------------------------------------------
+ *
+ * wallet_rpc.h
+ *	  The monero-wallet-rpc JSON-RPC client (src/wallet_rpc.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COMPAY_WALLET_RPC_H
+#define COMPAY_WALLET_RPC_H
+
+#include "utils/errcodes.h"
+#include "utils/jsonb.h"
+
+#define ERRCODE_COMPAY_WALLET_UNAVAILABLE	MAKE_SQLSTATE('P','Y','0','1','4')
+#define ERRCODE_COMPAY_WALLET_ERROR			MAKE_SQLSTATE('P','Y','0','1','5')
+
+typedef enum WalletRpcStatus
+{
+	WALLET_RPC_OK,
+	WALLET_RPC_UNREACHABLE,		/* no connection: nothing was sent */
+	WALLET_RPC_TIMEOUT,			/* sent, no complete reply: outcome unknown */
+	WALLET_RPC_UNAUTHORIZED,	/* HTTP 401, or no password */
+	WALLET_RPC_BAD_REPLY,		/* other HTTP status, not JSON, too big */
+	WALLET_RPC_ERROR			/* the wallet answered with an error member */
+} WalletRpcStatus;
+
+typedef struct WalletRpcResult
+{
+	WalletRpcStatus status;
+	long		http_status;
+	int			curl_code;
+	char	   *error;			/* why, when status is not OK */
+	Jsonb	   *error_object;	/* the wallet's error member, if any */
+	Jsonb	   *result;			/* the result member, when OK */
+} WalletRpcResult;
+
+extern void WalletRpcInit(void);
+extern void WalletRpcCall(const char *method, const char *params, WalletRpcResult *out);
+extern const char *WalletRpcStatusName(WalletRpcStatus status);
+
+#endif							/* COMPAY_WALLET_RPC_H */

@@ -1,0 +1,140 @@
+# The wallet RPC client against a real monero-wallet-rpc on a real local
+# regtest (test/monero/regtest.sh): digest login, exact integer amounts, a
+# real transfer seen by the provider's wallet, and the failures the client
+# must tell apart: a wrong password (HTTP 401), the wallet down (no
+# connection), the wallet's own errors (PY015, including the
+# {"code":0,"message":""} it gives when its daemon is down).
+#
+# Run: PERL5LIB=/usr/lib/postgresql/15/lib/pgxs/src/test/perl
+#      PATH=/usr/lib/postgresql/15/bin:$PATH
+#      PG_REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress
+#      prove test/t/030_wallet_rpc.pl   (as a non-root user)
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $regtest = 'test/monero/regtest.sh';
+my $xmr = tempdir('compay_xmr_XXXX', TMPDIR => 1, CLEANUP => 1);
+
+sub regtest
+{
+	my @cmd = ('bash', $regtest, @_);
+	my ($out, $err);
+	my $ok = IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
+	die "regtest.sh @_ failed: $err" unless $ok;
+	chomp $out;
+	return $out;
+}
+
+# The regtest is stopped by its recorded PIDs whatever happens below.
+END { system('bash', $regtest, 'down', $xmr) if -e "$xmr/pids"; }
+
+regtest('up', $xmr);
+my %env;
+open my $fh, '<', "$xmr/env" or die "no env file: $!";
+while (<$fh>)
+{
+	$env{$1} = $2 if /^export (\w+)=['"]?([^'"\n]*)['"]?$/;
+}
+close $fh;
+ok($env{XMR_TREASURY_URL}, "regtest up: treasury at $env{XMR_TREASURY_URL}");
+
+my $node = PostgreSQL::Test::Cluster->new('wallet');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', qq{
+shared_preload_libraries = 'compay'
+compay.wallet_rpc_url = '$env{XMR_TREASURY_URL}'
+compay.wallet_rpc_user = '$env{XMR_TREASURY_USER}'
+compay.wallet_rpc_password_file = '$env{XMR_TREASURY_PASSWORD_FILE}'
+compay.wallet_rpc_timeout = '30s'
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION compay');
+
+sub sql { return $node->safe_psql('postgres', shift); }
+
+# Errors: SQLSTATE and message of a statement expected to fail.
+sub sql_error
+{
+	my ($query) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres',
+		"\\set VERBOSITY verbose\n$query", on_error_stop => 1);
+	return $rc ? $err : '';
+}
+
+# The digest login works; amounts come back as exact integers.
+my $balance = sql(q{SELECT compay.wallet_rpc('get_balance')->>'balance'});
+like($balance, qr/^\d{16,}$/, "treasury balance $balance, an exact integer above 2^53");
+my $direct = regtest('rpc', $xmr, 'treasury', 'get_balance', '{}', '--get', 'result.balance');
+is($balance, $direct, 'the same balance as the wallet reports to the test');
+is( sql(q{SELECT compay.wallet_rpc('get_address', '{"account_index": 0}')->>'address'}),
+	$env{XMR_TREASURY_ADDRESS}, 'the treasury address');
+is( sql(qq{SELECT compay.check_monero_address('$env{XMR_PROVIDER_ADDRESS}', 'mainnet')}),
+	'standard', 'the provider address is a valid standard (mainnet-format) address');
+
+# A real transfer of exactly 1 XMR, seen by the provider after 10 blocks.
+my $tx = sql(
+	qq{SELECT compay.wallet_rpc('transfer', jsonb_build_object(
+	       'destinations', jsonb_build_array(jsonb_build_object(
+	           'amount', 1000000000000, 'address', '$env{XMR_PROVIDER_ADDRESS}')),
+	       'priority', 0, 'get_tx_key', true))->>'tx_hash'});
+like($tx, qr/^[0-9a-f]{64}$/, "transfer sent: $tx");
+regtest('mine', $xmr, 10);
+my $in = regtest('rpc', $xmr, 'provider', 'get_transfer_by_txid',
+	qq({"txid":"$tx"}), '--get', 'result.transfer.amount');
+is($in, '1000000000000', 'the provider received exactly 1 XMR');
+
+# The wallet's own errors are PY015, with its code in the detail.
+like(sql_error(q{SELECT compay.wallet_rpc('transfer', '{"destinations": []}')}),
+	qr/PY015.*-20/s, 'no destination: PY015 with the wallet code -20');
+like(sql_error(q{SELECT compay.wallet_rpc('no_such_method')}),
+	qr/PY015.*-32601/s, 'unknown method: PY015, -32601');
+like(sql_error(q{SELECT compay.wallet_rpc('get_balance', '[1]')}),
+	qr/22023/, 'params that are not an object: 22023');
+
+# Daemon down: the wallet answers {"code":0,"message":""}, still an error.
+regtest('stop-daemon', $xmr);
+like(sql_error(qq{SELECT compay.wallet_rpc('get_transfer_by_txid', '{"txid": "$tx"}')}),
+	qr/PY015.*"code": 0/s, 'daemon down: an error member with code 0 is a failure');
+regtest('start-daemon', $xmr);
+
+# A wrong password: HTTP 401, PY014.
+my $bad = "$xmr/wrong.password";
+open my $pw, '>', $bad or die;
+print $pw "not-the-password\n";
+close $pw;
+sql(qq{ALTER SYSTEM SET compay.wallet_rpc_password_file = '$bad'});
+$node->reload;
+like(sql_error(q{SELECT compay.wallet_rpc('get_balance')}),
+	qr/PY014.*unauthorized.*401/s, 'wrong password: PY014, HTTP 401');
+sql(q{ALTER SYSTEM SET compay.wallet_rpc_password_file = '/nonexistent/compay.password'});
+$node->reload;
+like(sql_error(q{SELECT compay.wallet_rpc('get_balance')}),
+	qr/PY014.*cannot read/s, 'unreadable password file: PY014');
+sql(q{ALTER SYSTEM RESET compay.wallet_rpc_password_file});
+$node->reload;
+
+# The wallet down: no connection, PY014; back up, it answers again.
+regtest('stop-wallet', $xmr, 'treasury');
+like(sql_error(q{SELECT compay.wallet_rpc('get_balance')}),
+	qr/PY014.*unreachable/s, 'wallet down: PY014 unreachable');
+regtest('start-wallet', $xmr, 'treasury');
+like(sql(q{SELECT compay.wallet_rpc('get_balance')->>'balance'}),
+	qr/^\d+$/, 'wallet back: it answers again');
+
+# Only a superuser may call it.
+sql(q{CREATE ROLE app LOGIN IN ROLE compay_app});
+like(sql_error(q{SET ROLE app; SELECT compay.wallet_rpc('get_balance')}),
+	qr/42501/, 'compay_app cannot call the wallet directly');
+like(sql_error(q{SET ROLE app; SHOW compay.wallet_rpc_password_file}),
+	qr/42501/, 'only a superuser may read where the password is');
+
+$node->stop;
+done_testing();
