@@ -1987,3 +1987,108 @@ CREATE FUNCTION compay.wallet_rpc(method text, params jsonb DEFAULT '{}') RETURN
 COMMENT ON FUNCTION compay.wallet_rpc(text, jsonb) IS
     'one JSON-RPC call to compay.wallet_rpc_url, returning its result; PY014 when the wallet cannot be reached or refuses the login, PY015 when it answers with an error (superuser only; not inside a transaction that holds ledger locks)';
 REVOKE ALL ON FUNCTION compay.wallet_rpc(text, jsonb) FROM PUBLIC;
+
+--------------------------------------------------------------------------
+-- Payout addresses and policies.
+--------------------------------------------------------------------------
+
+CREATE TYPE compay.address_purpose AS ENUM ('primary', 'operational', 'verification');
+
+CREATE TABLE compay.payout_addresses (
+    node_id    text NOT NULL,
+    purpose    compay.address_purpose NOT NULL,
+    address    text NOT NULL,
+    kind       text NOT NULL,
+    network    text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (node_id, purpose)
+);
+COMMENT ON TABLE compay.payout_addresses IS
+    'where each node is paid: primary, operational, and verification (verifier rewards) addresses, checked when set';
+
+CREATE TABLE compay.payout_policies (
+    node_id         text PRIMARY KEY,
+    auto_payout     boolean,
+    min_payout      compay.credit,
+    payout_interval interval,
+    max_per_day     compay.credit,
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT payout_policies_amounts CHECK (min_payout >= '0' AND max_per_day > '0'),
+    CONSTRAINT payout_policies_interval CHECK (payout_interval > interval '0')
+);
+COMMENT ON TABLE compay.payout_policies IS
+    'a node''s own payout policy; NULL columns take the compay.* defaults';
+SELECT pg_catalog.pg_extension_config_dump('compay.payout_addresses', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.payout_policies', '');
+REVOKE ALL ON compay.payout_addresses, compay.payout_policies FROM PUBLIC;
+GRANT SELECT ON compay.payout_addresses, compay.payout_policies TO compay_reader;
+
+CREATE FUNCTION compay.set_payout_address(node_id text, address text,
+    purpose compay.address_purpose DEFAULT 'primary') RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_network text := current_setting('compay.monero_network');
+    v_kind text;
+BEGIN
+    IF node_id IS NULL OR address IS NULL OR purpose IS NULL THEN
+        RAISE EXCEPTION 'node_id, address and purpose must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
+        RAISE EXCEPTION 'node id "%" cannot be paid', left(node_id, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_kind := compay.check_monero_address(address, v_network);   -- 22023 with the reason
+    INSERT INTO compay.payout_addresses AS a (node_id, purpose, address, kind, network)
+    VALUES (node_id, purpose, address, v_kind, v_network)
+    ON CONFLICT ON CONSTRAINT payout_addresses_pkey DO UPDATE
+    SET address = EXCLUDED.address, kind = EXCLUDED.kind, network = EXCLUDED.network,
+        updated_at = now();
+    RETURN v_kind;
+END $$;
+COMMENT ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose) IS
+    'sets a node''s payout address for a purpose after checking it for compay.monero_network; returns its kind';
+
+CREATE FUNCTION compay.set_payout_policy(node_id text, auto_payout boolean,
+    min_payout compay.credit, payout_interval interval, max_per_day compay.credit)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+BEGIN
+    IF node_id IS NULL THEN
+        RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF min_payout < '0' OR max_per_day <= '0' OR payout_interval <= interval '0' THEN
+        RAISE EXCEPTION 'a payout policy needs min_payout >= 0, max_per_day > 0 and a positive interval'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO compay.payout_policies AS p (node_id, auto_payout, min_payout, payout_interval,
+                                             max_per_day)
+    VALUES (node_id, auto_payout, min_payout, payout_interval, max_per_day)
+    ON CONFLICT ON CONSTRAINT payout_policies_pkey DO UPDATE
+    SET auto_payout = EXCLUDED.auto_payout, min_payout = EXCLUDED.min_payout,
+        payout_interval = EXCLUDED.payout_interval, max_per_day = EXCLUDED.max_per_day,
+        updated_at = now();
+END $$;
+COMMENT ON FUNCTION compay.set_payout_policy(text, boolean, compay.credit, interval, compay.credit) IS
+    'sets a node''s payout policy; a NULL argument keeps the compay.* default for it';
+
+CREATE FUNCTION compay.payout_policy(node_id text, OUT auto_payout boolean,
+    OUT min_payout compay.credit, OUT payout_interval interval, OUT max_per_day compay.credit)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+    SELECT coalesce(p.auto_payout, current_setting('compay.auto_payout')::boolean),
+           coalesce(p.min_payout, current_setting('compay.payout_min')::compay.credit),
+           coalesce(p.payout_interval, current_setting('compay.payout_interval')::interval),
+           coalesce(p.max_per_day, current_setting('compay.payout_max_per_day')::compay.credit)
+    FROM (SELECT 1) one
+    LEFT JOIN compay.payout_policies p ON p.node_id = payout_policy.node_id
+$$;
+COMMENT ON FUNCTION compay.payout_policy(text) IS
+    'the payout policy in force for a node: its own, with the compay.* defaults for what it leaves NULL';
+
+REVOKE ALL ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose),
+    compay.set_payout_policy(text, boolean, compay.credit, interval, compay.credit),
+    compay.payout_policy(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.payout_policy(text) TO compay_reader;
+GRANT EXECUTE ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose),
+    compay.set_payout_policy(text, boolean, compay.credit, interval, compay.credit) TO compay_app;

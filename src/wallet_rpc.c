@@ -20,6 +20,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include <curl/curl.h>
 
 #include "common/jsonapi.h"
@@ -34,6 +36,7 @@
 #include "utils/jsonb.h"
 
 #include "compay.h"
+#include "credit.h"
 #include "wallet_rpc.h"
 
 PG_FUNCTION_INFO_V1(compay_wallet_rpc);
@@ -44,6 +47,12 @@ static char *wallet_rpc_password_file = NULL;
 static int	wallet_rpc_connect_timeout_ms = 2000;
 static int	wallet_rpc_timeout_s = 120;
 static int	wallet_rpc_reply_max_kb = 4096;
+
+static char *monero_network = NULL;
+static char *payout_min = NULL;
+static char *payout_max_per_day = NULL;
+static int	payout_interval_s = 24 * 3600;
+static bool auto_payout = true;
 
 static bool curl_ready = false;
 
@@ -57,9 +66,61 @@ typedef struct ReplyBuffer
 	bool		too_big;
 } ReplyBuffer;
 
+static bool
+CheckNetwork(char **newval, void **extra pg_attribute_unused(),
+			 GucSource source pg_attribute_unused())
+{
+	if (strcmp(*newval, "mainnet") == 0 || strcmp(*newval, "testnet") == 0 ||
+		strcmp(*newval, "stagenet") == 0)
+		return true;
+	GUC_check_errdetail("The network is mainnet, testnet or stagenet (a regtest wallet uses mainnet addresses).");
+	return false;
+}
+
+static bool
+CheckAmount(char **newval, void **extra pg_attribute_unused(),
+			GucSource source pg_attribute_unused())
+{
+	Credit		v;
+
+	if (CreditParseDecimal(*newval, CREDIT_SCALE, CREDIT_ROUND_EXACT, true,
+						   &v) != CREDIT_OK || v < 0)
+	{
+		GUC_check_errdetail("An amount is a non-negative decimal with at most 12 decimals.");
+		return false;
+	}
+	return true;
+}
+
+/* The payout policy a node gets unless compay.set_payout_policy() says otherwise. */
+static void
+DefinePayoutDefaults(void)
+{
+	DefineCustomStringVariable("compay.monero_network",
+							   "Monero network whose addresses payouts accept.",
+							   NULL, &monero_network, "mainnet", PGC_SUSET, 0,
+							   CheckNetwork, NULL, NULL);
+	DefineCustomBoolVariable("compay.auto_payout",
+							 "Default: a node's settled XMR is paid out automatically.",
+							 NULL, &auto_payout, true, PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("compay.payout_min",
+							   "Default smallest payout, in XMR.",
+							   NULL, &payout_min, "0.01", PGC_SUSET, 0,
+							   CheckAmount, NULL, NULL);
+	DefineCustomIntVariable("compay.payout_interval",
+							"Default time between two payouts of a node.",
+							NULL, &payout_interval_s, 24 * 3600, 60, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("compay.payout_max_per_day",
+							   "Default most XMR paid to one node in a day; the rest waits.",
+							   NULL, &payout_max_per_day, "0.5", PGC_SUSET, 0,
+							   CheckAmount, NULL, NULL);
+}
+
 void
 WalletRpcInit(void)
 {
+	DefinePayoutDefaults();
 	DefineCustomStringVariable("compay.wallet_rpc_url",
 							   "Base URL of the treasury's monero-wallet-rpc (http or https).",
 							   "JSON-RPC calls go to URL/json_rpc.",

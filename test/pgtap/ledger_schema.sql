@@ -9,7 +9,8 @@ SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
                                   'barter_credits', 'idempotency_keys', 'job_types',
                                   'pricing_models', 'discount_tiers', 'task_type_models',
                                   'market_adjustments', 'jobs', 'verifications',
-                                  'usage_samples', 'stakes', 'payments', 'settlements']);
+                                  'usage_samples', 'stakes', 'payments', 'settlements',
+                                  'payout_addresses', 'payout_policies']);
 SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
 SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
@@ -52,7 +53,7 @@ SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_
 -- Every table and sequence is dumped with its rows; the tables with rows
 -- of their own (builtin) only with the others.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 24, '24 tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 26, '26 tables and sequences are registered for pg_dump');
 SELECT set_eq($$SELECT c::regclass, w
                 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x (c, w)
                 WHERE e.extname = 'compay'$$,
@@ -79,7 +80,9 @@ SELECT set_eq($$SELECT c::regclass, w
                        ('compay.payments'::regclass, ''),
                        ('compay.payments_id_seq'::regclass, ''),
                       ('compay.settlements'::regclass, ''),
-                      ('compay.settlements_id_seq'::regclass, '')$$,
+                      ('compay.settlements_id_seq'::regclass, ''),
+                      ('compay.payout_addresses'::regclass, ''),
+                      ('compay.payout_policies'::regclass, '')$$,
               'the registered tables and sequences, and the filter of each');
 
 -- Functions: the money-moving ones are SECURITY DEFINER with a pinned search_path.
