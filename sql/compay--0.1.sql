@@ -2092,3 +2092,215 @@ REVOKE ALL ON FUNCTION compay.set_payout_address(text, text, compay.address_purp
 GRANT EXECUTE ON FUNCTION compay.payout_policy(text) TO compay_reader;
 GRANT EXECUTE ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose),
     compay.set_payout_policy(text, boolean, compay.credit, interval, compay.credit) TO compay_app;
+
+--------------------------------------------------------------------------
+-- Payouts: settled XMR paid to payees through the treasury wallet, driven
+-- by the worker (src/payout.c) through a state machine kept here:
+--   queued -> built (transfer with do_not_relay; the tx and its metadata
+--   committed, the ledger debited) -> relayed (relay_tx, then store)
+--   -> confirmed (compay.payout_confirmations), or failed (only when the
+--   wallet refused to build it: nothing reached the network).
+--------------------------------------------------------------------------
+
+CREATE TYPE compay.payout_status AS ENUM ('queued', 'built', 'relayed', 'confirmed', 'failed');
+
+CREATE SEQUENCE compay.payout_transactions_id_seq;
+CREATE TABLE compay.payout_transactions (
+    id              bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.payout_transactions_id_seq'),
+    status          compay.payout_status NOT NULL DEFAULT 'queued',
+    amount          compay.credit NOT NULL,
+    fee             compay.credit,
+    tx_hash         text UNIQUE,
+    tx_key          text,
+    tx_metadata     text,
+    key_images      text[],
+    confirmations   integer NOT NULL DEFAULT 0,
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    next_attempt_at timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    built_at        timestamptz,
+    relayed_at      timestamptz,
+    confirmed_at    timestamptz,
+    failed_at       timestamptz,
+    CONSTRAINT payout_transactions_built CHECK (status IN ('queued', 'failed') OR
+                                    (tx_hash IS NOT NULL AND tx_metadata IS NOT NULL))
+);
+ALTER SEQUENCE compay.payout_transactions_id_seq OWNED BY compay.payout_transactions.id;
+CREATE INDEX payout_transactions_open ON compay.payout_transactions (status, id) WHERE status IN ('queued', 'built', 'relayed');
+COMMENT ON TABLE compay.payout_transactions IS 'one Monero transaction paying up to compay.payout_batch_max payees';
+
+CREATE TABLE compay.payout_items (
+    payout_id      bigint NOT NULL REFERENCES compay.payout_transactions (id),
+    node_id        text NOT NULL,
+    address        text NOT NULL,
+    amount         compay.credit NOT NULL,
+    settlement_ids bigint[] NOT NULL,
+    PRIMARY KEY (payout_id, node_id),
+    CONSTRAINT payout_items_amount CHECK (amount > '0')
+);
+CREATE INDEX payout_items_node ON compay.payout_items (node_id);
+ALTER TABLE compay.settlements ADD COLUMN payout_id bigint;
+SELECT pg_catalog.pg_extension_config_dump('compay.payout_transactions', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.payout_transactions_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.payout_items', '');
+REVOKE ALL ON compay.payout_transactions, compay.payout_items, compay.payout_transactions_id_seq FROM PUBLIC;
+GRANT SELECT ON compay.payout_transactions, compay.payout_items TO compay_reader;
+
+CREATE FUNCTION compay.payout_withdraw(hold_ids bigint[], fee compay.credit, fee_from text,
+    reference text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'compay_payout_withdraw'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+REVOKE ALL ON FUNCTION compay.payout_withdraw(bigint[], compay.credit, text, text) FROM PUBLIC;
+
+-- Gathers each payee's earmarked XMR settlements into queued payouts,
+-- by its policy (auto payout, minimum, interval since its last payout,
+-- daily cap: what is over waits), at most compay.payout_batch_max payees
+-- a payout.  Returns the payouts queued.
+CREATE FUNCTION compay.queue_payouts() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_batch integer := current_setting('compay.payout_batch_max')::integer;
+    v_payout bigint;
+    v_n integer := 0;
+    v_items integer := 0;
+    r record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    FOR r IN
+        WITH open AS (
+            SELECT s.id, s.payee, s.total_amount,
+                   compay.sum(s.total_amount) OVER (PARTITION BY s.payee ORDER BY s.id) AS running
+            FROM compay.settlements s
+            WHERE s.currency = 'XMR' AND s.status = 'processing' AND s.payout_id IS NULL
+        ), node AS (
+            SELECT o.payee, pol.*, a.address,
+                   coalesce((SELECT compay.sum(i.amount) FROM compay.payout_items i
+                             JOIN compay.payout_transactions p ON p.id = i.payout_id
+                             WHERE i.node_id = o.payee AND p.status <> 'failed'
+                               AND p.created_at > now() - interval '1 day'), '0') AS paid_today,
+                   (SELECT max(p.created_at) FROM compay.payout_items i
+                    JOIN compay.payout_transactions p ON p.id = i.payout_id
+                    WHERE i.node_id = o.payee AND p.status <> 'failed') AS last_payout
+            FROM (SELECT DISTINCT payee FROM open) o
+            CROSS JOIN LATERAL compay.payout_policy(o.payee) pol
+            JOIN compay.payout_addresses a ON a.node_id = o.payee AND a.purpose = 'primary'
+        )
+        SELECT n.payee, n.address, array_agg(o.id ORDER BY o.id) AS ids,
+               compay.sum(o.total_amount) AS amount
+        FROM node n JOIN open o ON o.payee = n.payee
+        WHERE n.auto_payout
+          AND (n.last_payout IS NULL OR n.last_payout <= now() - n.payout_interval)
+          AND n.paid_today + o.running <= n.max_per_day
+        GROUP BY n.payee, n.address, n.min_payout
+        HAVING compay.sum(o.total_amount) >= n.min_payout
+        ORDER BY n.payee
+    LOOP
+        IF v_payout IS NULL OR v_items >= v_batch THEN
+            INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
+            v_n := v_n + 1;
+            v_items := 0;
+        END IF;
+        INSERT INTO compay.payout_items (payout_id, node_id, address, amount, settlement_ids)
+        VALUES (v_payout, r.payee, r.address, r.amount, r.ids);
+        UPDATE compay.payout_transactions SET amount = amount + r.amount WHERE id = v_payout;
+        UPDATE compay.settlements SET payout_id = v_payout WHERE id = ANY (r.ids);
+        v_items := v_items + 1;
+    END LOOP;
+    RETURN v_n;
+END $$;
+
+-- The wallet's transfer parameters of a queued payout (amounts in atomic units).
+CREATE FUNCTION compay.payout_transfer_params(payout_id bigint) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+    SELECT jsonb_build_object(
+        'destinations', jsonb_agg(jsonb_build_object('amount', compay.atomic(i.amount),
+                                                     'address', i.address) ORDER BY i.node_id),
+        'account_index', 0, 'priority', 0, 'do_not_relay', true, 'get_tx_key', true,
+        'get_tx_hex', false, 'get_tx_metadata', true)
+    FROM compay.payout_items i WHERE i.payout_id = $1
+$$;
+
+-- Built: the transaction exists (not yet relayed); record it and debit
+-- the ledger in the same transaction, before anything is sent.
+CREATE FUNCTION compay.record_payout_built(payout_id bigint, reply jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    p compay.payout_transactions;
+    v_fee compay.credit := compay.credit_from_atomic((reply->>'fee')::numeric);
+    v_holds bigint[];
+BEGIN
+    SELECT * INTO p FROM compay.payout_transactions WHERE id = payout_id FOR UPDATE;
+    IF p.status <> 'queued' THEN
+        RAISE EXCEPTION 'payout % is %, not queued', payout_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    SELECT array_agg(s.earmark_hold_id ORDER BY s.earmark_hold_id) INTO v_holds
+    FROM compay.settlements s WHERE s.payout_id = record_payout_built.payout_id;
+    PERFORM compay.payout_withdraw(v_holds, v_fee,
+        CASE current_setting('compay.payout_fee_payer') WHEN 'payee'
+             THEN (SELECT min(node_id) FROM compay.payout_items i WHERE i.payout_id = p.id)
+             ELSE '$fees' END,
+        'payout:' || p.id);
+    UPDATE compay.payout_transactions
+    SET status = 'built', fee = v_fee, tx_hash = reply->>'tx_hash', tx_key = reply->>'tx_key',
+        tx_metadata = reply->>'tx_metadata',
+        key_images = ARRAY(SELECT jsonb_array_elements_text(reply->'spent_key_images'->'key_images')),
+        attempts = attempts + 1, last_error = NULL, next_attempt_at = NULL, built_at = now()
+    WHERE id = p.id;
+END $$;
+
+-- The wallet refused to build it: nothing reached the network.  The
+-- settlements go back to be queued again after a backoff.
+CREATE FUNCTION compay.record_payout_failed(payout_id bigint, reason text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+BEGIN
+    UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
+                              attempts = attempts + 1
+    WHERE id = payout_id AND status = 'queued';
+    UPDATE compay.settlements SET payout_id = NULL WHERE settlements.payout_id = record_payout_failed.payout_id;
+END $$;
+
+-- Outcome unknown or the wallet unreachable: stay in the state, retry later.
+CREATE FUNCTION compay.record_payout_retry(payout_id bigint, reason text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+    UPDATE compay.payout_transactions
+    SET attempts = attempts + 1, last_error = reason,
+        next_attempt_at = now() + least(interval '10 seconds' * power(2, least(attempts, 10)),
+                                        interval '10 minutes')
+    WHERE id = payout_id
+$$;
+
+CREATE FUNCTION compay.record_payout_relayed(payout_id bigint) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+    UPDATE compay.payout_transactions SET status = 'relayed', relayed_at = now(), last_error = NULL,
+                              next_attempt_at = NULL
+    WHERE id = payout_id AND status = 'built'
+$$;
+
+CREATE FUNCTION compay.record_payout_confirmations(payout_id bigint, confirmations integer)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+BEGIN
+    UPDATE compay.payout_transactions SET confirmations = record_payout_confirmations.confirmations
+    WHERE id = payout_id AND status = 'relayed';
+    IF confirmations >= current_setting('compay.payout_confirmations')::integer THEN
+        UPDATE compay.payout_transactions SET status = 'confirmed', confirmed_at = now()
+        WHERE id = payout_id AND status = 'relayed';
+        UPDATE compay.settlements SET status = 'completed', completed_at = now()
+        WHERE settlements.payout_id = record_payout_confirmations.payout_id
+          AND status = 'processing';
+    END IF;
+END $$;
+
+CREATE VIEW compay.payouts AS
+    SELECT i.node_id, p.id AS payout_id, i.amount, p.fee, p.tx_hash, p.confirmations, p.status,
+           p.created_at, p.confirmed_at
+    FROM compay.payout_items i JOIN compay.payout_transactions p ON p.id = i.payout_id;
+COMMENT ON VIEW compay.payouts IS 'payouts per node: amount, fee of the transaction, tx hash, confirmations, status';
+GRANT SELECT ON compay.payouts TO compay_reader;
+
+REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(bigint),
+    compay.record_payout_built(bigint, jsonb), compay.record_payout_failed(bigint, text),
+    compay.record_payout_retry(bigint, text), compay.record_payout_relayed(bigint),
+    compay.record_payout_confirmations(bigint, integer) FROM PUBLIC;

@@ -27,6 +27,7 @@ PG_FUNCTION_INFO_V1(compay_capture);
 PG_FUNCTION_INFO_V1(compay_release);
 PG_FUNCTION_INFO_V1(compay_expire_holds);
 PG_FUNCTION_INFO_V1(compay_settle_escrow);
+PG_FUNCTION_INFO_V1(compay_payout_withdraw);
 
 /* Most holds one expire_holds() call expires. */
 #define EXPIRE_BATCH_MAX 10000
@@ -472,4 +473,94 @@ compay_settle_escrow(PG_FUNCTION_ARGS)
 	if (result == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(result);
+}
+
+/*
+ * compay.payout_withdraw(hold_ids, fee, fee_from, reference): when a payout
+ * transaction is built, each earmark hold (of the payees, all in XMR) is
+ * captured in full to $external as a withdrawal, and the network fee moves
+ * from fee_from ('$fees', or a payee) to $external.  One ledger call, every
+ * account locked at once.  Not granted to any role: the payout code calls
+ * it.  Returns the number of holds withdrawn.
+ */
+Datum
+compay_payout_withdraw(PG_FUNCTION_ARGS)
+{
+	Datum	   *ids;
+	bool	   *idnulls;
+	int			n;
+	LockedHold *holds;
+	const char **nodes;
+	char	   *currency = NULL;
+	Credit		fee;
+	const char *fee_from;
+	char	   *reference = TextArgOrNull(fcinfo, 3);
+	LedgerBatch batch;
+	LedgerAccount *external;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("hold_ids, fee and fee_from must not be NULL")));
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, true, TYPALIGN_DOUBLE,
+					  &ids, &idnulls, &n);
+	fee = PG_GETARG_CREDIT(1);
+	fee_from = TextArgOrNull(fcinfo, 2);
+	if (n < 1 || n > LEDGER_ACCOUNTS_MAX - 2 || fee < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a payout withdraws 1 to %d holds and a fee >= 0", LEDGER_ACCOUNTS_MAX - 2)));
+	holds = palloc0(sizeof(LockedHold) * n);
+	nodes = palloc(sizeof(char *) * (n + 2));
+
+	SPI_connect();
+	for (int i = 0; i < n; i++)
+	{
+		char	   *c;
+
+		holds[i].id = DatumGetInt64(ids[i]);
+		HoldOwner(holds[i].id, (char **) &nodes[i], &c);
+		if (currency != NULL && strcmp(currency, c) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_COMPAY_CURRENCY_MISMATCH),
+					 errmsg("the holds of one payout must share a currency")));
+		currency = c;
+	}
+	nodes[n] = "$external";
+	nodes[n + 1] = fee_from;
+	LedgerBegin(&batch, currency);
+	LedgerLockAccounts(&batch, nodes, n + 2, false);
+	external = LedgerFindAccount(&batch, "$external");
+	for (int i = 0; i < n; i++)
+	{
+		LedgerTransfer *t;
+
+		holds[i].account = LedgerFindAccount(&batch, nodes[i]);
+		LockHold(&batch, &holds[i]);
+		holds[i].expired = false;
+		RequirePending(&holds[i], "withdraw");
+		t = LedgerAddTransfer(&batch, TRANSFER_WITHDRAWAL, holds[i].account, external,
+							  holds[i].remaining);
+		t->hold_id = holds[i].id;
+		t->reference = reference;
+		LedgerPost(&batch, holds[i].account, ENTRY_RELEASE, -holds[i].remaining, 0,
+				   holds[i].id, 0);
+		LedgerMove(&batch, t, holds[i].account, external, holds[i].remaining,
+				   ENTRY_DEBIT, ENTRY_CREDIT);
+		holds[i].remaining = 0;
+		UpdateHold(&batch, &holds[i], "posted");
+	}
+	if (fee > 0)
+	{
+		LedgerAccount *payer = LedgerFindAccount(&batch, fee_from);
+		LedgerTransfer *t;
+
+		if (!(payer->flags & ACCOUNT_FLAG_SYSTEM))
+			LedgerCheckAvailable(payer, fee, batch.currency);
+		t = LedgerAddTransfer(&batch, TRANSFER_WITHDRAWAL, payer, external, fee);
+		t->reference = psprintf("%s fee", reference ? reference : "payout");
+		LedgerMove(&batch, t, payer, external, fee, ENTRY_DEBIT, ENTRY_CREDIT);
+	}
+	LedgerFinish(&batch, NULL, 0);
+	PG_RETURN_INT32(n);
 }

@@ -53,6 +53,15 @@ static char *payout_min = NULL;
 static char *payout_max_per_day = NULL;
 static int	payout_interval_s = 24 * 3600;
 static bool auto_payout = true;
+static int	payout_batch_max = 15;
+static int	payout_confirmations = 10;
+static int	payout_fee_payer = 0;
+
+static const struct config_enum_entry fee_payer_options[] = {
+	{"network", 0, false},
+	{"payee", 1, false},
+	{NULL, 0, false}
+};
 
 static bool curl_ready = false;
 
@@ -111,6 +120,18 @@ DefinePayoutDefaults(void)
 							"Default time between two payouts of a node.",
 							NULL, &payout_interval_s, 24 * 3600, 60, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("compay.payout_batch_max",
+							"Most payees one Monero transaction pays.",
+							NULL, &payout_batch_max, 15, 1, 15,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("compay.payout_confirmations",
+							"Confirmations after which a payout is confirmed.",
+							NULL, &payout_confirmations, 10, 1, 1000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("compay.payout_fee_payer",
+							 "Who pays the network fee of a payout: the network ($fees) or the payee.",
+							 NULL, &payout_fee_payer, 0, fee_payer_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("compay.payout_max_per_day",
 							   "Default most XMR paid to one node in a day; the rest waits.",
 							   NULL, &payout_max_per_day, "0.5", PGC_SUSET, 0,

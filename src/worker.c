@@ -38,6 +38,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "payout.h"
 #include "worker.h"
 
 PG_FUNCTION_INFO_V1(compay_wake_worker);
@@ -268,6 +269,36 @@ RunStep(const char *step, const char *sql)
 	return count;
 }
 
+/* The payout round (src/payout.c), caught like a step. */
+static int64
+RunPayouts(void)
+{
+	MemoryContext context = CurrentMemoryContext;
+	volatile int64 moved = 0;
+
+	PG_TRY();
+	{
+		moved = PayoutRound();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(context);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (IsTransactionState() || IsAbortedTransactionBlockState())
+			AbortCurrentTransaction();
+		ereport(LOG, (errmsg("compay worker: payouts failed: %s", edata->message)));
+		RecordError("payouts", edata->message);
+		FreeErrorData(edata);
+		moved = -1;
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return moved;
+}
+
 static const char *
 PeriodName(void)
 {
@@ -322,6 +353,8 @@ WorkerRound(void)
 	else
 		settled = RunStep("retry settlements",
 						  "SELECT count(*) FROM compay.process_due_settlements()");
+
+	(void) RunPayouts();
 
 	SpinLockAcquire(&shared->mutex);
 	shared->last_settlement = last;

@@ -54,6 +54,10 @@ compay.wallet_rpc_url = '$env{XMR_TREASURY_URL}'
 compay.wallet_rpc_user = '$env{XMR_TREASURY_USER}'
 compay.wallet_rpc_password_file = '$env{XMR_TREASURY_PASSWORD_FILE}'
 compay.wallet_rpc_timeout = '30s'
+compay.database = 'postgres'
+compay.worker_naptime = '1s'
+compay.payout_confirmations = 10
+log_statement = 'none'
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION compay');
@@ -128,6 +132,60 @@ like(sql_error(q{SELECT compay.wallet_rpc('get_balance')}),
 regtest('start-wallet', $xmr, 'treasury');
 like(sql(q{SELECT compay.wallet_rpc('get_balance')->>'balance'}),
 	qr/^\d+$/, 'wallet back: it answers again');
+
+# A payout, end to end, by the worker: earnings of 0.25 XMR and 0.125 XMR
+# of two payees are settled, earmarked, paid in one Monero transaction
+# (built, relayed), mined, confirmed; each payee's wallet address receives
+# exactly its amount, once.
+my $second = regtest('rpc', $xmr, 'provider', 'create_address', '{"account_index":0}',
+	'--get', 'result.address');
+sql(qq{SELECT compay.set_payout_address('gpu-a', '$env{XMR_PROVIDER_ADDRESS}')});
+sql(qq{SELECT compay.set_payout_address('gpu-b', '$second')});
+# Two task types priced in XMR, one for each payee's task.
+sql(
+	q{SELECT compay.deposit('req', '5', 'XMR');
+	  INSERT INTO compay.pricing_models (name, currency, base_price)
+	  VALUES ('xmr-a', 'XMR', '0.25'), ('xmr-b', 'XMR', '0.125');
+	  INSERT INTO compay.task_type_models SELECT 'type-gpu-a', id FROM compay.pricing_models WHERE name = 'xmr-a';
+	  INSERT INTO compay.task_type_models SELECT 'type-gpu-b', id FROM compay.pricing_models WHERE name = 'xmr-b';
+	  SELECT compay.submit_task('xt-' || n, 'req', n, 'type-' || n)
+	  FROM unnest(ARRAY['gpu-a', 'gpu-b']) n;
+	  SELECT compay.complete_job('xt-' || n, now() - interval '1 minute', now())
+	  FROM unnest(ARRAY['gpu-a', 'gpu-b']) n;
+	  SELECT (compay.process_task_payment('xt-' || n, 'crypto')).status
+	  FROM unnest(ARRAY['gpu-a', 'gpu-b']) n;});
+is( sql(q{SELECT string_agg(to_node || ':' || amount, ',' ORDER BY to_node)
+	  FROM compay.payments WHERE currency = 'XMR' AND status = 'completed'}),
+	'gpu-a:0.25,gpu-b:0.125', 'two crypto payments');
+sql(q{SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '1 hour')});
+is( sql(q{SELECT count(*) FROM compay.settlements WHERE currency = 'XMR' AND status = 'processing'}),
+	'2', 'two XMR settlements earmarked for payout');
+sql(q{SELECT compay.wake_worker()});
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM compay.payout_transactions WHERE status = 'relayed'}),
+	'the worker built and relayed one transaction for both payees');
+my $ptx = sql(q{SELECT tx_hash FROM compay.payout_transactions});
+like($ptx, qr/^[0-9a-f]{64}$/, "payout transaction $ptx");
+is( sql(q{SELECT string_agg(node_id || ':' || amount, ',' ORDER BY node_id) FROM compay.payouts}),
+	'gpu-a:0.25,gpu-b:0.125', 'compay.payouts shows each payee');
+is( sql(q{SELECT string_agg(node_id || ':' || balance || '/' || reserved, ',' ORDER BY node_id)
+	  FROM compay.accounts WHERE currency = 'XMR' AND node_id IN ('gpu-a', 'gpu-b')}),
+	'gpu-a:0/0,gpu-b:0/0', 'the ledger paid the earmarks out');
+is(sql(q{SELECT bool_and(ok) FROM compay.verify_ledger()}), 't', 'verify_ledger() ok');
+regtest('mine', $xmr, 10);
+ok( $node->poll_query_until('postgres',
+		q{SELECT status = 'confirmed' AND confirmations >= 10 FROM compay.payout_transactions}),
+	'confirmed after 10 blocks');
+is( sql(q{SELECT count(*) FROM compay.settlements WHERE currency = 'XMR' AND status = 'completed'}),
+	'2', 'the XMR settlements are completed');
+my $got = regtest('rpc', $xmr, 'provider', 'get_transfers', '{"in":true}');
+my @mine = ($got =~ /"txid"\s*:\s*"$ptx"/g);
+is(scalar @mine, 2, 'the payout transaction reached the provider wallet, one output per address');
+like($got, qr/"amount"\s*:\s*250000000000\b/, 'gpu-a received exactly 0.25 XMR');
+like($got, qr/"amount"\s*:\s*125000000000\b/, 'gpu-b received exactly 0.125 XMR');
+sql(q{SELECT compay.wake_worker()});
+sleep 3;
+is(sql(q{SELECT count(*) FROM compay.payout_transactions}), '1', 'nothing is paid twice');
 
 # Only a superuser may call it.
 sql(q{CREATE ROLE app LOGIN IN ROLE compay_app});

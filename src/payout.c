@@ -1,0 +1,229 @@
+/*-------------------------------------------------------------------------
+ *
+ * payout.c
+ *	  The payout state machine, driven by the worker: queue payouts from
+ *	  earmarked XMR settlements, build each transaction (not relayed),
+ *	  relay it, follow its confirmations.  The states live in
+ *	  compay.payout_transactions; the SQL functions that record each step
+ *	  are in the install script.
+ *
+ * Every wallet call is made outside any transaction, and its outcome is
+ * recorded in a transaction of its own afterwards:
+ *
+ *	 queued   --transfer(do_not_relay)-->  built: tx hash, key, metadata and
+ *			  key images committed, the ledger debited; nothing sent yet.
+ *			  A crash before the commit leaves a transaction nobody relayed
+ *			  (it reserves nothing in the wallet): building again is safe.
+ *			  The wallet refusing (an error member) means nothing was sent:
+ *			  failed, and the settlements are queued again later.
+ *	 built    --relay_tx(metadata)-->  relayed.  Relaying the same metadata
+ *			  again sends the same transaction (same key images), so after
+ *			  any crash or error the worker relays again rather than build
+ *			  anew; an error is never taken as "not sent": the wallet is
+ *			  asked by tx hash first.
+ *	 relayed  --get_transfer_by_txid-->  confirmed at
+ *			  compay.payout_confirmations.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "payout.h"
+#include "wallet_rpc.h"
+
+/* Most payouts one round moves through each step. */
+#define PAYOUT_ROUND_MAX 20
+
+/*
+ * Runs sql with up to two text arguments in a transaction of its own and
+ * returns the first row's first nfields columns as text (NULLs as NULL)
+ * in the caller's context; false if there was no row.  Errors propagate.
+ */
+static bool
+PayoutQuery(const char *sql, int nargs, const char *arg1, const char *arg2,
+			char **fields, int nfields)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	bool		found = false;
+
+	values[0] = arg1 ? CStringGetTextDatum(arg1) : (Datum) 0;
+	values[1] = arg2 ? CStringGetTextDatum(arg2) : (Datum) 0;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, sql);
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 1) < 0)
+		elog(ERROR, "compay payout: \"%s\" failed", sql);
+	if (SPI_processed > 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		for (int i = 0; i < nfields; i++)
+			fields[i] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1);
+		MemoryContextSwitchTo(old);
+		found = true;
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return found;
+}
+
+static char *
+ResultText(WalletRpcResult *r)
+{
+	return JsonbToCString(NULL, &r->result->root, VARSIZE(r->result));
+}
+
+/* A field of an OK result, as text, or NULL. */
+static char *
+ResultField(WalletRpcResult *r, const char *a, const char *b)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(&r->result->root, a, strlen(a), NULL);
+
+	if (v != NULL && b != NULL && v->type == jbvBinary)
+		v = getKeyJsonValueFromContainer(v->val.binary.data, b, strlen(b), NULL);
+	if (v == NULL)
+		return NULL;
+	if (v->type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	return NULL;
+}
+
+static char *
+Describe(WalletRpcResult *r)
+{
+	return psprintf("%s: %s", WalletRpcStatusName(r->status), r->error ? r->error : "");
+}
+
+/* queued -> built, failed, or left for later. */
+static bool
+BuildOne(void)
+{
+	char	   *f[2];
+	WalletRpcResult r;
+
+	if (!PayoutQuery("SELECT id::text, compay.payout_transfer_params(id)::text "
+					 "FROM compay.payout_transactions WHERE status = 'queued' "
+					 "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
+					 "ORDER BY id LIMIT 1", 0, NULL, NULL, f, 2))
+		return false;
+	WalletRpcCall("transfer", f[1], &r);
+	if (r.status == WALLET_RPC_OK)
+		PayoutQuery("SELECT compay.record_payout_built($1::bigint, $2::jsonb)", 2,
+					f[0], ResultText(&r), NULL, 0);
+	else if (r.status == WALLET_RPC_ERROR)
+		PayoutQuery("SELECT compay.record_payout_failed($1::bigint, $2)", 2,
+					f[0], Describe(&r), NULL, 0);
+	else
+		PayoutQuery("SELECT compay.record_payout_retry($1::bigint, $2)", 2,
+					f[0], Describe(&r), NULL, 0);
+	return true;
+}
+
+/* Is the transaction known to the wallet (pending or out)? */
+static bool
+WalletKnows(const char *tx_hash)
+{
+	WalletRpcResult r;
+
+	WalletRpcCall("get_transfer_by_txid", psprintf("{\"txid\":\"%s\"}", tx_hash), &r);
+	return r.status == WALLET_RPC_OK && ResultField(&r, "transfer", "txid") != NULL;
+}
+
+/* built -> relayed, or left for later; after_restart: refresh first. */
+static bool
+RelayOne(int64 after_id)
+{
+	char	   *f[3];
+	WalletRpcResult r;
+	StringInfoData params;
+
+	if (!PayoutQuery("SELECT id::text, tx_hash, tx_metadata FROM compay.payout_transactions "
+					 "WHERE status = 'built' AND id > $1::bigint "
+					 "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
+					 "ORDER BY id LIMIT 1", 1, psprintf(INT64_FORMAT, after_id), NULL, f, 3))
+		return false;
+	/* A wallet restarted since the build must catch up before relaying. */
+	WalletRpcCall("refresh", "{}", &r);
+	initStringInfo(&params);
+	appendStringInfoString(&params, "{\"hex\":");
+	escape_json(&params, f[2]);
+	appendStringInfoChar(&params, '}');
+	WalletRpcCall("relay_tx", params.data, &r);
+	if (r.status == WALLET_RPC_OK || WalletKnows(f[1]))
+	{
+		WalletRpcResult stored;
+
+		WalletRpcCall("store", "{}", &stored);
+		PayoutQuery("SELECT compay.record_payout_relayed($1::bigint)", 1, f[0], NULL, NULL, 0);
+	}
+	else
+		PayoutQuery("SELECT compay.record_payout_retry($1::bigint, $2)", 2,
+					f[0], Describe(&r), NULL, 0);
+	return true;
+}
+
+/* relayed -> its confirmations, confirmed at the threshold. */
+static bool
+ConfirmOne(int64 after_id, int64 *id)
+{
+	char	   *f[2];
+	WalletRpcResult r;
+	char	   *confirmations;
+
+	if (!PayoutQuery("SELECT id::text, tx_hash FROM compay.payout_transactions "
+					 "WHERE status = 'relayed' AND id > $1::bigint ORDER BY id LIMIT 1",
+					 1, psprintf(INT64_FORMAT, after_id), NULL, f, 2))
+		return false;
+	*id = pg_strtoint64(f[0]);
+	WalletRpcCall("get_transfer_by_txid", psprintf("{\"txid\":\"%s\"}", f[1]), &r);
+	if (r.status != WALLET_RPC_OK)
+		return true;
+	confirmations = ResultField(&r, "transfer", "confirmations");
+	if (confirmations != NULL)
+		PayoutQuery("SELECT compay.record_payout_confirmations($1::bigint, $2::integer)", 2,
+					f[0], confirmations, NULL, 0);
+	return true;
+}
+
+/*
+ * One payout round; called by the worker between its other steps, with no
+ * transaction open.  Errors propagate to the worker's step handler.
+ */
+int64
+PayoutRound(void)
+{
+	char	   *queued;
+	int64		moved = 0;
+	int64		last = 0;
+
+	PayoutQuery("SELECT compay.queue_payouts()::text", 0, NULL, NULL, &queued, 1);
+	for (int i = 0; i < PAYOUT_ROUND_MAX && BuildOne(); i++)
+		moved++;
+	for (int i = 0; i < PAYOUT_ROUND_MAX && RelayOne(last); i++)
+	{
+		moved++;
+		last = 0;
+		break;					/* one relay a round: each refreshes the wallet */
+	}
+	for (int i = 0; i < PAYOUT_ROUND_MAX && ConfirmOne(last, &last); i++)
+		moved++;
+	return moved;
+}
