@@ -147,7 +147,7 @@ WalletKnows(const char *tx_hash)
 	return r.status == WALLET_RPC_OK && ResultField(&r, "transfer", "txid") != NULL;
 }
 
-/* built -> relayed, or left for later; after_restart: refresh first. */
+/* built -> relayed, or left for later. */
 static bool
 RelayOne(int64 after_id)
 {
@@ -217,12 +217,9 @@ PayoutRound(void)
 	PayoutQuery("SELECT compay.queue_payouts()::text", 0, NULL, NULL, &queued, 1);
 	for (int i = 0; i < PAYOUT_ROUND_MAX && BuildOne(); i++)
 		moved++;
-	for (int i = 0; i < PAYOUT_ROUND_MAX && RelayOne(last); i++)
-	{
+	/* One relay a round: each refreshes the wallet first. */
+	if (payout_auto_relay && RelayOne(0))
 		moved++;
-		last = 0;
-		break;					/* one relay a round: each refreshes the wallet */
-	}
 	for (int i = 0; i < PAYOUT_ROUND_MAX && ConfirmOne(last, &last); i++)
 		moved++;
 	return moved;

@@ -56,6 +56,7 @@ static bool auto_payout = true;
 static int	payout_batch_max = 15;
 static int	payout_confirmations = 10;
 static int	payout_fee_payer = 0;
+bool		payout_auto_relay = true;
 
 static const struct config_enum_entry fee_payer_options[] = {
 	{"network", 0, false},
@@ -128,6 +129,10 @@ DefinePayoutDefaults(void)
 							"Confirmations after which a payout is confirmed.",
 							NULL, &payout_confirmations, 10, 1, 1000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("compay.payout_auto_relay",
+							 "Whether the worker relays payout transactions once built.",
+							 "Off: payouts stop at built (recorded and debited, nothing sent) until it is on again, for a review.",
+							 &payout_auto_relay, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomEnumVariable("compay.payout_fee_payer",
 							 "Who pays the network fee of a payout: the network ($fees) or the payee.",
 							 NULL, &payout_fee_payer, 0, fee_payer_options,

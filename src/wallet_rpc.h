@@ -34,6 +34,8 @@ typedef struct WalletRpcResult
 	Jsonb	   *result;			/* the result member, when OK */
 } WalletRpcResult;
 
+extern PGDLLIMPORT bool payout_auto_relay;
+
 extern void WalletRpcInit(void);
 extern void WalletRpcCall(const char *method, const char *params, WalletRpcResult *out);
 extern const char *WalletRpcStatusName(WalletRpcStatus status);

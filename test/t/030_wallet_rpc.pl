@@ -13,54 +13,18 @@
 use strict;
 use warnings;
 
-use File::Temp qw(tempdir);
-use IPC::Run;
+use CompayRegtest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $regtest = 'test/monero/regtest.sh';
-my $xmr = tempdir('compay_xmr_XXXX', TMPDIR => 1, CLEANUP => 1);
-
-sub regtest
-{
-	my @cmd = ('bash', $regtest, @_);
-	my ($out, $err);
-	my $ok = IPC::Run::run(\@cmd, '>', \$out, '2>', \$err);
-	die "regtest.sh @_ failed: $err" unless $ok;
-	chomp $out;
-	return $out;
-}
-
-# The regtest is stopped by its recorded PIDs whatever happens below.
-END { system('bash', $regtest, 'down', $xmr) if -e "$xmr/pids"; }
-
-regtest('up', $xmr);
-my %env;
-open my $fh, '<', "$xmr/env" or die "no env file: $!";
-while (<$fh>)
-{
-	$env{$1} = $2 if /^export (\w+)=['"]?([^'"\n]*)['"]?$/;
-}
-close $fh;
+my $rt = CompayRegtest->up;
+my %env = %{ $rt->{env} };
+my $xmr = $rt->{dir};
+sub regtest { my ($command, $dir, @args) = @_; return $rt->run($command, @args); }
 ok($env{XMR_TREASURY_URL}, "regtest up: treasury at $env{XMR_TREASURY_URL}");
 
-my $node = PostgreSQL::Test::Cluster->new('wallet');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'compay'
-compay.wallet_rpc_url = '$env{XMR_TREASURY_URL}'
-compay.wallet_rpc_user = '$env{XMR_TREASURY_USER}'
-compay.wallet_rpc_password_file = '$env{XMR_TREASURY_PASSWORD_FILE}'
-compay.wallet_rpc_timeout = '30s'
-compay.database = 'postgres'
-compay.worker_naptime = '1s'
-compay.payout_confirmations = 10
-log_statement = 'none'
-});
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION compay');
+my $node = $rt->node('wallet', "compay.payout_confirmations = 10\n");
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
