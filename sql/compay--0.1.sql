@@ -2173,6 +2173,7 @@ BEGIN
                    compay.sum(s.total_amount) OVER (PARTITION BY s.payee ORDER BY s.id) AS running
             FROM compay.settlements s
             WHERE s.currency = 'XMR' AND s.status = 'processing' AND s.payout_id IS NULL
+              AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= now())
         ), node AS (
             SELECT o.payee, pol.*, a.address,
                    coalesce((SELECT compay.sum(i.amount) FROM compay.payout_items i
@@ -2258,7 +2259,19 @@ BEGIN
     UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
                               attempts = attempts + 1
     WHERE id = payout_id AND status = 'queued';
-    UPDATE compay.settlements SET payout_id = NULL WHERE settlements.payout_id = record_payout_failed.payout_id;
+    IF NOT FOUND THEN
+        RETURN;             -- not queued: built or sent, its settlements stay with it
+    END IF;
+    -- Queued again after a backoff: 10 s, 20 s, 40 s, ... at most 10 minutes,
+    -- by how many payouts of the settlement have failed.
+    UPDATE compay.settlements s
+    SET payout_id = NULL,
+        next_attempt_at = now() + least(interval '10 seconds' * power(2, least(
+            (SELECT count(*) - 1 FROM compay.payout_items i
+             JOIN compay.payout_transactions p ON p.id = i.payout_id
+             WHERE p.status = 'failed' AND s.id = ANY (i.settlement_ids)), 10)),
+            interval '10 minutes')
+    WHERE s.payout_id = record_payout_failed.payout_id;
 END $$;
 
 -- Outcome unknown or the wallet unreachable: stay in the state, retry later.
@@ -2304,3 +2317,161 @@ REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(big
     compay.record_payout_built(bigint, jsonb), compay.record_payout_failed(bigint, text),
     compay.record_payout_retry(bigint, text), compay.record_payout_relayed(bigint),
     compay.record_payout_confirmations(bigint, integer) FROM PUBLIC;
+
+-- Checks a payout on chain: what each payee's address received by the
+-- transaction, from its tx key (check_tx_key).  Calls the wallet: use it
+-- outside transactions that hold ledger locks.
+CREATE FUNCTION compay.verify_payout(payout_id bigint)
+RETURNS TABLE (node_id text, address text, amount compay.credit, received compay.credit,
+               confirmations integer, in_pool boolean, ok boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    p compay.payout_transactions;
+    i compay.payout_items;
+    r jsonb;
+BEGIN
+    SELECT * INTO p FROM compay.payout_transactions WHERE id = payout_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payout % does not exist', payout_id USING ERRCODE = 'PY016';
+    END IF;
+    IF p.tx_hash IS NULL THEN
+        RAISE EXCEPTION 'payout % has no transaction yet: it is %', payout_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    FOR i IN SELECT * FROM compay.payout_items WHERE payout_items.payout_id = p.id ORDER BY 2 LOOP
+        r := compay.wallet_rpc('check_tx_key', jsonb_build_object(
+                 'txid', p.tx_hash, 'tx_key', p.tx_key, 'address', i.address));
+        node_id := i.node_id;
+        address := i.address;
+        amount := i.amount;
+        received := compay.credit_from_atomic((r->>'received')::numeric);
+        confirmations := (r->>'confirmations')::integer;
+        in_pool := (r->>'in_pool')::boolean;
+        ok := received = i.amount;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION compay.verify_payout(bigint) IS
+    'asks the wallet (check_tx_key) what each payee address received by the payout''s transaction';
+
+CREATE FUNCTION compay.payout_proof(payout_id bigint, message text DEFAULT '')
+RETURNS TABLE (node_id text, address text, tx_hash text, signature text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    p compay.payout_transactions;
+    i compay.payout_items;
+BEGIN
+    SELECT * INTO p FROM compay.payout_transactions WHERE id = payout_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'payout % does not exist', payout_id USING ERRCODE = 'PY016';
+    END IF;
+    IF p.status NOT IN ('relayed', 'confirmed') THEN
+        RAISE EXCEPTION 'payout % was not sent: it is %', payout_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    FOR i IN SELECT * FROM compay.payout_items WHERE payout_items.payout_id = p.id ORDER BY 2 LOOP
+        node_id := i.node_id;
+        address := i.address;
+        tx_hash := p.tx_hash;
+        signature := compay.wallet_rpc('get_tx_proof', jsonb_build_object(
+                         'txid', p.tx_hash, 'address', i.address,
+                         'message', coalesce(message, '')))->>'signature';
+        RETURN NEXT;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION compay.payout_proof(bigint, text) IS
+    'a proof per payee (get_tx_proof) that the payout''s transaction paid its address; payees check it with their own wallet (check_tx_proof)';
+
+--------------------------------------------------------------------------
+-- Deposits: XMR sent to a node's subaddress credits its XMR account once,
+-- after compay.deposit_confirmations, so jobs can be escrowed in XMR.
+--------------------------------------------------------------------------
+
+CREATE TABLE compay.deposit_addresses (
+    node_id       text PRIMARY KEY,
+    address       text NOT NULL UNIQUE,
+    address_index integer NOT NULL UNIQUE,
+    created_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE TABLE compay.xmr_deposits (
+    tx_hash       text NOT NULL,
+    address_index integer NOT NULL,
+    node_id       text NOT NULL,
+    amount        compay.credit NOT NULL,
+    block_height  bigint,
+    transfer_id   bigint NOT NULL,
+    credited_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (tx_hash, address_index)
+);
+COMMENT ON TABLE compay.deposit_addresses IS 'one treasury subaddress per node for its XMR deposits';
+COMMENT ON TABLE compay.xmr_deposits IS
+    'XMR deposits credited, once per transaction and subaddress, after compay.deposit_confirmations';
+SELECT pg_catalog.pg_extension_config_dump('compay.deposit_addresses', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.xmr_deposits', '');
+REVOKE ALL ON compay.deposit_addresses, compay.xmr_deposits FROM PUBLIC;
+GRANT SELECT ON compay.deposit_addresses, compay.xmr_deposits TO compay_reader;
+
+CREATE FUNCTION compay.deposit_address(node_id text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_address text;
+    r jsonb;
+BEGIN
+    IF node_id IS NULL OR length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
+        RAISE EXCEPTION 'node id "%" cannot have a deposit address', left(coalesce(node_id, 'NULL'), 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One address per node, even for two calls at once.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.deposit_address:' || node_id));
+    SELECT address INTO v_address FROM compay.deposit_addresses d WHERE d.node_id = deposit_address.node_id;
+    IF FOUND THEN
+        RETURN v_address;
+    END IF;
+    r := compay.wallet_rpc('create_address', jsonb_build_object('account_index', 0, 'label', node_id));
+    PERFORM compay.wallet_rpc('store');
+    INSERT INTO compay.deposit_addresses (node_id, address, address_index)
+    VALUES (node_id, r->>'address', (r->>'address_index')::integer);
+    RETURN r->>'address';
+END $$;
+COMMENT ON FUNCTION compay.deposit_address(text) IS
+    'the node''s deposit subaddress of the treasury wallet, made (create_address, then store) on first use';
+
+-- Credits the incoming transfers the worker read (get_transfers "in") that
+-- have enough confirmations and were not credited yet.  Returns how many.
+CREATE FUNCTION compay.record_deposits(reply jsonb) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_min integer := current_setting('compay.deposit_confirmations')::integer;
+    t record;
+    v_n integer := 0;
+    v_transfer bigint;
+BEGIN
+    FOR t IN
+        SELECT e->>'txid' AS txid, (e->'subaddr_index'->>'minor')::integer AS idx,
+               compay.credit_from_atomic((e->>'amount')::numeric) AS amount,
+               (e->>'height')::bigint AS height, d.node_id
+        FROM jsonb_array_elements(coalesce(reply->'in', '[]')) e
+        JOIN compay.deposit_addresses d
+          ON d.address_index = (e->'subaddr_index'->>'minor')::integer
+        WHERE (e->'subaddr_index'->>'major')::integer = 0
+          AND coalesce((e->>'confirmations')::integer, 0) >= v_min
+        ORDER BY 1, 2
+    LOOP
+        CONTINUE WHEN t.node_id IS NULL
+            OR EXISTS (SELECT 1 FROM compay.xmr_deposits x
+                       WHERE x.tx_hash = t.txid AND x.address_index = t.idx);
+        v_transfer := compay.deposit(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
+                                     'xmr-deposit:' || t.txid || ':' || t.idx);
+        INSERT INTO compay.xmr_deposits (tx_hash, address_index, node_id, amount, block_height,
+                                         transfer_id)
+        VALUES (t.txid, t.idx, t.node_id, t.amount, t.height, v_transfer);
+        v_n := v_n + 1;
+    END LOOP;
+    RETURN v_n;
+END $$;
+
+REVOKE ALL ON FUNCTION compay.verify_payout(bigint), compay.payout_proof(bigint, text),
+    compay.deposit_address(text), compay.record_deposits(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.verify_payout(bigint), compay.payout_proof(bigint, text)
+    TO compay_reader;
+GRANT EXECUTE ON FUNCTION compay.deposit_address(text) TO compay_app;

@@ -112,7 +112,12 @@ Describe(WalletRpcResult *r)
 	return psprintf("%s: %s", WalletRpcStatusName(r->status), r->error ? r->error : "");
 }
 
-/* queued -> built, failed, or left for later. */
+/*
+ * queued -> built, failed, or left for later.  Not while another payout is
+ * built and not yet relayed: a transfer with do_not_relay leaves its inputs
+ * unspent in the wallet, so the next transfer would pick the same inputs
+ * (the same key images), a double spend whose relay_tx can never succeed.
+ */
 static bool
 BuildOne(void)
 {
@@ -122,6 +127,8 @@ BuildOne(void)
 	if (!PayoutQuery("SELECT id::text, compay.payout_transfer_params(id)::text "
 					 "FROM compay.payout_transactions WHERE status = 'queued' "
 					 "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
+					 "AND NOT EXISTS (SELECT 1 FROM compay.payout_transactions b "
+					 "WHERE b.status = 'built') "
 					 "ORDER BY id LIMIT 1", 0, NULL, NULL, f, 2))
 		return false;
 	WalletRpcCall("transfer", f[1], &r);
@@ -204,6 +211,37 @@ ConfirmOne(int64 after_id, int64 *id)
 }
 
 /*
+ * Deposits: reads the incoming transfers of the nodes' deposit subaddresses
+ * and credits those with enough confirmations, once each
+ * (compay.record_deposits, keyed by tx hash and subaddress).
+ */
+static int64
+PollDeposits(void)
+{
+	char	   *indices = NULL;
+	char	   *credited = NULL;
+	WalletRpcResult r;
+
+	PayoutQuery("SELECT string_agg(address_index::text, ',' ORDER BY address_index) "
+				"FROM compay.deposit_addresses", 0, NULL, NULL, &indices, 1);
+	if (indices == NULL)
+		return 0;				/* no deposit address: no wallet call */
+	WalletRpcCall("refresh", "{}", &r);
+	WalletRpcCall("get_transfers",
+				  psprintf("{\"in\":true,\"account_index\":0,\"subaddr_indices\":[%s]}", indices),
+				  &r);
+	if (r.status != WALLET_RPC_OK)
+	{
+		ereport(LOG,
+				(errmsg("compay worker: could not read deposits: %s", Describe(&r))));
+		return 0;				/* read again next round */
+	}
+	PayoutQuery("SELECT compay.record_deposits($1::jsonb)::text", 1, ResultText(&r), NULL,
+				&credited, 1);
+	return credited ? pg_strtoint64(credited) : 0;
+}
+
+/*
  * One payout round; called by the worker between its other steps, with no
  * transaction open.  Errors propagate to the worker's step handler.
  */
@@ -222,5 +260,5 @@ PayoutRound(void)
 		moved++;
 	for (int i = 0; i < PAYOUT_ROUND_MAX && ConfirmOne(last, &last); i++)
 		moved++;
-	return moved;
+	return moved + PollDeposits();
 }

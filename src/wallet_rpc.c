@@ -56,6 +56,7 @@ static bool auto_payout = true;
 static int	payout_batch_max = 15;
 static int	payout_confirmations = 10;
 static int	payout_fee_payer = 0;
+static int	deposit_confirmations = 10;
 bool		payout_auto_relay = true;
 
 static const struct config_enum_entry fee_payer_options[] = {
@@ -128,6 +129,10 @@ DefinePayoutDefaults(void)
 	DefineCustomIntVariable("compay.payout_confirmations",
 							"Confirmations after which a payout is confirmed.",
 							NULL, &payout_confirmations, 10, 1, 1000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("compay.deposit_confirmations",
+							"Confirmations after which an XMR deposit is credited.",
+							NULL, &deposit_confirmations, 10, 0, 1000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("compay.payout_auto_relay",
 							 "Whether the worker relays payout transactions once built.",

@@ -21,6 +21,7 @@ SUITES=(regress isolation pgtap perl)
 COUNTS=$WORKDIR/counts
 DATADIR=$WORKDIR/data
 SERVER_LOG=$WORKDIR/postgres.log
+XMR_DIR=$WORKDIR/xmr
 CLUSTER_STARTED=0
 
 record() {
@@ -161,6 +162,13 @@ suite_perl() {
     mapfile -t files < <(names_in "$SRCDIR/test/t" pl)
     ((${#files[@]})) || { skip_suite perl; return 0; }
     mkdir -p "$WORKDIR/perl"
+    # One real Monero regtest (monerod and two wallet RPCs on 127.0.0.1)
+    # for every wallet test of the run; stopped by PID in finish().
+    if bash "$SRCDIR/test/monero/regtest.sh" up "$XMR_DIR"; then
+        export COMPAY_XMR_DIR=$XMR_DIR
+    else
+        log "the Monero regtest could not be started; the wallet tests start their own"
+    fi
     for name in "${files[@]}"; do
         # shellcheck disable=SC2086 # PROVE_FLAGS is a list of flags
         run_counted "perl/$name" count_tap "$WORKDIR/perl/$name.out" \
@@ -191,6 +199,7 @@ finish() {
     local rc=$?
     trap '' INT TERM    # a second signal must not cut the shutdown short
     cluster_stop "$DATADIR" || true
+    [[ -e $XMR_DIR/pids ]] && bash "$SRCDIR/test/monero/regtest.sh" down "$XMR_DIR" || true
     # (A server that never started has had its log shown already.)
     if ((rc != 0 && CLUSTER_STARTED)) && [[ -s $SERVER_LOG ]]; then
         log "last lines of the server log $SERVER_LOG:"

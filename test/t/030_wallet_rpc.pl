@@ -24,7 +24,7 @@ my $xmr = $rt->{dir};
 sub regtest { my ($command, $dir, @args) = @_; return $rt->run($command, @args); }
 ok($env{XMR_TREASURY_URL}, "regtest up: treasury at $env{XMR_TREASURY_URL}");
 
-my $node = $rt->node('wallet', "compay.payout_confirmations = 10\n");
+my $node = $rt->node('wallet', "compay.payout_confirmations = 10\nrestart_after_crash = on\n");
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
@@ -150,6 +150,47 @@ like($got, qr/"amount"\s*:\s*125000000000\b/, 'gpu-b received exactly 0.125 XMR'
 sql(q{SELECT compay.wake_worker()});
 sleep 3;
 is(sql(q{SELECT count(*) FROM compay.payout_transactions}), '1', 'nothing is paid twice');
+
+# The payout can be checked on chain, and proved to its payees.
+is( sql(q{SELECT string_agg(node_id || ':' || received || ':' || ok, ',' ORDER BY node_id)
+	  FROM compay.verify_payout((SELECT min(id) FROM compay.payout_transactions))}),
+	'gpu-a:0.25:true,gpu-b:0.125:true', 'verify_payout: check_tx_key confirms each amount');
+my $proof = sql(q{SELECT signature FROM compay.payout_proof(
+	  (SELECT min(id) FROM compay.payout_transactions), 'payout for gpu-a') WHERE node_id = 'gpu-a'});
+like($proof, qr/^OutProof/, 'payout_proof: a proof for the payee');
+like( regtest('rpc', $xmr, 'provider', 'check_tx_proof',
+		qq({"txid":"$ptx","address":"$env{XMR_PROVIDER_ADDRESS}","message":"payout for gpu-a","signature":"$proof"})),
+	qr/"good"\s*:\s*true/, 'the payee wallet accepts the proof');
+
+# A deposit: the provider's wallet sends 0.7 XMR to a node's deposit
+# subaddress; it is credited once, only after 10 confirmations, and then
+# escrows an XMR job.
+my $daddr = sql(q{SELECT compay.deposit_address('depositor')});
+is(sql(q{SELECT compay.deposit_address('depositor')}), $daddr, 'one deposit address per node');
+is(sql(qq{SELECT compay.check_monero_address('$daddr', 'mainnet')}), 'subaddress',
+	'it is a subaddress of the treasury');
+my $dtx = regtest('rpc', $xmr, 'provider', 'transfer',
+	qq({"destinations":[{"amount":700000000000,"address":"$daddr"}],"priority":0}),
+	'--get', 'result.tx_hash');
+like($dtx, qr/^[0-9a-f]{64}$/, "deposit sent: $dtx");
+regtest('mine', $xmr, 3);
+sleep 3;
+is(sql(q{SELECT count(*) FROM compay.xmr_deposits}), '0', 'not credited with 3 confirmations');
+regtest('mine', $xmr, 8);
+ok( $node->poll_query_until('postgres',
+		q{SELECT balance::text = '0.7' FROM compay.balance('depositor', 'XMR')}),
+	'credited 0.7 XMR after 10 confirmations');
+my $wpid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'compay settlement worker'});
+kill 'KILL', $wpid;
+$node->poll_query_until('postgres', 'SELECT 1', '1');
+$node->poll_query_until('postgres',
+	q{SELECT rounds > 2 FROM compay.worker_status});
+is(sql(q{SELECT count(*) || ':' || compay.sum(amount) FROM compay.xmr_deposits}), '1:0.7',
+	'after a worker crash and restart, still credited once');
+is(sql(q{SELECT balance FROM compay.balance('depositor', 'XMR')}), '0.7', 'balance 0.7 XMR');
+ok(sql(q{SELECT compay.submit_job('xmr-job', 'depositor', 'Fine-tuning', '0.5') > 0}),
+	'the deposit escrows an XMR job');
+is(sql(q{SELECT bool_and(ok) FROM compay.verify_ledger()}), 't', 'verify_ledger() ok');
 
 # Only a superuser may call it.
 sql(q{CREATE ROLE app LOGIN IN ROLE compay_app});

@@ -2,6 +2,7 @@
 # and a PostgreSQL node configured to pay from its treasury wallet.
 #
 #   my $rt = CompayRegtest->up;              # monerod + two wallet RPCs, 100 blocks
+#                                            # (or the one named by COMPAY_XMR_DIR)
 #   my $node = $rt->node('name', 'extra postgresql.conf lines');
 #   $rt->run('mine', 10);                    # any regtest.sh command
 #   $rt->{env}{XMR_PROVIDER_ADDRESS}
@@ -21,9 +22,20 @@ my @started;
 sub up
 {
 	my ($class) = @_;
-	my $self = bless { dir => tempdir('compay_xmr_XXXX', TMPDIR => 1, CLEANUP => 1) }, $class;
-	push @started, $self->{dir};
-	$self->run('up');
+	my $self;
+
+	# The test command starts one network for all the wallet tests and
+	# names it here; a test run alone starts (and stops) its own.
+	if ($ENV{COMPAY_XMR_DIR} && -e "$ENV{COMPAY_XMR_DIR}/env")
+	{
+		$self = bless { dir => $ENV{COMPAY_XMR_DIR} }, $class;
+	}
+	else
+	{
+		$self = bless { dir => tempdir('compay_xmr_XXXX', TMPDIR => 1, CLEANUP => 1) }, $class;
+		push @started, $self->{dir};
+		$self->run('up');
+	}
 	open my $fh, '<', "$self->{dir}/env" or die "no env file: $!";
 	while (<$fh>)
 	{
