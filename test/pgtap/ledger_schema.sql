@@ -10,7 +10,8 @@ SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
                                   'pricing_models', 'discount_tiers', 'task_type_models',
                                   'market_adjustments', 'jobs', 'verifications',
                                   'usage_samples', 'stakes', 'payments', 'settlements',
-                                  'payout_addresses', 'payout_policies']);
+                                  'payout_addresses', 'payout_policies', 'payout_transactions',
+                                  'payout_items', 'deposit_addresses', 'xmr_deposits']);
 SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
 SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
@@ -53,7 +54,7 @@ SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_
 -- Every table and sequence is dumped with its rows; the tables with rows
 -- of their own (builtin) only with the others.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 26, '26 tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 31, '31 tables and sequences are registered for pg_dump');
 SELECT set_eq($$SELECT c::regclass, w
                 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x (c, w)
                 WHERE e.extname = 'compay'$$,
@@ -82,7 +83,12 @@ SELECT set_eq($$SELECT c::regclass, w
                       ('compay.settlements'::regclass, ''),
                       ('compay.settlements_id_seq'::regclass, ''),
                       ('compay.payout_addresses'::regclass, ''),
-                      ('compay.payout_policies'::regclass, '')$$,
+                      ('compay.payout_policies'::regclass, ''),
+                      ('compay.payout_transactions'::regclass, ''),
+                      ('compay.payout_transactions_id_seq'::regclass, ''),
+                      ('compay.payout_items'::regclass, ''),
+                      ('compay.deposit_addresses'::regclass, ''),
+                      ('compay.xmr_deposits'::regclass, '')$$,
               'the registered tables and sequences, and the filter of each');
 
 -- Functions: the money-moving ones are SECURITY DEFINER with a pinned search_path.
