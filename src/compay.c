@@ -10,6 +10,8 @@
 
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
 #include "utils/guc.h"
 
 #include "compay.h"
@@ -47,4 +49,25 @@ CompayEchoInput(const char *input)
 	/* Cut on a character boundary so the message stays valid text. */
 	cut = pg_mbcliplen(input, len, COMPAY_ECHO_LEN_MAX);
 	return psprintf("%.*s...", cut, input);
+}
+
+Numeric
+CompayNumeric(const char *text)
+{
+	return DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(text),
+											   ObjectIdGetDatum(InvalidOid),
+											   Int32GetDatum(-1)));
+}
+
+char *
+CompayNumericText(Numeric n)
+{
+	return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(n)));
+}
+
+int
+CompayNumericCmp(Numeric a, Numeric b)
+{
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(a),
+											 NumericGetDatum(b)));
 }

@@ -452,3 +452,17 @@ credit_xmr(PG_FUNCTION_ARGS)
 	CreditFormat(PG_GETARG_CREDIT(0), CREDIT_SCALE, true, buf);
 	PG_RETURN_TEXT_P(cstring_to_text(buf));
 }
+
+/*
+ * Whether a setting's text is an exact decimal with at most 12 decimals
+ * within [lo, hi] (in atomic units); the GUC check hooks of amounts,
+ * ratios and factors use it and add their own detail.
+ */
+bool
+CreditSettingWithin(const char *text, Credit lo, Credit hi)
+{
+	Credit		v;
+
+	return CreditParseDecimal(text, CREDIT_SCALE, CREDIT_ROUND_EXACT, true,
+							  &v) == CREDIT_OK && v >= lo && v <= hi;
+}

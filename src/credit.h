@@ -88,6 +88,7 @@ extern Credit CreditFromNumeric(Numeric num, int scale, CreditRounding rounding,
 								const char *what);
 extern CreditRounding CreditRoundingFromName(const char *name);
 extern void CreditReportOverflow(void) pg_attribute_noreturn();
+extern bool CreditSettingWithin(const char *text, Credit lo, Credit hi);
 
 /* rational.c: exact products and quotients, rounded once */
 extern CreditStatus RationalMulDecimal(Credit a, const char *decimal,

@@ -28,15 +28,10 @@ static bool
 CheckMinStake(char **newval, void **extra pg_attribute_unused(),
 			  GucSource source pg_attribute_unused())
 {
-	Credit		v;
-
-	if (CreditParseDecimal(*newval, CREDIT_SCALE, CREDIT_ROUND_EXACT, true,
-						   &v) != CREDIT_OK || v < 0)
-	{
-		GUC_check_errdetail("A minimum stake is a non-negative amount with at most 12 decimals.");
-		return false;
-	}
-	return true;
+	if (CreditSettingWithin(*newval, 0, CREDIT_MAX))
+		return true;
+	GUC_check_errdetail("A minimum stake is a non-negative amount with at most 12 decimals.");
+	return false;
 }
 
 /* The ratio as an exact decimal in [0.10, 0.20]: compare in atomic units. */
@@ -44,16 +39,10 @@ static bool
 CheckRewardRatio(char **newval, void **extra pg_attribute_unused(),
 				 GucSource source pg_attribute_unused())
 {
-	Credit		v;
-
-	if (CreditParseDecimal(*newval, CREDIT_SCALE, CREDIT_ROUND_EXACT, true,
-						   &v) != CREDIT_OK ||
-		v < CREDIT_UNIT / 10 || v > CREDIT_UNIT / 5)
-	{
-		GUC_check_errdetail("The verification reward ratio is a decimal from 0.10 to 0.20.");
-		return false;
-	}
-	return true;
+	if (CreditSettingWithin(*newval, CREDIT_UNIT / 10, CREDIT_UNIT / 5))
+		return true;
+	GUC_check_errdetail("The verification reward ratio is a decimal from 0.10 to 0.20.");
+	return false;
 }
 
 void

@@ -48,15 +48,10 @@ static bool
 CheckCreditLimitText(char **newval, void **extra pg_attribute_unused(),
 					 GucSource source pg_attribute_unused())
 {
-	Credit		v;
-
-	if (CreditParseDecimal(*newval, CREDIT_SCALE, CREDIT_ROUND_EXACT, true,
-						   &v) != CREDIT_OK || v < 0)
-	{
-		GUC_check_errdetail("A credit limit is a non-negative amount with at most 12 decimals.");
-		return false;
-	}
-	return true;
+	if (CreditSettingWithin(*newval, 0, CREDIT_MAX))
+		return true;
+	GUC_check_errdetail("A credit limit is a non-negative amount with at most 12 decimals.");
+	return false;
 }
 
 /* The accounts table's CHECK: see compay.account_within_limit(). */

@@ -65,20 +65,6 @@ typedef struct PriceSteps
 	Credit		price;
 } PriceSteps;
 
-static Numeric
-NumericFromText(const char *text)
-{
-	return DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(text),
-											   ObjectIdGetDatum(InvalidOid),
-											   Int32GetDatum(-1)));
-}
-
-static char *
-NumericText(Numeric n)
-{
-	return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(n)));
-}
-
 /* 22023 unless n is a finite number >= 0. */
 static void
 CheckQuantity(Numeric n, const char *what)
@@ -87,11 +73,11 @@ CheckQuantity(Numeric n, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a finite number", what)));
-	if (NumericText(n)[0] == '-')
+	if (CompayNumericText(n)[0] == '-')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s cannot be negative", what),
-				 errdetail("The value given is %s.", NumericText(n))));
+				 errdetail("The value given is %s.", CompayNumericText(n))));
 }
 
 static Numeric
@@ -101,7 +87,7 @@ MetricNumeric(HeapTupleHeader metrics, int attno, const char *what)
 	Datum		d = GetAttributeByNum(metrics, attno, &isnull);
 
 	if (isnull)
-		return NumericFromText("0");
+		return CompayNumeric("0");
 	CheckQuantity(DatumGetNumeric(d), what);
 	return DatumGetNumeric(d);
 }
@@ -129,7 +115,7 @@ AddTerm(PriceSteps *p, const char *name, Credit price, Numeric quantity)
 
 	p->names[k] = name;
 	p->terms[k].price = price;
-	p->terms[k].quantity = NumericText(quantity);
+	p->terms[k].quantity = CompayNumericText(quantity);
 	p->quantities[k] = quantity;
 }
 
@@ -138,11 +124,11 @@ static void
 AddGbTerm(PriceSteps *p, const char *name, Credit price, Numeric bytes)
 {
 	Numeric		gb = DatumGetNumeric(DirectFunctionCall2(numeric_mul, NumericGetDatum(bytes),
-														 NumericGetDatum(NumericFromText(GB_PER_BYTE))));
+														 NumericGetDatum(CompayNumeric(GB_PER_BYTE))));
 
 	AddTerm(p, name, price, gb);
 	/* the exact fraction, not the decimal: the same value, fewer digits */
-	p->terms[p->nterms - 1].quantity = psprintf("%s/%s", NumericText(bytes), PRICING_GB_BYTES);
+	p->terms[p->nterms - 1].quantity = psprintf("%s/%s", CompayNumericText(bytes), PRICING_GB_BYTES);
 	p->quantities[p->nterms - 1] =
 		DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale, NumericGetDatum(gb)));
 }
@@ -245,7 +231,7 @@ ComputePrice(FunctionCallInfo fcinfo, PriceSteps *p)
 	p->terms = palloc(sizeof(RationalTerm) * max_terms);
 	p->names = palloc(sizeof(char *) * max_terms);
 	p->quantities = palloc(sizeof(Numeric) * max_terms);
-	AddTerm(p, "base", m->base_price, NumericFromText("1"));
+	AddTerm(p, "base", m->base_price, CompayNumeric("1"));
 	AddTerm(p, "cpu_seconds", m->cpu_price,
 			MetricNumeric(metrics, METRIC_CPU_SECONDS, "cpu_seconds"));
 	AddGbTerm(p, "memory_gb_hours", m->memory_price,
@@ -271,10 +257,10 @@ ComputePrice(FunctionCallInfo fcinfo, PriceSteps *p)
 		PricingDiscountPercent(m, PG_ARGISNULL(2) ? 0 :
 							   PricingRequesterVolume(text_to_cstring(PG_GETARG_TEXT_PP(2))));
 	keep = DatumGetNumeric(DirectFunctionCall2(numeric_sub,
-											   NumericGetDatum(NumericFromText("100")),
-											   NumericGetDatum(NumericFromText(p->discount_percent))));
+											   NumericGetDatum(CompayNumeric("100")),
+											   NumericGetDatum(CompayNumeric(p->discount_percent))));
 	p->factors[0] = p->market_factor;
-	p->factors[1] = psprintf("%s/100", NumericText(keep));
+	p->factors[1] = psprintf("%s/100", CompayNumericText(keep));
 	p->steps = palloc(sizeof(Credit) * (p->nterms + 3));
 	status = RationalPriceSteps(p->terms, p->nterms, p->factors, 2,
 								m->has_min ? &m->min_price : NULL,
@@ -333,10 +319,10 @@ compay_quote(PG_FUNCTION_ARGS)
 				 p.steps[k] - before);
 		before = p.steps[k];
 	}
-	QuoteRow(rsinfo, "market_adjustment", NumericFromText(p.market_factor), NULL,
+	QuoteRow(rsinfo, "market_adjustment", CompayNumeric(p.market_factor), NULL,
 			 p.steps[k] - before);
 	before = p.steps[k++];
-	QuoteRow(rsinfo, "volume_discount", NumericFromText(p.discount_percent), NULL,
+	QuoteRow(rsinfo, "volume_discount", CompayNumeric(p.discount_percent), NULL,
 			 p.steps[k] - before);
 	before = p.steps[k++];
 	QuoteRow(rsinfo, "price_bounds", NULL, NULL, p.steps[k] - before);

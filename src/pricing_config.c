@@ -104,15 +104,10 @@ static bool
 CheckMarketFactor(char **newval, void **extra pg_attribute_unused(),
 				  GucSource source pg_attribute_unused())
 {
-	Credit		v;
-
-	if (CreditParseDecimal(*newval, CREDIT_SCALE, CREDIT_ROUND_EXACT, true,
-						   &v) != CREDIT_OK || v <= 0)
-	{
-		GUC_check_errdetail("A market factor bound is a positive decimal with at most 12 decimals.");
-		return false;
-	}
-	return true;
+	if (CreditSettingWithin(*newval, 1, CREDIT_MAX))
+		return true;
+	GUC_check_errdetail("A market factor bound is a positive decimal with at most 12 decimals.");
+	return false;
 }
 
 void
@@ -317,37 +312,22 @@ CompareTaskType(const void *key, const void *entry)
 	return strcmp((const char *) key, ((const TaskTypeEntry *) entry)->task_type);
 }
 
-static Numeric
-NumericFromText(const char *text)
-{
-	return DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(text),
-											   ObjectIdGetDatum(InvalidOid),
-											   Int32GetDatum(-1)));
-}
-
-static int
-NumericCmp(Numeric a, Numeric b)
-{
-	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(a),
-											 NumericGetDatum(b)));
-}
-
 /* The factor clamped to [compay.market_factor_min, compay.market_factor_max]. */
 static const char *
 ClampMarketFactor(const char *factor)
 {
-	Numeric		f = NumericFromText(factor);
-	Numeric		lo = NumericFromText(market_factor_min);
-	Numeric		hi = NumericFromText(market_factor_max);
+	Numeric		f = CompayNumeric(factor);
+	Numeric		lo = CompayNumeric(market_factor_min);
+	Numeric		hi = CompayNumeric(market_factor_max);
 
-	if (NumericCmp(lo, hi) > 0)
+	if (CompayNumericCmp(lo, hi) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("compay.market_factor_min %s exceeds compay.market_factor_max %s",
 						market_factor_min, market_factor_max)));
-	if (NumericCmp(f, lo) < 0)
+	if (CompayNumericCmp(f, lo) < 0)
 		return market_factor_min;
-	if (NumericCmp(f, hi) > 0)
+	if (CompayNumericCmp(f, hi) > 0)
 		return market_factor_max;
 	return factor;
 }

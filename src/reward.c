@@ -31,35 +31,16 @@ static SpiStatement job_type_stmt = {
 	.argtypes = {TEXTOID}
 };
 
-static Numeric
-NumericConst(const char *text)
-{
-	return DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(text),
-											   ObjectIdGetDatum(InvalidOid),
-											   Int32GetDatum(-1)));
-}
-
 /* 22023 unless lo <= value <= hi; NaN is never within. */
 static void
 CheckRange(Numeric value, const char *lo, const char *hi, const char *what)
 {
 	if (numeric_is_nan(value) ||
-		DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(value),
-										  NumericGetDatum(NumericConst(lo)))) < 0 ||
-		DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(value),
-										  NumericGetDatum(NumericConst(hi)))) > 0)
+		CompayNumericCmp(value, CompayNumeric(lo)) < 0 ||
+		CompayNumericCmp(value, CompayNumeric(hi)) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s %s is outside [%s, %s]", what,
-						DatumGetCString(DirectFunctionCall1(numeric_out,
-															NumericGetDatum(value))),
-						lo, hi)));
-}
-
-static char *
-NumericText(Numeric value)
-{
-	return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(value)));
+				 errmsg("%s %s is outside [%s, %s]", what, CompayNumericText(value), lo, hi)));
 }
 
 /*
@@ -110,7 +91,7 @@ ComputeReward(FunctionCallInfo fcinfo, const char *quality)
 	job_type = TextArgOrNull(fcinfo, 0);
 	CheckRange(PG_GETARG_NUMERIC(2), "0.5", "1.2", "utilization factor");
 	factors[0] = HoursFraction(PG_GETARG_INTERVAL_P(1));
-	factors[1] = NumericText(PG_GETARG_NUMERIC(2));
+	factors[1] = CompayNumericText(PG_GETARG_NUMERIC(2));
 	factors[2] = quality;
 
 	SPI_connect();
@@ -150,7 +131,7 @@ compay_compute_reward(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 	{
 		CheckRange(PG_GETARG_NUMERIC(3), "0.8", "1.5", "quality factor");
-		quality = NumericText(PG_GETARG_NUMERIC(3));
+		quality = CompayNumericText(PG_GETARG_NUMERIC(3));
 	}
 	PG_RETURN_CREDIT(ComputeReward(fcinfo, quality));
 }
@@ -171,7 +152,7 @@ compay_compute_reward_mean(PG_FUNCTION_ARGS)
 		bool	   *nulls;
 		int			n;
 		int			count = 0;
-		Datum		sum = NumericGetDatum(NumericConst("0"));
+		Datum		sum = NumericGetDatum(CompayNumeric("0"));
 
 		deconstruct_array(PG_GETARG_ARRAYTYPE_P(3), NUMERICOID, -1, false, TYPALIGN_INT,
 						  &elems, &nulls, &n);
@@ -184,7 +165,7 @@ compay_compute_reward_mean(PG_FUNCTION_ARGS)
 			count++;
 		}
 		if (count > 0)
-			quality = psprintf("%s/%d", NumericText(DatumGetNumeric(sum)), count);
+			quality = psprintf("%s/%d", CompayNumericText(DatumGetNumeric(sum)), count);
 	}
 	PG_RETURN_CREDIT(ComputeReward(fcinfo, quality));
 }
@@ -200,8 +181,8 @@ compay_utilization_factor(PG_FUNCTION_ARGS)
 	Datum		scaled;
 
 	CheckRange(u, "0", "1", "GPU utilization");
-	scaled = DirectFunctionCall2(numeric_mul, NumericGetDatum(NumericConst("0.7")),
+	scaled = DirectFunctionCall2(numeric_mul, NumericGetDatum(CompayNumeric("0.7")),
 								 NumericGetDatum(u));
 	PG_RETURN_DATUM(DirectFunctionCall2(numeric_add,
-										NumericGetDatum(NumericConst("0.5")), scaled));
+										NumericGetDatum(CompayNumeric("0.5")), scaled));
 }

@@ -92,15 +92,10 @@ static bool
 CheckAmount(char **newval, void **extra pg_attribute_unused(),
 			GucSource source pg_attribute_unused())
 {
-	Credit		v;
-
-	if (CreditParseDecimal(*newval, CREDIT_SCALE, CREDIT_ROUND_EXACT, true,
-						   &v) != CREDIT_OK || v < 0)
-	{
-		GUC_check_errdetail("An amount is a non-negative decimal with at most 12 decimals.");
-		return false;
-	}
-	return true;
+	if (CreditSettingWithin(*newval, 0, CREDIT_MAX))
+		return true;
+	GUC_check_errdetail("An amount is a non-negative decimal with at most 12 decimals.");
+	return false;
 }
 
 /* The payout policy a node gets unless compay.set_payout_policy() says otherwise. */

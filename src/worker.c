@@ -218,6 +218,24 @@ RecordError(const char *step, const char *message)
 }
 
 /*
+ * In a step's PG_CATCH: logs and records the error, and rolls back the
+ * step's transaction (nothing to do if none is open).
+ */
+static void
+StepFailed(const char *step, MemoryContext context)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(context);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	ereport(LOG, (errmsg("compay worker: %s failed: %s", step, edata->message)));
+	RecordError(step, edata->message);
+	FreeErrorData(edata);
+}
+
+/*
  * Runs one statement in a transaction of its own and returns its first
  * column as a count (0 if none); a failure is logged and recorded, its
  * transaction rolled back, and -1 returned.
@@ -252,16 +270,7 @@ RunStep(const char *step, const char *sql)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(context);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errmsg("compay worker: %s failed: %s", step, edata->message)));
-		RecordError(step, edata->message);
-		FreeErrorData(edata);
+		StepFailed(step, context);
 		count = -1;
 	}
 	PG_END_TRY();
@@ -282,16 +291,7 @@ RunPayouts(void)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(context);
-		edata = CopyErrorData();
-		FlushErrorState();
-		if (IsTransactionState() || IsAbortedTransactionBlockState())
-			AbortCurrentTransaction();
-		ereport(LOG, (errmsg("compay worker: payouts failed: %s", edata->message)));
-		RecordError("payouts", edata->message);
-		FreeErrorData(edata);
+		StepFailed("payouts", context);
 		moved = -1;
 	}
 	PG_END_TRY();
