@@ -55,3 +55,19 @@ SELECT set_payout_policy(NULL, true, NULL, NULL, NULL); \echo :LAST_ERROR_SQLSTA
 SET compay.payout_min = '-0.5'; \echo :LAST_ERROR_SQLSTATE
 SET compay.payout_interval = '10s'; \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM payout_policy('gpu-1');
+
+-- The payout and deposit helpers refuse what they cannot use before any
+-- wallet is asked: an unknown payout (PY016), a node that cannot have a
+-- deposit address (22023).
+SELECT * FROM verify_payout(999999); \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM payout_proof(999999, 'm'); \echo :LAST_ERROR_SQLSTATE
+SELECT deposit_address('$fees'); \echo :LAST_ERROR_SQLSTATE
+SELECT deposit_address(''); \echo :LAST_ERROR_SQLSTATE
+SELECT deposit_address(NULL); \echo :LAST_ERROR_SQLSTATE
+-- A payout that was never built has no transaction to verify or prove (55000).
+INSERT INTO payout_transactions (id, amount) VALUES (1, '0.5');
+SELECT * FROM verify_payout(1); \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM payout_proof(1); \echo :LAST_ERROR_SQLSTATE
+-- wallet_rpc checks its arguments before it calls the wallet.
+SELECT wallet_rpc('get_balance', '[]'); \echo :LAST_ERROR_SQLSTATE
+SELECT wallet_rpc(NULL); \echo :LAST_ERROR_SQLSTATE
