@@ -2110,6 +2110,7 @@ CREATE TABLE compay.payout_transactions (
     status          compay.payout_status NOT NULL DEFAULT 'queued',
     amount          compay.credit NOT NULL,
     fee             compay.credit,
+    fee_from        text,
     tx_hash         text UNIQUE,
     tx_key          text,
     tx_metadata     text,
@@ -2152,6 +2153,11 @@ CREATE FUNCTION compay.payout_withdraw(hold_ids bigint[], fee compay.credit, fee
     AS 'MODULE_PATHNAME', 'compay_payout_withdraw'
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
 REVOKE ALL ON FUNCTION compay.payout_withdraw(bigint[], compay.credit, text, text) FROM PUBLIC;
+
+CREATE FUNCTION compay.payout_return(payout_id bigint) RETURNS integer
+    AS 'MODULE_PATHNAME', 'compay_payout_return'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+REVOKE ALL ON FUNCTION compay.payout_return(bigint) FROM PUBLIC;
 
 -- Gathers each payee's earmarked XMR settlements into queued payouts,
 -- by its policy (auto payout, minimum, interval since its last payout,
@@ -2229,6 +2235,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
 DECLARE
     p compay.payout_transactions;
     v_fee compay.credit := compay.credit_from_atomic((reply->>'fee')::numeric);
+    v_fee_from text;
     v_holds bigint[];
 BEGIN
     SELECT * INTO p FROM compay.payout_transactions WHERE id = payout_id FOR UPDATE;
@@ -2238,13 +2245,12 @@ BEGIN
     END IF;
     SELECT array_agg(s.earmark_hold_id ORDER BY s.earmark_hold_id) INTO v_holds
     FROM compay.settlements s WHERE s.payout_id = record_payout_built.payout_id;
-    PERFORM compay.payout_withdraw(v_holds, v_fee,
-        CASE current_setting('compay.payout_fee_payer') WHEN 'payee'
-             THEN (SELECT min(node_id) FROM compay.payout_items i WHERE i.payout_id = p.id)
-             ELSE '$fees' END,
-        'payout:' || p.id);
+    v_fee_from := CASE current_setting('compay.payout_fee_payer') WHEN 'payee'
+        THEN (SELECT min(node_id) FROM compay.payout_items i WHERE i.payout_id = p.id)
+        ELSE '$fees' END;
+    PERFORM compay.payout_withdraw(v_holds, v_fee, v_fee_from, 'payout:' || p.id);
     UPDATE compay.payout_transactions
-    SET status = 'built', fee = v_fee, tx_hash = reply->>'tx_hash', tx_key = reply->>'tx_key',
+    SET status = 'built', fee = v_fee, fee_from = v_fee_from, tx_hash = reply->>'tx_hash', tx_key = reply->>'tx_key',
         tx_metadata = reply->>'tx_metadata',
         key_images = ARRAY(SELECT jsonb_array_elements_text(reply->'spent_key_images'->'key_images')),
         attempts = attempts + 1, last_error = NULL, next_attempt_at = NULL, built_at = now()
@@ -2272,6 +2278,34 @@ BEGIN
              WHERE p.status = 'failed' AND s.id = ANY (i.settlement_ids)), 10)),
             interval '10 minutes')
     WHERE s.payout_id = record_payout_failed.payout_id;
+END $$;
+
+-- Built or relayed, and certain never to reach the chain: the daemon has
+-- not got it (neither pool nor chain) and one of its key images is spent
+-- on chain by another transaction.  The ledger gets the amounts and the
+-- fee back, the settlements are earmarked again and queued after a
+-- backoff.
+CREATE FUNCTION compay.record_payout_voided(payout_id bigint, reason text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    s record;
+BEGIN
+    UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
+                              attempts = attempts + 1
+    WHERE id = payout_id AND status IN ('built', 'relayed');
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM compay.payout_return(payout_id);
+    FOR s IN SELECT id, payee, total_amount FROM compay.settlements
+             WHERE settlements.payout_id = record_payout_voided.payout_id ORDER BY id
+    LOOP
+        UPDATE compay.settlements
+        SET payout_id = NULL, next_attempt_at = now() + interval '10 seconds',
+            earmark_hold_id = compay.reserve(s.payee, s.total_amount, 'settlement:' || s.id,
+                                             NULL, NULL, 'XMR')
+        WHERE id = s.id;
+    END LOOP;
 END $$;
 
 -- Outcome unknown or the wallet unreachable: stay in the state, retry later.
@@ -2316,6 +2350,7 @@ GRANT SELECT ON compay.payouts TO compay_reader;
 REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(bigint),
     compay.record_payout_built(bigint, jsonb), compay.record_payout_failed(bigint, text),
     compay.record_payout_retry(bigint, text), compay.record_payout_relayed(bigint),
+    compay.record_payout_voided(bigint, text),
     compay.record_payout_confirmations(bigint, integer) FROM PUBLIC;
 
 -- Checks a payout on chain: what each payee's address received by the

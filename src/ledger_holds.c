@@ -28,6 +28,7 @@ PG_FUNCTION_INFO_V1(compay_release);
 PG_FUNCTION_INFO_V1(compay_expire_holds);
 PG_FUNCTION_INFO_V1(compay_settle_escrow);
 PG_FUNCTION_INFO_V1(compay_payout_withdraw);
+PG_FUNCTION_INFO_V1(compay_payout_return);
 
 /* Most holds one expire_holds() call expires. */
 #define EXPIRE_BATCH_MAX 10000
@@ -57,6 +58,20 @@ static SpiStatement update_hold_stmt = {
 	"resolved_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $4 END WHERE id = $1",
 	.nargs = 4,
 	.argtypes = {INT8OID, SPI_ARG_CREDIT, TEXTOID, TIMESTAMPTZOID}
+};
+
+static SpiStatement payout_items_stmt = {
+	.sql = "SELECT i.node_id, i.amount FROM compay.payout_items i "
+	"WHERE i.payout_id = $1 ORDER BY i.node_id",
+	.nargs = 1,
+	.argtypes = {INT8OID}
+};
+
+static SpiStatement payout_fee_stmt = {
+	.sql = "SELECT coalesce(fee, '0'), coalesce(fee_from, '$fees') "
+	"FROM compay.payout_transactions WHERE id = $1",
+	.nargs = 1,
+	.argtypes = {INT8OID}
 };
 
 static SpiStatement due_holds_stmt = {
@@ -563,4 +578,81 @@ compay_payout_withdraw(PG_FUNCTION_ARGS)
 	}
 	LedgerFinish(&batch, NULL, 0);
 	PG_RETURN_INT32(n);
+}
+
+/*
+ * compay.payout_return(payout_id): the reverse of compay.payout_withdraw,
+ * for a payout that is certain never to reach the chain (its inputs were
+ * spent by another transaction): each payee's amount comes back from
+ * $external (kind deposit), and the fee back to whoever paid it.  One
+ * ledger call; the caller re-earmarks the settlements.  Not granted to any
+ * role.  Returns the number of payees credited.
+ */
+Datum
+compay_payout_return(PG_FUNCTION_ARGS)
+{
+	int64		payout_id;
+	Datum		arg;
+	uint64		n;
+	Credit	   *amounts;
+	const char **nodes;
+	Credit		fee;
+	char	   *reference;
+	LedgerBatch batch;
+	LedgerAccount *external;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payout_id must not be NULL")));
+	payout_id = PG_GETARG_INT64(0);
+	arg = Int64GetDatum(payout_id);
+	reference = psprintf("payout:" INT64_FORMAT " returned", payout_id);
+
+	SPI_connect();
+	n = SpiRun(&payout_items_stmt, &arg, NULL, true, 0);
+	if (n < 1 || n > LEDGER_ACCOUNTS_MAX - 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payout " INT64_FORMAT " has %d payees, not 1 to %d",
+						payout_id, (int) n, LEDGER_ACCOUNTS_MAX - 2)));
+	nodes = palloc(sizeof(char *) * (n + 2));
+	amounts = palloc(sizeof(Credit) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		nodes[i] = SpiGetText(i, 1);
+		amounts[i] = DatumGetCredit(SpiGetDatum(i, 2, &isnull));
+	}
+	SpiRun(&payout_fee_stmt, &arg, NULL, true, 1);
+	{
+		bool		isnull;
+
+		fee = DatumGetCredit(SpiGetDatum(0, 1, &isnull));
+		nodes[n + 1] = SpiGetText(0, 2);
+	}
+	nodes[n] = "$external";
+	LedgerBegin(&batch, "XMR");
+	LedgerLockAccounts(&batch, nodes, n + 2, false);
+	external = LedgerFindAccount(&batch, "$external");
+	for (uint64 i = 0; i < n; i++)
+	{
+		LedgerAccount *payee = LedgerFindAccount(&batch, nodes[i]);
+		LedgerTransfer *t = LedgerAddTransfer(&batch, TRANSFER_DEPOSIT, external, payee,
+											  amounts[i]);
+
+		t->reference = reference;
+		LedgerMove(&batch, t, external, payee, amounts[i], ENTRY_DEBIT, ENTRY_CREDIT);
+	}
+	if (fee > 0)
+	{
+		LedgerAccount *payer = LedgerFindAccount(&batch, nodes[n + 1]);
+		LedgerTransfer *t = LedgerAddTransfer(&batch, TRANSFER_DEPOSIT, external, payer, fee);
+
+		t->reference = psprintf("%s fee", reference);
+		LedgerMove(&batch, t, external, payer, fee, ENTRY_DEBIT, ENTRY_CREDIT);
+	}
+	LedgerFinish(&batch, NULL, 0);
+	PG_RETURN_INT32((int32) n);
 }

@@ -19,10 +19,14 @@
  *	 built    --relay_tx(metadata)-->  relayed.  Relaying the same metadata
  *			  again sends the same transaction (same key images), so after
  *			  any crash or error the worker relays again rather than build
- *			  anew; an error is never taken as "not sent": the wallet is
- *			  asked by tx hash first.
+ *			  anew; an error is never taken as "not sent": the wallet and
+ *			  the daemon (compay.daemon_rpc_url) are asked by tx hash first.
  *	 relayed  --get_transfer_by_txid-->  confirmed at
- *			  compay.payout_confirmations.
+ *			  compay.payout_confirmations.  Dropped from the daemon's pool:
+ *			  relayed again (the same transaction).
+ *	 built or relayed --> failed (void) only when the daemon has not got
+ *			  the transaction and one of its key images is spent on chain:
+ *			  it can never be mined; the amounts go back to the ledger.
  *
  *-------------------------------------------------------------------------
  */
@@ -154,59 +158,164 @@ WalletKnows(const char *tx_hash)
 	return r.status == WALLET_RPC_OK && ResultField(&r, "transfer", "txid") != NULL;
 }
 
-/* built -> relayed, or left for later. */
-static bool
-RelayOne(int64 after_id)
+/* Number of elements of the array named key in an OK daemon reply; -1 if none. */
+static int
+ReplyArrayLength(WalletRpcResult *r, const char *key)
 {
-	char	   *f[3];
+	JsonbValue *v = getKeyJsonValueFromContainer(&r->result->root, key, strlen(key), NULL);
+
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		return -1;
+	return JsonContainerSize(v->val.binary.data);
+}
+
+typedef enum DaemonView
+{
+	DAEMON_UNKNOWN,				/* no daemon configured, or no clear answer */
+	DAEMON_HAS,					/* in its pool or on chain */
+	DAEMON_MISSES				/* neither in its pool nor on chain */
+} DaemonView;
+
+/* What the daemon knows of tx_hash (/get_transactions). */
+static DaemonView
+DaemonSees(const char *tx_hash)
+{
+	WalletRpcResult r;
+
+	if (!DaemonRpcConfigured())
+		return DAEMON_UNKNOWN;
+	DaemonRpcCall("/get_transactions", psprintf("{\"txs_hashes\":[\"%s\"]}", tx_hash), &r);
+	if (r.status != WALLET_RPC_OK)
+		return DAEMON_UNKNOWN;
+	if (ReplyArrayLength(&r, "txs") > 0)
+		return DAEMON_HAS;
+	if (ReplyArrayLength(&r, "missed_tx") > 0)
+		return DAEMON_MISSES;
+	return DAEMON_UNKNOWN;
+}
+
+/*
+ * Whether one of key_images (a JSON array) is spent on chain
+ * (/is_key_image_spent: 1 on chain, 2 in the pool, 0 unspent).
+ */
+static bool
+KeyImageSpentOnChain(const char *key_images)
+{
+	WalletRpcResult r;
+	JsonbValue *v;
+	int			n;
+
+	DaemonRpcCall("/is_key_image_spent", psprintf("{\"key_images\":%s}", key_images), &r);
+	n = r.status == WALLET_RPC_OK ? ReplyArrayLength(&r, "spent_status") : -1;
+	if (n <= 0)
+		return false;
+	v = getKeyJsonValueFromContainer(&r.result->root, "spent_status", 12, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(v->val.binary.data, i);
+
+		if (e != NULL && e->type == jbvNumeric &&
+			DatumGetInt32(DirectFunctionCall1(numeric_int4, NumericGetDatum(e->val.numeric))) == 1)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Reconciles a built or relayed payout whose transaction is not (yet) seen
+ * where it should be, by asking by hash rather than resending anything new:
+ * known to the wallet or the daemon -> relayed (for a built one); missing
+ * from the daemon with a key image spent on chain by another transaction
+ * -> it can never be mined: voided (the ledger and the settlements get
+ * their amounts back); otherwise its own metadata is relayed (again), which
+ * sends the same transaction or nothing.  Returns true when the payout is
+ * (still) out there.
+ */
+static bool
+Reconcile(const char *id, const char *tx_hash, const char *metadata, const char *key_images,
+		  bool built)
+{
+	DaemonView seen = DaemonSees(tx_hash);
 	WalletRpcResult r;
 	StringInfoData params;
 
-	if (!PayoutQuery("SELECT id::text, tx_hash, tx_metadata FROM compay.payout_transactions "
-					 "WHERE status = 'built' AND id > $1::bigint "
-					 "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
-					 "ORDER BY id LIMIT 1", 1, psprintf(INT64_FORMAT, after_id), NULL, f, 3))
+	if (seen == DAEMON_HAS || (!built && seen == DAEMON_UNKNOWN) ||
+		(built && WalletKnows(tx_hash)))
+		return true;
+	if (seen == DAEMON_MISSES && KeyImageSpentOnChain(key_images))
+	{
+		ereport(LOG,
+				(errmsg("compay worker: payout %s (%s) is void: an input is spent by another transaction",
+						id, tx_hash)));
+		PayoutQuery("SELECT compay.record_payout_voided($1::bigint, $2)", 2, id,
+					"void: the daemon has not got the transaction and one of its key images is spent on chain",
+					NULL, 0);
 		return false;
+	}
+	if (!built)
+		ereport(LOG,
+				(errmsg("compay worker: payout %s (%s) was dropped by the daemon; relaying it again",
+						id, tx_hash)));
 	/* A wallet restarted since the build must catch up before relaying. */
 	WalletRpcCall("refresh", "{}", &r);
 	initStringInfo(&params);
 	appendStringInfoString(&params, "{\"hex\":");
-	escape_json(&params, f[2]);
+	escape_json(&params, metadata);
 	appendStringInfoChar(&params, '}');
 	WalletRpcCall("relay_tx", params.data, &r);
-	if (r.status == WALLET_RPC_OK || WalletKnows(f[1]))
-	{
-		WalletRpcResult stored;
+	if (r.status == WALLET_RPC_OK || WalletKnows(tx_hash) || DaemonSees(tx_hash) == DAEMON_HAS)
+		return true;
+	PayoutQuery("SELECT compay.record_payout_retry($1::bigint, $2)", 2, id, Describe(&r), NULL, 0);
+	return false;
+}
 
+/* built -> relayed, failed (void), or left for later. */
+static bool
+RelayOne(int64 after_id)
+{
+	char	   *f[4];
+	WalletRpcResult stored;
+
+	if (!PayoutQuery("SELECT id::text, tx_hash, tx_metadata, to_json(key_images)::text "
+					 "FROM compay.payout_transactions "
+					 "WHERE status = 'built' AND id > $1::bigint "
+					 "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
+					 "ORDER BY id LIMIT 1", 1, psprintf(INT64_FORMAT, after_id), NULL, f, 4))
+		return false;
+	if (Reconcile(f[0], f[1], f[2], f[3], true))
+	{
 		WalletRpcCall("store", "{}", &stored);
 		PayoutQuery("SELECT compay.record_payout_relayed($1::bigint)", 1, f[0], NULL, NULL, 0);
 	}
-	else
-		PayoutQuery("SELECT compay.record_payout_retry($1::bigint, $2)", 2,
-					f[0], Describe(&r), NULL, 0);
 	return true;
 }
 
-/* relayed -> its confirmations, confirmed at the threshold. */
+/*
+ * relayed -> its confirmations, confirmed at the threshold.  One the
+ * wallet does not show as mined is reconciled: relayed again if the
+ * daemon dropped it from its pool, voided if it can never be mined.
+ */
 static bool
 ConfirmOne(int64 after_id, int64 *id)
 {
-	char	   *f[2];
+	char	   *f[4];
 	WalletRpcResult r;
-	char	   *confirmations;
+	char	   *confirmations = NULL;
 
-	if (!PayoutQuery("SELECT id::text, tx_hash FROM compay.payout_transactions "
+	if (!PayoutQuery("SELECT id::text, tx_hash, tx_metadata, to_json(key_images)::text "
+					 "FROM compay.payout_transactions "
 					 "WHERE status = 'relayed' AND id > $1::bigint ORDER BY id LIMIT 1",
-					 1, psprintf(INT64_FORMAT, after_id), NULL, f, 2))
+					 1, psprintf(INT64_FORMAT, after_id), NULL, f, 4))
 		return false;
 	*id = pg_strtoint64(f[0]);
 	WalletRpcCall("get_transfer_by_txid", psprintf("{\"txid\":\"%s\"}", f[1]), &r);
-	if (r.status != WALLET_RPC_OK)
-		return true;
-	confirmations = ResultField(&r, "transfer", "confirmations");
+	if (r.status == WALLET_RPC_OK)
+		confirmations = ResultField(&r, "transfer", "confirmations");
 	if (confirmations != NULL)
 		PayoutQuery("SELECT compay.record_payout_confirmations($1::bigint, $2::integer)", 2,
 					f[0], confirmations, NULL, 0);
+	else if (r.status == WALLET_RPC_OK || r.status == WALLET_RPC_ERROR)
+		Reconcile(f[0], f[1], f[2], f[3], false);
 	return true;
 }
 

@@ -44,6 +44,7 @@ PG_FUNCTION_INFO_V1(compay_wallet_rpc);
 static char *wallet_rpc_url = NULL;
 static char *wallet_rpc_user = NULL;
 static char *wallet_rpc_password_file = NULL;
+static char *daemon_rpc_url = NULL;
 static int	wallet_rpc_connect_timeout_ms = 2000;
 static int	wallet_rpc_timeout_s = 120;
 static int	wallet_rpc_reply_max_kb = 4096;
@@ -161,6 +162,11 @@ WalletRpcInit(void)
 							   "Read by the server at each call; keep it readable only by the server's user.",
 							   &wallet_rpc_password_file, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+	DefineCustomStringVariable("compay.daemon_rpc_url",
+							   "Base URL of the monerod RPC the wallet uses; empty for none.",
+							   "Payouts ask it by tx hash (/get_transactions, /is_key_image_spent) before taking anything for not sent; without it a payout whose relay fails stays built.",
+							   &daemon_rpc_url, "", PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
 	DefineCustomIntVariable("compay.wallet_rpc_connect_timeout",
 							"Time allowed to connect to the wallet RPC.",
 							NULL, &wallet_rpc_connect_timeout_ms, 2000, 100, 60000,
@@ -240,7 +246,13 @@ CheckTransfer(CURLcode rc, long http_status, ReplyBuffer *reply, WalletRpcResult
 	}
 	if (rc != CURLE_OK)
 	{
-		out->status = rc == CURLE_OPERATION_TIMEDOUT ? WALLET_RPC_TIMEOUT : WALLET_RPC_UNREACHABLE;
+		if (rc == CURLE_OPERATION_TIMEDOUT)
+			out->status = WALLET_RPC_TIMEOUT;
+		else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+				 rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL)
+			out->status = WALLET_RPC_UNREACHABLE;
+		else
+			out->status = WALLET_RPC_NO_REPLY;
 		out->error = psprintf("%s", curl_easy_strerror(rc));
 		return false;
 	}
@@ -253,20 +265,30 @@ CheckTransfer(CURLcode rc, long http_status, ReplyBuffer *reply, WalletRpcResult
 	return true;
 }
 
-/* Parses the body: a JSON object with "result" and without "error". */
-static void
-ParseReply(const char *body, WalletRpcResult *out)
+/* The body as jsonb if it is a JSON object, else NULL. */
+static Jsonb *
+ParseObject(const char *body)
 {
-	Jsonb	   *reply = NULL;
-	JsonbValue *v;
+	Jsonb	   *reply;
 	JsonLexContext *lex;
 
 	/* Check the syntax first: jsonb_in would raise an error on bad JSON. */
 	lex = makeJsonLexContextCstringLen((char *) body, strlen(body),
 									   GetDatabaseEncoding(), true);
-	if (pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS)
-		reply = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
-	if (reply == NULL || !JB_ROOT_IS_OBJECT(reply))
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		return NULL;
+	reply = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
+	return JB_ROOT_IS_OBJECT(reply) ? reply : NULL;
+}
+
+/* Parses the body: a JSON object with "result" and without "error". */
+static void
+ParseReply(const char *body, WalletRpcResult *out)
+{
+	Jsonb	   *reply = ParseObject(body);
+	JsonbValue *v;
+
+	if (reply == NULL)
 	{
 		out->status = WALLET_RPC_BAD_REPLY;
 		out->error = pstrdup("the reply is not a JSON object");
@@ -292,47 +314,38 @@ ParseReply(const char *body, WalletRpcResult *out)
 }
 
 /*
- * Calls method with params (JSON text of an object) on the wallet RPC.
- * Never called with a ledger lock held or, from the worker, inside a
- * transaction (docs/design.md, "Payouts").
+ * POSTs body (JSON) to url, with the wallet's digest login when login is
+ * set; fills out->status (and error) for a transport failure and returns
+ * the body, or NULL.  Never called with a ledger lock held or, from the
+ * worker, inside a transaction (docs/design.md, "Payouts").
  */
-void
-WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
+static char *
+HttpPostJson(const char *url, const char *body, size_t body_len, bool login,
+			 WalletRpcResult *out)
 {
 	CURL	   *volatile curl = NULL;
 	struct curl_slist *volatile headers = NULL;
 	ReplyBuffer reply = {0};
-	StringInfoData request;
-	char	   *password;
-	char	   *url;
+	char	   *volatile password = NULL;
+	char	   *volatile text = NULL;
 	CURLcode	rc;
 	long		http_status = 0;
 
-	memset(out, 0, sizeof(*out));
 	if (!curl_ready)
 	{
 		if (curl_global_init(CURL_GLOBAL_ALL) != 0)
 			elog(ERROR, "curl_global_init failed");
 		curl_ready = true;
 	}
-	if (strncmp(wallet_rpc_url, "http://", 7) != 0 && strncmp(wallet_rpc_url, "https://", 8) != 0)
+	if (login && wallet_rpc_user[0] != '\0')
 	{
-		out->status = WALLET_RPC_UNREACHABLE;
-		out->error = psprintf("compay.wallet_rpc_url \"%s\" is not an http or https URL",
-							  wallet_rpc_url);
-		return;
+		password = ReadPassword(&out->error);
+		if (password == NULL)
+		{
+			out->status = WALLET_RPC_UNAUTHORIZED;
+			return NULL;
+		}
 	}
-	password = ReadPassword(&out->error);
-	if (password == NULL)
-	{
-		out->status = WALLET_RPC_UNAUTHORIZED;
-		return;
-	}
-	initStringInfo(&request);
-	appendStringInfo(&request, "{\"jsonrpc\":\"2.0\",\"id\":\"0\",\"method\":");
-	escape_json(&request, method);
-	appendStringInfo(&request, ",\"params\":%s}", params ? params : "{}");
-	url = psprintf("%s/json_rpc", wallet_rpc_url);
 	reply.max = (size_t) wallet_rpc_reply_max_kb * 1024;
 
 	PG_TRY();
@@ -347,11 +360,11 @@ WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
 		curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long) wallet_rpc_connect_timeout_ms);
 		curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long) wallet_rpc_timeout_s);
 		curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.data);
-		curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long) request.len);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long) body_len);
 		curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteReply);
 		curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
-		if (wallet_rpc_user[0] != '\0')
+		if (password != NULL)
 		{
 			curl_easy_setopt(curl, CURLOPT_HTTPAUTH, (long) CURLAUTH_DIGEST);
 			curl_easy_setopt(curl, CURLOPT_USERNAME, wallet_rpc_user);
@@ -360,7 +373,7 @@ WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
 		rc = curl_easy_perform(curl);
 		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http_status);
 		if (CheckTransfer(rc, http_status, &reply, out))
-			ParseReply(reply.data ? reply.data : "", out);
+			text = pstrdup(reply.data ? reply.data : "");
 	}
 	PG_FINALLY();
 	{
@@ -371,6 +384,92 @@ WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
 		free(reply.data);
 	}
 	PG_END_TRY();
+	return text;
+}
+
+static bool
+IsHttpUrl(const char *url)
+{
+	return strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0;
+}
+
+/* Calls method with params (JSON text of an object) on the wallet RPC. */
+void
+WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
+{
+	StringInfoData request;
+	char	   *body;
+
+	memset(out, 0, sizeof(*out));
+	if (!IsHttpUrl(wallet_rpc_url))
+	{
+		out->status = WALLET_RPC_UNREACHABLE;
+		out->error = psprintf("compay.wallet_rpc_url \"%s\" is not an http or https URL",
+							  wallet_rpc_url);
+		return;
+	}
+	initStringInfo(&request);
+	appendStringInfo(&request, "{\"jsonrpc\":\"2.0\",\"id\":\"0\",\"method\":");
+	escape_json(&request, method);
+	appendStringInfo(&request, ",\"params\":%s}", params ? params : "{}");
+	body = HttpPostJson(psprintf("%s/json_rpc", wallet_rpc_url), request.data, request.len,
+						true, out);
+	if (body != NULL)
+		ParseReply(body, out);
+}
+
+/*
+ * Whether compay.daemon_rpc_url is set: the payout code then also asks the
+ * daemon, by tx hash, before it takes anything for "not sent".
+ */
+bool
+DaemonRpcConfigured(void)
+{
+	return daemon_rpc_url != NULL && daemon_rpc_url[0] != '\0';
+}
+
+/*
+ * POSTs params to one of monerod's other (non-JSON-RPC) endpoints, such as
+ * /get_transactions; OK when the reply is an object whose "status" is
+ * "OK", and then result is the whole reply.
+ */
+void
+DaemonRpcCall(const char *path, const char *params, WalletRpcResult *out)
+{
+	char	   *body;
+	Jsonb	   *reply;
+	JsonbValue *v;
+
+	memset(out, 0, sizeof(*out));
+	if (!DaemonRpcConfigured() || !IsHttpUrl(daemon_rpc_url))
+	{
+		out->status = WALLET_RPC_UNREACHABLE;
+		out->error = psprintf("compay.daemon_rpc_url \"%s\" is not an http or https URL",
+							  daemon_rpc_url ? daemon_rpc_url : "");
+		return;
+	}
+	body = HttpPostJson(psprintf("%s%s", daemon_rpc_url, path), params, strlen(params),
+						false, out);
+	if (body == NULL)
+		return;
+	reply = ParseObject(body);
+	if (reply == NULL)
+	{
+		out->status = WALLET_RPC_BAD_REPLY;
+		out->error = pstrdup("the reply is not a JSON object");
+		return;
+	}
+	v = getKeyJsonValueFromContainer(&reply->root, "status", 6, NULL);
+	if (v == NULL || v->type != jbvString || v->val.string.len != 2 ||
+		strncmp(v->val.string.val, "OK", 2) != 0)
+	{
+		out->status = WALLET_RPC_ERROR;
+		out->error = psprintf("the daemon answered %s",
+							  JsonbToCString(NULL, &reply->root, VARSIZE(reply)));
+		return;
+	}
+	out->status = WALLET_RPC_OK;
+	out->result = reply;
 }
 
 const char *
@@ -384,6 +483,8 @@ WalletRpcStatusName(WalletRpcStatus status)
 			return "unreachable";
 		case WALLET_RPC_TIMEOUT:
 			return "timeout";
+		case WALLET_RPC_NO_REPLY:
+			return "no reply";
 		case WALLET_RPC_UNAUTHORIZED:
 			return "unauthorized";
 		case WALLET_RPC_BAD_REPLY:

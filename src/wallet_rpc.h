@@ -18,7 +18,9 @@ typedef enum WalletRpcStatus
 {
 	WALLET_RPC_OK,
 	WALLET_RPC_UNREACHABLE,		/* no connection: nothing was sent */
-	WALLET_RPC_TIMEOUT,			/* sent, no complete reply: outcome unknown */
+	WALLET_RPC_TIMEOUT,			/* sent, no reply in time: outcome unknown */
+	WALLET_RPC_NO_REPLY,		/* sent, connection lost before a whole
+								 * reply: outcome unknown */
 	WALLET_RPC_UNAUTHORIZED,	/* HTTP 401, or no password */
 	WALLET_RPC_BAD_REPLY,		/* other HTTP status, not JSON, too big */
 	WALLET_RPC_ERROR			/* the wallet answered with an error member */
@@ -38,6 +40,8 @@ extern PGDLLIMPORT bool payout_auto_relay;
 
 extern void WalletRpcInit(void);
 extern void WalletRpcCall(const char *method, const char *params, WalletRpcResult *out);
+extern bool DaemonRpcConfigured(void);
+extern void DaemonRpcCall(const char *path, const char *params, WalletRpcResult *out);
 extern const char *WalletRpcStatusName(WalletRpcStatus status);
 
 #endif							/* COMPAY_WALLET_RPC_H */

@@ -1,0 +1,149 @@
+# Payouts reconciled with the daemon, against the real regtest: the worker
+# asks the daemon by tx hash (compay.daemon_rpc_url) before it takes a
+# payout for lost, and fails one only when it is certain it can never be
+# mined.
+#
+#  E. A relayed transaction dropped from the daemon's pool (flush_txpool)
+#     is relayed again, the same transaction, and paid once.
+#  F. A built transaction whose input the treasury spends elsewhere first
+#     (sweep_single of one of its key images, mined) can never be mined:
+#     the payout fails, the ledger gets the amount and the fee back, and
+#     the settlement is paid by a new transaction, once.
+#
+# Run: as test/t/031_payout_crash.pl.
+
+use strict;
+use warnings;
+
+use CompayRegtest;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $rt = CompayRegtest->up;
+my $node = $rt->node('reconcile', "compay.payout_confirmations = 5\n");
+
+sub sql { return $node->safe_psql('postgres', shift); }
+
+sub set_and_reload
+{
+	my ($setting, $value) = @_;
+	sql(qq{ALTER SYSTEM SET $setting = '$value'});
+	$node->reload;
+	sleep 1;
+}
+
+# The payee's earnings: an XMR-priced task paid by crypto, then settled
+# (the current hour closed early), which earmarks the amount for payout.
+my $n = 0;
+sub earn
+{
+	my ($payee, $amount) = @_;
+	$n++;
+	my $index = $rt->rpc('provider', 'create_address', '{"account_index":0}', 'result.address_index');
+	my $address = $rt->rpc('provider', 'get_address',
+		qq({"account_index":0,"address_index":[$index]}), 'result.addresses.0.address');
+	sql(qq{SELECT compay.set_payout_address('$payee', '$address');
+	  SELECT compay.deposit('req', '$amount', 'XMR');
+	  INSERT INTO compay.pricing_models (id, name, currency, base_price) VALUES (2000 + $n, 'r$n', 'XMR', '$amount');
+	  INSERT INTO compay.task_type_models VALUES ('r$n', 2000 + $n);
+	  SELECT compay.submit_task('rtask$n', 'req', '$payee', 'r$n');
+	  SELECT compay.complete_job('rtask$n', now() - interval '1 minute', now());
+	  SELECT (compay.process_task_payment('rtask$n', 'crypto')).status;
+	  SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '1 hour');});
+	return $index;
+}
+
+# The amounts of the outputs the provider wallet received at a subaddress.
+sub received
+{
+	my ($index) = @_;
+	$rt->rpc('provider', 'refresh');
+	my $reply = decode_json($rt->rpc('provider', 'get_transfers',
+		qq({"in":true,"pool":true,"subaddr_indices":[$index]})));
+	my @all = (@{ $reply->{result}{in} // [] }, @{ $reply->{result}{pool} // [] });
+	return join(',', map { $_->{amount} } @all);
+}
+
+sub in_pool
+{
+	my ($hash) = @_;
+	my $pool = $rt->rpc('daemon', '/get_transaction_pool_hashes');
+	return index($pool, $hash) >= 0;
+}
+
+sub wait_status
+{
+	my ($payee, $status, $what) = @_;
+	ok( $node->poll_query_until('postgres',
+			qq{SELECT count(*) >= 1 FROM compay.payouts WHERE node_id = '$payee' AND status = '$status'}),
+		"$what: $status");
+}
+
+sub xmr_balance
+{
+	my ($who) = @_;
+	return sql(qq{SELECT balance FROM compay.accounts WHERE node_id = '$who' AND currency = 'XMR'});
+}
+
+# E. Dropped from the pool after the relay.
+my $ie = earn('drop-e', '0.07');
+wait_status('drop-e', 'relayed', 'E');
+my $txe = sql(q{SELECT tx_hash FROM compay.payouts WHERE node_id = 'drop-e'});
+ok(in_pool($txe), 'E: the transaction is in the daemon pool');
+my $log_offset = -s $node->logfile;
+$rt->rpc('daemon', 'flush_txpool', qq({"txids":["$txe"]}));
+ok( $node->wait_for_log(qr/payout \d+ \($txe\) was dropped by the daemon; relaying it again/,
+		$log_offset),
+	'E: the worker saw it missing from the daemon and relayed it again');
+my $back = 0;
+for (1 .. 60) { $back = in_pool($txe) and last; sleep 1; }
+ok($back, 'E: the same transaction is back in the pool');
+$rt->run('mine', 5);
+wait_status('drop-e', 'confirmed', 'E');
+is(received($ie), '70000000000', 'E: the payee received exactly one output of 0.07 XMR');
+is(sql(q{SELECT count(*) FROM compay.payout_items WHERE node_id = 'drop-e'}), '1', 'E: one payout');
+
+# F. An input of a built payout spent elsewhere first.
+set_and_reload('compay.payout_auto_relay', 'off');
+my $fees_before = xmr_balance('$fees');
+my $if = earn('void-f', '0.09');
+wait_status('void-f', 'built', 'F');
+my ($pf, $txf, $ki, $fee) = split /\|/,
+  sql(q{SELECT p.id, p.tx_hash, p.key_images[1], p.fee FROM compay.payout_transactions p
+		JOIN compay.payout_items i ON i.payout_id = p.id WHERE i.node_id = 'void-f'});
+is(xmr_balance('void-f'), '0', 'F: built: the amount has left the payee account');
+ok(!in_pool($txf), 'F: built, nothing sent');
+like($rt->rpc('treasury', 'sweep_single',
+		qq({"address":"$rt->{env}{XMR_TREASURY_ADDRESS}","key_image":"$ki"}), 'result.tx_hash'),
+	qr/^[0-9a-f]{64}$/, 'F: the treasury spends one of its inputs in another transaction');
+$rt->run('mine', 1);
+set_and_reload('compay.payout_auto_relay', 'on');
+ok( $node->poll_query_until('postgres',
+		qq{SELECT status = 'failed' AND last_error LIKE 'void:%' FROM compay.payout_transactions WHERE id = $pf}),
+	'F: the payout failed: it can never be mined');
+is( xmr_balance('void-f'),
+	sql(qq{SELECT amount FROM compay.payout_items WHERE payout_id = $pf}),
+	'F: the amount is back in the payee account');
+is( sql(q{SELECT count(*) FROM compay.holds h JOIN compay.settlements s ON s.earmark_hold_id = h.id
+		  WHERE s.payee = 'void-f' AND h.status = 'pending'}),
+	'1', 'F: the settlement is earmarked again');
+is(xmr_balance('$fees'), $fees_before, 'F: the fee is back with $fees');
+is( sql(qq{SELECT count(*) FROM compay.transfers WHERE reference LIKE 'payout:$pf returned%'}),
+	$fee eq '0' ? '1' : '2', 'F: returned by one deposit for the payee and one for the fee');
+wait_status('void-f', 'relayed', 'F: a new transaction');
+isnt(sql(q{SELECT tx_hash FROM compay.payouts WHERE node_id = 'void-f' AND status = 'relayed'}),
+	$txf, 'F: the new transaction is another one');
+$rt->run('mine', 5);
+wait_status('void-f', 'confirmed', 'F');
+is(received($if), '90000000000', 'F: the payee received exactly one output of 0.09 XMR');
+is( sql(q{SELECT string_agg(p.status::text, ',' ORDER BY p.id) FROM compay.payout_transactions p
+		  JOIN compay.payout_items i ON i.payout_id = p.id WHERE i.node_id = 'void-f'}),
+	'failed,confirmed', 'F: one failed payout, one confirmed');
+is(sql(q{SELECT count(*) FROM compay.settlements WHERE payee = 'void-f' AND status = 'completed'}),
+	'1', 'F: the settlement is completed');
+is(sql(q{SELECT bool_and(ok) FROM compay.verify_ledger()}), 't', 'verify_ledger() ok');
+
+$node->stop;
+done_testing();
