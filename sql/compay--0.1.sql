@@ -346,6 +346,7 @@ CREATE TABLE compay.transfers (
 );
 ALTER SEQUENCE compay.transfers_id_seq OWNED BY compay.transfers.id;
 CREATE INDEX transfers_refund_of ON compay.transfers (refund_of) WHERE refund_of IS NOT NULL;
+CREATE INDEX transfers_withdrawal_reference ON compay.transfers (reference) WHERE kind = 'withdrawal';
 COMMENT ON TABLE compay.transfers IS 'one row per money movement; append-only';
 
 CREATE TABLE compay.journal (
@@ -2136,10 +2137,13 @@ CREATE TABLE compay.payout_items (
     node_id        text NOT NULL,
     address        text NOT NULL,
     amount         compay.credit NOT NULL,
+    fee            compay.credit NOT NULL DEFAULT '0',
     settlement_ids bigint[] NOT NULL,
     PRIMARY KEY (payout_id, node_id),
-    CONSTRAINT payout_items_amount CHECK (amount > '0')
+    CONSTRAINT payout_items_amount CHECK (amount > '0' AND fee >= '0' AND fee < amount)
 );
+COMMENT ON COLUMN compay.payout_items.fee IS
+    'the payee''s share of the network fee, paid out of its amount (compay.payout_fee_payer = ''payee''); it receives amount - fee';
 CREATE INDEX payout_items_node ON compay.payout_items (node_id);
 ALTER TABLE compay.settlements ADD COLUMN payout_id bigint;
 SELECT pg_catalog.pg_extension_config_dump('compay.payout_transactions', '');
@@ -2217,40 +2221,81 @@ BEGIN
     RETURN v_n;
 END $$;
 
--- The wallet's transfer parameters of a queued payout (amounts in atomic units).
-CREATE FUNCTION compay.payout_transfer_params(payout_id bigint) RETURNS jsonb
+-- Each payee's share of a payout's network fee when the payees pay it: in
+-- proportion to its amount, rounded down to the piconero; the first payee
+-- (by node id) also pays what rounding left.  The shares add up to the fee.
+CREATE FUNCTION compay.payout_fee_shares(payout_id bigint, fee compay.credit)
+RETURNS TABLE (node_id text, share compay.credit)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+    WITH i AS (
+        SELECT i.node_id, compay.atomic(i.amount) AS amount,
+               sum(compay.atomic(i.amount)) OVER () AS total,
+               row_number() OVER (ORDER BY i.node_id) AS n
+        FROM compay.payout_items i WHERE i.payout_id = $1
+    ), s AS (
+        SELECT i.node_id, i.n, floor(compay.atomic($2) * i.amount / i.total) AS share FROM i
+    )
+    SELECT s.node_id, compay.credit_from_atomic(
+               s.share + CASE WHEN s.n = 1 THEN compay.atomic($2) - sum(s.share) OVER () ELSE 0 END)
+    FROM s ORDER BY s.node_id
+$$;
+
+-- The wallet's transfer parameters of a queued payout (amounts in atomic
+-- units): each payee's amount, less its share of fee (0 when the network
+-- pays the fee).
+CREATE FUNCTION compay.payout_transfer_params(payout_id bigint, fee compay.credit DEFAULT '0')
+RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
     SELECT jsonb_build_object(
-        'destinations', jsonb_agg(jsonb_build_object('amount', compay.atomic(i.amount),
-                                                     'address', i.address) ORDER BY i.node_id),
+        'destinations', jsonb_agg(jsonb_build_object(
+                            'amount', compay.atomic(i.amount) - compay.atomic(f.share),
+                            'address', i.address) ORDER BY i.node_id),
         'account_index', 0, 'priority', 0, 'do_not_relay', true, 'get_tx_key', true,
         'get_tx_hex', false, 'get_tx_metadata', true)
-    FROM compay.payout_items i WHERE i.payout_id = $1
+    FROM compay.payout_items i
+    JOIN compay.payout_fee_shares($1, $2) f ON f.node_id = i.node_id
+    WHERE i.payout_id = $1
 $$;
 
 -- Built: the transaction exists (not yet relayed); record it and debit
--- the ledger in the same transaction, before anything is sent.
-CREATE FUNCTION compay.record_payout_built(payout_id bigint, reply jsonb) RETURNS void
+-- the ledger in the same transaction, before anything is sent.  With
+-- payees_pay_fee the transaction already paid each payee its amount less
+-- its share of the fee (compay.payout_transfer_params(id, fee)): the
+-- shares are recorded and $fees pays nothing.  The transaction must pay
+-- exactly what the items say, or nothing is recorded.
+CREATE FUNCTION compay.record_payout_built(payout_id bigint, reply jsonb,
+    payees_pay_fee boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
 DECLARE
     p compay.payout_transactions;
     v_fee compay.credit := compay.credit_from_atomic((reply->>'fee')::numeric);
-    v_fee_from text;
     v_holds bigint[];
+    v_sent numeric;
 BEGIN
     SELECT * INTO p FROM compay.payout_transactions WHERE id = payout_id FOR UPDATE;
     IF p.status <> 'queued' THEN
         RAISE EXCEPTION 'payout % is %, not queued', payout_id, p.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    IF payees_pay_fee THEN
+        UPDATE compay.payout_items i SET fee = f.share
+        FROM compay.payout_fee_shares(p.id, v_fee) f
+        WHERE i.payout_id = p.id AND i.node_id = f.node_id;
+    END IF;
+    SELECT sum(compay.atomic(i.amount) - compay.atomic(i.fee)) INTO v_sent
+    FROM compay.payout_items i WHERE i.payout_id = p.id;
+    IF v_sent IS DISTINCT FROM (reply->>'amount')::numeric THEN
+        RAISE EXCEPTION 'payout % would send % atomic units, the transaction sends %',
+            payout_id, v_sent, reply->>'amount'
+            USING ERRCODE = 'data_corrupted';
+    END IF;
     SELECT array_agg(s.earmark_hold_id ORDER BY s.earmark_hold_id) INTO v_holds
     FROM compay.settlements s WHERE s.payout_id = record_payout_built.payout_id;
-    v_fee_from := CASE current_setting('compay.payout_fee_payer') WHEN 'payee'
-        THEN (SELECT min(node_id) FROM compay.payout_items i WHERE i.payout_id = p.id)
-        ELSE '$fees' END;
-    PERFORM compay.payout_withdraw(v_holds, v_fee, v_fee_from, 'payout:' || p.id);
+    PERFORM compay.payout_withdraw(v_holds, CASE WHEN payees_pay_fee THEN '0' ELSE v_fee END,
+                                   '$fees', 'payout:' || p.id);
     UPDATE compay.payout_transactions
-    SET status = 'built', fee = v_fee, fee_from = v_fee_from, tx_hash = reply->>'tx_hash', tx_key = reply->>'tx_key',
+    SET status = 'built', fee = v_fee, fee_from = CASE WHEN payees_pay_fee THEN 'payees' ELSE '$fees' END,
+        tx_hash = reply->>'tx_hash', tx_key = reply->>'tx_key',
         tx_metadata = reply->>'tx_metadata',
         key_images = ARRAY(SELECT jsonb_array_elements_text(reply->'spent_key_images'->'key_images')),
         attempts = attempts + 1, last_error = NULL, next_attempt_at = NULL, built_at = now()
@@ -2347,8 +2392,9 @@ CREATE VIEW compay.payouts AS
 COMMENT ON VIEW compay.payouts IS 'payouts per node: amount, fee of the transaction, tx hash, confirmations, status';
 GRANT SELECT ON compay.payouts TO compay_reader;
 
-REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(bigint),
-    compay.record_payout_built(bigint, jsonb), compay.record_payout_failed(bigint, text),
+REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(bigint, compay.credit),
+    compay.payout_fee_shares(bigint, compay.credit),
+    compay.record_payout_built(bigint, jsonb, boolean), compay.record_payout_failed(bigint, text),
     compay.record_payout_retry(bigint, text), compay.record_payout_relayed(bigint),
     compay.record_payout_voided(bigint, text),
     compay.record_payout_confirmations(bigint, integer) FROM PUBLIC;
@@ -2378,11 +2424,11 @@ BEGIN
                  'txid', p.tx_hash, 'tx_key', p.tx_key, 'address', i.address));
         node_id := i.node_id;
         address := i.address;
-        amount := i.amount;
+        amount := i.amount - i.fee;
         received := compay.credit_from_atomic((r->>'received')::numeric);
         confirmations := (r->>'confirmations')::integer;
         in_pool := (r->>'in_pool')::boolean;
-        ok := received = i.amount;
+        ok := received = i.amount - i.fee;
         RETURN NEXT;
     END LOOP;
 END $$;

@@ -60,18 +60,12 @@ static SpiStatement update_hold_stmt = {
 	.argtypes = {INT8OID, SPI_ARG_CREDIT, TEXTOID, TIMESTAMPTZOID}
 };
 
-static SpiStatement payout_items_stmt = {
-	.sql = "SELECT i.node_id, i.amount FROM compay.payout_items i "
-	"WHERE i.payout_id = $1 ORDER BY i.node_id",
+static SpiStatement payout_withdrawals_stmt = {
+	.sql = "SELECT a.node_id, t.amount FROM compay.transfers t "
+	"JOIN compay.accounts a ON a.id = t.from_account "
+	"WHERE t.kind = 'withdrawal' AND t.reference IN ($1, $1 || ' fee') ORDER BY t.id",
 	.nargs = 1,
-	.argtypes = {INT8OID}
-};
-
-static SpiStatement payout_fee_stmt = {
-	.sql = "SELECT coalesce(fee, '0'), coalesce(fee_from, '$fees') "
-	"FROM compay.payout_transactions WHERE id = $1",
-	.nargs = 1,
-	.argtypes = {INT8OID}
+	.argtypes = {TEXTOID}
 };
 
 static SpiStatement due_holds_stmt = {
@@ -494,7 +488,8 @@ compay_settle_escrow(PG_FUNCTION_ARGS)
  * compay.payout_withdraw(hold_ids, fee, fee_from, reference): when a payout
  * transaction is built, each earmark hold (of the payees, all in XMR) is
  * captured in full to $external as a withdrawal, and the network fee moves
- * from fee_from ('$fees', or a payee) to $external.  One ledger call, every
+ * from fee_from ('$fees') to $external (a fee of 0 moves nothing: the
+ * payees paid it out of their amounts).  One ledger call, every
  * account locked at once.  Not granted to any role: the payout code calls
  * it.  Returns the number of holds withdrawn.
  */
@@ -583,21 +578,20 @@ compay_payout_withdraw(PG_FUNCTION_ARGS)
 /*
  * compay.payout_return(payout_id): the reverse of compay.payout_withdraw,
  * for a payout that is certain never to reach the chain (its inputs were
- * spent by another transaction): each payee's amount comes back from
- * $external (kind deposit), and the fee back to whoever paid it.  One
- * ledger call; the caller re-earmarks the settlements.  Not granted to any
- * role.  Returns the number of payees credited.
+ * spent by another transaction): every withdrawal of the payout (each
+ * payee's amount and the fee, by reference) comes back from $external
+ * (kind deposit).  One ledger call; the caller earmarks the settlements
+ * again.  Not granted to any role.  Returns the number of transfers
+ * reversed.
  */
 Datum
 compay_payout_return(PG_FUNCTION_ARGS)
 {
-	int64		payout_id;
+	char	   *reference;
 	Datum		arg;
 	uint64		n;
 	Credit	   *amounts;
 	const char **nodes;
-	Credit		fee;
-	char	   *reference;
 	LedgerBatch batch;
 	LedgerAccount *external;
 
@@ -605,18 +599,16 @@ compay_payout_return(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("payout_id must not be NULL")));
-	payout_id = PG_GETARG_INT64(0);
-	arg = Int64GetDatum(payout_id);
-	reference = psprintf("payout:" INT64_FORMAT " returned", payout_id);
+	reference = psprintf("payout:" INT64_FORMAT, PG_GETARG_INT64(0));
+	arg = CStringGetTextDatum(reference);
 
 	SPI_connect();
-	n = SpiRun(&payout_items_stmt, &arg, NULL, true, 0);
-	if (n < 1 || n > LEDGER_ACCOUNTS_MAX - 2)
+	n = SpiRun(&payout_withdrawals_stmt, &arg, NULL, true, 0);
+	if (n < 1 || n > LEDGER_ACCOUNTS_MAX - 1)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("payout " INT64_FORMAT " has %d payees, not 1 to %d",
-						payout_id, (int) n, LEDGER_ACCOUNTS_MAX - 2)));
-	nodes = palloc(sizeof(char *) * (n + 2));
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s has no withdrawal to return", reference)));
+	nodes = palloc(sizeof(char *) * (n + 1));
 	amounts = palloc(sizeof(Credit) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -625,33 +617,18 @@ compay_payout_return(PG_FUNCTION_ARGS)
 		nodes[i] = SpiGetText(i, 1);
 		amounts[i] = DatumGetCredit(SpiGetDatum(i, 2, &isnull));
 	}
-	SpiRun(&payout_fee_stmt, &arg, NULL, true, 1);
-	{
-		bool		isnull;
-
-		fee = DatumGetCredit(SpiGetDatum(0, 1, &isnull));
-		nodes[n + 1] = SpiGetText(0, 2);
-	}
 	nodes[n] = "$external";
 	LedgerBegin(&batch, "XMR");
-	LedgerLockAccounts(&batch, nodes, n + 2, false);
+	LedgerLockAccounts(&batch, nodes, n + 1, false);
 	external = LedgerFindAccount(&batch, "$external");
 	for (uint64 i = 0; i < n; i++)
 	{
-		LedgerAccount *payee = LedgerFindAccount(&batch, nodes[i]);
-		LedgerTransfer *t = LedgerAddTransfer(&batch, TRANSFER_DEPOSIT, external, payee,
+		LedgerAccount *to = LedgerFindAccount(&batch, nodes[i]);
+		LedgerTransfer *t = LedgerAddTransfer(&batch, TRANSFER_DEPOSIT, external, to,
 											  amounts[i]);
 
-		t->reference = reference;
-		LedgerMove(&batch, t, external, payee, amounts[i], ENTRY_DEBIT, ENTRY_CREDIT);
-	}
-	if (fee > 0)
-	{
-		LedgerAccount *payer = LedgerFindAccount(&batch, nodes[n + 1]);
-		LedgerTransfer *t = LedgerAddTransfer(&batch, TRANSFER_DEPOSIT, external, payer, fee);
-
-		t->reference = psprintf("%s fee", reference);
-		LedgerMove(&batch, t, external, payer, fee, ENTRY_DEBIT, ENTRY_CREDIT);
+		t->reference = psprintf("%s returned", reference);
+		LedgerMove(&batch, t, external, to, amounts[i], ENTRY_DEBIT, ENTRY_CREDIT);
 	}
 	LedgerFinish(&batch, NULL, 0);
 	PG_RETURN_INT32((int32) n);

@@ -116,6 +116,44 @@ Describe(WalletRpcResult *r)
 	return psprintf("%s: %s", WalletRpcStatusName(r->status), r->error ? r->error : "");
 }
 
+/* Most builds of one payout to settle the fee its payees pay. */
+#define PAYOUT_FEE_TRIES 3
+
+/*
+ * Builds payout id's transaction (transfer, do_not_relay) into r.  When the
+ * payees pay the fee, each destination is its amount less its share of the
+ * fee, which is known only once built: it builds with the last fee seen
+ * until the fee stays the same (a transaction not relayed reserves
+ * nothing, so building again is free).  Returns false if the fee did not
+ * settle.
+ */
+static bool
+BuildTransfer(const char *id, bool payees_pay_fee, WalletRpcResult *r)
+{
+	char	   *fee = "0";
+
+	for (int i = 0; i < PAYOUT_FEE_TRIES; i++)
+	{
+		char	   *params = NULL;
+		char	   *built_fee;
+
+		PayoutQuery("SELECT compay.payout_transfer_params($1::bigint, $2::compay.credit)::text",
+					2, id, fee, &params, 1);
+		WalletRpcCall("transfer", params, r);
+		if (r->status != WALLET_RPC_OK || !payees_pay_fee)
+			return true;
+		built_fee = ResultField(r, "fee", NULL);
+		if (built_fee == NULL)
+			return true;		/* record_payout_built refuses it */
+		PayoutQuery("SELECT compay.credit_from_atomic($1::numeric)::text", 1, built_fee, NULL,
+					&built_fee, 1);
+		if (strcmp(built_fee, fee) == 0)
+			return true;
+		fee = built_fee;
+	}
+	return false;
+}
+
 /*
  * queued -> built, failed, or left for later.  Not while another payout is
  * built and not yet relayed: a transfer with do_not_relay leaves its inputs
@@ -127,17 +165,23 @@ BuildOne(void)
 {
 	char	   *f[2];
 	WalletRpcResult r;
+	bool		payees_pay_fee;
 
-	if (!PayoutQuery("SELECT id::text, compay.payout_transfer_params(id)::text "
+	if (!PayoutQuery("SELECT id::text, current_setting('compay.payout_fee_payer') = 'payee' "
 					 "FROM compay.payout_transactions WHERE status = 'queued' "
 					 "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
 					 "AND NOT EXISTS (SELECT 1 FROM compay.payout_transactions b "
 					 "WHERE b.status = 'built') "
 					 "ORDER BY id LIMIT 1", 0, NULL, NULL, f, 2))
 		return false;
-	WalletRpcCall("transfer", f[1], &r);
-	if (r.status == WALLET_RPC_OK)
-		PayoutQuery("SELECT compay.record_payout_built($1::bigint, $2::jsonb)", 2,
+	payees_pay_fee = f[1][0] == 't';
+	if (!BuildTransfer(f[0], payees_pay_fee, &r))
+		PayoutQuery("SELECT compay.record_payout_retry($1::bigint, $2)", 2,
+					f[0], "the fee changed at each build", NULL, 0);
+	else if (r.status == WALLET_RPC_OK)
+		PayoutQuery(payees_pay_fee ?
+					"SELECT compay.record_payout_built($1::bigint, $2::jsonb, true)" :
+					"SELECT compay.record_payout_built($1::bigint, $2::jsonb, false)", 2,
 					f[0], ResultText(&r), NULL, 0);
 	else if (r.status == WALLET_RPC_ERROR)
 		PayoutQuery("SELECT compay.record_payout_failed($1::bigint, $2)", 2,

@@ -9,6 +9,9 @@
 #     (sweep_single of one of its key images, mined) can never be mined:
 #     the payout fails, the ledger gets the amount and the fee back, and
 #     the settlement is paid by a new transaction, once.
+#  G. compay.payout_fee_payer = 'payee': two payees in one transaction
+#     pay the network fee out of their amounts, in proportion; each
+#     receives exactly its amount less its share, $fees pays nothing.
 #
 # Run: as test/t/031_payout_crash.pl.
 
@@ -143,6 +146,34 @@ is( sql(q{SELECT string_agg(p.status::text, ',' ORDER BY p.id) FROM compay.payou
 	'failed,confirmed', 'F: one failed payout, one confirmed');
 is(sql(q{SELECT count(*) FROM compay.settlements WHERE payee = 'void-f' AND status = 'completed'}),
 	'1', 'F: the settlement is completed');
+
+# G. The payees pay the fee.
+set_and_reload('compay.worker_enabled', 'off');
+set_and_reload('compay.payout_fee_payer', 'payee');
+$fees_before = xmr_balance('$fees');
+my $ig1 = earn('fee-g1', '0.05');
+my $ig2 = earn('fee-g2', '0.15');
+is(sql(q{SELECT compay.queue_payouts()}), '1', 'G: one payout for both payees');
+set_and_reload('compay.worker_enabled', 'on');
+wait_status('fee-g2', 'relayed', 'G');
+my ($pg, $fee_g) = split /\|/,
+  sql(q{SELECT payout_id, compay.atomic(fee) FROM compay.payouts WHERE node_id = 'fee-g2'});
+ok($fee_g > 0, "G: the transaction's fee is $fee_g piconero");
+my $share2 = int($fee_g * 15 / 20);    # fee-g2: 0.15 of 0.20, rounded down
+my $share1 = $fee_g - $share2;         # fee-g1: its share and the remainder
+is( sql(qq{SELECT string_agg(compay.atomic(fee)::text, ',' ORDER BY node_id)
+		  FROM compay.payout_items WHERE payout_id = $pg}),
+	"$share1,$share2", 'G: the shares are in proportion to the amounts and add up to the fee');
+is(xmr_balance('$fees'), $fees_before, 'G: $fees paid nothing');
+is(xmr_balance('fee-g1') . ',' . xmr_balance('fee-g2'), '0,0', 'G: both amounts left the payees');
+$rt->run('mine', 5);
+wait_status('fee-g2', 'confirmed', 'G');
+is(received($ig1), 50000000000 - $share1, 'G: fee-g1 received 0.05 XMR less its share');
+is(received($ig2), 150000000000 - $share2, 'G: fee-g2 received 0.15 XMR less its share');
+is(sql(qq{SELECT string_agg(ok::text, ',') FROM compay.verify_payout($pg)}), 'true,true',
+	'G: verify_payout finds each payee paid its amount less its share');
+set_and_reload('compay.payout_fee_payer', 'network');
+
 is(sql(q{SELECT bool_and(ok) FROM compay.verify_ledger()}), 't', 'verify_ledger() ok');
 
 $node->stop;
