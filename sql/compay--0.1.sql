@@ -867,8 +867,12 @@ CREATE TABLE compay.verifications (
     quality_factor numeric,
     reward_amount  compay.credit,
     created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    rewarded_at    timestamptz,             -- when the reward moved from $rewards
+    settlement_id  bigint,                  -- the settlement that gathered the reward
     PRIMARY KEY (job_id, verifier)
 );
+CREATE INDEX verifications_unsettled ON compay.verifications (rewarded_at)
+    WHERE settlement_id IS NULL AND reward_amount > '0';
 COMMENT ON TABLE compay.verifications IS 'one vote per verifier and job';
 
 CREATE TABLE compay.usage_samples (
@@ -1358,7 +1362,8 @@ BEGIN
                                        v_reward, 'job:' || j.task_id);
     UPDATE compay.payments SET status = 'completed', completed_at = now(), transfer_id = v_transfer
     WHERE id = v_payment;
-    UPDATE compay.verifications SET reward_amount = v_reward WHERE job_id = j.id AND passed;
+    UPDATE compay.verifications SET reward_amount = v_reward, rewarded_at = now()
+    WHERE job_id = j.id AND passed;
     UPDATE compay.jobs SET status = 'paid', amount = v_amount, payment_id = v_payment,
                            updated_at = now()
     WHERE id = j.id;
@@ -1644,6 +1649,7 @@ CREATE TABLE compay.settlements (
     period_end      timestamptz NOT NULL,
     currency        text NOT NULL,
     payee           text NOT NULL,
+    purpose         text NOT NULL DEFAULT 'primary',   -- verification: verifier rewards
     payment_count   bigint NOT NULL,
     total_amount    compay.credit NOT NULL,
     status          compay.settlement_status NOT NULL DEFAULT 'pending',
@@ -1654,7 +1660,8 @@ CREATE TABLE compay.settlements (
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     completed_at    timestamptz,
     CONSTRAINT settlements_period CHECK (period_end > period_start),
-    CONSTRAINT settlements_totals CHECK (payment_count > 0 AND total_amount >= '0')
+    CONSTRAINT settlements_totals CHECK (payment_count > 0 AND total_amount >= '0'),
+    CONSTRAINT settlements_purpose CHECK (purpose IN ('primary', 'verification'))
 );
 ALTER SEQUENCE compay.settlements_id_seq OWNED BY compay.settlements.id;
 CREATE INDEX settlements_open ON compay.settlements (status, next_attempt_at)
@@ -1684,6 +1691,18 @@ $$;
 COMMENT ON FUNCTION compay.period_start(compay.settlement_period, timestamptz) IS
     'start of the settlement period holding ts, in UTC; weeks start on Monday';
 
+-- What a settlement gathered: its payments, or for purpose verification
+-- its verifier rewards.
+CREATE FUNCTION compay.settled_amounts(settlement_id bigint, purpose text)
+RETURNS TABLE (amount compay.credit)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+    SELECT p.amount FROM compay.payments p
+    WHERE $2 = 'primary' AND p.settlement_id = $1
+    UNION ALL
+    SELECT v.reward_amount FROM compay.verifications v
+    WHERE $2 = 'verification' AND v.settlement_id = $1
+$$;
+
 -- Processes one settlement: credit and barter complete at once (the money
 -- moved when each payment was made); XMR is earmarked for payout by a
 -- hold on the payee's XMR account and stays processing until the payout.
@@ -1705,7 +1724,7 @@ BEGIN
     END IF;
     BEGIN
         SELECT count(*), coalesce(compay.sum(amount), '0') INTO v_count, v_total
-        FROM compay.payments p WHERE p.settlement_id = s.id;
+        FROM compay.settled_amounts(s.id, s.purpose);
         IF v_count <> s.payment_count OR v_total <> s.total_amount THEN
             RAISE EXCEPTION 'settlement % records % payments of %, its payments are % of %',
                 s.id, s.payment_count, s.total_amount, v_count, v_total
@@ -1794,6 +1813,26 @@ BEGIN
     FROM eligible e JOIN groups g
       ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.to_node
     WHERE p.id = e.id;
+    -- Verifier rewards: their own settlements (purpose verification), paid
+    -- out to the verifier's verification address when it has one.
+    WITH eligible AS (
+        SELECT v.job_id, v.verifier, j.currency, v.reward_amount AS amount,
+               compay.period_start(run_settlement.period, v.rewarded_at) AS ps
+        FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
+        WHERE v.settlement_id IS NULL AND v.reward_amount > '0' AND v.rewarded_at < v_cutoff
+        FOR UPDATE OF v
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee, purpose,
+                                        payment_count, total_amount)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, verifier, 'verification', count(*), compay.sum(amount)
+        FROM eligible GROUP BY ps, currency, verifier
+        RETURNING id, period_start, currency, payee
+    )
+    UPDATE compay.verifications v SET settlement_id = g.id
+    FROM eligible e JOIN groups g
+      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
+    WHERE v.job_id = e.job_id AND v.verifier = e.verifier;
     RETURN QUERY SELECT compay.process_due_settlements(as_of);
 END $$;
 COMMENT ON FUNCTION compay.run_settlement(compay.settlement_period, timestamptz) IS
@@ -1945,9 +1984,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
            coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
     FROM (SELECT s.id
           FROM compay.settlements s
-          LEFT JOIN compay.payments p ON p.settlement_id = s.id
+          LEFT JOIN LATERAL compay.settled_amounts(s.id, s.purpose) p ON true
           GROUP BY s.id, s.payment_count, s.total_amount
-          HAVING count(p.id) <> s.payment_count
+          HAVING count(p.amount) <> s.payment_count
               OR coalesce(compay.sum(p.amount), '0') OPERATOR(compay.<>) s.total_amount) bad
 $$;
 COMMENT ON FUNCTION compay.verify_ledger() IS
@@ -2139,7 +2178,7 @@ CREATE TABLE compay.payout_items (
     amount         compay.credit NOT NULL,
     fee            compay.credit NOT NULL DEFAULT '0',
     settlement_ids bigint[] NOT NULL,
-    PRIMARY KEY (payout_id, node_id),
+    PRIMARY KEY (payout_id, node_id, address),
     CONSTRAINT payout_items_amount CHECK (amount > '0' AND fee >= '0' AND fee < amount)
 );
 COMMENT ON COLUMN compay.payout_items.fee IS
@@ -2179,13 +2218,17 @@ BEGIN
     PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
     FOR r IN
         WITH open AS (
-            SELECT s.id, s.payee, s.total_amount,
+            -- Verifier rewards go to the verification address when there is one.
+            SELECT s.id, s.payee, s.total_amount, coalesce(v.address, a.address) AS address,
                    compay.sum(s.total_amount) OVER (PARTITION BY s.payee ORDER BY s.id) AS running
             FROM compay.settlements s
+            JOIN compay.payout_addresses a ON a.node_id = s.payee AND a.purpose = 'primary'
+            LEFT JOIN compay.payout_addresses v
+              ON v.node_id = s.payee AND v.purpose = 'verification' AND s.purpose = 'verification'
             WHERE s.currency = 'XMR' AND s.status = 'processing' AND s.payout_id IS NULL
               AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= now())
         ), node AS (
-            SELECT o.payee, pol.*, a.address,
+            SELECT o.payee, pol.*,
                    coalesce((SELECT compay.sum(i.amount) FROM compay.payout_items i
                              JOIN compay.payout_transactions p ON p.id = i.payout_id
                              WHERE i.node_id = o.payee AND p.status <> 'failed'
@@ -2195,17 +2238,16 @@ BEGIN
                     WHERE i.node_id = o.payee AND p.status <> 'failed') AS last_payout
             FROM (SELECT DISTINCT payee FROM open) o
             CROSS JOIN LATERAL compay.payout_policy(o.payee) pol
-            JOIN compay.payout_addresses a ON a.node_id = o.payee AND a.purpose = 'primary'
         )
-        SELECT n.payee, n.address, array_agg(o.id ORDER BY o.id) AS ids,
+        SELECT n.payee, o.address, array_agg(o.id ORDER BY o.id) AS ids,
                compay.sum(o.total_amount) AS amount
         FROM node n JOIN open o ON o.payee = n.payee
         WHERE n.auto_payout
           AND (n.last_payout IS NULL OR n.last_payout <= now() - n.payout_interval)
           AND n.paid_today + o.running <= n.max_per_day
-        GROUP BY n.payee, n.address, n.min_payout
+        GROUP BY n.payee, o.address, n.min_payout
         HAVING compay.sum(o.total_amount) >= n.min_payout
-        ORDER BY n.payee
+        ORDER BY n.payee, o.address
     LOOP
         IF v_payout IS NULL OR v_items >= v_batch THEN
             INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
@@ -2225,19 +2267,20 @@ END $$;
 -- proportion to its amount, rounded down to the piconero; the first payee
 -- (by node id) also pays what rounding left.  The shares add up to the fee.
 CREATE FUNCTION compay.payout_fee_shares(payout_id bigint, fee compay.credit)
-RETURNS TABLE (node_id text, share compay.credit)
+RETURNS TABLE (node_id text, address text, share compay.credit)
 LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
     WITH i AS (
-        SELECT i.node_id, compay.atomic(i.amount) AS amount,
+        SELECT i.node_id, i.address, compay.atomic(i.amount) AS amount,
                sum(compay.atomic(i.amount)) OVER () AS total,
-               row_number() OVER (ORDER BY i.node_id) AS n
+               row_number() OVER (ORDER BY i.node_id, i.address) AS n
         FROM compay.payout_items i WHERE i.payout_id = $1
     ), s AS (
-        SELECT i.node_id, i.n, floor(compay.atomic($2) * i.amount / i.total) AS share FROM i
+        SELECT i.node_id, i.address, i.n, floor(compay.atomic($2) * i.amount / i.total) AS share
+        FROM i
     )
-    SELECT s.node_id, compay.credit_from_atomic(
+    SELECT s.node_id, s.address, compay.credit_from_atomic(
                s.share + CASE WHEN s.n = 1 THEN compay.atomic($2) - sum(s.share) OVER () ELSE 0 END)
-    FROM s ORDER BY s.node_id
+    FROM s ORDER BY s.node_id, s.address
 $$;
 
 -- The wallet's transfer parameters of a queued payout (amounts in atomic
@@ -2249,11 +2292,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
     SELECT jsonb_build_object(
         'destinations', jsonb_agg(jsonb_build_object(
                             'amount', compay.atomic(i.amount) - compay.atomic(f.share),
-                            'address', i.address) ORDER BY i.node_id),
+                            'address', i.address) ORDER BY i.node_id, i.address),
         'account_index', 0, 'priority', 0, 'do_not_relay', true, 'get_tx_key', true,
         'get_tx_hex', false, 'get_tx_metadata', true)
     FROM compay.payout_items i
-    JOIN compay.payout_fee_shares($1, $2) f ON f.node_id = i.node_id
+    JOIN compay.payout_fee_shares($1, $2) f ON f.node_id = i.node_id AND f.address = i.address
     WHERE i.payout_id = $1
 $$;
 
@@ -2280,7 +2323,7 @@ BEGIN
     IF payees_pay_fee THEN
         UPDATE compay.payout_items i SET fee = f.share
         FROM compay.payout_fee_shares(p.id, v_fee) f
-        WHERE i.payout_id = p.id AND i.node_id = f.node_id;
+        WHERE i.payout_id = p.id AND i.node_id = f.node_id AND i.address = f.address;
     END IF;
     SELECT sum(compay.atomic(i.amount) - compay.atomic(i.fee)) INTO v_sent
     FROM compay.payout_items i WHERE i.payout_id = p.id;

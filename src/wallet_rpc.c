@@ -330,6 +330,7 @@ HttpPostJson(const char *url, const char *body, size_t body_len, bool login,
 	char	   *volatile text = NULL;
 	CURLcode	rc;
 	long		http_status = 0;
+	long		connects = 0;
 
 	if (!curl_ready)
 	{
@@ -372,6 +373,7 @@ HttpPostJson(const char *url, const char *body, size_t body_len, bool login,
 		}
 		rc = curl_easy_perform(curl);
 		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http_status);
+		curl_easy_getinfo(curl, CURLINFO_NUM_CONNECTS, &connects);
 		if (CheckTransfer(rc, http_status, &reply, out))
 			text = pstrdup(reply.data ? reply.data : "");
 	}
@@ -384,6 +386,11 @@ HttpPostJson(const char *url, const char *body, size_t body_len, bool login,
 		free(reply.data);
 	}
 	PG_END_TRY();
+	/* One connection serves the login's 401 and the request itself. */
+	if (connects > 1)
+		ereport(LOG,
+				(errmsg("compay: the HTTP client sent a request to %s again on a new connection", url),
+				 errdetail("A reused connection closed before the reply; the request may have run twice.")));
 	return text;
 }
 
@@ -496,6 +503,40 @@ WalletRpcStatusName(WalletRpcStatus status)
 }
 
 /*
+ * The wallet methods that create and send a transaction.  libcurl sends a
+ * request again, by itself, when a reused connection closes before any of
+ * the reply arrives (and the digest login's request always goes on a
+ * reused connection), so a call can run twice in the wallet; such a call
+ * must not send money.  compay.wallet_rpc() therefore takes them only with
+ * do_not_relay: the transaction is then relayed by relay_tx, which sends
+ * the same transaction again or nothing: the payout code's way.
+ */
+static void
+RefuseSending(const char *method, Jsonb *params)
+{
+	static const char *const sending[] = {
+		"transfer", "transfer_split", "sweep_all", "sweep_single", "sweep_dust",
+		"sweep_unmixable"
+	};
+	JsonbValue *v = NULL;
+
+	for (int i = 0; i < (int) lengthof(sending); i++)
+	{
+		if (strcmp(method, sending[i]) != 0)
+			continue;
+		if (params != NULL)
+			v = getKeyJsonValueFromContainer(&params->root, "do_not_relay", 12, NULL);
+		if (v != NULL && v->type == jbvBool && v->val.boolean)
+			return;
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("compay.wallet_rpc() sends no money: %s needs \"do_not_relay\": true", method),
+				 errdetail("A request whose reply is lost can reach the wallet twice."),
+				 errhint("Build with do_not_relay and get_tx_metadata, then relay the metadata with relay_tx, which cannot send twice; payouts do this by themselves.")));
+	}
+}
+
+/*
  * compay.wallet_rpc(method, params jsonb DEFAULT '{}') -> jsonb: one call,
  * for operators and tests (superuser only).  It runs inside the caller's
  * transaction, so it must not be used while ledger locks are held; the
@@ -521,6 +562,8 @@ compay_wallet_rpc(PG_FUNCTION_ARGS)
 					 errmsg("wallet RPC params must be a JSON object")));
 		params = JsonbToCString(NULL, &p->root, VARSIZE(p));
 	}
+	RefuseSending(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+				  PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1));
 	WalletRpcCall(text_to_cstring(PG_GETARG_TEXT_PP(0)), params, &r);
 	if (r.status == WALLET_RPC_ERROR)
 		ereport(ERROR,

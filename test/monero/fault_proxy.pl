@@ -28,10 +28,11 @@
 #   huge        do not forward; answer 200 with a valid JSON-RPC reply of
 #               about 6 MB: {"jsonrpc":"2.0","id":"0","result":{"pad":"x..."}}
 #               where pad is exactly 6000000 "x"
-#   drop_relay  forward everything, but when the request contains relay_tx
-#               and the wallet answered 200 (the authenticated round), close
-#               the client connection without the reply and write "pass" to
-#               MODE_FILE: the relay happened, its one reply is lost.
+#   drop_relay  forward everything, but when the request's method is
+#               relay_tx and the wallet answered 200 (the authenticated
+#               round), close the client connection without the reply and
+#               write "pass" to MODE_FILE: the relay happened, its one reply
+#               is lost.
 #               NB: libcurl re-sends a request, on a new connection, when a
 #               reused connection closes before one byte of the reply (and
 #               with digest the authenticated request always goes on the
@@ -226,7 +227,7 @@ sub serve
 			note("$tag: $status cut after $half of ", length $reply->{body}, ' body bytes');
 			last;
 		}
-		if ($mode =~ /^(drop|cut)_relay$/ && $status == 200 && $req->{body} =~ /relay_tx/)
+		if ($mode =~ /^(drop|cut)_relay$/ && $status == 200 && $method eq 'relay_tx')
 		{
 			set_mode('pass');
 			write_all($client, $reply->{head}) if $mode eq 'cut_relay';

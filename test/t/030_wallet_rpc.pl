@@ -47,20 +47,33 @@ is( sql(q{SELECT compay.wallet_rpc('get_address', '{"account_index": 0}')->>'add
 is( sql(qq{SELECT compay.check_monero_address('$env{XMR_PROVIDER_ADDRESS}', 'mainnet')}),
 	'standard', 'the provider address is a valid standard (mainnet-format) address');
 
-# A real transfer of exactly 1 XMR, seen by the provider after 10 blocks.
-my $tx = sql(
-	qq{SELECT compay.wallet_rpc('transfer', jsonb_build_object(
+# compay.wallet_rpc() sends no money by itself: a lost reply could make
+# the HTTP client send the request twice.
+like( sql_error(
+		qq{SELECT compay.wallet_rpc('transfer', jsonb_build_object(
+	       'destinations', jsonb_build_array(jsonb_build_object(
+	           'amount', 1000000000000, 'address', '$env{XMR_PROVIDER_ADDRESS}'))))}),
+	qr/22023.*needs "do_not_relay": true/s, 'a transfer that would send at once: 22023');
+like(sql_error(q{SELECT compay.wallet_rpc('sweep_all', '{"do_not_relay": false}')}),
+	qr/22023/, 'sweep_all with do_not_relay false: 22023');
+
+# A real transfer of exactly 1 XMR, built, then relayed, seen by the
+# provider after 10 blocks.
+my ($tx, $metadata) = split /\|/, sql(
+	qq{SELECT r->>'tx_hash', r->>'tx_metadata' FROM compay.wallet_rpc('transfer', jsonb_build_object(
 	       'destinations', jsonb_build_array(jsonb_build_object(
 	           'amount', 1000000000000, 'address', '$env{XMR_PROVIDER_ADDRESS}')),
-	       'priority', 0, 'get_tx_key', true))->>'tx_hash'});
-like($tx, qr/^[0-9a-f]{64}$/, "transfer sent: $tx");
+	       'priority', 0, 'get_tx_key', true, 'do_not_relay', true, 'get_tx_metadata', true)) r});
+like($tx, qr/^[0-9a-f]{64}$/, "transfer built: $tx");
+is(sql(qq{SELECT compay.wallet_rpc('relay_tx', jsonb_build_object('hex', '$metadata'))->>'tx_hash'}),
+	$tx, 'relayed: the same transaction');
 regtest('mine', $xmr, 10);
 my $in = regtest('rpc', $xmr, 'provider', 'get_transfer_by_txid',
 	qq({"txid":"$tx"}), '--get', 'result.transfer.amount');
 is($in, '1000000000000', 'the provider received exactly 1 XMR');
 
 # The wallet's own errors are PY015, with its code in the detail.
-like(sql_error(q{SELECT compay.wallet_rpc('transfer', '{"destinations": []}')}),
+like(sql_error(q{SELECT compay.wallet_rpc('transfer', '{"destinations": [], "do_not_relay": true}')}),
 	qr/PY015.*-20/s, 'no destination: PY015 with the wallet code -20');
 like(sql_error(q{SELECT compay.wallet_rpc('no_such_method')}),
 	qr/PY015.*-32601/s, 'unknown method: PY015, -32601');

@@ -12,6 +12,9 @@
 #  G. compay.payout_fee_payer = 'payee': two payees in one transaction
 #     pay the network fee out of their amounts, in proportion; each
 #     receives exactly its amount less its share, $fees pays nothing.
+#  H. Verifier rewards of an XMR job are settled apart (purpose
+#     verification) and paid to the verifier's verification address, or
+#     to its primary address when it has none.
 #
 # Run: as test/t/031_payout_crash.pl.
 
@@ -173,6 +176,44 @@ is(received($ig2), 150000000000 - $share2, 'G: fee-g2 received 0.15 XMR less its
 is(sql(qq{SELECT string_agg(ok::text, ',') FROM compay.verify_payout($pg)}), 'true,true',
 	'G: verify_payout finds each payee paid its amount less its share');
 set_and_reload('compay.payout_fee_payer', 'network');
+
+# H. Verifier rewards.
+sub subaddress
+{
+	my $index = $rt->rpc('provider', 'create_address', '{"account_index":0}', 'result.address_index');
+	my $address = $rt->rpc('provider', 'get_address',
+		qq({"account_index":0,"address_index":[$index]}), 'result.addresses.0.address');
+	return ($index, $address);
+}
+my ($ih_primary, $ah_primary) = subaddress();
+my ($ih_verify, $ah_verify) = subaddress();
+my ($ih2, $ah2) = subaddress();
+sql(qq{SELECT compay.set_payout_address('ver-h1', '$ah_primary');
+  SELECT compay.set_payout_address('ver-h1', '$ah_verify', 'verification');
+  SELECT compay.set_payout_address('ver-h2', '$ah2');
+  SELECT compay.set_payout_policy(v, true, '0.000001', '1 minute', '1') FROM unnest(ARRAY['ver-h1', 'ver-h2']) v;
+  SELECT compay.deposit('req-h', '1', 'XMR');
+  SELECT compay.submit_job('hjob', 'req-h', 'Basic Training', '1') > 0;
+  SELECT compay.assign_job('hjob', 'prov-h');
+  SELECT compay.complete_job('hjob', now() - interval '100 seconds', now());
+  SELECT compay.verify_job('hjob', 'ver-h1', true);
+  SELECT compay.verify_job('hjob', 'ver-h2', true);});
+my $reward = sql(q{SELECT compay.atomic(reward_amount) FROM compay.verifications v
+	JOIN compay.jobs j ON j.id = v.job_id WHERE j.task_id = 'hjob' AND v.verifier = 'ver-h1'});
+ok($reward > 0, "H: each verifier earned $reward piconero");
+sql(q{SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '1 hour')});
+is( sql(q{SELECT string_agg(payee || ':' || purpose, ',' ORDER BY payee) FROM compay.settlements
+		  WHERE payee IN ('ver-h1', 'ver-h2', 'prov-h')}),
+	'prov-h:primary,ver-h1:verification,ver-h2:verification',
+	'H: the rewards are settled apart from the provider\'s earnings');
+wait_status('ver-h1', 'relayed', 'H: ver-h1');
+wait_status('ver-h2', 'relayed', 'H: ver-h2');
+$rt->run('mine', 5);
+wait_status('ver-h1', 'confirmed', 'H: ver-h1');
+wait_status('ver-h2', 'confirmed', 'H: ver-h2');
+is(received($ih_verify), $reward, 'H: ver-h1 was paid its reward at its verification address');
+is(received($ih_primary), '', 'H: nothing went to its primary address');
+is(received($ih2), $reward, 'H: ver-h2, without a verification address, was paid at its primary one');
 
 is(sql(q{SELECT bool_and(ok) FROM compay.verify_ledger()}), 't', 'verify_ledger() ok');
 
