@@ -2519,17 +2519,18 @@ CREATE TABLE compay.deposit_addresses (
 );
 CREATE TABLE compay.xmr_deposits (
     tx_hash       text NOT NULL,
+    global_index  bigint NOT NULL,           -- the output's index on chain
     address_index integer NOT NULL,
     node_id       text NOT NULL,
     amount        compay.credit NOT NULL,
     block_height  bigint,
     transfer_id   bigint NOT NULL,
     credited_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (tx_hash, address_index)
+    PRIMARY KEY (tx_hash, global_index)
 );
 COMMENT ON TABLE compay.deposit_addresses IS 'one treasury subaddress per node for its XMR deposits';
 COMMENT ON TABLE compay.xmr_deposits IS
-    'XMR deposits credited, once per transaction and subaddress, after compay.deposit_confirmations';
+    'XMR deposits credited, once per output (transaction and global output index), after compay.deposit_confirmations';
 SELECT pg_catalog.pg_extension_config_dump('compay.deposit_addresses', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.xmr_deposits', '');
 REVOKE ALL ON compay.deposit_addresses, compay.xmr_deposits FROM PUBLIC;
@@ -2560,9 +2561,11 @@ END $$;
 COMMENT ON FUNCTION compay.deposit_address(text) IS
     'the node''s deposit subaddress of the treasury wallet, made (create_address, then store) on first use';
 
--- Credits the incoming transfers the worker read (get_transfers "in") that
--- have enough confirmations and were not credited yet.  Returns how many.
-CREATE FUNCTION compay.record_deposits(reply jsonb) RETURNS integer
+-- Credits the outputs the worker read (incoming_transfers, at the
+-- wallet's height) that reached compay.deposit_confirmations and were not
+-- credited yet: once per output, by tx hash and global output index.
+-- Returns how many.
+CREATE FUNCTION compay.record_deposits(reply jsonb, height bigint) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
 DECLARE
     v_min integer := current_setting('compay.deposit_confirmations')::integer;
@@ -2571,31 +2574,32 @@ DECLARE
     v_transfer bigint;
 BEGIN
     FOR t IN
-        SELECT e->>'txid' AS txid, (e->'subaddr_index'->>'minor')::integer AS idx,
+        SELECT e->>'tx_hash' AS txid, (e->>'global_index')::bigint AS output,
+               (e->'subaddr_index'->>'minor')::integer AS idx,
                compay.credit_from_atomic((e->>'amount')::numeric) AS amount,
-               (e->>'height')::bigint AS height, d.node_id
-        FROM jsonb_array_elements(coalesce(reply->'in', '[]')) e
+               (e->>'block_height')::bigint AS block_height, d.node_id
+        FROM jsonb_array_elements(coalesce(reply->'transfers', '[]')) e
         JOIN compay.deposit_addresses d
           ON d.address_index = (e->'subaddr_index'->>'minor')::integer
         WHERE (e->'subaddr_index'->>'major')::integer = 0
-          AND coalesce((e->>'confirmations')::integer, 0) >= v_min
+          AND (e->>'block_height')::bigint > 0
+          AND record_deposits.height - (e->>'block_height')::bigint >= v_min
         ORDER BY 1, 2
     LOOP
-        CONTINUE WHEN t.node_id IS NULL
-            OR EXISTS (SELECT 1 FROM compay.xmr_deposits x
-                       WHERE x.tx_hash = t.txid AND x.address_index = t.idx);
+        CONTINUE WHEN EXISTS (SELECT 1 FROM compay.xmr_deposits x
+                              WHERE x.tx_hash = t.txid AND x.global_index = t.output);
         v_transfer := compay.deposit(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
-                                     'xmr-deposit:' || t.txid || ':' || t.idx);
-        INSERT INTO compay.xmr_deposits (tx_hash, address_index, node_id, amount, block_height,
-                                         transfer_id)
-        VALUES (t.txid, t.idx, t.node_id, t.amount, t.height, v_transfer);
+                                     'xmr-deposit:' || t.txid || ':' || t.output);
+        INSERT INTO compay.xmr_deposits (tx_hash, global_index, address_index, node_id, amount,
+                                         block_height, transfer_id)
+        VALUES (t.txid, t.output, t.idx, t.node_id, t.amount, t.block_height, v_transfer);
         v_n := v_n + 1;
     END LOOP;
     RETURN v_n;
 END $$;
 
 REVOKE ALL ON FUNCTION compay.verify_payout(bigint), compay.payout_proof(bigint, text),
-    compay.deposit_address(text), compay.record_deposits(jsonb) FROM PUBLIC;
+    compay.deposit_address(text), compay.record_deposits(jsonb, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.verify_payout(bigint), compay.payout_proof(bigint, text)
     TO compay_reader;
 GRANT EXECUTE ON FUNCTION compay.deposit_address(text) TO compay_app;

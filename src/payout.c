@@ -110,6 +110,17 @@ ResultField(WalletRpcResult *r, const char *a, const char *b)
 	return NULL;
 }
 
+/*
+ * Whether the wallet answered at all (a result or an error member).  A
+ * round stops a step's loop at the first call that got no answer, so a
+ * wallet that hangs costs one timeout a step, not one a payout.
+ */
+static bool
+Answered(WalletRpcResult *r)
+{
+	return r->status == WALLET_RPC_OK || r->status == WALLET_RPC_ERROR;
+}
+
 static char *
 Describe(WalletRpcResult *r)
 {
@@ -159,6 +170,8 @@ BuildTransfer(const char *id, bool payees_pay_fee, WalletRpcResult *r)
  * built and not yet relayed: a transfer with do_not_relay leaves its inputs
  * unspent in the wallet, so the next transfer would pick the same inputs
  * (the same key images), a double spend whose relay_tx can never succeed.
+ * Returns whether to go on: false when none is due or the wallet did not
+ * answer.
  */
 static bool
 BuildOne(void)
@@ -189,7 +202,7 @@ BuildOne(void)
 	else
 		PayoutQuery("SELECT compay.record_payout_retry($1::bigint, $2)", 2,
 					f[0], Describe(&r), NULL, 0);
-	return true;
+	return Answered(&r);
 }
 
 /* Is the transaction known to the wallet (pending or out)? */
@@ -338,6 +351,7 @@ RelayOne(int64 after_id)
  * relayed -> its confirmations, confirmed at the threshold.  One the
  * wallet does not show as mined is reconciled: relayed again if the
  * daemon dropped it from its pool, voided if it can never be mined.
+ * Returns whether to go on, as BuildOne.
  */
 static bool
 ConfirmOne(int64 after_id, int64 *id)
@@ -360,19 +374,21 @@ ConfirmOne(int64 after_id, int64 *id)
 					f[0], confirmations, NULL, 0);
 	else if (r.status == WALLET_RPC_OK || r.status == WALLET_RPC_ERROR)
 		Reconcile(f[0], f[1], f[2], f[3], false);
-	return true;
+	return Answered(&r);
 }
 
 /*
- * Deposits: reads the incoming transfers of the nodes' deposit subaddresses
- * and credits those with enough confirmations, once each
- * (compay.record_deposits, keyed by tx hash and subaddress).
+ * Deposits: reads the outputs received at the nodes' deposit subaddresses
+ * (incoming_transfers, one entry per output) and the wallet's height, and
+ * credits those with enough confirmations, once each
+ * (compay.record_deposits, keyed by tx hash and global output index).
  */
 static int64
 PollDeposits(void)
 {
 	char	   *indices = NULL;
 	char	   *credited = NULL;
+	char	   *height;
 	WalletRpcResult r;
 
 	PayoutQuery("SELECT string_agg(address_index::text, ',' ORDER BY address_index) "
@@ -380,17 +396,21 @@ PollDeposits(void)
 	if (indices == NULL)
 		return 0;				/* no deposit address: no wallet call */
 	WalletRpcCall("refresh", "{}", &r);
-	WalletRpcCall("get_transfers",
-				  psprintf("{\"in\":true,\"account_index\":0,\"subaddr_indices\":[%s]}", indices),
-				  &r);
-	if (r.status != WALLET_RPC_OK)
+	WalletRpcCall("get_height", "{}", &r);
+	height = r.status == WALLET_RPC_OK ? ResultField(&r, "height", NULL) : NULL;
+	if (height != NULL)
+		WalletRpcCall("incoming_transfers",
+					  psprintf("{\"transfer_type\":\"all\",\"account_index\":0,"
+							   "\"subaddr_indices\":[%s]}", indices),
+					  &r);
+	if (r.status != WALLET_RPC_OK || height == NULL)
 	{
 		ereport(LOG,
 				(errmsg("compay worker: could not read deposits: %s", Describe(&r))));
 		return 0;				/* read again next round */
 	}
-	PayoutQuery("SELECT compay.record_deposits($1::jsonb)::text", 1, ResultText(&r), NULL,
-				&credited, 1);
+	PayoutQuery("SELECT compay.record_deposits($1::jsonb, $2::bigint)::text", 2,
+				ResultText(&r), height, &credited, 1);
 	return credited ? pg_strtoint64(credited) : 0;
 }
 

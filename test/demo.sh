@@ -35,6 +35,7 @@ demo_inner() {
         "compay.wallet_rpc_url = '$XMR_TREASURY_URL'" \
         "compay.wallet_rpc_user = '$XMR_TREASURY_USER'" \
         "compay.wallet_rpc_password_file = '$XMR_TREASURY_PASSWORD_FILE'" \
+        "compay.daemon_rpc_url = '$XMR_DAEMON_URL'" \
         "compay.worker_naptime = '1s'"
     cluster_start "$dir/data" "$dir/postgres.log"
     DEMO_CLUSTER_UP=1

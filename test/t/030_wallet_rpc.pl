@@ -175,15 +175,16 @@ like( regtest('rpc', $xmr, 'provider', 'check_tx_proof',
 		qq({"txid":"$ptx","address":"$env{XMR_PROVIDER_ADDRESS}","message":"payout for gpu-a","signature":"$proof"})),
 	qr/"good"\s*:\s*true/, 'the payee wallet accepts the proof');
 
-# A deposit: the provider's wallet sends 0.7 XMR to a node's deposit
-# subaddress; it is credited once, only after 10 confirmations, and then
-# escrows an XMR job.
+# A deposit: the provider's wallet sends one transaction with two outputs,
+# 0.7 and 0.2 XMR, to a node's deposit subaddress; each output is credited
+# once, only after 10 confirmations, and the deposit then escrows an XMR
+# job.
 my $daddr = sql(q{SELECT compay.deposit_address('depositor')});
 is(sql(q{SELECT compay.deposit_address('depositor')}), $daddr, 'one deposit address per node');
 is(sql(qq{SELECT compay.check_monero_address('$daddr', 'mainnet')}), 'subaddress',
 	'it is a subaddress of the treasury');
 my $dtx = regtest('rpc', $xmr, 'provider', 'transfer',
-	qq({"destinations":[{"amount":700000000000,"address":"$daddr"}],"priority":0}),
+	qq({"destinations":[{"amount":700000000000,"address":"$daddr"},{"amount":200000000000,"address":"$daddr"}],"priority":0}),
 	'--get', 'result.tx_hash');
 like($dtx, qr/^[0-9a-f]{64}$/, "deposit sent: $dtx");
 regtest('mine', $xmr, 3);
@@ -191,16 +192,19 @@ sleep 3;
 is(sql(q{SELECT count(*) FROM compay.xmr_deposits}), '0', 'not credited with 3 confirmations');
 regtest('mine', $xmr, 8);
 ok( $node->poll_query_until('postgres',
-		q{SELECT balance::text = '0.7' FROM compay.balance('depositor', 'XMR')}),
-	'credited 0.7 XMR after 10 confirmations');
+		q{SELECT balance::text = '0.9' FROM compay.balance('depositor', 'XMR')}),
+	'credited 0.9 XMR after 10 confirmations');
+is( sql(q{SELECT string_agg(amount::text, ',' ORDER BY amount) || ' ' || count(DISTINCT tx_hash)
+		  || ' ' || count(DISTINCT global_index) FROM compay.xmr_deposits}),
+	'0.2,0.7 1 2', 'one credit per output: two outputs of one transaction');
 my $wpid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'compay settlement worker'});
 kill 'KILL', $wpid;
 $node->poll_query_until('postgres', 'SELECT 1', '1');
 $node->poll_query_until('postgres',
 	q{SELECT rounds > 2 FROM compay.worker_status});
-is(sql(q{SELECT count(*) || ':' || compay.sum(amount) FROM compay.xmr_deposits}), '1:0.7',
+is(sql(q{SELECT count(*) || ':' || compay.sum(amount) FROM compay.xmr_deposits}), '2:0.9',
 	'after a worker crash and restart, still credited once');
-is(sql(q{SELECT balance FROM compay.balance('depositor', 'XMR')}), '0.7', 'balance 0.7 XMR');
+is(sql(q{SELECT balance FROM compay.balance('depositor', 'XMR')}), '0.9', 'balance 0.9 XMR');
 ok(sql(q{SELECT compay.submit_job('xmr-job', 'depositor', 'Fine-tuning', '0.5') > 0}),
 	'the deposit escrows an XMR job');
 is(sql(q{SELECT bool_and(ok) FROM compay.verify_ledger()}), 't', 'verify_ledger() ok');
