@@ -873,6 +873,8 @@ CREATE TABLE compay.verifications (
 );
 CREATE INDEX verifications_unsettled ON compay.verifications (rewarded_at)
     WHERE settlement_id IS NULL AND reward_amount > '0';
+CREATE INDEX verifications_settlement ON compay.verifications (settlement_id)
+    WHERE settlement_id IS NOT NULL;
 COMMENT ON TABLE compay.verifications IS 'one vote per verifier and job';
 
 CREATE TABLE compay.usage_samples (
@@ -1691,18 +1693,6 @@ $$;
 COMMENT ON FUNCTION compay.period_start(compay.settlement_period, timestamptz) IS
     'start of the settlement period holding ts, in UTC; weeks start on Monday';
 
--- What a settlement gathered: its payments, or for purpose verification
--- its verifier rewards.
-CREATE FUNCTION compay.settled_amounts(settlement_id bigint, purpose text)
-RETURNS TABLE (amount compay.credit)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
-    SELECT p.amount FROM compay.payments p
-    WHERE $2 = 'primary' AND p.settlement_id = $1
-    UNION ALL
-    SELECT v.reward_amount FROM compay.verifications v
-    WHERE $2 = 'verification' AND v.settlement_id = $1
-$$;
-
 -- Processes one settlement: credit and barter complete at once (the money
 -- moved when each payment was made); XMR is earmarked for payout by a
 -- hold on the payee's XMR account and stays processing until the payout.
@@ -1723,8 +1713,13 @@ BEGIN
         RETURN s.status;
     END IF;
     BEGIN
-        SELECT count(*), coalesce(compay.sum(amount), '0') INTO v_count, v_total
-        FROM compay.settled_amounts(s.id, s.purpose);
+        IF s.purpose = 'verification' THEN
+            SELECT count(*), coalesce(compay.sum(reward_amount), '0') INTO v_count, v_total
+            FROM compay.verifications v WHERE v.settlement_id = s.id;
+        ELSE
+            SELECT count(*), coalesce(compay.sum(amount), '0') INTO v_count, v_total
+            FROM compay.payments p WHERE p.settlement_id = s.id;
+        END IF;
         IF v_count <> s.payment_count OR v_total <> s.total_amount THEN
             RAISE EXCEPTION 'settlement % records % payments of %, its payments are % of %',
                 s.id, s.payment_count, s.total_amount, v_count, v_total
@@ -1984,7 +1979,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
            coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
     FROM (SELECT s.id
           FROM compay.settlements s
-          LEFT JOIN LATERAL compay.settled_amounts(s.id, s.purpose) p ON true
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
           GROUP BY s.id, s.payment_count, s.total_amount
           HAVING count(p.amount) <> s.payment_count
               OR coalesce(compay.sum(p.amount), '0') OPERATOR(compay.<>) s.total_amount) bad

@@ -14,7 +14,8 @@ SELECT verify_job('llm-finetune-1', 'verifier-a', true, 1.0) AS after_vote_1;
 SELECT verify_job('llm-finetune-1', 'verifier-b', true, 1.2) AS after_vote_2;
 \echo '24 h of Fine-tuning at utilization factor 1.0, quality (1.0 + 1.2) / 2: 0.0012 x 24 x 1.1 = 0.03168 XMR'
 SELECT task_id, to_node, amount, currency, method, status FROM payments WHERE task_id = 'llm-finetune-1';
+\echo 'the verifiers'' rewards are settled apart (purpose verification), for their verification addresses'
 SELECT count(*) AS settlements FROM run_settlement('hourly', date_trunc('hour', now()) + interval '1 hour');
-SELECT id, currency, payee, total_amount, status, earmark_hold_id IS NOT NULL AS earmarked
+SELECT id, currency, payee, purpose, total_amount, status, earmark_hold_id IS NOT NULL AS earmarked
 FROM settlements WHERE currency = 'XMR';
 SELECT wake_worker();

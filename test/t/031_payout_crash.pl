@@ -21,7 +21,6 @@ use strict;
 use warnings;
 
 use CompayRegtest;
-use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -31,13 +30,7 @@ my $node = $rt->node('crash', "compay.payout_confirmations = 5\nrestart_after_cr
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
-sub set_and_reload
-{
-	my ($setting, $value) = @_;
-	sql(qq{ALTER SYSTEM SET $setting = '$value'});
-	$node->reload;
-	sleep 1;
-}
+sub set_and_reload { $rt->set($node, @_); }
 
 sub worker_pid
 {
@@ -56,38 +49,6 @@ sub kill_worker_and_recover
 	worker_pid();
 }
 
-# The payee's earnings: an XMR-priced task paid by crypto, then settled
-# (the current hour closed early), which earmarks the amount.
-my $n = 0;
-sub earn
-{
-	my ($payee, $amount) = @_;
-	$n++;
-	my $index = $rt->rpc('provider', 'create_address', '{"account_index":0}', 'result.address_index');
-	my $address = $rt->rpc('provider', 'get_address',
-		qq({"account_index":0,"address_index":[$index]}), 'result.addresses.0.address');
-	sql(qq{SELECT compay.set_payout_address('$payee', '$address');
-	  SELECT compay.deposit('req', '$amount', 'XMR');
-	  INSERT INTO compay.pricing_models (id, name, currency, base_price) VALUES (1000 + $n, 'm$n', 'XMR', '$amount');
-	  INSERT INTO compay.task_type_models SELECT 't$n', id FROM compay.pricing_models WHERE name = 'm$n';
-	  SELECT compay.submit_task('task$n', 'req', '$payee', 't$n');
-	  SELECT compay.complete_job('task$n', now() - interval '1 minute', now());
-	  SELECT (compay.process_task_payment('task$n', 'crypto')).status;
-	  SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '1 hour');});
-	return $index;
-}
-
-# Outputs the provider wallet received at a subaddress index.
-sub received
-{
-	my ($index) = @_;
-	$rt->rpc('provider', 'refresh');
-	my $reply = decode_json($rt->rpc('provider', 'get_transfers',
-		qq({"in":true,"pool":true,"subaddr_indices":[$index]})));
-	my @all = (@{ $reply->{result}{in} // [] }, @{ $reply->{result}{pool} // [] });
-	return join(',', map { $_->{amount} } @all);
-}
-
 sub payout_of
 {
 	my ($payee) = @_;
@@ -104,7 +65,7 @@ sub confirm_and_check
 	ok( $node->poll_query_until('postgres',
 			qq{SELECT count(*) = 1 FROM compay.payouts WHERE node_id = '$payee' AND status = 'confirmed'}),
 		"$what: confirmed");
-	is(received($index), $atomic, "$what: the payee's address received exactly one output of $atomic");
+	is($rt->received_amounts($index), $atomic, "$what: the payee's address received exactly one output of $atomic");
 	is( sql(qq{SELECT count(*) FROM compay.payout_items WHERE node_id = '$payee'}),
 		'1', "$what: one payout row");
 	is(sql(q{SELECT bool_and(ok) FROM compay.verify_ledger()}), 't', "$what: verify_ledger() ok");
@@ -112,7 +73,7 @@ sub confirm_and_check
 
 # A. After the build, before its commit.
 set_and_reload('compay.worker_enabled', 'off');
-my $ia = earn('crash-a', '0.1');
+my $ia = $rt->earn_at($node, 'crash-a', '0.1');
 is(sql(q{SELECT compay.queue_payouts()}), '1', 'A: one payout queued');
 my $pa = payout_of('crash-a');
 my $lock = $node->background_psql('postgres', on_error_stop => 0);
@@ -128,7 +89,7 @@ confirm_and_check('A', 'crash-a', $ia, '100000000000');
 
 # B. After the build was committed, before the relay.
 set_and_reload('compay.payout_auto_relay', 'off');
-my $ib = earn('crash-b', '0.2');
+my $ib = $rt->earn_at($node, 'crash-b', '0.2');
 ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) = 1 FROM compay.payouts WHERE node_id = 'crash-b' AND status = 'built'}),
 	'B: built, not relayed');
@@ -141,7 +102,7 @@ confirm_and_check('B', 'crash-b', $ib, '200000000000');
 
 # C. After the relay, before it was recorded.
 set_and_reload('compay.payout_auto_relay', 'off');
-my $ic = earn('crash-c', '0.3');
+my $ic = $rt->earn_at($node, 'crash-c', '0.3');
 ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) = 1 FROM compay.payouts WHERE node_id = 'crash-c' AND status = 'built'}),
 	'C: built');
@@ -163,7 +124,7 @@ is(sql(qq{SELECT tx_hash FROM compay.payout_transactions WHERE id = $pc}), $txc,
 	'C: the recorded transaction is the one relayed before the crash');
 
 # D. The wallet RPC killed after the relay, before it stored the wallet.
-my $id = earn('crash-d', '0.05');
+my $id = $rt->earn_at($node, 'crash-d', '0.05');
 ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) = 1 FROM compay.payouts WHERE node_id = 'crash-d' AND status = 'relayed'}),
 	'D: relayed');

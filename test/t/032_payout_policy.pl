@@ -27,7 +27,6 @@ use strict;
 use warnings;
 
 use CompayRegtest;
-use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -55,43 +54,20 @@ sub atomic
 
 # A payee: its own subaddress of the provider wallet, set as its payout
 # address.  Returns the subaddress index.
-sub payee
-{
-	my ($payee) = @_;
-	my $index = $rt->rpc('provider', 'create_address', '{"account_index":0}', 'result.address_index');
-	my $address = $rt->rpc('provider', 'get_address',
-		qq({"account_index":0,"address_index":[$index]}), 'result.addresses.0.address');
-	sql(qq{SELECT compay.set_payout_address('$payee', '$address')});
-	return $index;
-}
+sub payee { return $rt->pay_to($node, shift); }
 
-# Earnings of a payee: an XMR-priced task paid by crypto, then settled (the
-# current hour closed early), which earmarks the amount.  Each call makes a
-# settlement of its own: the payments before it are settled already.
-my $n = 0;
+# Earnings of a payee (CompayRegtest: earn): each call makes a settlement
+# of its own, as the payments before it are settled already; returns its id.
 sub earn
 {
 	my ($payee, $amount) = @_;
-	$n++;
-	sql(qq{SELECT compay.deposit('req', '$amount', 'XMR');
-	  INSERT INTO compay.pricing_models (id, name, currency, base_price) VALUES (2000 + $n, 'p$n', 'XMR', '$amount');
-	  INSERT INTO compay.task_type_models SELECT 'pt$n', id FROM compay.pricing_models WHERE name = 'p$n';
-	  SELECT compay.submit_task('ptask$n', 'req', '$payee', 'pt$n');
-	  SELECT compay.complete_job('ptask$n', now() - interval '1 minute', now());
-	  SELECT (compay.process_task_payment('ptask$n', 'crypto')).status;
-	  SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '1 hour');});
-	return sql(qq{SELECT max(id) FROM compay.settlements WHERE payee = '$payee'});
+	return $rt->earn($node, $payee, $amount);
 }
 
 # Outputs the provider wallet received at a subaddress index, sorted.
 sub received
 {
-	my ($index) = @_;
-	$rt->rpc('provider', 'refresh');
-	my $reply = decode_json($rt->rpc('provider', 'get_transfers',
-		qq({"in":true,"pool":true,"subaddr_indices":[$index]})));
-	my @all = (@{ $reply->{result}{in} // [] }, @{ $reply->{result}{pool} // [] });
-	return join(',', sort { $a <=> $b } map { $_->{amount} } @all);
+	return join(',', sort { $a <=> $b } map { $_->{amount} } $rt->incoming(shift));
 }
 
 # Lets the worker run at least n more rounds (each queues payouts).

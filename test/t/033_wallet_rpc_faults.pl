@@ -30,7 +30,6 @@ use strict;
 use warnings;
 
 use CompayRegtest;
-use JSON::PP;
 use POSIX ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -141,39 +140,15 @@ sub exchanges
 	return scalar @hits;
 }
 
-# The payee's earnings: an XMR-priced task paid by crypto, then settled
-# (the current hour closed early), which earmarks the amount.  Returns the
-# index of the payee's new subaddress of the provider wallet.
-my $n = 0;
-
-sub earn
-{
-	my ($payee, $amount) = @_;
-	$n++;
-	my $index = $rt->rpc('provider', 'create_address', '{"account_index":0}', 'result.address_index');
-	my $address = $rt->rpc('provider', 'get_address',
-		qq({"account_index":0,"address_index":[$index]}), 'result.addresses.0.address');
-	sql(qq{SELECT compay.set_payout_address('$payee', '$address');
-	  SELECT compay.deposit('req', '$amount', 'XMR');
-	  INSERT INTO compay.pricing_models (id, name, currency, base_price) VALUES (1000 + $n, 'm$n', 'XMR', '$amount');
-	  INSERT INTO compay.task_type_models SELECT 't$n', id FROM compay.pricing_models WHERE name = 'm$n';
-	  SELECT compay.submit_task('task$n', 'req', '$payee', 't$n');
-	  SELECT compay.complete_job('task$n', now() - interval '1 minute', now());
-	  SELECT (compay.process_task_payment('task$n', 'crypto')).status;
-	  SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '1 hour');});
-	return $index;
-}
+# The payee's earnings, paid to a new subaddress of the provider wallet
+# (CompayRegtest: earn_at); returns the subaddress index.
+sub earn { return $rt->earn_at($node, @_); }
 
 # What the provider wallet received at a subaddress index, in the pool or
 # mined: "txid:amount" for each output, comma-separated.
 sub received
 {
-	my ($index) = @_;
-	$rt->rpc('provider', 'refresh');
-	my $reply = decode_json($rt->rpc('provider', 'get_transfers',
-		qq({"in":true,"pool":true,"subaddr_indices":[$index]})));
-	my @all = (@{ $reply->{result}{in} // [] }, @{ $reply->{result}{pool} // [] });
-	return join(',', map { "$_->{txid}:$_->{amount}" } @all);
+	return join(',', map { "$_->{txid}:$_->{amount}" } $rt->incoming(shift));
 }
 
 sub payout_status

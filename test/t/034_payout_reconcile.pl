@@ -22,7 +22,6 @@ use strict;
 use warnings;
 
 use CompayRegtest;
-use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -32,45 +31,7 @@ my $node = $rt->node('reconcile', "compay.payout_confirmations = 5\n");
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
-sub set_and_reload
-{
-	my ($setting, $value) = @_;
-	sql(qq{ALTER SYSTEM SET $setting = '$value'});
-	$node->reload;
-	sleep 1;
-}
-
-# The payee's earnings: an XMR-priced task paid by crypto, then settled
-# (the current hour closed early), which earmarks the amount for payout.
-my $n = 0;
-sub earn
-{
-	my ($payee, $amount) = @_;
-	$n++;
-	my $index = $rt->rpc('provider', 'create_address', '{"account_index":0}', 'result.address_index');
-	my $address = $rt->rpc('provider', 'get_address',
-		qq({"account_index":0,"address_index":[$index]}), 'result.addresses.0.address');
-	sql(qq{SELECT compay.set_payout_address('$payee', '$address');
-	  SELECT compay.deposit('req', '$amount', 'XMR');
-	  INSERT INTO compay.pricing_models (id, name, currency, base_price) VALUES (2000 + $n, 'r$n', 'XMR', '$amount');
-	  INSERT INTO compay.task_type_models VALUES ('r$n', 2000 + $n);
-	  SELECT compay.submit_task('rtask$n', 'req', '$payee', 'r$n');
-	  SELECT compay.complete_job('rtask$n', now() - interval '1 minute', now());
-	  SELECT (compay.process_task_payment('rtask$n', 'crypto')).status;
-	  SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '1 hour');});
-	return $index;
-}
-
-# The amounts of the outputs the provider wallet received at a subaddress.
-sub received
-{
-	my ($index) = @_;
-	$rt->rpc('provider', 'refresh');
-	my $reply = decode_json($rt->rpc('provider', 'get_transfers',
-		qq({"in":true,"pool":true,"subaddr_indices":[$index]})));
-	my @all = (@{ $reply->{result}{in} // [] }, @{ $reply->{result}{pool} // [] });
-	return join(',', map { $_->{amount} } @all);
-}
+sub set_and_reload { $rt->set($node, @_); }
 
 sub in_pool
 {
@@ -94,7 +55,7 @@ sub xmr_balance
 }
 
 # E. Dropped from the pool after the relay.
-my $ie = earn('drop-e', '0.07');
+my $ie = $rt->earn_at($node, 'drop-e', '0.07');
 wait_status('drop-e', 'relayed', 'E');
 my $txe = sql(q{SELECT tx_hash FROM compay.payouts WHERE node_id = 'drop-e'});
 ok(in_pool($txe), 'E: the transaction is in the daemon pool');
@@ -108,13 +69,13 @@ for (1 .. 60) { $back = in_pool($txe) and last; sleep 1; }
 ok($back, 'E: the same transaction is back in the pool');
 $rt->run('mine', 5);
 wait_status('drop-e', 'confirmed', 'E');
-is(received($ie), '70000000000', 'E: the payee received exactly one output of 0.07 XMR');
+is($rt->received_amounts($ie), '70000000000', 'E: the payee received exactly one output of 0.07 XMR');
 is(sql(q{SELECT count(*) FROM compay.payout_items WHERE node_id = 'drop-e'}), '1', 'E: one payout');
 
 # F. An input of a built payout spent elsewhere first.
 set_and_reload('compay.payout_auto_relay', 'off');
 my $fees_before = xmr_balance('$fees');
-my $if = earn('void-f', '0.09');
+my $if = $rt->earn_at($node, 'void-f', '0.09');
 wait_status('void-f', 'built', 'F');
 my ($pf, $txf, $ki, $fee) = split /\|/,
   sql(q{SELECT p.id, p.tx_hash, p.key_images[1], p.fee FROM compay.payout_transactions p
@@ -143,7 +104,7 @@ isnt(sql(q{SELECT tx_hash FROM compay.payouts WHERE node_id = 'void-f' AND statu
 	$txf, 'F: the new transaction is another one');
 $rt->run('mine', 5);
 wait_status('void-f', 'confirmed', 'F');
-is(received($if), '90000000000', 'F: the payee received exactly one output of 0.09 XMR');
+is($rt->received_amounts($if), '90000000000', 'F: the payee received exactly one output of 0.09 XMR');
 is( sql(q{SELECT string_agg(p.status::text, ',' ORDER BY p.id) FROM compay.payout_transactions p
 		  JOIN compay.payout_items i ON i.payout_id = p.id WHERE i.node_id = 'void-f'}),
 	'failed,confirmed', 'F: one failed payout, one confirmed');
@@ -154,8 +115,8 @@ is(sql(q{SELECT count(*) FROM compay.settlements WHERE payee = 'void-f' AND stat
 set_and_reload('compay.worker_enabled', 'off');
 set_and_reload('compay.payout_fee_payer', 'payee');
 $fees_before = xmr_balance('$fees');
-my $ig1 = earn('fee-g1', '0.05');
-my $ig2 = earn('fee-g2', '0.15');
+my $ig1 = $rt->earn_at($node, 'fee-g1', '0.05');
+my $ig2 = $rt->earn_at($node, 'fee-g2', '0.15');
 is(sql(q{SELECT compay.queue_payouts()}), '1', 'G: one payout for both payees');
 set_and_reload('compay.worker_enabled', 'on');
 wait_status('fee-g2', 'relayed', 'G');
@@ -171,23 +132,16 @@ is(xmr_balance('$fees'), $fees_before, 'G: $fees paid nothing');
 is(xmr_balance('fee-g1') . ',' . xmr_balance('fee-g2'), '0,0', 'G: both amounts left the payees');
 $rt->run('mine', 5);
 wait_status('fee-g2', 'confirmed', 'G');
-is(received($ig1), 50000000000 - $share1, 'G: fee-g1 received 0.05 XMR less its share');
-is(received($ig2), 150000000000 - $share2, 'G: fee-g2 received 0.15 XMR less its share');
+is($rt->received_amounts($ig1), 50000000000 - $share1, 'G: fee-g1 received 0.05 XMR less its share');
+is($rt->received_amounts($ig2), 150000000000 - $share2, 'G: fee-g2 received 0.15 XMR less its share');
 is(sql(qq{SELECT string_agg(ok::text, ',') FROM compay.verify_payout($pg)}), 'true,true',
 	'G: verify_payout finds each payee paid its amount less its share');
 set_and_reload('compay.payout_fee_payer', 'network');
 
 # H. Verifier rewards.
-sub subaddress
-{
-	my $index = $rt->rpc('provider', 'create_address', '{"account_index":0}', 'result.address_index');
-	my $address = $rt->rpc('provider', 'get_address',
-		qq({"account_index":0,"address_index":[$index]}), 'result.addresses.0.address');
-	return ($index, $address);
-}
-my ($ih_primary, $ah_primary) = subaddress();
-my ($ih_verify, $ah_verify) = subaddress();
-my ($ih2, $ah2) = subaddress();
+my ($ih_primary, $ah_primary) = $rt->subaddress;
+my ($ih_verify, $ah_verify) = $rt->subaddress;
+my ($ih2, $ah2) = $rt->subaddress;
 sql(qq{SELECT compay.set_payout_address('ver-h1', '$ah_primary');
   SELECT compay.set_payout_address('ver-h1', '$ah_verify', 'verification');
   SELECT compay.set_payout_address('ver-h2', '$ah2');
@@ -211,9 +165,9 @@ wait_status('ver-h2', 'relayed', 'H: ver-h2');
 $rt->run('mine', 5);
 wait_status('ver-h1', 'confirmed', 'H: ver-h1');
 wait_status('ver-h2', 'confirmed', 'H: ver-h2');
-is(received($ih_verify), $reward, 'H: ver-h1 was paid its reward at its verification address');
-is(received($ih_primary), '', 'H: nothing went to its primary address');
-is(received($ih2), $reward, 'H: ver-h2, without a verification address, was paid at its primary one');
+is($rt->received_amounts($ih_verify), $reward, 'H: ver-h1 was paid its reward at its verification address');
+is($rt->received_amounts($ih_primary), '', 'H: nothing went to its primary address');
+is($rt->received_amounts($ih2), $reward, 'H: ver-h2, without a verification address, was paid at its primary one');
 
 is(sql(q{SELECT bool_and(ok) FROM compay.verify_ledger()}), 't', 'verify_ledger() ok');
 
