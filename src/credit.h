@@ -107,6 +107,7 @@ typedef struct RationalTerm
 extern CreditStatus RationalPriceSteps(const RationalTerm *terms, int nterms,
 									   const char *const *factors, int nfactors,
 									   const Credit *min, const Credit *max,
-									   CreditRounding rounding, Credit *steps);
+									   CreditRounding rounding, Credit *steps,
+									   Credit *price);
 
 #endif							/* COMPAY_CREDIT_H */

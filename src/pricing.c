@@ -17,10 +17,12 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
+#include "utils/typcache.h"
 
 #include "compay.h"
 #include "credit.h"
@@ -54,7 +56,9 @@ enum
 /* The steps of one price, as quote() shows them. */
 typedef struct PriceSteps
 {
+	bool		with_steps;		/* quote(): every step, and the quantities */
 	int			nterms;
+	int			capacity;		/* of terms, names and quantities */
 	RationalTerm *terms;
 	const char **names;			/* component of each term */
 	Numeric    *quantities;		/* in the unit price's unit */
@@ -65,40 +69,66 @@ typedef struct PriceSteps
 	Credit		price;
 } PriceSteps;
 
-/* 22023 unless n is a finite number >= 0. */
-static void
+/* 22023 unless n is a finite number >= 0; returns its text. */
+static char *
 CheckQuantity(Numeric n, const char *what)
 {
+	char	   *text;
+
 	if (numeric_is_nan(n) || numeric_is_inf(n))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be a finite number", what)));
-	if (CompayNumericText(n)[0] == '-')
+	text = CompayNumericText(n);
+	if (text[0] == '-')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s cannot be negative", what),
-				 errdetail("The value given is %s.", CompayNumericText(n))));
+				 errdetail("The value given is %s.", text)));
+	return text;
 }
 
-static Numeric
-MetricNumeric(HeapTupleHeader metrics, int attno, const char *what)
+/* The attributes of a resource_metrics value, deformed once. */
+typedef struct Metrics
 {
-	bool		isnull;
-	Datum		d = GetAttributeByNum(metrics, attno, &isnull);
+	Datum		values[METRIC_CUSTOM];
+	bool		nulls[METRIC_CUSTOM];
+} Metrics;
 
-	if (isnull)
-		return CompayNumeric("0");
-	CheckQuantity(DatumGetNumeric(d), what);
-	return DatumGetNumeric(d);
+static void
+ReadMetrics(HeapTupleHeader header, Metrics *m)
+{
+	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(header),
+											  HeapTupleHeaderGetTypMod(header));
+	HeapTupleData tuple;
+
+	if (desc->natts != METRIC_CUSTOM)
+		elog(ERROR, "compay.resource_metrics has %d attributes, not %d",
+			 desc->natts, METRIC_CUSTOM);
+	tuple.t_len = HeapTupleHeaderGetDatumLength(header);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = header;
+	heap_deform_tuple(&tuple, desc, m->values, m->nulls);
+	ReleaseTupleDesc(desc);
+}
+
+/* A metric's quantity as checked text ("0" when NULL), and as numeric. */
+static char *
+MetricQuantity(Metrics *metrics, int attno, const char *what, Numeric *n)
+{
+	bool		isnull = metrics->nulls[attno - 1];
+
+	*n = isnull ? NULL : DatumGetNumeric(metrics->values[attno - 1]);
+	return isnull ? "0" : CheckQuantity(*n, what);
 }
 
 static int64
-MetricBytes(HeapTupleHeader metrics, int attno, const char *what)
+MetricBytes(Metrics *metrics, int attno, const char *what)
 {
-	bool		isnull;
-	Datum		d = GetAttributeByNum(metrics, attno, &isnull);
+	Datum		d = metrics->values[attno - 1];
 
-	if (isnull)
+	if (metrics->nulls[attno - 1])
 		return 0;
 	if (DatumGetInt64(d) < 0)
 		ereport(ERROR,
@@ -108,29 +138,50 @@ MetricBytes(HeapTupleHeader metrics, int attno, const char *what)
 	return DatumGetInt64(d);
 }
 
+/*
+ * Adds one term: price x quantity (text: a decimal, or "a/b").  quantity
+ * is what quote() shows; price() needs only the text, and skips a zero
+ * quantity, which adds nothing.
+ */
 static void
-AddTerm(PriceSteps *p, const char *name, Credit price, Numeric quantity)
+AddTerm(PriceSteps *p, const char *name, Credit price, const char *text, Numeric quantity)
 {
-	int			k = p->nterms++;
+	int			k;
 
+	if (!p->with_steps && strcmp(text, "0") == 0)
+		return;
+	if (p->nterms == p->capacity)
+	{
+		p->capacity *= 2;
+		p->terms = repalloc(p->terms, sizeof(RationalTerm) * p->capacity);
+		p->names = repalloc(p->names, sizeof(char *) * p->capacity);
+		if (p->with_steps)
+			p->quantities = repalloc(p->quantities, sizeof(Numeric) * p->capacity);
+	}
+	k = p->nterms++;
 	p->names[k] = name;
 	p->terms[k].price = price;
-	p->terms[k].quantity = CompayNumericText(quantity);
-	p->quantities[k] = quantity;
+	p->terms[k].quantity = text;
+	if (p->with_steps)
+		p->quantities[k] = quantity ? quantity : CompayNumeric(text);
 }
 
-/* quantity given in bytes (or byte-hours), priced per GB (or GB-hour) */
+/*
+ * A quantity given in bytes (or byte-hours), priced per GB (or GB-hour):
+ * the exact fraction bytes / 2^30; quote() shows it as a decimal.
+ */
 static void
-AddGbTerm(PriceSteps *p, const char *name, Credit price, Numeric bytes)
+AddGbTerm(PriceSteps *p, const char *name, Credit price, const char *bytes)
 {
-	Numeric		gb = DatumGetNumeric(DirectFunctionCall2(numeric_mul, NumericGetDatum(bytes),
-														 NumericGetDatum(CompayNumeric(GB_PER_BYTE))));
+	Numeric		gb = NULL;
 
-	AddTerm(p, name, price, gb);
-	/* the exact fraction, not the decimal: the same value, fewer digits */
-	p->terms[p->nterms - 1].quantity = psprintf("%s/%s", CompayNumericText(bytes), PRICING_GB_BYTES);
-	p->quantities[p->nterms - 1] =
-		DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale, NumericGetDatum(gb)));
+	if (p->with_steps)
+		gb = DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale,
+												 DirectFunctionCall2(numeric_mul,
+																	 NumericGetDatum(CompayNumeric(bytes)),
+																	 NumericGetDatum(CompayNumeric(GB_PER_BYTE)))));
+	AddTerm(p, name, price,
+			strcmp(bytes, "0") == 0 ? "0" : psprintf("%s/%s", bytes, PRICING_GB_BYTES), gb);
 }
 
 static int
@@ -141,10 +192,10 @@ CompareName(const void *key, const void *name)
 
 /*
  * Steps through the custom object: returns false at its end, else sets
- * *key and *quantity to the next metric, checked.
+ * *key, *quantity and *text to the next metric, checked.
  */
 static bool
-NextCustomMetric(JsonbIterator **it, char **key, Numeric *quantity)
+NextCustomMetric(JsonbIterator **it, char **key, Numeric *quantity, char **text)
 {
 	JsonbValue	v;
 	JsonbIteratorToken token;
@@ -159,7 +210,8 @@ NextCustomMetric(JsonbIterator **it, char **key, Numeric *quantity)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("custom metric \"%s\" is not a number", CompayEchoInput(*key))));
-		CheckQuantity(v.val.numeric, psprintf("custom metric \"%s\"", CompayEchoInput(*key)));
+		*text = CheckQuantity(v.val.numeric,
+							  psprintf("custom metric \"%s\"", CompayEchoInput(*key)));
 		*quantity = v.val.numeric;
 		return true;
 	}
@@ -183,8 +235,10 @@ AddCustomTerms(PriceSteps *p, const PricingModel *model, Jsonb *custom)
 	JsonbIterator *it = CustomIterator(custom);
 	char	   *key = NULL;
 	Numeric		quantity;
+	char	   *text;
+	int			n = 0;
 
-	while (NextCustomMetric(&it, &key, &quantity))
+	while (NextCustomMetric(&it, &key, &quantity, &text))
 	{
 		char	  **found;
 
@@ -195,82 +249,79 @@ AddCustomTerms(PriceSteps *p, const PricingModel *model, Jsonb *custom)
 					 errmsg("unknown custom metric \"%s\"", CompayEchoInput(key)),
 					 errdetail("Pricing model \"%s\" has no price for it.", model->name),
 					 errhint("Add the metric to custom_prices of compay.pricing_models.")));
-		if (p->nterms >= FIXED_COMPONENTS + CUSTOM_METRICS_MAX)
+		if (++n > CUSTOM_METRICS_MAX)
 			ereport(ERROR,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("more than %d custom metrics", CUSTOM_METRICS_MAX)));
 		AddTerm(p, psprintf("custom:%s", key),
-				model->custom_prices[found - model->custom_names], quantity);
+				model->custom_prices[found - model->custom_names], text, quantity);
 	}
 }
 
-/* Reads the arguments, looks up the model, and computes every step. */
+/*
+ * Reads the arguments, looks up the model, and computes the price, and
+ * with_steps every step of it (for quote()).
+ */
 static void
-ComputePrice(FunctionCallInfo fcinfo, PriceSteps *p)
+ComputePrice(FunctionCallInfo fcinfo, PriceSteps *p, bool with_steps)
 {
-	HeapTupleHeader metrics;
+	Metrics		metrics;
 	PricingChoice choice;
 	const PricingModel *m;
-	int64		bytes_in;
-	int64		bytes_out;
-	bool		isnull;
-	Datum		custom;
-	int			max_terms = FIXED_COMPONENTS + CUSTOM_METRICS_MAX;
-	Numeric		keep;
+	const PricingTier *tier;
+	Numeric		n;
+	char	   *qty;
 	CreditStatus status;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("metrics must not be NULL")));
-	metrics = PG_GETARG_HEAPTUPLEHEADER(0);
+	ReadMetrics(PG_GETARG_HEAPTUPLEHEADER(0), &metrics);
 	choice = PricingLookup(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	m = choice.model;
 
+	p->with_steps = with_steps;
 	p->nterms = 0;
-	p->terms = palloc(sizeof(RationalTerm) * max_terms);
-	p->names = palloc(sizeof(char *) * max_terms);
-	p->quantities = palloc(sizeof(Numeric) * max_terms);
-	AddTerm(p, "base", m->base_price, CompayNumeric("1"));
-	AddTerm(p, "cpu_seconds", m->cpu_price,
-			MetricNumeric(metrics, METRIC_CPU_SECONDS, "cpu_seconds"));
-	AddGbTerm(p, "memory_gb_hours", m->memory_price,
-			  MetricNumeric(metrics, METRIC_MEMORY_BYTE_HOURS, "memory_byte_hours"));
-	AddGbTerm(p, "storage_gb_hours", m->storage_price,
-			  MetricNumeric(metrics, METRIC_STORAGE_BYTE_HOURS, "storage_byte_hours"));
-	bytes_in = MetricBytes(metrics, METRIC_NETWORK_BYTES_IN, "network_bytes_in");
-	bytes_out = MetricBytes(metrics, METRIC_NETWORK_BYTES_OUT, "network_bytes_out");
-	/* in + out as numeric: two int64 values may sum past the int64 range */
+	p->capacity = FIXED_COMPONENTS + 2;
+	p->terms = palloc(sizeof(RationalTerm) * p->capacity);
+	p->names = palloc(sizeof(char *) * p->capacity);
+	p->quantities = with_steps ? palloc(sizeof(Numeric) * p->capacity) : NULL;
+	AddTerm(p, "base", m->base_price, "1", NULL);
+	qty = MetricQuantity(&metrics, METRIC_CPU_SECONDS, "cpu_seconds", &n);
+	AddTerm(p, "cpu_seconds", m->cpu_price, qty, n);
+	qty = MetricQuantity(&metrics, METRIC_MEMORY_BYTE_HOURS, "memory_byte_hours", &n);
+	AddGbTerm(p, "memory_gb_hours", m->memory_price, qty);
+	qty = MetricQuantity(&metrics, METRIC_STORAGE_BYTE_HOURS, "storage_byte_hours", &n);
+	AddGbTerm(p, "storage_gb_hours", m->storage_price, qty);
+	/* in + out: each below 2^63, so the sum fits a uint64 */
 	AddGbTerm(p, "network_gb", m->network_price,
-			  DatumGetNumeric(DirectFunctionCall2(numeric_add,
-												  NumericGetDatum(int64_to_numeric(bytes_in)),
-												  NumericGetDatum(int64_to_numeric(bytes_out)))));
-	AddTerm(p, "gpu_seconds", m->gpu_price,
-			MetricNumeric(metrics, METRIC_GPU_SECONDS, "gpu_seconds"));
-	custom = GetAttributeByNum(metrics, METRIC_CUSTOM, &isnull);
-	if (!isnull)
-		AddCustomTerms(p, m, DatumGetJsonbP(custom));
+			  psprintf(UINT64_FORMAT,
+					   (uint64) MetricBytes(&metrics, METRIC_NETWORK_BYTES_IN, "network_bytes_in") +
+					   (uint64) MetricBytes(&metrics, METRIC_NETWORK_BYTES_OUT, "network_bytes_out")));
+	qty = MetricQuantity(&metrics, METRIC_GPU_SECONDS, "gpu_seconds", &n);
+	AddTerm(p, "gpu_seconds", m->gpu_price, qty, n);
+	if (!metrics.nulls[METRIC_CUSTOM - 1])
+		AddCustomTerms(p, m, DatumGetJsonbP(metrics.values[METRIC_CUSTOM - 1]));
 
 	p->market_factor = choice.market_factor;
 	/* No requester: volume 0, which may still fall in a discounted tier. */
-	p->discount_percent =
-		PricingDiscountPercent(m, PG_ARGISNULL(2) ? 0 :
-							   PricingRequesterVolume(text_to_cstring(PG_GETARG_TEXT_PP(2))));
-	keep = DatumGetNumeric(DirectFunctionCall2(numeric_sub,
-											   NumericGetDatum(CompayNumeric("100")),
-											   NumericGetDatum(CompayNumeric(p->discount_percent))));
+	tier = PricingTierFor(m, PG_ARGISNULL(2) ? 0 :
+						  PricingRequesterVolume(text_to_cstring(PG_GETARG_TEXT_PP(2))));
+	p->discount_percent = tier ? tier->discount_percent : "0";
 	p->factors[0] = p->market_factor;
-	p->factors[1] = psprintf("%s/100", CompayNumericText(keep));
-	p->steps = palloc(sizeof(Credit) * (p->nterms + 3));
+	p->factors[1] = tier ? tier->keep_factor : "1";
+	p->steps = with_steps ? palloc(sizeof(Credit) * (p->nterms + 3)) : NULL;
 	status = RationalPriceSteps(p->terms, p->nterms, p->factors, 2,
 								m->has_min ? &m->min_price : NULL,
 								m->has_max ? &m->max_price : NULL,
-								CREDIT_ROUND_HALF_EVEN, p->steps);
+								CREDIT_ROUND_HALF_EVEN, p->steps, &p->price);
 	if (status == CREDIT_OUT_OF_RANGE)
 		CreditReportOverflow();
 	if (status != CREDIT_OK)
 		elog(ERROR, "price steps were not exact decimals");
-	p->price = p->steps[p->nterms + 2];
+	if (with_steps)
+		p->price = p->steps[p->nterms + 2];
 }
 
 /*
@@ -281,7 +332,7 @@ compay_price(PG_FUNCTION_ARGS)
 {
 	PriceSteps	p;
 
-	ComputePrice(fcinfo, &p);
+	ComputePrice(fcinfo, &p, false);
 	PG_RETURN_CREDIT(p.price);
 }
 
@@ -311,7 +362,7 @@ compay_quote(PG_FUNCTION_ARGS)
 	Credit		before = 0;
 	int			k;
 
-	ComputePrice(fcinfo, &p);
+	ComputePrice(fcinfo, &p, true);
 	InitMaterializedSRF(fcinfo, 0);
 	for (k = 0; k < p.nterms; k++)
 	{
@@ -338,31 +389,29 @@ compay_quote(PG_FUNCTION_ARGS)
 Datum
 compay_check_metrics(PG_FUNCTION_ARGS)
 {
-	HeapTupleHeader metrics;
-	bool		isnull;
-	Datum		custom;
+	Metrics		metrics;
+	Numeric		n;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("metrics must not be NULL")));
-	metrics = PG_GETARG_HEAPTUPLEHEADER(0);
-	MetricNumeric(metrics, METRIC_CPU_SECONDS, "cpu_seconds");
-	MetricNumeric(metrics, METRIC_MEMORY_BYTE_HOURS, "memory_byte_hours");
-	MetricNumeric(metrics, METRIC_STORAGE_BYTE_HOURS, "storage_byte_hours");
-	MetricBytes(metrics, METRIC_NETWORK_BYTES_IN, "network_bytes_in");
-	MetricBytes(metrics, METRIC_NETWORK_BYTES_OUT, "network_bytes_out");
-	MetricNumeric(metrics, METRIC_GPU_SECONDS, "gpu_seconds");
-	custom = GetAttributeByNum(metrics, METRIC_CUSTOM, &isnull);
-	if (!isnull)
+	ReadMetrics(PG_GETARG_HEAPTUPLEHEADER(0), &metrics);
+	MetricQuantity(&metrics, METRIC_CPU_SECONDS, "cpu_seconds", &n);
+	MetricQuantity(&metrics, METRIC_MEMORY_BYTE_HOURS, "memory_byte_hours", &n);
+	MetricQuantity(&metrics, METRIC_STORAGE_BYTE_HOURS, "storage_byte_hours", &n);
+	MetricBytes(&metrics, METRIC_NETWORK_BYTES_IN, "network_bytes_in");
+	MetricBytes(&metrics, METRIC_NETWORK_BYTES_OUT, "network_bytes_out");
+	MetricQuantity(&metrics, METRIC_GPU_SECONDS, "gpu_seconds", &n);
+	if (!metrics.nulls[METRIC_CUSTOM - 1])
 	{
-		JsonbIterator *it = CustomIterator(DatumGetJsonbP(custom));
+		JsonbIterator *it = CustomIterator(DatumGetJsonbP(metrics.values[METRIC_CUSTOM - 1]));
 		char	   *key = NULL;
-		Numeric		quantity;
-		int			n = 0;
+		char	   *text;
+		int			count = 0;
 
-		while (NextCustomMetric(&it, &key, &quantity))
-			if (++n > CUSTOM_METRICS_MAX)
+		while (NextCustomMetric(&it, &key, &n, &text))
+			if (++count > CUSTOM_METRICS_MAX)
 				ereport(ERROR,
 						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 						 errmsg("more than %d custom metrics", CUSTOM_METRICS_MAX)));

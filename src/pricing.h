@@ -19,6 +19,7 @@ typedef struct PricingTier
 	int64		min_volume;
 	int64		max_volume;		/* -1: no upper bound */
 	char	   *discount_percent;	/* decimal text, 0..100 */
+	char	   *keep_factor;	/* "(100 - discount_percent)/100", as text */
 } PricingTier;
 
 typedef struct PricingModel
@@ -54,6 +55,6 @@ typedef struct PricingChoice
 extern void PricingInit(void);
 extern PricingChoice PricingLookup(const char *task_type);
 extern int64 PricingRequesterVolume(const char *requester);
-extern const char *PricingDiscountPercent(const PricingModel *model, int64 volume);
+extern const PricingTier *PricingTierFor(const PricingModel *model, int64 volume);
 
 #endif							/* COMPAY_PRICING_H */

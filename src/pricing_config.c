@@ -72,7 +72,8 @@ static SpiStatement custom_stmt = {
 };
 
 static SpiStatement tiers_stmt = {
-	.sql = "SELECT model_id, min_volume, coalesce(max_volume, -1), discount_percent::text "
+	.sql = "SELECT model_id, min_volume, coalesce(max_volume, -1), discount_percent::text, "
+	"(100 - discount_percent)::text || '/100' "
 	"FROM compay.discount_tiers ORDER BY model_id, min_volume",
 };
 
@@ -234,6 +235,7 @@ LoadTiers(MemoryContext context)
 		t->min_volume = SpiGetInt64(i, 2);
 		t->max_volume = SpiGetInt64(i, 3);
 		t->discount_percent = SpiGetText(i, 4);
+		t->keep_factor = SpiGetText(i, 5);
 	}
 	MemoryContextSwitchTo(old);
 }
@@ -312,24 +314,50 @@ CompareTaskType(const void *key, const void *entry)
 	return strcmp((const char *) key, ((const TaskTypeEntry *) entry)->task_type);
 }
 
-/* The factor clamped to [compay.market_factor_min, compay.market_factor_max]. */
+/* The last clamp: the factor and bounds it was for, and which it chose. */
+#define CLAMP_MEMO_LEN 64
+static char clamp_memo[3][CLAMP_MEMO_LEN];
+static int	clamp_memo_choice = -1;
+
+/*
+ * The factor clamped to [compay.market_factor_min, compay.market_factor_max].
+ * The last answer is kept: the same factor and bounds (as text) give the
+ * same choice without parsing three numerics again.
+ */
 static const char *
 ClampMarketFactor(const char *factor)
 {
-	Numeric		f = CompayNumeric(factor);
-	Numeric		lo = CompayNumeric(market_factor_min);
-	Numeric		hi = CompayNumeric(market_factor_max);
+	const char *texts[3] = {factor, market_factor_min, market_factor_max};
+	Numeric		f;
+	Numeric		lo;
+	Numeric		hi;
+	int			choice = 0;
 
+	if (clamp_memo_choice >= 0 && strcmp(clamp_memo[0], factor) == 0 &&
+		strcmp(clamp_memo[1], market_factor_min) == 0 &&
+		strcmp(clamp_memo[2], market_factor_max) == 0)
+		return texts[clamp_memo_choice];
+	f = CompayNumeric(factor);
+	lo = CompayNumeric(market_factor_min);
+	hi = CompayNumeric(market_factor_max);
 	if (CompayNumericCmp(lo, hi) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("compay.market_factor_min %s exceeds compay.market_factor_max %s",
 						market_factor_min, market_factor_max)));
 	if (CompayNumericCmp(f, lo) < 0)
-		return market_factor_min;
-	if (CompayNumericCmp(f, hi) > 0)
-		return market_factor_max;
-	return factor;
+		choice = 1;
+	else if (CompayNumericCmp(f, hi) > 0)
+		choice = 2;
+	clamp_memo_choice = -1;
+	if (strlen(factor) < CLAMP_MEMO_LEN && strlen(market_factor_min) < CLAMP_MEMO_LEN &&
+		strlen(market_factor_max) < CLAMP_MEMO_LEN)
+	{
+		for (int i = 0; i < 3; i++)
+			strlcpy(clamp_memo[i], texts[i], CLAMP_MEMO_LEN);
+		clamp_memo_choice = choice;
+	}
+	return texts[choice];
 }
 
 /*
@@ -371,16 +399,16 @@ PricingRequesterVolume(const char *requester)
 	return volume;
 }
 
-/* The discount percent of the tier the volume falls in ("0" if none). */
-const char *
-PricingDiscountPercent(const PricingModel *model, int64 volume)
+/* The tier the volume falls in, or NULL (no discount). */
+const PricingTier *
+PricingTierFor(const PricingModel *model, int64 volume)
 {
 	for (int i = 0; i < model->ntiers; i++)
 	{
 		const PricingTier *t = &model->tiers[i];
 
 		if (volume >= t->min_volume && (t->max_volume < 0 || volume < t->max_volume))
-			return t->discount_percent;
+			return t;
 	}
-	return "0";
+	return NULL;
 }

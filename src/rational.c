@@ -5,7 +5,9 @@
  *	  file that includes <gmp.h>.
  *
  * GMP values live only inside one function here: initialised, computed,
- * exported, cleared.  Nothing in this file raises a PostgreSQL error, so no
+ * exported, cleared; only RationalPriceSteps keeps its scratch values for
+ * the backend's life (initialised once, never cleared), so that a price
+ * allocates nothing.  Nothing in this file raises a PostgreSQL error, so no
  * longjmp can skip a clear and leak GMP's memory; results come back as a
  * CreditStatus for the caller to report.  We never call
  * mp_set_memory_functions: it is process-global and other libraries loaded
@@ -14,6 +16,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <limits.h>
 
 #include <gmp.h>
 
@@ -24,6 +28,12 @@ static void
 MpzSetInt128(mpz_t z, int128 v)
 {
 	uint128		mag = v < 0 ? (uint128) (-v) : (uint128) v;
+
+	if (v >= LONG_MIN && v <= LONG_MAX)
+	{
+		mpz_set_si(z, (long) v);
+		return;
+	}
 
 	mpz_import(z, 1, -1, sizeof(uint128), 0, 0, &mag);
 	if (v < 0)
@@ -43,47 +53,6 @@ MpzGetCredit(const mpz_t z, Credit *out)
 		return false;
 	*out = mpz_sgn(z) < 0 ? -(Credit) mag : (Credit) mag;
 	return true;
-}
-
-/*
- * Splits decimal text (as numeric_out prints it: optional sign, digits,
- * optional point and digits) into integer numerator and denominator text,
- * palloc'd before any GMP value exists.  Returns false on anything else.
- */
-static bool
-DecimalToFraction(const char *dec, char **num, char **den)
-{
-	int			len = strlen(dec);
-	char	   *n = palloc(len + 1);
-	char	   *d = palloc(len + 2);
-	int			nn = 0;
-	int			nd = 1;
-	bool		point = false;
-	const char *p = dec;
-
-	if (*p == '-')
-		n[nn++] = *p++;
-	else if (*p == '+')
-		p++;
-	d[0] = '1';
-	for (; *p; p++)
-	{
-		if (*p == '.' && !point)
-			point = true;
-		else if (isdigit((unsigned char) *p))
-		{
-			n[nn++] = *p;
-			if (point)
-				d[nd++] = '0';
-		}
-		else
-			return false;
-	}
-	n[nn] = '\0';
-	d[nd] = '\0';
-	*num = n;
-	*den = d;
-	return nn > 0 && isdigit((unsigned char) n[nn - 1]);
 }
 
 /*
@@ -133,72 +102,135 @@ MpqRound(mpz_t z, const mpq_t q, CreditRounding rounding)
 	mpz_clear(twice_r);
 }
 
-/*
- * One factor as integer text: (num / den) / (num2 / den2).  A decimal
- * "12.5" is 125/10 over 1/1; a quotient "a/b" of decimals a and b keeps
- * each side's own denominator.
- */
-typedef struct Factor
-{
-	char	   *num;
-	char	   *den;
-	char	   *num2;
-	char	   *den2;
-} Factor;
+/* 10^k for k = 0 .. 9: a chunk of digits fits an unsigned long anywhere. */
+static const unsigned long pow10_chunk[] = {
+	1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000
+};
+
+#define DIGITS_PER_CHUNK 9
 
 /*
- * Reads a factor: decimal text, or "a/b" with decimals a and b >= 0 (b = 0
- * is found by the GMP code: a division by zero).  invert swaps the two
- * sides.
+ * Reads the decimal s[0 .. len) (optional sign, digits, optional point and
+ * digits, as numeric_out prints it) into num / den: num the digits with
+ * the sign, den 10^(digits after the point), nine digits at a time.
+ * Returns false on anything else.  Raises no PostgreSQL error.
  */
 static bool
-ParseFactor(const char *text, bool invert, Factor *f)
+MpzSetDecimal(mpz_t num, mpz_t den, const char *s, size_t len)
 {
-	const char *slash = strchr(text, '/');
+	bool		neg = false;
+	bool		point = false;
+	bool		any = false;
+	unsigned long chunk = 0;
+	int			chunk_digits = 0;
+	unsigned long scale = 0;
+	size_t		i = 0;
 
-	if (slash == NULL)
+	mpz_set_ui(num, 0);
+	if (i < len && (s[i] == '-' || s[i] == '+'))
+		neg = s[i++] == '-';
+	for (; i < len; i++)
 	{
-		if (!DecimalToFraction(text, &f->num, &f->den))
+		if (s[i] == '.' && !point)
+		{
+			point = true;
+			continue;
+		}
+		if (s[i] < '0' || s[i] > '9')
 			return false;
-		f->num2 = "1";
-		f->den2 = "1";
+		any = true;
+		chunk = chunk * 10 + (unsigned long) (s[i] - '0');
+		scale += point;
+		if (++chunk_digits == DIGITS_PER_CHUNK)
+		{
+			mpz_mul_ui(num, num, pow10_chunk[DIGITS_PER_CHUNK]);
+			mpz_add_ui(num, num, chunk);
+			chunk = 0;
+			chunk_digits = 0;
+		}
 	}
-	else if (!DecimalToFraction(pnstrdup(text, slash - text), &f->num, &f->den) ||
-			 !DecimalToFraction(slash + 1, &f->num2, &f->den2) ||
-			 f->num2[0] == '-')
-		return false;
-	if (invert)
-	{
-		Factor		t = *f;
-
-		f->num = t.num2;
-		f->den = t.den2;
-		f->num2 = t.num;
-		f->den2 = t.den;
-	}
-	return true;
+	mpz_mul_ui(num, num, pow10_chunk[chunk_digits]);
+	mpz_add_ui(num, num, chunk);
+	if (neg)
+		mpz_neg(num, num);
+	mpz_ui_pow_ui(den, 10, scale);
+	return any;
 }
 
-/* Sets q to the factor f, canonical; CREDIT_OK or why not. */
+/*
+ * Sets q to a factor: decimal text, or "a/b" with decimals a and b >= 0
+ * (b = 0: a division by zero), inverted when invert.  The denominator is
+ * made positive; q is reduced only when canonical (the sums and products
+ * of RationalPriceSteps's price alone do without).  a and b are scratch.
+ */
 static CreditStatus
-FactorToMpq(mpq_t q, const Factor *f, mpz_t scratch)
+TextToMpq(mpq_t q, const char *text, bool invert, bool canonical, mpz_t a, mpz_t b)
 {
-	/* mpz_set_str does not take a leading '+'; DecimalToFraction drops it. */
-	if (mpz_set_str(mpq_numref(q), f->num, 10) != 0 ||
-		mpz_set_str(mpq_denref(q), f->den2, 10) != 0)
+	const char *slash = strchr(text, '/');
+	mpz_ptr		num = mpq_numref(q);
+	mpz_ptr		den = mpq_denref(q);
+
+	if (!MpzSetDecimal(num, den, text, slash ? (size_t) (slash - text) : strlen(text)))
 		return CREDIT_SYNTAX;
-	mpz_mul(mpq_numref(q), mpq_numref(q), mpq_denref(q));	/* num * den2 */
-	if (mpz_set_str(scratch, f->num2, 10) != 0 ||
-		mpz_set_str(mpq_denref(q), f->den, 10) != 0)
-		return CREDIT_SYNTAX;
-	mpz_mul(mpq_denref(q), mpq_denref(q), scratch);	/* den * num2 */
-	if (mpz_sgn(mpq_denref(q)) == 0)
+	if (slash != NULL)
+	{
+		if (slash[1] == '-' || !MpzSetDecimal(a, b, slash + 1, strlen(slash + 1)))
+			return CREDIT_SYNTAX;
+		mpz_mul(num, num, b);	/* (n / d) / (a / b) = n b / (d a) */
+		mpz_mul(den, den, a);
+	}
+	if (invert)
+		mpz_swap(num, den);
+	if (mpz_sgn(den) == 0)
 		return CREDIT_DIVISION_BY_ZERO;
-	mpq_canonicalize(q);
+	if (mpz_sgn(den) < 0)
+	{
+		mpz_neg(num, num);
+		mpz_neg(den, den);
+	}
+	if (canonical)
+		mpq_canonicalize(q);
 	return CREDIT_OK;
 }
 
-/* Rounds x once into *out. */
+/*
+ * x += f without reducing either: equal denominators add numerators,
+ * others cross-multiply (scratch is overwritten).
+ */
+static void
+MpqAddUnreduced(mpq_t x, const mpq_t f, mpz_t scratch)
+{
+	if (mpz_cmp(mpq_denref(x), mpq_denref(f)) == 0)
+	{
+		mpz_add(mpq_numref(x), mpq_numref(x), mpq_numref(f));
+		return;
+	}
+	mpz_mul(mpq_numref(x), mpq_numref(x), mpq_denref(f));
+	mpz_mul(scratch, mpq_numref(f), mpq_denref(x));
+	mpz_add(mpq_numref(x), mpq_numref(x), scratch);
+	mpz_mul(mpq_denref(x), mpq_denref(x), mpq_denref(f));
+}
+
+/*
+ * x = bound when x is below it (lower) or above it (upper); x need not be
+ * reduced, its denominator is positive.  scratch is overwritten.
+ */
+static void
+MpqClamp(mpq_t x, Credit bound, bool lower, mpz_t scratch)
+{
+	int			cmp;
+
+	MpzSetInt128(scratch, bound);
+	mpz_mul(scratch, scratch, mpq_denref(x));
+	cmp = mpz_cmp(mpq_numref(x), scratch);
+	if (lower ? cmp < 0 : cmp > 0)
+	{
+		MpzSetInt128(mpq_numref(x), bound);
+		mpz_set_ui(mpq_denref(x), 1);
+	}
+}
+
+/* Rounds x once into *out (x need not be reduced). */
 static CreditStatus
 MpqToCredit(const mpq_t x, CreditRounding rounding, mpz_t z, Credit *out)
 {
@@ -207,32 +239,34 @@ MpqToCredit(const mpq_t x, CreditRounding rounding, mpz_t z, Credit *out)
 }
 
 /*
- * *result = a * (product of the factors), exact, then rounded once to an
- * integer count of atomic units.  All strings are read before the first
- * GMP value exists, so nothing below can raise an error while GMP memory is
- * live.
+ * *result = a * (product of the factors, the first inverted when
+ * invert_first), exact, then rounded once to an integer count of atomic
+ * units.
  */
 static CreditStatus
-MulFactors(Credit a, Factor *factors, int n, CreditRounding rounding,
-		   Credit *result)
+MulFactors(Credit a, const char *const *factors, int n, bool invert_first,
+		   CreditRounding rounding, Credit *result)
 {
 	mpq_t		x;
 	mpq_t		f;
 	mpz_t		z;
+	mpz_t		z2;
 	CreditStatus status = CREDIT_OK;
 
 	mpq_init(x);
 	mpq_init(f);
 	mpz_init(z);
+	mpz_init(z2);
 	MpzSetInt128(mpq_numref(x), a);
 	for (int i = 0; i < n && status == CREDIT_OK; i++)
 	{
-		status = FactorToMpq(f, &factors[i], z);
+		status = TextToMpq(f, factors[i], i == 0 && invert_first, true, z, z2);
 		if (status == CREDIT_OK)
 			mpq_mul(x, x, f);
 	}
 	if (status == CREDIT_OK)
 		status = MpqToCredit(x, rounding, z, result);
+	mpz_clear(z2);
 	mpz_clear(z);
 	mpq_clear(f);
 	mpq_clear(x);
@@ -247,11 +281,7 @@ CreditStatus
 RationalMulDecimal(Credit a, const char *dec, bool divide,
 				   CreditRounding rounding, Credit *result)
 {
-	Factor		f;
-
-	if (!ParseFactor(dec, divide, &f))
-		return CREDIT_SYNTAX;
-	return MulFactors(a, &f, 1, rounding, result);
+	return MulFactors(a, &dec, 1, divide, rounding, result);
 }
 
 /*
@@ -262,12 +292,7 @@ CreditStatus
 RationalMulMany(Credit a, const char *const *factors, int n,
 				CreditRounding rounding, Credit *result)
 {
-	Factor	   *parsed = palloc(sizeof(Factor) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		if (!ParseFactor(factors[i], false, &parsed[i]))
-			return CREDIT_SYNTAX;
-	return MulFactors(a, parsed, n, rounding, result);
+	return MulFactors(a, factors, n, false, rounding, result);
 }
 
 /*
@@ -283,69 +308,73 @@ RationalMulMany(Credit a, const char *const *factors, int n,
  * an earlier rounded one, so the differences of consecutive steps add up
  * to the price exactly (docs/design.md, "Rounding").  min and max may be
  * NULL; both are whole atomic units, so clamping commutes with rounding.
+ * With steps NULL only the price is computed, into *price, without the
+ * roundings of the steps (the same exact value, the same one rounding).
+ * The terms are added over their product denominator without reducing
+ * (no gcd per term): the quantities' denominators are powers of ten and
+ * 2^30, small, and one reduction at the rounding is all the value needs.
  */
 CreditStatus
 RationalPriceSteps(const RationalTerm *terms, int nterms,
 				   const char *const *factors, int nfactors,
 				   const Credit *min, const Credit *max,
-				   CreditRounding rounding, Credit *steps)
+				   CreditRounding rounding, Credit *steps, Credit *price)
 {
-	Factor	   *q = palloc(sizeof(Factor) * Max(nterms + nfactors, 1));
-	mpq_t		x;
-	mpq_t		f;
-	mpq_t		bound;
-	mpz_t		z;
+	bool		with_steps = steps != NULL;
 	CreditStatus status = CREDIT_OK;
 	int			k;
 
-	for (k = 0; k < nterms; k++)
-		if (!ParseFactor(terms[k].quantity, false, &q[k]))
-			return CREDIT_SYNTAX;
-	for (k = 0; k < nfactors; k++)
-		if (!ParseFactor(factors[k], false, &q[nterms + k]))
-			return CREDIT_SYNTAX;
+	/* Scratch kept for the backend's life: a price allocates nothing. */
+	static bool ready = false;
+	static mpq_t x;
+	static mpq_t f;
+	static mpz_t z;
+	static mpz_t z2;
 
-	mpq_init(x);
-	mpq_init(f);
-	mpq_init(bound);
-	mpz_init(z);
+	if (!ready)
+	{
+		mpq_init(x);
+		mpq_init(f);
+		mpz_init(z);
+		mpz_init(z2);
+		ready = true;
+	}
+	mpq_set_ui(x, 0, 1);
 	for (k = 0; k < nterms + nfactors && status == CREDIT_OK; k++)
 	{
-		status = FactorToMpq(f, &q[k], z);
+		status = TextToMpq(f, k < nterms ? terms[k].quantity : factors[k - nterms], false,
+						   with_steps, z, z2);
 		if (status != CREDIT_OK)
 			break;
 		if (k < nterms)
 		{
 			MpzSetInt128(z, terms[k].price);
 			mpz_mul(mpq_numref(f), mpq_numref(f), z);
-			mpq_canonicalize(f);
-			mpq_add(x, x, f);
+			if (with_steps)
+			{
+				mpq_canonicalize(f);
+				mpq_add(x, x, f);
+			}
+			else
+				MpqAddUnreduced(x, f, z);
 		}
-		else
+		else if (with_steps)
 			mpq_mul(x, x, f);
-		status = MpqToCredit(x, rounding, z, &steps[k]);
+		else
+		{
+			mpz_mul(mpq_numref(x), mpq_numref(x), mpq_numref(f));
+			mpz_mul(mpq_denref(x), mpq_denref(x), mpq_denref(f));
+		}
+		if (with_steps)
+			status = MpqToCredit(x, rounding, z, &steps[k]);
 	}
 	if (status == CREDIT_OK)
 	{
 		if (min != NULL)
-		{
-			MpzSetInt128(z, *min);
-			mpq_set_z(bound, z);
-			if (mpq_cmp(x, bound) < 0)
-				mpq_set(x, bound);
-		}
+			MpqClamp(x, *min, true, z);
 		if (max != NULL)
-		{
-			MpzSetInt128(z, *max);
-			mpq_set_z(bound, z);
-			if (mpq_cmp(x, bound) > 0)
-				mpq_set(x, bound);
-		}
-		status = MpqToCredit(x, rounding, z, &steps[k]);
+			MpqClamp(x, *max, false, z);
+		status = MpqToCredit(x, rounding, z, with_steps ? &steps[k] : price);
 	}
-	mpz_clear(z);
-	mpq_clear(bound);
-	mpq_clear(f);
-	mpq_clear(x);
 	return status;
 }
