@@ -2159,6 +2159,7 @@ CREATE TABLE compay.payout_transactions (
     attempts        integer NOT NULL DEFAULT 0,
     last_error      text,
     next_attempt_at timestamptz,
+    conflict_height bigint,         -- chain height when a key image was first seen spent elsewhere
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     built_at        timestamptz,
     relayed_at      timestamptz,
@@ -2396,6 +2397,25 @@ BEGIN
     END LOOP;
 END $$;
 
+-- A key image of the payout's transaction is spent on chain by another
+-- transaction, seen at the daemon's height: remembers the first height
+-- and says whether compay.payout_confirmations blocks have passed since,
+-- so that the payout may be voided.
+CREATE FUNCTION compay.record_payout_conflict(payout_id bigint, height bigint) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_first bigint;
+BEGIN
+    UPDATE compay.payout_transactions
+    SET conflict_height = coalesce(conflict_height, height),
+        last_error = 'conflict: a key image is spent by another transaction on chain',
+        next_attempt_at = now() + interval '10 seconds'
+    WHERE id = payout_id AND status IN ('built', 'relayed')
+    RETURNING conflict_height INTO v_first;
+    RETURN v_first IS NOT NULL
+       AND height - v_first >= current_setting('compay.payout_confirmations')::integer;
+END $$;
+
 -- Outcome unknown or the wallet unreachable: stay in the state, retry later.
 CREATE FUNCTION compay.record_payout_retry(payout_id bigint, reason text) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
@@ -2409,7 +2429,7 @@ $$;
 CREATE FUNCTION compay.record_payout_relayed(payout_id bigint) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
     UPDATE compay.payout_transactions SET status = 'relayed', relayed_at = now(), last_error = NULL,
-                              next_attempt_at = NULL
+                              next_attempt_at = NULL, conflict_height = NULL
     WHERE id = payout_id AND status = 'built'
 $$;
 
@@ -2439,7 +2459,7 @@ REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(big
     compay.payout_fee_shares(bigint, compay.credit),
     compay.record_payout_built(bigint, jsonb, boolean), compay.record_payout_failed(bigint, text),
     compay.record_payout_retry(bigint, text), compay.record_payout_relayed(bigint),
-    compay.record_payout_voided(bigint, text),
+    compay.record_payout_voided(bigint, text), compay.record_payout_conflict(bigint, bigint),
     compay.record_payout_confirmations(bigint, integer) FROM PUBLIC;
 
 -- Checks a payout on chain: what each payee's address received by the

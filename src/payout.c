@@ -278,13 +278,50 @@ KeyImageSpentOnChain(const char *key_images)
 	return false;
 }
 
+/* The daemon's chain height (/get_height), as text, or NULL. */
+static char *
+DaemonHeight(void)
+{
+	WalletRpcResult r;
+
+	DaemonRpcCall("/get_height", "{}", &r);
+	return r.status == WALLET_RPC_OK ? ResultField(&r, "height", NULL) : NULL;
+}
+
+/*
+ * A payout whose transaction can no longer be mined: one of its key images
+ * is spent on chain by another transaction.  It is voided only once that
+ * conflict has lasted compay.payout_confirmations blocks since the worker
+ * first saw it, so that a shallow reorganisation cannot bring the
+ * transaction back after its amounts were returned.
+ */
+static void
+VoidWhenBuried(const char *id, const char *tx_hash)
+{
+	char	   *height = DaemonHeight();
+	char	   *buried = NULL;
+
+	if (height == NULL)
+		return;					/* asked again next round */
+	PayoutQuery("SELECT compay.record_payout_conflict($1::bigint, $2::bigint)::text", 2, id,
+				height, &buried, 1);
+	if (buried == NULL || buried[0] != 't')
+		return;
+	ereport(LOG,
+			(errmsg("compay worker: payout %s (%s) is void: an input is spent by another transaction",
+					id, tx_hash)));
+	PayoutQuery("SELECT compay.record_payout_voided($1::bigint, $2)", 2, id,
+				"void: the daemon has not got the transaction and one of its key images is spent on chain",
+				NULL, 0);
+}
+
 /*
  * Reconciles a built or relayed payout whose transaction is not (yet) seen
  * where it should be, by asking by hash rather than resending anything new:
  * known to the wallet or the daemon -> relayed (for a built one); missing
  * from the daemon with a key image spent on chain by another transaction
- * -> it can never be mined: voided (the ledger and the settlements get
- * their amounts back); otherwise its own metadata is relayed (again), which
+ * -> it can never be mined: voided once that is buried (the ledger and the
+ * settlements get their amounts back); otherwise its own metadata is relayed (again), which
  * sends the same transaction or nothing.  Returns true when the payout is
  * (still) out there.
  */
@@ -301,12 +338,7 @@ Reconcile(const char *id, const char *tx_hash, const char *metadata, const char 
 		return true;
 	if (seen == DAEMON_MISSES && KeyImageSpentOnChain(key_images))
 	{
-		ereport(LOG,
-				(errmsg("compay worker: payout %s (%s) is void: an input is spent by another transaction",
-						id, tx_hash)));
-		PayoutQuery("SELECT compay.record_payout_voided($1::bigint, $2)", 2, id,
-					"void: the daemon has not got the transaction and one of its key images is spent on chain",
-					NULL, 0);
+		VoidWhenBuried(id, tx_hash);
 		return false;
 	}
 	if (!built)

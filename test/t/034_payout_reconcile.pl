@@ -7,8 +7,9 @@
 #     is relayed again, the same transaction, and paid once.
 #  F. A built transaction whose input the treasury spends elsewhere first
 #     (sweep_single of one of its key images, mined) can never be mined:
-#     the payout fails, the ledger gets the amount and the fee back, and
-#     the settlement is paid by a new transaction, once.
+#     once that conflict is compay.payout_confirmations blocks deep the
+#     payout fails, the ledger gets the amount and the fee back, and the
+#     settlement is paid by a new transaction, once.
 #  G. compay.payout_fee_payer = 'payee': two payees in one transaction
 #     pay the network fee out of their amounts, in proportion; each
 #     receives exactly its amount less its share, $fees pays nothing.
@@ -88,8 +89,16 @@ like($rt->rpc('treasury', 'sweep_single',
 $rt->run('mine', 1);
 set_and_reload('compay.payout_auto_relay', 'on');
 ok( $node->poll_query_until('postgres',
+		qq{SELECT conflict_height IS NOT NULL AND last_error LIKE 'conflict:%'
+		   FROM compay.payout_transactions WHERE id = $pf}),
+	'F: the worker saw the conflict on chain');
+sleep 3;
+is(sql(qq{SELECT status FROM compay.payout_transactions WHERE id = $pf}), 'built',
+	'F: not voided while the conflict is less than 5 blocks deep');
+$rt->run('mine', 5);
+ok( $node->poll_query_until('postgres',
 		qq{SELECT status = 'failed' AND last_error LIKE 'void:%' FROM compay.payout_transactions WHERE id = $pf}),
-	'F: the payout failed: it can never be mined');
+	'F: 5 blocks later the payout failed: it can never be mined');
 is( xmr_balance('void-f'),
 	sql(qq{SELECT amount FROM compay.payout_items WHERE payout_id = $pf}),
 	'F: the amount is back in the payee account');
