@@ -941,6 +941,95 @@ CREATE INDEX payments_volume ON compay.payments (from_node, completed_at)
 COMMENT ON TABLE compay.payments IS
     'one row per payment attempt of a task: pending, processing, completed, failed, refunded, disputed';
 
+-- Each requester's paid payments (completed or disputed) per UTC day of
+-- completed_at, kept by statement triggers in the same transaction as the
+-- payment rows, so that the discount volume reads at most a month of rows plus the
+-- payments of the window's first day (src/pricing_config.c).  Not dumped:
+-- restoring compay.payments fills it again through the trigger;
+-- compay.rebuild_requester_volume() makes it again from the payments.
+CREATE TABLE compay.requester_volume (
+    from_node text NOT NULL,
+    day       date NOT NULL,
+    payments  bigint NOT NULL,
+    PRIMARY KEY (from_node, day)
+);
+COMMENT ON TABLE compay.requester_volume IS
+    'paid payments (completed or disputed) per requester and UTC day, kept by a trigger on compay.payments';
+REVOKE ALL ON compay.requester_volume FROM PUBLIC;
+GRANT SELECT ON compay.requester_volume TO compay_reader;
+
+-- Statement triggers with transition tables: the net change a statement
+-- made to each (requester, UTC day), one upsert per group however many
+-- rows it wrote.
+CREATE FUNCTION compay.track_requester_volume() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO compay.requester_volume AS v (from_node, day, payments)
+        SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date, count(*)
+        FROM new_rows
+        WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+        GROUP BY 1, 2
+        ON CONFLICT (from_node, day) DO UPDATE SET payments = v.payments + excluded.payments;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO compay.requester_volume AS v (from_node, day, payments)
+        SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date, -count(*)
+        FROM old_rows
+        WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+        GROUP BY 1, 2
+        ON CONFLICT (from_node, day) DO UPDATE SET payments = v.payments + excluded.payments;
+    ELSE
+        INSERT INTO compay.requester_volume AS v (from_node, day, payments)
+        SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date, sum(sign)
+        FROM (SELECT n.from_node, n.completed_at, 1 AS sign FROM new_rows n
+              WHERE n.status IN ('completed', 'disputed') AND n.completed_at IS NOT NULL
+              UNION ALL
+              SELECT o.from_node, o.completed_at, -1 FROM old_rows o
+              WHERE o.status IN ('completed', 'disputed') AND o.completed_at IS NOT NULL) r
+        GROUP BY 1, 2 HAVING sum(sign) <> 0
+        ON CONFLICT (from_node, day) DO UPDATE SET payments = v.payments + excluded.payments;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER payments_volume_insert AFTER INSERT ON compay.payments
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION compay.track_requester_volume();
+CREATE TRIGGER payments_volume_update AFTER UPDATE ON compay.payments
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION compay.track_requester_volume();
+CREATE TRIGGER payments_volume_delete AFTER DELETE ON compay.payments
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION compay.track_requester_volume();
+
+CREATE FUNCTION compay.truncate_requester_volume() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+BEGIN
+    TRUNCATE compay.requester_volume;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER payments_volume_truncate AFTER TRUNCATE ON compay.payments
+    FOR EACH STATEMENT EXECUTE FUNCTION compay.truncate_requester_volume();
+
+-- Makes compay.requester_volume again from the payments (after a restore
+-- with triggers disabled, say).  Returns the rows written.
+CREATE FUNCTION compay.rebuild_requester_volume() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    LOCK TABLE compay.payments IN SHARE MODE;
+    DELETE FROM compay.requester_volume;
+    INSERT INTO compay.requester_volume (from_node, day, payments)
+    SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date, count(*)
+    FROM compay.payments
+    WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+    GROUP BY 1, 2;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END $$;
+REVOKE ALL ON FUNCTION compay.track_requester_volume(), compay.truncate_requester_volume(),
+    compay.rebuild_requester_volume() FROM PUBLIC;
+
 SELECT pg_catalog.pg_extension_config_dump('compay.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.jobs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.verifications', '');
@@ -1988,6 +2077,19 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
           GROUP BY s.id, s.payment_count, s.total_amount
           HAVING count(p.amount) <> s.payment_count
               OR coalesce(compay.sum(p.amount), '0') OPERATOR(compay.<>) s.total_amount) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
 $$;
 COMMENT ON FUNCTION compay.verify_ledger() IS
     'checks every ledger invariant; each row is one check';

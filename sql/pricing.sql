@@ -144,6 +144,36 @@ RESET compay.discount_window;
 -- Market factor and discount together: 1600 x 1.1 x 0.7 = 1232.
 SELECT price(metrics(cpu_seconds => 1.5), 'render', 'r_100000');
 
+-- The volume is read from daily counts (compay.requester_volume, kept by
+-- statement triggers) plus the payments of the window's first day, counted
+-- one by one: exact at the window's edge.  999 payments 29 days old and
+-- one just inside the window make 1000 (10 %); one just outside changes
+-- nothing.  (Hours, not days: the test's time zone changes to winter time
+-- within the window, and the window is 30 x 24 hours.)
+SELECT pay_history('r_edge', 999, '696 hours');
+SELECT pay_history('r_edge', 1, '719 hours 59 minutes');
+SELECT pay_history('r_edge', 1, '720 hours 1 minute');
+SELECT price(metrics(cpu_seconds => 1.5), NULL, 'r_edge') AS at_1000;
+-- Refunded, the one inside no longer counts; completed again, it does.
+UPDATE payments SET status = 'refunded' WHERE from_node = 'r_edge' AND completed_at BETWEEN now() - interval '720 hours' AND now() - interval '719 hours';
+SELECT price(metrics(cpu_seconds => 1.5), NULL, 'r_edge') AS at_999;
+UPDATE payments SET status = 'completed' WHERE from_node = 'r_edge' AND completed_at BETWEEN now() - interval '720 hours' AND now() - interval '719 hours';
+SELECT price(metrics(cpu_seconds => 1.5), NULL, 'r_edge') AS at_1000_again;
+-- Moved out of the window, and one deleted: the daily counts follow.
+UPDATE payments SET completed_at = completed_at - interval '2 days' WHERE from_node = 'r_edge' AND completed_at BETWEEN now() - interval '720 hours' AND now() - interval '719 hours';
+DELETE FROM payments WHERE task_id = (SELECT min(task_id) FROM payments WHERE from_node = 'r_edge'
+                                      AND completed_at > now() - interval '697 hours');
+-- 998 in the window, 2 older: 1000 counted in all.
+SELECT sum(payments) AS r_edge_counted FROM requester_volume WHERE from_node = 'r_edge';
+SELECT price(metrics(cpu_seconds => 1.5), NULL, 'r_edge') AS at_998;
+-- verify_ledger() compares the counts with the payments; a wrong count is
+-- reported and compay.rebuild_requester_volume() makes them again.
+SELECT ok FROM verify_ledger() WHERE check_name = 'requester_volume_matches_payments';
+UPDATE requester_volume SET payments = payments + 1 WHERE from_node = 'r_999';
+SELECT ok, detail FROM verify_ledger() WHERE check_name = 'requester_volume_matches_payments';
+SELECT rebuild_requester_volume() > 0 AS rebuilt;
+SELECT ok FROM verify_ledger() WHERE check_name = 'requester_volume_matches_payments';
+
 -- Tiers of one model must not overlap (23P01); max_volume is exclusive.
 INSERT INTO discount_tiers (model_id, min_volume, max_volume, discount_percent)
 SELECT id, 500, 2000, 5 FROM pricing_models WHERE name = 'default'; \echo :LAST_ERROR_SQLSTATE

@@ -84,8 +84,12 @@ static SpiStatement types_stmt = {
 };
 
 static SpiStatement volume_stmt = {
-	.sql = "SELECT pg_catalog.count(*) FROM compay.payments WHERE from_node = $1 "
-	"AND status IN ('completed', 'disputed') AND completed_at > $2",
+	.sql = "SELECT (SELECT coalesce(pg_catalog.sum(payments), 0)::bigint "
+	"FROM compay.requester_volume WHERE from_node = $1 "
+	"AND day > ($2 AT TIME ZONE 'UTC')::date) + "
+	"(SELECT pg_catalog.count(*) FROM compay.payments WHERE from_node = $1 "
+	"AND status IN ('completed', 'disputed') AND completed_at > $2 "
+	"AND completed_at < (($2 AT TIME ZONE 'UTC')::date + 1)::timestamp AT TIME ZONE 'UTC')",
 	.nargs = 2,
 	.argtypes = {TEXTOID, TIMESTAMPTZOID}
 };

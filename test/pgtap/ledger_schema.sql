@@ -11,7 +11,8 @@ SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
                                   'market_adjustments', 'jobs', 'verifications',
                                   'usage_samples', 'stakes', 'payments', 'settlements',
                                   'payout_addresses', 'payout_policies', 'payout_transactions',
-                                  'payout_items', 'deposit_addresses', 'xmr_deposits']);
+                                  'payout_items', 'deposit_addresses', 'xmr_deposits',
+                                  'requester_volume']);
 SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
 SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
