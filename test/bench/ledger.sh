@@ -18,6 +18,8 @@ secs=${2:-15}
 clients=8
 # shellcheck source=../lib/cluster.sh
 source "$dir/src/test/lib/cluster.sh"
+# shellcheck source=../lib/bench.sh
+source "$dir/src/test/lib/bench.sh"
 trap 'cluster_stop "$dir/data"' EXIT
 
 cluster_init "$dir/data" "$(cluster_pick_port)" \
@@ -54,18 +56,9 @@ SQL
 
 # run_case SYNC ARGS...: prints the tps pgbench measured.
 run_case() {
-    local sync=$1 out
+    local sync=$1
     shift
-    out=$(PGOPTIONS="-c synchronous_commit=$sync" pgbench -n -M prepared \
-        -c "$clients" -j 2 -T "$secs" "$@" postgres 2>&1) || {
-        printf '%s\n' "$out" >&2
-        return 1
-    }
-    if grep -q 'number of failed transactions: [1-9]' <<<"$out"; then
-        printf '%s\n' "$out" >&2
-        return 1
-    fi
-    sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out"
+    PGOPTIONS="-c synchronous_commit=$sync" pgbench_tps -c "$clients" -j 2 -T "$secs" "$@"
 }
 
 printf 'ledger: %s clients, %s s a case, PostgreSQL %s, %s cores\n' \

@@ -20,6 +20,8 @@ runs=${3:-3}
 clients=8
 # shellcheck source=../lib/cluster.sh
 source "$dir/src/test/lib/cluster.sh"
+# shellcheck source=../lib/bench.sh
+source "$dir/src/test/lib/bench.sh"
 trap 'cluster_stop "$dir/data"' EXIT
 
 cluster_init "$dir/data" "$(cluster_pick_port)" \
@@ -59,22 +61,8 @@ done
 # run_case SYNC SCRIPT: prints the tps pgbench measured (one sample a
 # transaction).
 run_case() {
-    local sync=$1 out
-    out=$(PGOPTIONS="-c synchronous_commit=$sync" pgbench -n -M prepared \
-        -c "$clients" -j 2 -T "$secs" -f "$scripts/$2.sql" postgres 2>&1) || {
-        printf '%s\n' "$out" >&2
-        return 1
-    }
-    if grep -q 'number of failed transactions: [1-9]' <<<"$out"; then
-        printf '%s\n' "$out" >&2
-        return 1
-    fi
-    sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out"
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    PGOPTIONS="-c synchronous_commit=$1" pgbench_tps -c "$clients" -j 2 -T "$secs" \
+        -f "$scripts/$2.sql"
 }
 
 printf 'metering: %s clients, %s s a run, median of %s runs, PostgreSQL %s, %s cores\n' \

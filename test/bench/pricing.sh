@@ -27,6 +27,8 @@ secs=${2:-10}
 runs=${3:-3}
 # shellcheck source=../lib/cluster.sh
 source "$dir/src/test/lib/cluster.sh"
+# shellcheck source=../lib/bench.sh
+source "$dir/src/test/lib/bench.sh"
 trap 'cluster_stop "$dir/data"' EXIT
 
 cluster_init "$dir/data" "$(cluster_pick_port)" "shared_buffers = '512MB'" "jit = off"
@@ -86,22 +88,7 @@ write_case floor "" "" 0
 # run_case CLIENTS SCRIPT: prints the calls a second pgbench measured (one
 # call a transaction).
 run_case() {
-    local clients=$1 script=$2 out
-    out=$(pgbench -n -M prepared -c "$clients" -j "$clients" -T "$secs" \
-        -f "$scripts/$script.sql" postgres 2>&1) || {
-        printf '%s\n' "$out" >&2
-        return 1
-    }
-    if grep -q 'number of failed transactions: [1-9]' <<<"$out"; then
-        printf '%s\n' "$out" >&2
-        return 1
-    fi
-    sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out"
-}
-
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+    pgbench_tps -c "$1" -j "$1" -T "$secs" -f "$scripts/$2.sql"
 }
 
 printf '\n%-8s %-24s %15s %16s %15s\n' clients case 'compay calls/s' 'plpgsql calls/s' compay/plpgsql

@@ -11,6 +11,8 @@ dir=$1
 runs=${2:-3}
 # shellcheck source=../lib/cluster.sh
 source "$dir/src/test/lib/cluster.sh"
+# shellcheck source=../lib/bench.sh
+source "$dir/src/test/lib/bench.sh"
 trap 'cluster_stop "$dir/data"' EXIT
 
 cluster_init "$dir/data" "$(cluster_pick_port)" \
@@ -44,28 +46,28 @@ SELECT round((extract(epoch FROM clock_timestamp()) - :t0)::numeric, 3);
 SQL
 }
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-
 settle_case() {
-    local n=$1 i
+    local n=$1 i t=()
     for ((i = 0; i < runs; i++)); do
         load "$n"
-        timed "SELECT count(*) FROM compay.run_settlement('hourly', '2026-11-02 00:00+00')"
+        t+=("$(timed "SELECT count(*) FROM compay.run_settlement('hourly', '2026-11-02 00:00+00')")")
         q -c "SELECT CASE WHEN (SELECT count(*) FROM compay.payments WHERE settlement_id IS NULL) = 0
                             AND (SELECT bool_and(ok) FROM compay.verify_ledger())
                           THEN 'ok' ELSE 'BAD' END" |
             grep -qx ok || { echo "settlement of $n left payments or broke a check" >&2; exit 1; }
-    done | median
+    done
+    median "${t[@]}"
 }
 
 floor_case() {
-    local n=$1 i
+    local n=$1 i t=()
     load "$n"
     for ((i = 0; i < runs; i++)); do
-        timed "SELECT count(*) FROM (SELECT date_trunc('hour', completed_at), currency, to_node,
+        t+=("$(timed "SELECT count(*) FROM (SELECT date_trunc('hour', completed_at), currency, to_node,
                  count(*), compay.sum(amount) FROM compay.payments
-                 WHERE status = 'completed' AND settlement_id IS NULL GROUP BY 1, 2, 3) s"
-    done | median
+                 WHERE status = 'completed' AND settlement_id IS NULL GROUP BY 1, 2, 3) s")")
+    done
+    median "${t[@]}"
 }
 
 printf 'settlement: median of %s runs, PostgreSQL %s, %s cores\n' \

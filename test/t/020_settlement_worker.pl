@@ -131,17 +131,26 @@ check_settled_once('after reload');
 # earmarks the payee's XMR with a hold; a session that holds the payee's
 # account row makes the run wait there, after the payments are stamped and
 # before its transaction commits.
-$node->safe_psql('postgres', q{SELECT compay.deposit('xmr-prov', '100', 'XMR')});
-my $blocker = $node->background_psql('postgres');
-$blocker->query_safe(
-	q{BEGIN; SELECT 1 FROM compay.accounts WHERE node_id = 'xmr-prov' AND currency = 'XMR' FOR UPDATE});
-$node->safe_psql(
-	'postgres', q{
+# A session that holds xmr-prov's XMR account row (returned), then n XMR
+# payments of amount to xmr-prov in the last closed hour.
+sub block_payee_and_pay
+{
+	my ($prefix, $n, $amount) = @_;
+	my $session = $node->background_psql('postgres');
+	$session->query_safe(
+		q{BEGIN; SELECT 1 FROM compay.accounts WHERE node_id = 'xmr-prov' AND currency = 'XMR' FOR UPDATE});
+	$node->safe_psql(
+		'postgres', qq{
 INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
                              completed_at)
-SELECT 'xmr-' || g, 'req', 'xmr-prov', '0.25', 'XMR', 'crypto', 'completed',
+SELECT '$prefix-' || g, 'req', 'xmr-prov', '$amount', 'XMR', 'crypto', 'completed',
        date_trunc('hour', now()) - interval '1 hour'
-FROM generate_series(1, 40) g});
+FROM generate_series(1, $n) g});
+	return $session;
+}
+
+$node->safe_psql('postgres', q{SELECT compay.deposit('xmr-prov', '100', 'XMR')});
+my $blocker = block_payee_and_pay('xmr', 40, '0.25');
 ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) = 1 FROM pg_stat_activity
 		  WHERE backend_type = 'compay settlement worker' AND wait_event_type = 'Lock'}),
@@ -166,16 +175,7 @@ is( $node->safe_psql(
 $node->safe_psql('postgres', q{ALTER SYSTEM SET compay.worker_enabled = off});
 $node->reload;
 $node->poll_query_until('postgres', q{SELECT state = 'disabled' FROM compay.worker_status});
-$blocker = $node->background_psql('postgres');
-$blocker->query_safe(
-	q{BEGIN; SELECT 1 FROM compay.accounts WHERE node_id = 'xmr-prov' AND currency = 'XMR' FOR UPDATE});
-$node->safe_psql(
-	'postgres', q{
-INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
-                             completed_at)
-SELECT 'xmr2-' || g, 'req', 'xmr-prov', '0.5', 'XMR', 'crypto', 'completed',
-       date_trunc('hour', now()) - interval '1 hour'
-FROM generate_series(1, 20) g});
+$blocker = block_payee_and_pay('xmr2', 20, '0.5');
 add_payments('third', 50);
 my $runner = $node->background_psql('postgres', on_error_stop => 0);
 $runner->query_until(qr/started/,
