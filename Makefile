@@ -25,7 +25,27 @@ OBJS = \
 	src/wallet_rpc.o \
 	src/worker.o
 
-DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+# The install script of the current version is built from one SQL piece
+# per concern, kept beside its C, in this order (a piece may use what the
+# pieces before it create; verify.sql reads every table, so it is last).
+# Released install scripts and upgrade scripts are shipped as they are.
+SQL_PIECES = \
+	src/credit.sql \
+	src/roles.sql \
+	src/ledger.sql \
+	src/reward.sql \
+	src/pricing.sql \
+	src/jobs.sql \
+	src/payments.sql \
+	src/settlement.sql \
+	src/worker.sql \
+	src/monero_address.sql \
+	src/wallet_rpc.sql \
+	src/payout.sql \
+	src/deposit.sql \
+	src/verify.sql
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 COMPAY_HEADERS = $(wildcard src/*.h)
 SHLIB_LINK += -lgmp -lcurl
 
@@ -41,6 +61,9 @@ test:
 
 demo:
 	bash test/demo.sh
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PIECES)
+	for f in $^; do cat "$$f"; echo; done >$@
 
 ifneq ($(wildcard $(PGXS)),)
 # PostgreSQL's headers are system headers to us: -Wextra stays on for our

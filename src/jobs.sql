@@ -1,0 +1,632 @@
+--------------------------------------------------------------------------
+-- Jobs: escrow, metering, verification, task payments, disputes.
+--
+-- The orchestration is PL/pgSQL; every money movement is one call of a C
+-- ledger function.  Lock order: the job row (FOR UPDATE) first, then the
+-- stake row, then the ledger's accounts and holds inside that one C call.
+-- Nothing locks a job row while holding account locks, so the order holds
+-- across the whole extension.
+--------------------------------------------------------------------------
+
+CREATE TYPE compay.job_status AS ENUM
+    ('submitted', 'assigned', 'completed', 'paid', 'failed', 'timed_out');
+CREATE TYPE compay.payment_method AS ENUM ('credit', 'barter', 'crypto', 'fiat');
+CREATE TYPE compay.payment_status AS ENUM
+    ('pending', 'processing', 'completed', 'failed', 'refunded', 'disputed');
+
+CREATE SEQUENCE compay.jobs_id_seq;
+CREATE TABLE compay.jobs (
+    id              bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.jobs_id_seq'),
+    task_id         text NOT NULL UNIQUE,
+    requester       text NOT NULL,
+    provider        text,
+    task_type       text NOT NULL,
+    currency        text NOT NULL,
+    status          compay.job_status NOT NULL,
+    max_amount      compay.credit,          -- the escrow; NULL: a task without escrow
+    escrow_hold_id  bigint,
+    timeout_at      timestamptz,
+    started_at      timestamptz,
+    completed_at    timestamptz,
+    gpu_utilization numeric,
+    amount          compay.credit,          -- what was paid
+    payment_id      bigint,
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT jobs_escrow CHECK ((max_amount IS NULL) = (escrow_hold_id IS NULL)),
+    CONSTRAINT jobs_parties CHECK (provider IS NULL OR provider <> requester),
+    CONSTRAINT jobs_times CHECK (completed_at IS NULL OR completed_at >= started_at)
+);
+ALTER SEQUENCE compay.jobs_id_seq OWNED BY compay.jobs.id;
+CREATE INDEX jobs_open_timeout ON compay.jobs (timeout_at)
+    WHERE status IN ('submitted', 'assigned', 'completed') AND timeout_at IS NOT NULL;
+CREATE INDEX jobs_open_provider ON compay.jobs (provider)
+    WHERE status IN ('submitted', 'assigned', 'completed');
+COMMENT ON TABLE compay.jobs IS
+    'compute jobs and tasks: requester, provider, escrow hold, state, what was paid';
+
+CREATE TABLE compay.verifications (
+    job_id         bigint NOT NULL REFERENCES compay.jobs (id),
+    verifier       text NOT NULL,
+    passed         boolean NOT NULL,
+    quality_factor numeric,
+    reward_amount  compay.credit,
+    created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    rewarded_at    timestamptz,             -- when the reward moved from $rewards
+    settlement_id  bigint,                  -- the settlement that gathered the reward
+    PRIMARY KEY (job_id, verifier)
+);
+CREATE INDEX verifications_unsettled ON compay.verifications (rewarded_at)
+    WHERE settlement_id IS NULL AND reward_amount > '0';
+CREATE INDEX verifications_settlement ON compay.verifications (settlement_id)
+    WHERE settlement_id IS NOT NULL;
+COMMENT ON TABLE compay.verifications IS 'one vote per verifier and job';
+
+CREATE TABLE compay.usage_samples (
+    job_id             bigint NOT NULL REFERENCES compay.jobs (id),
+    sample_id          text NOT NULL,
+    node_id            text NOT NULL,
+    sampled_at         timestamptz NOT NULL,
+    cpu_seconds        numeric NOT NULL,
+    memory_byte_hours  numeric NOT NULL,
+    storage_byte_hours numeric NOT NULL,
+    network_bytes_in   bigint NOT NULL,
+    network_bytes_out  bigint NOT NULL,
+    gpu_seconds        numeric NOT NULL,
+    custom             jsonb,
+    recorded_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (job_id, sample_id)
+);
+COMMENT ON TABLE compay.usage_samples IS
+    'usage pushed by nodes: each sample is the usage since the node''s previous one';
+
+CREATE TABLE compay.stakes (
+    node_id    text NOT NULL,
+    currency   text NOT NULL,
+    amount     compay.credit NOT NULL,
+    hold_id    bigint,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (node_id, currency),
+    CONSTRAINT stakes_amount CHECK (amount >= '0' AND (amount = '0') = (hold_id IS NULL))
+);
+COMMENT ON TABLE compay.stakes IS 'stake of each provider, held on its account by one ledger hold';
+
+SELECT pg_catalog.pg_extension_config_dump('compay.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.jobs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.verifications', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.usage_samples', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.stakes', '');
+REVOKE ALL ON compay.jobs, compay.verifications, compay.usage_samples, compay.stakes,
+    compay.jobs_id_seq FROM PUBLIC;
+GRANT SELECT ON compay.jobs, compay.verifications, compay.usage_samples, compay.stakes
+    TO compay_reader;
+
+
+-- One ledger call that pays a verified job (src/ledger_holds.c).
+CREATE FUNCTION compay.settle_escrow(hold_id bigint, provider text, amount compay.credit,
+    verifiers text[], verifier_reward compay.credit, reference text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_settle_escrow'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+REVOKE ALL ON FUNCTION compay.settle_escrow(bigint, text, compay.credit, text[], compay.credit, text)
+    FROM PUBLIC;
+
+CREATE FUNCTION compay.compute_reward(job_type text, duration interval,
+    utilization_factor numeric, quality_factors numeric[]) RETURNS compay.credit
+    AS 'MODULE_PATHNAME', 'compay_compute_reward_mean'
+    LANGUAGE C STABLE PARALLEL SAFE SET search_path = pg_catalog, compay;
+COMMENT ON FUNCTION compay.compute_reward(text, interval, numeric, numeric[]) IS
+    'compute_reward() with the exact mean of several quality factors (empty or all NULL: the job type''s multiplier)';
+REVOKE ALL ON FUNCTION compay.compute_reward(text, interval, numeric, numeric[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.compute_reward(text, interval, numeric, numeric[]) TO compay_reader;
+
+CREATE FUNCTION compay.check_metrics(metrics compay.resource_metrics) RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_check_metrics'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION compay.check_metrics(compay.resource_metrics) IS
+    'raises 22023 unless every quantity is a finite number >= 0 and custom is an object of such numbers';
+
+-- The job row, locked; PY010 if there is none.
+CREATE FUNCTION compay.lock_job(task_id text, share boolean DEFAULT false) RETURNS compay.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+DECLARE
+    j compay.jobs;
+BEGIN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF share THEN
+        SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = lock_job.task_id FOR SHARE;
+    ELSE
+        SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = lock_job.task_id FOR UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', left(task_id, 64) USING ERRCODE = 'PY010',
+            HINT = 'Submit it first with compay.submit_job() or compay.submit_task().';
+    END IF;
+    RETURN j;
+END $$;
+
+-- 55000 if the job's timeout has passed; compay.expire_jobs() releases it.
+CREATE FUNCTION compay.require_not_timed_out(j compay.jobs) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+BEGIN
+    IF j.timeout_at IS NOT NULL AND j.timeout_at <= now() THEN
+        RAISE EXCEPTION 'job "%" timed out', left(j.task_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Its timeout was %s.', j.timeout_at),
+                  HINT = 'compay.expire_jobs() releases its escrow to the requester.';
+    END IF;
+END $$;
+
+CREATE FUNCTION compay.require_job_status(j compay.jobs, wanted compay.job_status, action text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+BEGIN
+    IF j.status <> wanted THEN
+        RAISE EXCEPTION 'cannot % job "%": it is %', action, left(j.task_id, 64), j.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('This needs a job in state %s.', wanted);
+    END IF;
+END $$;
+
+-- The currency a task type is paid in: its job type's, else its model's.
+CREATE FUNCTION compay.task_currency(task_type text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+    SELECT c FROM (
+        SELECT 1, currency FROM compay.job_types WHERE job_type = $1
+        UNION ALL
+        SELECT 2, m.currency FROM compay.task_type_models t
+        JOIN compay.pricing_models m ON m.id = t.model_id WHERE t.task_type = $1
+        UNION ALL
+        SELECT 3, currency FROM compay.pricing_models WHERE name = 'default') s (o, c)
+    ORDER BY o LIMIT 1
+$$;
+
+-- Moves a node's credit score after a payment outcome, as the ledger does:
+-- up 1 % of the way to 1, or down 5 %.
+CREATE FUNCTION compay.move_credit_score(node_id text, currency text, up boolean) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, compay AS $$
+    UPDATE compay.accounts
+    SET credit_score = round(CASE WHEN up THEN credit_score + (1 - credit_score) * 0.01
+                                  ELSE credit_score * 0.95 END, 5)
+    WHERE accounts.node_id = $1 AND accounts.currency = $2 AND (flags & 1) = 0
+$$;
+
+CREATE FUNCTION compay.submit_job(task_id text, requester text, task_type text,
+    max_amount compay.credit, timeout interval DEFAULT '24 hours') RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    j compay.jobs;
+    v_currency text;
+    v_hold bigint;
+BEGIN
+    IF task_id IS NULL OR requester IS NULL OR task_type IS NULL OR max_amount IS NULL
+       OR timeout IS NULL THEN
+        RAISE EXCEPTION 'task_id, requester, task_type, max_amount and timeout must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(task_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_amount <= '0' THEN
+        RAISE EXCEPTION 'the escrow amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF timeout <= interval '0' THEN
+        RAISE EXCEPTION 'a job timeout must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = submit_job.task_id FOR UPDATE;
+    IF FOUND THEN
+        -- A retry of the same submission returns the same job.
+        IF j.requester = requester AND j.task_type = task_type AND j.max_amount = max_amount THEN
+            RETURN j.id;
+        END IF;
+        RAISE EXCEPTION 'task "%" was already submitted with other arguments', left(task_id, 64)
+            USING ERRCODE = 'PY005';
+    END IF;
+    v_currency := compay.task_currency(task_type);
+    v_hold := compay.reserve(requester, max_amount, 'escrow:' || task_id, NULL, NULL, v_currency);
+    INSERT INTO compay.jobs (task_id, requester, task_type, currency, status, max_amount,
+                             escrow_hold_id, timeout_at)
+    VALUES (task_id, requester, task_type, v_currency, 'submitted', max_amount, v_hold,
+            now() + timeout)
+    RETURNING id INTO j.id;
+    RETURN j.id;
+END $$;
+COMMENT ON FUNCTION compay.submit_job(text, text, text, compay.credit, interval) IS
+    'records a job and holds max_amount of the requester as escrow until verification or timeout';
+
+CREATE FUNCTION compay.submit_task(task_id text, requester text, provider text, task_type text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    j compay.jobs;
+BEGIN
+    IF task_id IS NULL OR requester IS NULL OR provider IS NULL OR task_type IS NULL THEN
+        RAISE EXCEPTION 'task_id, requester, provider and task_type must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(task_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF provider = requester THEN
+        RAISE EXCEPTION 'a node cannot run its own task' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = submit_task.task_id FOR UPDATE;
+    IF FOUND THEN
+        IF j.requester = requester AND j.provider = provider AND j.task_type = task_type
+           AND j.max_amount IS NULL THEN
+            RETURN j.id;
+        END IF;
+        RAISE EXCEPTION 'task "%" was already submitted with other arguments', left(task_id, 64)
+            USING ERRCODE = 'PY005';
+    END IF;
+    INSERT INTO compay.jobs (task_id, requester, provider, task_type, currency, status)
+    VALUES (task_id, requester, provider, task_type, compay.task_currency(task_type), 'assigned')
+    RETURNING id INTO j.id;
+    RETURN j.id;
+END $$;
+COMMENT ON FUNCTION compay.submit_task(text, text, text, text) IS
+    'records a task without escrow, already assigned; paid by compay.process_task_payment()';
+
+CREATE FUNCTION compay.stake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT')
+RETURNS compay.credit
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    s compay.stakes;
+BEGIN
+    IF node_id IS NULL OR amount IS NULL OR currency IS NULL THEN
+        RAISE EXCEPTION 'node_id, amount and currency must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'a stake must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO compay.stakes (node_id, currency, amount) VALUES (node_id, currency, '0')
+    ON CONFLICT DO NOTHING;
+    SELECT * INTO STRICT s FROM compay.stakes
+    WHERE stakes.node_id = stake.node_id AND stakes.currency = stake.currency FOR UPDATE;
+    -- One hold carries the whole stake: free the old one, hold the new total.
+    IF s.hold_id IS NOT NULL THEN
+        PERFORM compay.release(s.hold_id);
+    END IF;
+    s.amount := s.amount + amount;
+    s.hold_id := compay.reserve(node_id, s.amount, 'stake', NULL, NULL, currency);
+    UPDATE compay.stakes SET amount = s.amount, hold_id = s.hold_id, updated_at = now()
+    WHERE stakes.node_id = stake.node_id AND stakes.currency = stake.currency;
+    RETURN s.amount;
+END $$;
+COMMENT ON FUNCTION compay.stake(text, compay.credit, text) IS
+    'adds to a node''s stake, held on its account; returns the new stake';
+
+CREATE FUNCTION compay.unstake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT')
+RETURNS compay.credit
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    s compay.stakes;
+    v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
+BEGIN
+    IF node_id IS NULL OR amount IS NULL OR currency IS NULL THEN
+        RAISE EXCEPTION 'node_id, amount and currency must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'an unstake amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO s FROM compay.stakes
+    WHERE stakes.node_id = unstake.node_id AND stakes.currency = unstake.currency FOR UPDATE;
+    IF NOT FOUND OR s.amount < amount THEN
+        RAISE EXCEPTION 'cannot unstake % %: node "%" has % staked', amount, currency,
+            left(node_id, 64), coalesce(s.amount, '0')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF s.amount - amount < v_min AND EXISTS (
+        SELECT 1 FROM compay.jobs
+        WHERE provider = node_id AND jobs.currency = unstake.currency
+          AND status IN ('submitted', 'assigned', 'completed')) THEN
+        RAISE EXCEPTION 'cannot unstake below compay.min_stake % while a job of node "%" is open',
+            v_min, left(node_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Unstake after the node''s open jobs are paid, failed or timed out.';
+    END IF;
+    PERFORM compay.release(s.hold_id);
+    s.amount := s.amount - amount;
+    s.hold_id := CASE WHEN s.amount > '0'
+                      THEN compay.reserve(node_id, s.amount, 'stake', NULL, NULL, currency) END;
+    UPDATE compay.stakes SET amount = s.amount, hold_id = s.hold_id, updated_at = now()
+    WHERE stakes.node_id = unstake.node_id AND stakes.currency = unstake.currency;
+    RETURN s.amount;
+END $$;
+COMMENT ON FUNCTION compay.unstake(text, compay.credit, text) IS
+    'frees part of a node''s stake; not below compay.min_stake while one of its jobs is open';
+
+CREATE FUNCTION compay.assign_job(task_id text, provider text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    j compay.jobs := compay.lock_job(task_id);
+    v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
+    v_stake compay.credit;
+BEGIN
+    IF provider IS NULL THEN
+        RAISE EXCEPTION 'provider must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF j.status = 'assigned' AND j.provider = provider THEN
+        RETURN;                                 -- a retry
+    END IF;
+    PERFORM compay.require_job_status(j, 'submitted', 'assign');
+    PERFORM compay.require_not_timed_out(j);
+    IF provider = j.requester OR left(provider, 1) = '$' OR length(provider) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'node "%" cannot run job "%"', left(provider, 64), left(task_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The provider must be a node other than the requester.';
+    END IF;
+    IF v_min > '0' THEN
+        SELECT amount INTO v_stake FROM compay.stakes
+        WHERE node_id = provider AND currency = j.currency FOR SHARE;
+        IF coalesce(v_stake, '0') < v_min THEN
+            RAISE EXCEPTION 'node "%" has staked % %, less than compay.min_stake %',
+                left(provider, 64), coalesce(v_stake, '0'), j.currency, v_min
+                USING ERRCODE = 'PY011', HINT = 'Stake more with compay.stake().';
+        END IF;
+    END IF;
+    UPDATE compay.jobs SET provider = assign_job.provider, status = 'assigned', updated_at = now()
+    WHERE id = j.id;
+END $$;
+COMMENT ON FUNCTION compay.assign_job(text, text) IS
+    'assigns a submitted job to a provider whose stake is at least compay.min_stake';
+
+CREATE FUNCTION compay.complete_job(task_id text, started_at timestamptz,
+    completed_at timestamptz, gpu_utilization numeric DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    j compay.jobs := compay.lock_job(task_id);
+BEGIN
+    IF started_at IS NULL OR completed_at IS NULL THEN
+        RAISE EXCEPTION 'started_at and completed_at must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.require_job_status(j, 'assigned', 'complete');
+    PERFORM compay.require_not_timed_out(j);
+    IF completed_at < started_at OR NOT isfinite(started_at) OR NOT isfinite(completed_at) THEN
+        RAISE EXCEPTION 'a job cannot complete before it starts'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('started_at is %s, completed_at %s.', started_at, completed_at);
+    END IF;
+    IF gpu_utilization IS NOT NULL THEN
+        PERFORM compay.utilization_factor(gpu_utilization);   -- 22023 outside [0, 1]
+    END IF;
+    UPDATE compay.jobs
+    SET status = 'completed', started_at = complete_job.started_at,
+        completed_at = complete_job.completed_at, gpu_utilization = complete_job.gpu_utilization,
+        updated_at = now()
+    WHERE id = j.id;
+END $$;
+COMMENT ON FUNCTION compay.complete_job(text, timestamptz, timestamptz, numeric) IS
+    'marks an assigned job completed, with its run time and GPU utilization (0..1)';
+
+CREATE FUNCTION compay.record_usage(task_id text, node_id text, sample_id text,
+    sampled_at timestamptz, metrics compay.resource_metrics) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    j compay.jobs;
+BEGIN
+    IF task_id IS NULL OR node_id IS NULL OR sample_id IS NULL OR sampled_at IS NULL
+       OR metrics IS NULL THEN
+        RAISE EXCEPTION 'task_id, node_id, sample_id, sampled_at and metrics must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_metrics(metrics);
+    -- A share lock: samples of one task go in side by side, but not while
+    -- the task is being paid (that takes the row FOR UPDATE).
+    j := compay.lock_job(task_id, true);
+    IF j.status = 'paid' THEN
+        RAISE EXCEPTION 'task "%" is already paid', left(task_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Usage of a paid task can no longer change what it cost.';
+    END IF;
+    IF j.status IN ('failed', 'timed_out') THEN
+        RAISE EXCEPTION 'task "%" is closed: it is %', left(task_id, 64), j.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF j.provider IS DISTINCT FROM node_id THEN
+        RAISE EXCEPTION 'node "%" does not run task "%"', left(node_id, 64), left(task_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Only the task''s provider reports its usage.';
+    END IF;
+    INSERT INTO compay.usage_samples (job_id, sample_id, node_id, sampled_at, cpu_seconds,
+        memory_byte_hours, storage_byte_hours, network_bytes_in, network_bytes_out,
+        gpu_seconds, custom)
+    VALUES (j.id, sample_id, node_id, sampled_at, coalesce(metrics.cpu_seconds, 0),
+        coalesce(metrics.memory_byte_hours, 0), coalesce(metrics.storage_byte_hours, 0),
+        coalesce(metrics.network_bytes_in, 0), coalesce(metrics.network_bytes_out, 0),
+        coalesce(metrics.gpu_seconds, 0), nullif(metrics.custom, '{}'))
+    ON CONFLICT DO NOTHING;
+    RETURN FOUND;
+END $$;
+COMMENT ON FUNCTION compay.record_usage(text, text, text, timestamptz, compay.resource_metrics) IS
+    'records one usage sample (the usage since the node''s previous one); the same sample_id again changes nothing and returns false';
+
+CREATE FUNCTION compay.task_metrics(task_id text) RETURNS compay.resource_metrics
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_job bigint;
+    m compay.resource_metrics;
+BEGIN
+    SELECT id INTO v_job FROM compay.jobs WHERE jobs.task_id = task_metrics.task_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', left(coalesce(task_id, 'NULL'), 64)
+            USING ERRCODE = 'PY010';
+    END IF;
+    SELECT coalesce(sum(cpu_seconds), 0), coalesce(sum(memory_byte_hours), 0),
+           coalesce(sum(storage_byte_hours), 0), coalesce(sum(network_bytes_in), 0),
+           coalesce(sum(network_bytes_out), 0), coalesce(sum(gpu_seconds), 0),
+           coalesce((SELECT jsonb_object_agg(key, total ORDER BY key)
+                     FROM (SELECT c.key, sum(c.value::numeric) AS total
+                           FROM compay.usage_samples s, jsonb_each(s.custom) c
+                           WHERE s.job_id = v_job GROUP BY c.key) t), '{}')
+    INTO m
+    FROM compay.usage_samples WHERE job_id = v_job;
+    RETURN m;
+END $$;
+COMMENT ON FUNCTION compay.task_metrics(text) IS 'the sum of a task''s usage samples';
+
+-- What a completed job earns: compute_reward() for the Monero network's job
+-- types (quality: the exact mean of the factors given), else price() of its
+-- metered usage.  A NULL GPU utilization counts as utilization factor 1.
+CREATE FUNCTION compay.job_amount(j compay.jobs, quality_factors numeric[]) RETURNS compay.credit
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM compay.job_types WHERE job_type = j.task_type) THEN
+        RETURN compay.compute_reward(j.task_type, j.completed_at - j.started_at,
+            CASE WHEN j.gpu_utilization IS NULL THEN 1.0
+                 ELSE compay.utilization_factor(j.gpu_utilization) END,
+            quality_factors);
+    END IF;
+    RETURN compay.price(compay.task_metrics(j.task_id), j.task_type, j.requester);
+END $$;
+
+-- Pays a job whose quorum passed: one ledger call (compay.settle_escrow).
+CREATE FUNCTION compay.pay_verified_job(j compay.jobs) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_ratio numeric := current_setting('compay.verification_reward_ratio')::numeric;
+    v_verifiers text[];
+    v_factors numeric[];
+    v_amount compay.credit;
+    v_reward compay.credit;
+    v_payment bigint;
+    v_transfer bigint;
+BEGIN
+    SELECT array_agg(verifier ORDER BY created_at, verifier), array_agg(quality_factor)
+    INTO v_verifiers, v_factors
+    FROM compay.verifications WHERE job_id = j.id AND passed;
+    v_amount := least(compay.job_amount(j, v_factors), j.max_amount);
+    v_reward := v_amount * v_ratio;             -- exact, rounded once half to even
+    INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
+                                 resource_metrics, metadata)
+    VALUES (j.task_id, j.requester, j.provider, v_amount, j.currency,
+            (CASE WHEN j.currency = 'XMR' THEN 'crypto' ELSE 'credit' END)::compay.payment_method,
+            'processing',
+            compay.task_metrics(j.task_id),
+            jsonb_build_object('escrow_hold_id', j.escrow_hold_id, 'verifiers', v_verifiers,
+                               'verifier_reward', v_reward::text))
+    RETURNING id INTO v_payment;
+    v_transfer := compay.settle_escrow(j.escrow_hold_id, j.provider, v_amount, v_verifiers,
+                                       v_reward, 'job:' || j.task_id);
+    UPDATE compay.payments SET status = 'completed', completed_at = now(), transfer_id = v_transfer
+    WHERE id = v_payment;
+    UPDATE compay.verifications SET reward_amount = v_reward, rewarded_at = now()
+    WHERE job_id = j.id AND passed;
+    UPDATE compay.jobs SET status = 'paid', amount = v_amount, payment_id = v_payment,
+                           updated_at = now()
+    WHERE id = j.id;
+    RETURN v_payment;
+END $$;
+
+CREATE FUNCTION compay.verify_job(task_id text, verifier text, passed boolean,
+    quality_factor numeric DEFAULT NULL) RETURNS compay.job_status
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    j compay.jobs := compay.lock_job(task_id);
+    v_quorum integer := current_setting('compay.verification_quorum')::integer;
+    v_passes integer;
+    v_fails integer;
+BEGIN
+    IF verifier IS NULL OR passed IS NULL THEN
+        RAISE EXCEPTION 'verifier and passed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF j.max_amount IS NULL THEN
+        RAISE EXCEPTION 'task "%" has no escrow to verify', left(task_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Pay a task without escrow with compay.process_task_payment().';
+    END IF;
+    PERFORM compay.require_job_status(j, 'completed', 'verify');
+    PERFORM compay.require_not_timed_out(j);
+    IF verifier IN (j.requester, j.provider) OR left(verifier, 1) = '$'
+       OR length(verifier) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'node "%" cannot verify job "%"', left(verifier, 64), left(task_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A verifier is neither the requester nor the provider of the job.';
+    END IF;
+    IF quality_factor IS NOT NULL AND NOT quality_factor BETWEEN 0.8 AND 1.5 THEN
+        RAISE EXCEPTION 'quality factor % is outside [0.8, 1.5]', quality_factor
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO compay.verifications (job_id, verifier, passed, quality_factor)
+    VALUES (j.id, verifier, passed, quality_factor)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'node "%" has already voted on job "%"', left(verifier, 64), left(task_id, 64)
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    SELECT count(*) FILTER (WHERE v.passed), count(*) FILTER (WHERE NOT v.passed)
+    INTO v_passes, v_fails
+    FROM compay.verifications v WHERE v.job_id = j.id;
+    IF v_passes >= v_quorum THEN
+        PERFORM compay.pay_verified_job(j);
+        RETURN 'paid';
+    ELSIF v_fails >= v_quorum THEN
+        -- Two calls touch the requester's and the provider's accounts:
+        -- lock both first, in ascending id as the ledger does, so that two
+        -- jobs failing between the same nodes in opposite roles cannot
+        -- deadlock.
+        PERFORM 1 FROM compay.accounts
+        WHERE currency = j.currency AND node_id IN (j.requester, j.provider)
+        ORDER BY id FOR UPDATE;
+        PERFORM compay.release(j.escrow_hold_id);
+        PERFORM compay.move_credit_score(j.provider, j.currency, false);
+        UPDATE compay.jobs SET status = 'failed', updated_at = now() WHERE id = j.id;
+        RETURN 'failed';
+    END IF;
+    RETURN 'completed';
+END $$;
+COMMENT ON FUNCTION compay.verify_job(text, text, boolean, numeric) IS
+    'records one verifier''s vote; at compay.verification_quorum passes the job is paid from its escrow and the passing verifiers rewarded, at as many failures the escrow goes back to the requester';
+
+CREATE FUNCTION compay.expire_jobs() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    j compay.jobs;
+    n integer := 0;
+BEGIN
+    -- In ascending order of the requester's account, so that the account
+    -- locks the releases gather follow the ledger's order; SKIP LOCKED, so
+    -- a job row held by another call is left for the next run.
+    FOR j IN SELECT jobs.* FROM compay.jobs
+             JOIN compay.accounts a ON a.node_id = jobs.requester AND a.currency = jobs.currency
+             WHERE jobs.status IN ('submitted', 'assigned', 'completed') AND jobs.timeout_at <= now()
+             ORDER BY a.id, jobs.id LIMIT 10000
+             FOR UPDATE OF jobs SKIP LOCKED
+    LOOP
+        PERFORM compay.release(j.escrow_hold_id);
+        UPDATE compay.jobs SET status = 'timed_out', updated_at = now() WHERE id = j.id;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END $$;
+COMMENT ON FUNCTION compay.expire_jobs() IS
+    'releases the escrow of every open job past its timeout to the requester; returns how many';
+
+-- Internal helpers: no role may call them directly.
+REVOKE ALL ON FUNCTION compay.lock_job(text, boolean), compay.require_not_timed_out(compay.jobs),
+    compay.task_currency(text),
+    compay.require_job_status(compay.jobs, compay.job_status, text),
+    compay.move_credit_score(text, text, boolean), compay.job_amount(compay.jobs, numeric[]),
+    compay.pay_verified_job(compay.jobs) FROM PUBLIC;
+REVOKE ALL ON FUNCTION compay.submit_job(text, text, text, compay.credit, interval),
+    compay.submit_task(text, text, text, text),
+    compay.stake(text, compay.credit, text), compay.unstake(text, compay.credit, text),
+    compay.assign_job(text, text),
+    compay.complete_job(text, timestamptz, timestamptz, numeric),
+    compay.record_usage(text, text, text, timestamptz, compay.resource_metrics),
+    compay.task_metrics(text), compay.verify_job(text, text, boolean, numeric),
+    compay.expire_jobs()
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.task_metrics(text) TO compay_reader;
+GRANT EXECUTE ON FUNCTION compay.submit_job(text, text, text, compay.credit, interval),
+    compay.submit_task(text, text, text, text),
+    compay.stake(text, compay.credit, text), compay.unstake(text, compay.credit, text),
+    compay.assign_job(text, text),
+    compay.complete_job(text, timestamptz, timestamptz, numeric),
+    compay.record_usage(text, text, text, timestamptz, compay.resource_metrics),
+    compay.verify_job(text, text, boolean, numeric),
+    compay.expire_jobs()
+    TO compay_app;

@@ -1,0 +1,233 @@
+--------------------------------------------------------------------------
+-- Settlement: completed payments batched per period, currency and payee.
+-- compay.run_settlement() for pg_cron; the background worker
+-- (src/worker.c) calls the same functions each round.
+--------------------------------------------------------------------------
+
+CREATE TYPE compay.settlement_period AS ENUM ('hourly', 'daily', 'weekly', 'monthly');
+CREATE TYPE compay.settlement_status AS ENUM ('pending', 'processing', 'completed', 'failed');
+
+CREATE SEQUENCE compay.settlements_id_seq;
+CREATE TABLE compay.settlements (
+    id              bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.settlements_id_seq'),
+    period          compay.settlement_period NOT NULL,
+    period_start    timestamptz NOT NULL,
+    period_end      timestamptz NOT NULL,
+    currency        text NOT NULL,
+    payee           text NOT NULL,
+    purpose         text NOT NULL DEFAULT 'primary',   -- verification: verifier rewards
+    payment_count   bigint NOT NULL,
+    total_amount    compay.credit NOT NULL,
+    status          compay.settlement_status NOT NULL DEFAULT 'pending',
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    next_attempt_at timestamptz,
+    earmark_hold_id bigint,                 -- XMR: the hold that keeps the amount for payout
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    completed_at    timestamptz,
+    CONSTRAINT settlements_period CHECK (period_end > period_start),
+    CONSTRAINT settlements_totals CHECK (payment_count > 0 AND total_amount >= '0'),
+    CONSTRAINT settlements_purpose CHECK (purpose IN ('primary', 'verification'))
+);
+ALTER SEQUENCE compay.settlements_id_seq OWNED BY compay.settlements.id;
+CREATE INDEX settlements_open ON compay.settlements (status, next_attempt_at)
+    WHERE status IN ('pending', 'failed');
+CREATE INDEX settlements_payee ON compay.settlements (payee, currency, period_start);
+COMMENT ON TABLE compay.settlements IS
+    'completed payments of one period, currency and payee, gathered by compay.run_settlement()';
+SELECT pg_catalog.pg_extension_config_dump('compay.settlements', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.settlements_id_seq', '');
+REVOKE ALL ON compay.settlements, compay.settlements_id_seq FROM PUBLIC;
+GRANT SELECT ON compay.settlements TO compay_reader;
+
+-- The start of the period that holds ts, in UTC (weeks start on Monday).
+CREATE FUNCTION compay.period_start(period compay.settlement_period, ts timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.date_trunc(CASE period WHEN 'hourly' THEN 'hour' WHEN 'daily' THEN 'day'
+                                             WHEN 'weekly' THEN 'week' ELSE 'month' END,
+                                 ts AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+$$;
+CREATE FUNCTION compay.period_end(period compay.settlement_period, start timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ((start AT TIME ZONE 'UTC') + CASE period WHEN 'hourly' THEN interval '1 hour'
+                                                     WHEN 'daily' THEN interval '1 day'
+                                                     WHEN 'weekly' THEN interval '7 days'
+                                                     ELSE interval '1 month' END) AT TIME ZONE 'UTC'
+$$;
+COMMENT ON FUNCTION compay.period_start(compay.settlement_period, timestamptz) IS
+    'start of the settlement period holding ts, in UTC; weeks start on Monday';
+
+-- Processes one settlement: credit and barter complete at once (the money
+-- moved when each payment was made); XMR is earmarked for payout by a
+-- hold on the payee's XMR account and stays processing until the payout.
+-- A failure is recorded with its error and retried with backoff.
+CREATE FUNCTION compay.process_settlement(settlement_id bigint, as_of timestamptz DEFAULT now())
+RETURNS compay.settlement_status
+LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+DECLARE
+    s compay.settlements;
+    v_count bigint;
+    v_total compay.credit;
+BEGIN
+    SELECT * INTO s FROM compay.settlements WHERE id = settlement_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'settlement % does not exist', settlement_id USING ERRCODE = 'PY013';
+    END IF;
+    IF s.status IN ('processing', 'completed') THEN
+        RETURN s.status;
+    END IF;
+    BEGIN
+        IF s.purpose = 'verification' THEN
+            SELECT count(*), coalesce(compay.sum(reward_amount), '0') INTO v_count, v_total
+            FROM compay.verifications v WHERE v.settlement_id = s.id;
+        ELSE
+            SELECT count(*), coalesce(compay.sum(amount), '0') INTO v_count, v_total
+            FROM compay.payments p WHERE p.settlement_id = s.id;
+        END IF;
+        IF v_count <> s.payment_count OR v_total <> s.total_amount THEN
+            RAISE EXCEPTION 'settlement % records % payments of %, its payments are % of %',
+                s.id, s.payment_count, s.total_amount, v_count, v_total
+                USING ERRCODE = 'data_corrupted';
+        END IF;
+        IF s.currency = 'XMR' THEN
+            s.earmark_hold_id := compay.reserve(s.payee, s.total_amount, 'settlement:' || s.id,
+                                                NULL, NULL, 'XMR');
+            s.status := 'processing';
+        ELSE
+            s.status := 'completed';
+        END IF;
+        UPDATE compay.settlements
+        SET status = s.status, attempts = attempts + 1, last_error = NULL, next_attempt_at = NULL,
+            earmark_hold_id = s.earmark_hold_id,
+            completed_at = CASE WHEN s.status = 'completed' THEN now() END
+        WHERE id = s.id;
+    EXCEPTION WHEN OTHERS THEN
+        -- Backoff: 1, 2, 4, ... minutes after each failure, at most an hour.
+        UPDATE compay.settlements
+        SET status = 'failed', attempts = attempts + 1,
+            last_error = SQLSTATE || ': ' || SQLERRM,
+            next_attempt_at = as_of + least(interval '1 minute' * power(2, attempts), interval '1 hour')
+        WHERE id = s.id;
+        RETURN 'failed';
+    END;
+    RETURN s.status;
+END $$;
+
+-- Processes new settlements and failed ones due for a retry; returns their ids.
+CREATE FUNCTION compay.process_due_settlements(as_of timestamptz DEFAULT now())
+RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_max integer := current_setting('compay.settlement_max_attempts')::integer;
+    v_id bigint;
+BEGIN
+    FOR v_id IN
+        SELECT id FROM compay.settlements
+        WHERE status = 'pending'
+           OR (status = 'failed' AND attempts < v_max AND next_attempt_at <= as_of)
+        ORDER BY id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM compay.process_settlement(v_id, as_of);
+        RETURN NEXT v_id;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION compay.process_due_settlements(timestamptz) IS
+    'processes pending settlements and failed ones whose backoff has passed (fewer than compay.settlement_max_attempts attempts)';
+
+CREATE FUNCTION compay.run_settlement(period compay.settlement_period DEFAULT 'hourly',
+    as_of timestamptz DEFAULT now()) RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    v_cutoff timestamptz;
+BEGIN
+    IF period IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION 'period and as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Only closed periods: everything completed before the start of the
+    -- period that holds as_of.
+    v_cutoff := compay.period_start(period, as_of);
+    -- One run at a time.  A second run waits here, then reads the payments
+    -- again and finds them settled; a payment committed after this point is
+    -- left for the next run.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.run_settlement'));
+    WITH eligible AS (
+        SELECT p.id, p.to_node, p.currency, p.amount,
+               compay.period_start(run_settlement.period, p.completed_at) AS ps
+        FROM compay.payments p
+        WHERE p.status = 'completed' AND p.settlement_id IS NULL AND p.completed_at < v_cutoff
+        FOR UPDATE
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee,
+                                        payment_count, total_amount)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, to_node, count(*), compay.sum(amount)
+        FROM eligible GROUP BY ps, currency, to_node
+        RETURNING id, period_start, currency, payee
+    )
+    UPDATE compay.payments p SET settlement_id = g.id
+    FROM eligible e JOIN groups g
+      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.to_node
+    WHERE p.id = e.id;
+    -- Verifier rewards: their own settlements (purpose verification), paid
+    -- out to the verifier's verification address when it has one.
+    WITH eligible AS (
+        SELECT v.job_id, v.verifier, j.currency, v.reward_amount AS amount,
+               compay.period_start(run_settlement.period, v.rewarded_at) AS ps
+        FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
+        WHERE v.settlement_id IS NULL AND v.reward_amount > '0' AND v.rewarded_at < v_cutoff
+        FOR UPDATE OF v
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee, purpose,
+                                        payment_count, total_amount)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, verifier, 'verification', count(*), compay.sum(amount)
+        FROM eligible GROUP BY ps, currency, verifier
+        RETURNING id, period_start, currency, payee
+    )
+    UPDATE compay.verifications v SET settlement_id = g.id
+    FROM eligible e JOIN groups g
+      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
+    WHERE v.job_id = e.job_id AND v.verifier = e.verifier;
+    RETURN QUERY SELECT compay.process_due_settlements(as_of);
+END $$;
+COMMENT ON FUNCTION compay.run_settlement(compay.settlement_period, timestamptz) IS
+    'gathers completed, unsettled payments of every closed period up to as_of into one settlement per period, currency and payee, and processes them; returns the ids processed';
+
+CREATE FUNCTION compay.retry_settlement(settlement_id bigint) RETURNS compay.settlement_status
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+DECLARE
+    s compay.settlements;
+BEGIN
+    SELECT * INTO s FROM compay.settlements WHERE id = settlement_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'settlement % does not exist', settlement_id USING ERRCODE = 'PY013';
+    END IF;
+    IF s.status <> 'failed' THEN
+        RAISE EXCEPTION 'cannot retry settlement %: it is %', settlement_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN compay.process_settlement(settlement_id);
+END $$;
+COMMENT ON FUNCTION compay.retry_settlement(bigint) IS
+    'processes a failed settlement again now, whatever its attempts; returns its new status';
+
+CREATE VIEW compay.failed_settlements AS
+    SELECT id, period, period_start, currency, payee, payment_count, total_amount, attempts,
+           last_error, next_attempt_at,
+           attempts >= current_setting('compay.settlement_max_attempts')::integer AS gave_up
+    FROM compay.settlements WHERE status = 'failed';
+COMMENT ON VIEW compay.failed_settlements IS
+    'failed settlements; gave_up: no more automatic retries, compay.retry_settlement() is needed';
+GRANT SELECT ON compay.failed_settlements TO compay_reader;
+
+REVOKE ALL ON FUNCTION compay.process_settlement(bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION compay.process_due_settlements(timestamptz),
+    compay.run_settlement(compay.settlement_period, timestamptz),
+    compay.retry_settlement(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.process_due_settlements(timestamptz),
+    compay.run_settlement(compay.settlement_period, timestamptz) TO compay_app;
+GRANT EXECUTE ON FUNCTION compay.retry_settlement(bigint) TO compay_admin;

@@ -1,0 +1,119 @@
+--------------------------------------------------------------------------
+-- verify_ledger(): last, because it reads the tables of every section.
+--------------------------------------------------------------------------
+
+CREATE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total OPERATOR(compay.=) '0'),
+           coalesce(string_agg(currency || ' sums to ' || total::text, ', ')
+                    FILTER (WHERE total OPERATOR(compay.<>) '0'), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, '0' WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE a.balance OPERATOR(compay.<>) coalesce(j.b, '0')
+       OR a.reserved OPERATOR(compay.<>) coalesce(j.r, '0')
+       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE a.reserved OPERATOR(compay.<>) coalesce(h.r, '0')
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND balance OPERATOR(compay.-) reserved OPERATOR(compay.+) credit_limit OPERATOR(compay.<) '0'
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq,
+                 lead(j.seq) OVER w IS NULL AS newest
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum(j.amount) FILTER (WHERE j.kind <> 'barter'), '0') OPERATOR(compay.<>) '0'
+              OR coalesce(compay.sum(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                        AND j.amount OPERATOR(compay.>) '0'), '0')
+                 OPERATOR(compay.<>) CASE WHEN t.kind = 'barter' THEN '0'
+                                          ELSE t.amount OPERATOR(compay.-) t.barter_amount END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, '0') OPERATOR(compay.<>) coalesce(compay.sum(b.amount), '0')) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments.
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.amount) <> s.payment_count
+              OR coalesce(compay.sum(p.amount), '0') OPERATOR(compay.<>) s.total_amount) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
+$$;
+COMMENT ON FUNCTION compay.verify_ledger() IS
+    'checks every ledger invariant; each row is one check';
+REVOKE ALL ON FUNCTION compay.verify_ledger() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.verify_ledger() TO compay_reader;

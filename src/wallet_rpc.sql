@@ -1,0 +1,9 @@
+--------------------------------------------------------------------------
+-- The treasury wallet: monero-wallet-rpc over JSON-RPC (src/wallet_rpc.c).
+--------------------------------------------------------------------------
+
+CREATE FUNCTION compay.wallet_rpc(method text, params jsonb DEFAULT '{}') RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'compay_wallet_rpc' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION compay.wallet_rpc(text, jsonb) IS
+    'one JSON-RPC call to compay.wallet_rpc_url, returning its result; PY014 when the wallet cannot be reached or refuses the login, PY015 when it answers with an error (superuser only; not inside a transaction that holds ledger locks)';
+REVOKE ALL ON FUNCTION compay.wallet_rpc(text, jsonb) FROM PUBLIC;

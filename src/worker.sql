@@ -1,0 +1,21 @@
+--------------------------------------------------------------------------
+-- The background worker (src/worker.c): its wake-up and its status.
+--------------------------------------------------------------------------
+
+CREATE FUNCTION compay.wake_worker() RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_wake_worker' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION compay.wake_worker() IS
+    'when the calling transaction commits, the settlement worker runs a round at once, settlement included';
+CREATE FUNCTION compay.worker_status(OUT state text, OUT pid integer,
+    OUT last_round_start timestamptz, OUT last_round_end timestamptz,
+    OUT next_settlement_due timestamptz, OUT rounds bigint, OUT holds_expired bigint,
+    OUT jobs_expired bigint, OUT settlements_processed bigint,
+    OUT last_error text, OUT last_error_at timestamptz)
+    AS 'MODULE_PATHNAME', 'compay_worker_status' LANGUAGE C VOLATILE;
+CREATE VIEW compay.worker_status AS SELECT * FROM compay.worker_status();
+COMMENT ON VIEW compay.worker_status IS
+    'the settlement worker: state, last round, next settlement, what the last round did, last error';
+REVOKE ALL ON FUNCTION compay.wake_worker(), compay.worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.wake_worker() TO compay_app;
+GRANT EXECUTE ON FUNCTION compay.worker_status() TO compay_reader;
+GRANT SELECT ON compay.worker_status TO compay_reader;
