@@ -29,7 +29,7 @@ REVOKE ALL ON compay.deposit_addresses, compay.xmr_deposits FROM PUBLIC;
 GRANT SELECT ON compay.deposit_addresses, compay.xmr_deposits TO compay_reader;
 
 CREATE FUNCTION compay.deposit_address(node_id text) RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_address text;
     r jsonb;
@@ -58,7 +58,7 @@ COMMENT ON FUNCTION compay.deposit_address(text) IS
 -- credited yet: once per output, by tx hash and global output index.
 -- Returns how many.
 CREATE FUNCTION compay.record_deposits(reply jsonb, height bigint) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_min integer := current_setting('compay.deposit_confirmations')::integer;
     t record;

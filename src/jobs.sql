@@ -106,14 +106,14 @@ GRANT SELECT ON compay.jobs, compay.verifications, compay.usage_samples, compay.
 CREATE FUNCTION compay.settle_escrow(hold_id bigint, provider text, amount compay.credit,
     verifiers text[], verifier_reward compay.credit, reference text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_settle_escrow'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 REVOKE ALL ON FUNCTION compay.settle_escrow(bigint, text, compay.credit, text[], compay.credit, text)
     FROM PUBLIC;
 
 CREATE FUNCTION compay.compute_reward(job_type text, duration interval,
     utilization_factor numeric, quality_factors numeric[]) RETURNS compay.credit
     AS 'MODULE_PATHNAME', 'compay_compute_reward_mean'
-    LANGUAGE C STABLE PARALLEL SAFE SET search_path = pg_catalog, compay;
+    LANGUAGE C STABLE PARALLEL SAFE SET search_path = pg_catalog, compay, pg_temp;
 COMMENT ON FUNCTION compay.compute_reward(text, interval, numeric, numeric[]) IS
     'compute_reward() with the exact mean of several quality factors (empty or all NULL: the job type''s multiplier)';
 REVOKE ALL ON FUNCTION compay.compute_reward(text, interval, numeric, numeric[]) FROM PUBLIC;
@@ -127,7 +127,7 @@ COMMENT ON FUNCTION compay.check_metrics(compay.resource_metrics) IS
 
 -- The job row, locked; PY010 if there is none.
 CREATE FUNCTION compay.lock_job(task_id text, share boolean DEFAULT false) RETURNS compay.jobs
-LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
 BEGIN
@@ -148,7 +148,7 @@ END $$;
 
 -- 55000 if the job's timeout has passed; compay.expire_jobs() releases it.
 CREATE FUNCTION compay.require_not_timed_out(j compay.jobs) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 BEGIN
     IF j.timeout_at IS NOT NULL AND j.timeout_at <= now() THEN
         RAISE EXCEPTION 'job "%" timed out', left(j.task_id, 64)
@@ -159,7 +159,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION compay.require_job_status(j compay.jobs, wanted compay.job_status, action text)
-RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 BEGIN
     IF j.status <> wanted THEN
         RAISE EXCEPTION 'cannot % job "%": it is %', action, left(j.task_id, 64), j.status
@@ -170,7 +170,7 @@ END $$;
 
 -- The currency a task type is paid in: its job type's, else its model's.
 CREATE FUNCTION compay.task_currency(task_type text) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT c FROM (
         SELECT 1, currency FROM compay.job_types WHERE job_type = $1
         UNION ALL
@@ -184,7 +184,7 @@ $$;
 -- Moves a node's credit score after a payment outcome, as the ledger does:
 -- up 1 % of the way to 1, or down 5 %.
 CREATE FUNCTION compay.move_credit_score(node_id text, currency text, up boolean) RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
     UPDATE compay.accounts
     SET credit_score = round(CASE WHEN up THEN credit_score + (1 - credit_score) * 0.01
                                   ELSE credit_score * 0.95 END, 5)
@@ -193,7 +193,7 @@ $$;
 
 CREATE FUNCTION compay.submit_job(task_id text, requester text, task_type text,
     max_amount compay.credit, timeout interval DEFAULT '24 hours') RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
     v_currency text;
@@ -236,7 +236,7 @@ COMMENT ON FUNCTION compay.submit_job(text, text, text, compay.credit, interval)
 
 CREATE FUNCTION compay.submit_task(task_id text, requester text, provider text, task_type text)
 RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
 BEGIN
@@ -269,7 +269,7 @@ COMMENT ON FUNCTION compay.submit_task(text, text, text, text) IS
 
 CREATE FUNCTION compay.stake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT')
 RETURNS compay.credit
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     s compay.stakes;
 BEGIN
@@ -299,7 +299,7 @@ COMMENT ON FUNCTION compay.stake(text, compay.credit, text) IS
 
 CREATE FUNCTION compay.unstake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT')
 RETURNS compay.credit
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     s compay.stakes;
     v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
@@ -339,7 +339,7 @@ COMMENT ON FUNCTION compay.unstake(text, compay.credit, text) IS
     'frees part of a node''s stake; not below compay.min_stake while one of its jobs is open';
 
 CREATE FUNCTION compay.assign_job(task_id text, provider text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs := compay.lock_job(task_id);
     v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
@@ -375,7 +375,7 @@ COMMENT ON FUNCTION compay.assign_job(text, text) IS
 
 CREATE FUNCTION compay.complete_job(task_id text, started_at timestamptz,
     completed_at timestamptz, gpu_utilization numeric DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs := compay.lock_job(task_id);
 BEGIN
@@ -404,7 +404,7 @@ COMMENT ON FUNCTION compay.complete_job(text, timestamptz, timestamptz, numeric)
 
 CREATE FUNCTION compay.record_usage(task_id text, node_id text, sample_id text,
     sampled_at timestamptz, metrics compay.resource_metrics) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
 BEGIN
@@ -445,7 +445,7 @@ COMMENT ON FUNCTION compay.record_usage(text, text, text, timestamptz, compay.re
     'records one usage sample (the usage since the node''s previous one); the same sample_id again changes nothing and returns false';
 
 CREATE FUNCTION compay.task_metrics(task_id text) RETURNS compay.resource_metrics
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_job bigint;
     m compay.resource_metrics;
@@ -472,7 +472,7 @@ COMMENT ON FUNCTION compay.task_metrics(text) IS 'the sum of a task''s usage sam
 -- types (quality: the exact mean of the factors given), else price() of its
 -- metered usage.  A NULL GPU utilization counts as utilization factor 1.
 CREATE FUNCTION compay.job_amount(j compay.jobs, quality_factors numeric[]) RETURNS compay.credit
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM compay.job_types WHERE job_type = j.task_type) THEN
         RETURN compay.compute_reward(j.task_type, j.completed_at - j.started_at,
@@ -485,7 +485,7 @@ END $$;
 
 -- Pays a job whose quorum passed: one ledger call (compay.settle_escrow).
 CREATE FUNCTION compay.pay_verified_job(j compay.jobs) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_ratio numeric := current_setting('compay.verification_reward_ratio')::numeric;
     v_verifiers text[];
@@ -523,7 +523,7 @@ END $$;
 
 CREATE FUNCTION compay.verify_job(task_id text, verifier text, passed boolean,
     quality_factor numeric DEFAULT NULL) RETURNS compay.job_status
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs := compay.lock_job(task_id);
     v_quorum integer := current_setting('compay.verification_quorum')::integer;
@@ -582,7 +582,7 @@ COMMENT ON FUNCTION compay.verify_job(text, text, boolean, numeric) IS
     'records one verifier''s vote; at compay.verification_quorum passes the job is paid from its escrow and the passing verifiers rewarded, at as many failures the escrow goes back to the requester';
 
 CREATE FUNCTION compay.expire_jobs() RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
     n integer := 0;

@@ -128,7 +128,7 @@ COMMENT ON TABLE compay.idempotency_keys IS
 
 -- The journal and transfers are append-only.
 CREATE FUNCTION compay.reject_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RAISE EXCEPTION 'compay.% is append-only', TG_TABLE_NAME
         USING ERRCODE = 'PY009',
@@ -179,67 +179,67 @@ COMMENT ON FUNCTION compay.journal_entry_hash(bytea, bigint, bigint, text, compa
 CREATE FUNCTION compay.open_account(node_id text, currency text DEFAULT 'CREDIT',
     credit_limit compay.credit DEFAULT NULL) RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_open_account'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 CREATE FUNCTION compay.deposit(node_id text, amount compay.credit,
     currency text DEFAULT 'CREDIT', reference text DEFAULT NULL,
     idempotency_key text DEFAULT NULL) RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_deposit'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 CREATE FUNCTION compay.transfer(from_node text, to_node text, amount compay.credit,
     reference text DEFAULT NULL, idempotency_key text DEFAULT NULL,
     currency text DEFAULT 'CREDIT') RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_transfer'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 CREATE FUNCTION compay.transfer_batch(from_nodes text[], to_nodes text[],
     amounts compay.credit[], "references" text[] DEFAULT NULL,
     idempotency_keys text[] DEFAULT NULL, currency text DEFAULT 'CREDIT')
     RETURNS SETOF bigint
     AS 'MODULE_PATHNAME', 'compay_transfer_batch'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay ROWS 1000;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp ROWS 1000;
 
 CREATE FUNCTION compay.reserve(node_id text, amount compay.credit,
     reference text DEFAULT NULL, timeout interval DEFAULT NULL,
     idempotency_key text DEFAULT NULL, currency text DEFAULT 'CREDIT') RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_reserve'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 CREATE FUNCTION compay.capture(hold_id bigint, to_node text, amount compay.credit DEFAULT NULL,
     final boolean DEFAULT true, idempotency_key text DEFAULT NULL) RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_capture'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 CREATE FUNCTION compay.release(hold_id bigint, idempotency_key text DEFAULT NULL) RETURNS void
     AS 'MODULE_PATHNAME', 'compay_release'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 CREATE FUNCTION compay.expire_holds() RETURNS integer
     AS 'MODULE_PATHNAME', 'compay_expire_holds'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 CREATE FUNCTION compay.refund(transfer_id bigint, amount compay.credit DEFAULT NULL,
     reason text DEFAULT NULL, idempotency_key text DEFAULT NULL) RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_refund'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 CREATE FUNCTION compay.grant_barter(holder text, counterparty text, amount compay.credit,
     reference text DEFAULT NULL, idempotency_key text DEFAULT NULL) RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_grant_barter'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 CREATE FUNCTION compay.set_credit_limit(node_id text, credit_limit compay.credit,
     currency text DEFAULT 'CREDIT') RETURNS void
     AS 'MODULE_PATHNAME', 'compay_set_credit_limit'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 -- Read functions: plain SQL, run with the caller's rights (compay_reader).
 
 CREATE FUNCTION compay.balance(node_id text, currency text DEFAULT 'CREDIT',
     OUT balance compay.credit, OUT reserved compay.credit, OUT available compay.credit,
     OUT credit_limit compay.credit, OUT credit_score numeric)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT a.balance, a.reserved,
            CASE WHEN (a.flags & 1) <> 0 THEN NULL
                 ELSE a.balance OPERATOR(compay.-) a.reserved OPERATOR(compay.+) a.credit_limit END,
@@ -248,7 +248,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
 $$;
 
 CREATE FUNCTION compay.barter_balance(holder text, counterparty text) RETURNS compay.credit
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT coalesce((SELECT b.amount FROM compay.barter_credits b
                      JOIN compay.accounts h ON h.id = b.holder_account
                      JOIN compay.accounts c ON c.id = b.counterparty_account
@@ -262,7 +262,7 @@ RETURNS TABLE (seq bigint, created_at timestamptz, kind compay.entry_kind,
     amount compay.credit, balance_after compay.credit, reserved_after compay.credit,
     transfer_id bigint, hold_id bigint, counterparty text, transfer_kind compay.transfer_kind,
     reference text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT j.seq, j.created_at, j.kind, j.amount, j.balance_after, j.reserved_after,
            j.transfer_id, j.hold_id, c.node_id, t.kind, coalesce(t.reference, h.reference)
     FROM compay.accounts a

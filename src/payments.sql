@@ -59,7 +59,7 @@ GRANT SELECT ON compay.requester_volume TO compay_reader;
 -- made to each (requester, UTC day), one upsert per group however many
 -- rows it wrote.
 CREATE FUNCTION compay.track_requester_volume() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO compay.requester_volume AS v (from_node, day, payments)
@@ -99,7 +99,7 @@ CREATE TRIGGER payments_volume_delete AFTER DELETE ON compay.payments
     FOR EACH STATEMENT EXECUTE FUNCTION compay.track_requester_volume();
 
 CREATE FUNCTION compay.truncate_requester_volume() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 BEGIN
     TRUNCATE compay.requester_volume;
     RETURN NULL;
@@ -110,7 +110,7 @@ CREATE TRIGGER payments_volume_truncate AFTER TRUNCATE ON compay.payments
 -- Makes compay.requester_volume again from the payments (after a restore
 -- with triggers disabled, say).  Returns the rows written.
 CREATE FUNCTION compay.rebuild_requester_volume() RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_n bigint;
 BEGIN
@@ -134,7 +134,7 @@ GRANT SELECT ON compay.payments TO compay_reader;
 
 CREATE FUNCTION compay.process_task_payment(task_id text,
     method compay.payment_method DEFAULT 'credit') RETURNS compay.payments
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs := compay.lock_job(task_id);
     p compay.payments;
@@ -201,7 +201,7 @@ COMMENT ON FUNCTION compay.process_task_payment(text, compay.payment_method) IS
 
 -- The payment row, locked; PY012 if there is none.
 CREATE FUNCTION compay.lock_payment(payment_id bigint) RETURNS compay.payments
-LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     p compay.payments;
 BEGIN
@@ -216,7 +216,7 @@ BEGIN
 END $$;
 
 CREATE FUNCTION compay.dispute_payment(payment_id bigint, reason text) RETURNS compay.payments
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     p compay.payments := compay.lock_payment(payment_id);
     v_window interval := current_setting('compay.dispute_window')::interval;
@@ -244,7 +244,7 @@ COMMENT ON FUNCTION compay.dispute_payment(bigint, text) IS
 
 CREATE FUNCTION compay.resolve_dispute(payment_id bigint, refund_amount compay.credit)
 RETURNS compay.payments
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     p compay.payments := compay.lock_payment(payment_id);
 BEGIN

@@ -36,7 +36,7 @@ GRANT SELECT ON compay.payout_addresses, compay.payout_policies TO compay_reader
 
 CREATE FUNCTION compay.set_payout_address(node_id text, address text,
     purpose compay.address_purpose DEFAULT 'primary') RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_network text := current_setting('compay.monero_network');
     v_kind text;
@@ -63,7 +63,7 @@ COMMENT ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose
 CREATE FUNCTION compay.set_payout_policy(node_id text, auto_payout boolean,
     min_payout compay.credit, payout_interval interval, max_per_day compay.credit)
 RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 BEGIN
     IF node_id IS NULL THEN
         RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -85,7 +85,7 @@ COMMENT ON FUNCTION compay.set_payout_policy(text, boolean, compay.credit, inter
 
 CREATE FUNCTION compay.payout_policy(node_id text, OUT auto_payout boolean,
     OUT min_payout compay.credit, OUT payout_interval interval, OUT max_per_day compay.credit)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT coalesce(p.auto_payout, current_setting('compay.auto_payout')::boolean),
            coalesce(p.min_payout, current_setting('compay.payout_min')::compay.credit),
            coalesce(p.payout_interval, current_setting('compay.payout_interval')::interval),
@@ -165,12 +165,12 @@ GRANT SELECT ON compay.payout_transactions, compay.payout_items TO compay_reader
 CREATE FUNCTION compay.payout_withdraw(hold_ids bigint[], fee compay.credit, fee_from text,
     reference text) RETURNS integer
     AS 'MODULE_PATHNAME', 'compay_payout_withdraw'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 REVOKE ALL ON FUNCTION compay.payout_withdraw(bigint[], compay.credit, text, text) FROM PUBLIC;
 
 CREATE FUNCTION compay.payout_return(payout_id bigint) RETURNS integer
     AS 'MODULE_PATHNAME', 'compay_payout_return'
-    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay;
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 REVOKE ALL ON FUNCTION compay.payout_return(bigint) FROM PUBLIC;
 
 -- Gathers each payee's earmarked XMR settlements into queued payouts,
@@ -178,7 +178,7 @@ REVOKE ALL ON FUNCTION compay.payout_return(bigint) FROM PUBLIC;
 -- daily cap: what is over waits), at most compay.payout_batch_max payees
 -- a payout.  Returns the payouts queued.
 CREATE FUNCTION compay.queue_payouts() RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_batch integer := current_setting('compay.payout_batch_max')::integer;
     v_payout bigint;
@@ -239,7 +239,7 @@ END $$;
 -- (by node id) also pays what rounding left.  The shares add up to the fee.
 CREATE FUNCTION compay.payout_fee_shares(payout_id bigint, fee compay.credit)
 RETURNS TABLE (node_id text, address text, share compay.credit)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     WITH i AS (
         SELECT i.node_id, i.address, compay.atomic(i.amount) AS amount,
                sum(compay.atomic(i.amount)) OVER () AS total,
@@ -259,7 +259,7 @@ $$;
 -- pays the fee).
 CREATE FUNCTION compay.payout_transfer_params(payout_id bigint, fee compay.credit DEFAULT '0')
 RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT jsonb_build_object(
         'destinations', jsonb_agg(jsonb_build_object(
                             'amount', compay.atomic(i.amount) - compay.atomic(f.share),
@@ -279,7 +279,7 @@ $$;
 -- exactly what the items say, or nothing is recorded.
 CREATE FUNCTION compay.record_payout_built(payout_id bigint, reply jsonb,
     payees_pay_fee boolean DEFAULT false) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     p compay.payout_transactions;
     v_fee compay.credit := compay.credit_from_atomic((reply->>'fee')::numeric);
@@ -319,7 +319,7 @@ END $$;
 -- The wallet refused to build it: nothing reached the network.  The
 -- settlements go back to be queued again after a backoff.
 CREATE FUNCTION compay.record_payout_failed(payout_id bigint, reason text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 BEGIN
     UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
                               attempts = attempts + 1
@@ -345,7 +345,7 @@ END $$;
 -- fee back, the settlements are earmarked again and queued after a
 -- backoff.
 CREATE FUNCTION compay.record_payout_voided(payout_id bigint, reason text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     s record;
 BEGIN
@@ -372,7 +372,7 @@ END $$;
 -- and says whether compay.payout_confirmations blocks have passed since,
 -- so that the payout may be voided.
 CREATE FUNCTION compay.record_payout_conflict(payout_id bigint, height bigint) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_first bigint;
 BEGIN
@@ -388,7 +388,7 @@ END $$;
 
 -- Outcome unknown or the wallet unreachable: stay in the state, retry later.
 CREATE FUNCTION compay.record_payout_retry(payout_id bigint, reason text) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
     UPDATE compay.payout_transactions
     SET attempts = attempts + 1, last_error = reason,
         next_attempt_at = now() + least(interval '10 seconds' * power(2, least(attempts, 10)),
@@ -397,7 +397,7 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
 $$;
 
 CREATE FUNCTION compay.record_payout_relayed(payout_id bigint) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
     UPDATE compay.payout_transactions SET status = 'relayed', relayed_at = now(), last_error = NULL,
                               next_attempt_at = NULL, conflict_height = NULL
     WHERE id = payout_id AND status = 'built'
@@ -405,7 +405,7 @@ $$;
 
 CREATE FUNCTION compay.record_payout_confirmations(payout_id bigint, confirmations integer)
 RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 BEGIN
     UPDATE compay.payout_transactions SET confirmations = record_payout_confirmations.confirmations
     WHERE id = payout_id AND status = 'relayed';
@@ -438,7 +438,7 @@ REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(big
 CREATE FUNCTION compay.verify_payout(payout_id bigint)
 RETURNS TABLE (node_id text, address text, amount compay.credit, received compay.credit,
                confirmations integer, in_pool boolean, ok boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     p compay.payout_transactions;
     i compay.payout_items;
@@ -470,7 +470,7 @@ COMMENT ON FUNCTION compay.verify_payout(bigint) IS
 
 CREATE FUNCTION compay.payout_proof(payout_id bigint, message text DEFAULT '')
 RETURNS TABLE (node_id text, address text, tx_hash text, signature text)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     p compay.payout_transactions;
     i compay.payout_items;

@@ -90,7 +90,7 @@ WHERE name = 'default';
 -- Tiers of one model must not overlap: the model row is locked, so two
 -- sessions adding tiers to one model take turns.
 CREATE FUNCTION compay.discount_tiers_no_overlap() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     other compay.discount_tiers;
 BEGIN

@@ -31,7 +31,7 @@ GRANT INSERT, UPDATE, DELETE ON compay.job_types TO compay_admin;
 CREATE FUNCTION compay.compute_reward(job_type text, duration interval,
     utilization_factor numeric, quality_factor numeric DEFAULT NULL) RETURNS compay.credit
     AS 'MODULE_PATHNAME', 'compay_compute_reward'
-    LANGUAGE C STABLE PARALLEL SAFE SET search_path = pg_catalog, compay;
+    LANGUAGE C STABLE PARALLEL SAFE SET search_path = pg_catalog, compay, pg_temp;
 COMMENT ON FUNCTION compay.compute_reward(text, interval, numeric, numeric) IS
     'base rate x hours x utilization factor x quality factor (NULL: the job type''s multiplier), exact, rounded once half to even';
 

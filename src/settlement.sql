@@ -63,7 +63,7 @@ COMMENT ON FUNCTION compay.period_start(compay.settlement_period, timestamptz) I
 -- A failure is recorded with its error and retried with backoff.
 CREATE FUNCTION compay.process_settlement(settlement_id bigint, as_of timestamptz DEFAULT now())
 RETURNS compay.settlement_status
-LANGUAGE plpgsql SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     s compay.settlements;
     v_count bigint;
@@ -116,7 +116,7 @@ END $$;
 -- Processes new settlements and failed ones due for a retry; returns their ids.
 CREATE FUNCTION compay.process_due_settlements(as_of timestamptz DEFAULT now())
 RETURNS SETOF bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_max integer := current_setting('compay.settlement_max_attempts')::integer;
     v_id bigint;
@@ -137,7 +137,7 @@ COMMENT ON FUNCTION compay.process_due_settlements(timestamptz) IS
 
 CREATE FUNCTION compay.run_settlement(period compay.settlement_period DEFAULT 'hourly',
     as_of timestamptz DEFAULT now()) RETURNS SETOF bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_cutoff timestamptz;
 BEGIN
@@ -198,7 +198,7 @@ COMMENT ON FUNCTION compay.run_settlement(compay.settlement_period, timestamptz)
     'gathers completed, unsettled payments of every closed period up to as_of into one settlement per period, currency and payee, and processes them; returns the ids processed';
 
 CREATE FUNCTION compay.retry_settlement(settlement_id bigint) RETURNS compay.settlement_status
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     s compay.settlements;
 BEGIN

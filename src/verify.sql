@@ -4,7 +4,7 @@
 
 CREATE FUNCTION compay.verify_ledger()
 RETURNS TABLE (check_name text, ok boolean, detail text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     -- 1. Per currency, all balances (system accounts included) sum to zero.
     SELECT 'balances_sum_to_zero', bool_and(total OPERATOR(compay.=) '0'),
            coalesce(string_agg(currency || ' sums to ' || total::text, ', ')
