@@ -1,0 +1,193 @@
+# ALTER EXTENSION compay UPDATE from the released 0.1 gives exactly what a
+# fresh install of the current version gives, and keeps every row:
+#
+# 1. A 0.1 database is filled through the 0.1 API (accounts, deposits in
+#    CREDIT and XMR, transfers, holds in every state, refunds, barter, jobs
+#    with escrow verified and paid, a failed job, a task paid without
+#    escrow, a dispute, stakes, usage samples, settlements, a queued
+#    payout, a deposit address and a credited XMR deposit).
+# 2. It is updated; its extension objects, read from the catalogs by
+#    test/lib/catalog.sql (functions with their full definitions and
+#    privileges, columns, constraints, indexes, views, triggers, types and
+#    enum labels, operators, casts, membership, config_dump registrations),
+#    equal a fresh install's.  pg_dump skips extension members, so it
+#    cannot show this.
+# 3. Every row is still there, verify_ledger() is all ok, and the updated
+#    database keeps working (a transfer, a settlement run).
+# 4. The whole regression suite (sql/, expected/; the security tests
+#    included) passes against a database created as 0.1 and updated.
+#
+# Run from the repository (or the staged copy) with the environment
+# test/suites.sh sets: PERL5LIB, PATH, PG_REGRESS, TESTDIR.
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'compay'\n"
+	  . "compay.worker_enabled = off\n");
+$node->start;
+
+my $version = $node->safe_psql('postgres',
+	q{SELECT default_version FROM pg_available_extensions WHERE name = 'compay'});
+isnt($version, '0.1', "the default version ($version) is not 0.1");
+
+$node->safe_psql('postgres', 'CREATE DATABASE old');
+$node->safe_psql('postgres', 'CREATE DATABASE fresh');
+$node->safe_psql('old', q{CREATE EXTENSION compay VERSION '0.1'});
+is($node->safe_psql('old', q{SELECT extversion FROM pg_extension WHERE extname = 'compay'}),
+	'0.1', 'the released 0.1 script installs');
+
+# 1. Fill every table through the 0.1 API, one statement a transaction.
+my $payee_address = '4AJwEKR6JfT2hPh1wxvCowa2zpVcMG94Ha5Z6qTuadcnHZ3QFnB1dX2j3JJtkTYNBpWvPMFAh6GKsYUnBXCzjjPP1biZiq1';
+my $deposit_address = '87uLzB6ynrvKyBeU5FLigJDdfYCMN9YueeFZH3S6XWhqTAD84p1CYZwHTQribxUCAvGParmc6hZPNEzfDMve9k5DESF2ucw';
+$node->safe_psql(
+	'old', qq{
+SELECT compay.open_account('alice', 'CREDIT', '0');
+SELECT compay.open_account('bob', 'CREDIT', '0');
+SELECT compay.deposit('alice', '1000', 'CREDIT', 'seed', 'dep-alice');
+SELECT compay.deposit('req', '100', 'CREDIT');
+SELECT compay.deposit('req', '5', 'XMR');
+SELECT compay.transfer('alice', 'bob', '100', 'order 1', 'tr-1');
+SELECT * FROM compay.transfer_batch(ARRAY['alice', 'bob'], ARRAY['bob', 'alice'],
+                                    ARRAY['10', '5']::compay.credit[]);
+SELECT compay.reserve('alice', '40', 'pending hold', '1 hour', 'hold-pending');
+SELECT compay.reserve('alice', '25', 'posted hold');
+SELECT compay.capture(currval('compay.holds_id_seq'), 'bob', NULL, true, 'cap-1');
+SELECT compay.reserve('bob', '7', 'voided hold');
+SELECT compay.release(currval('compay.holds_id_seq'));
+SELECT compay.refund(t.id, '20', 'partly wrong', 'refund-1')
+  FROM compay.transfers t WHERE t.idempotency_key = 'tr-1';
+SELECT compay.grant_barter('alice', 'bob', '15', 'barter deal');
+SELECT compay.stake('prov', '1', 'CREDIT');
+-- A job with escrow, metered, verified by a quorum and paid.
+SELECT compay.submit_job('job-1', 'req', 'render', '10', '1 day');
+SELECT compay.assign_job('job-1', 'prov');
+SELECT compay.record_usage('job-1', 'prov', 's1', now(),
+    ROW(3600, 0, 0, 0, 0, 600, NULL)::compay.resource_metrics);
+SELECT compay.complete_job('job-1', now() - interval '1 hour', now());
+SELECT compay.verify_job('job-1', 'ver-1', true, 1.0);
+SELECT compay.verify_job('job-1', 'ver-2', true, 1.1);
+-- A job that fails verification.
+SELECT compay.submit_job('job-2', 'req', 'render', '5', '1 day');
+SELECT compay.assign_job('job-2', 'prov');
+SELECT compay.complete_job('job-2', now() - interval '1 hour', now());
+SELECT compay.verify_job('job-2', 'ver-1', false);
+SELECT compay.verify_job('job-2', 'ver-2', false);
+-- A task without escrow, paid, disputed and resolved.
+SELECT compay.submit_task('task-1', 'req', 'prov', 'render');
+SELECT compay.complete_job('task-1', now() - interval '1 hour', now());
+SELECT (compay.process_task_payment('task-1')).status;
+SELECT (compay.dispute_payment(p.id, 'too slow')).status FROM compay.payments p WHERE task_id = 'task-1';
+SELECT (compay.resolve_dispute(p.id, '0')).status FROM compay.payments p WHERE task_id = 'task-1';
+-- An XMR job: settled, earmarked and queued for payout.
+SELECT compay.submit_job('job-x', 'req', 'Basic Training', '0.5', '1 day');
+SELECT compay.assign_job('job-x', 'prov');
+SELECT compay.complete_job('job-x', now() - interval '2 hours', now());
+SELECT compay.verify_job('job-x', 'ver-1', true);
+SELECT compay.verify_job('job-x', 'ver-2', true);
+SELECT compay.set_payout_address('prov', '$payee_address');
+SELECT compay.set_payout_policy('prov', true, '0', '1 second', '100');
+SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '2 hours');
+SELECT compay.queue_payouts();
+-- A deposit address (made by the wallet in production) and a deposit
+-- credited from a wallet reply.
+INSERT INTO compay.deposit_addresses (node_id, address, address_index) VALUES ('dep', '$deposit_address', 1);
+SELECT compay.record_deposits('{"transfers": [{"tx_hash": "aa", "global_index": 7, "amount": 2000000000000,
+    "block_height": 10, "subaddr_index": {"major": 0, "minor": 1}}]}'::jsonb, 100);
+});
+
+my @tables = qw(accounts transfers journal holds barter_credits idempotency_keys jobs
+  verifications usage_samples stakes payments requester_volume settlements payout_addresses
+  payout_policies payout_transactions payout_items deposit_addresses xmr_deposits job_types);
+my %before;
+for my $t (@tables)
+{
+	$before{$t} = $node->safe_psql('old',
+		"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) || ' ' || count(*) FROM compay.$t t");
+}
+for my $t (qw(accounts transfers jobs payments settlements payout_transactions xmr_deposits))
+{
+	my ($n) = $before{$t} =~ / (\d+)$/;
+	cmp_ok($n, '>', 0, "0.1 database: compay.$t has rows ($n)");
+}
+is($node->safe_psql('old', 'SELECT bool_and(ok) FROM compay.verify_ledger()'), 't',
+	'0.1 database: verify_ledger() all ok');
+
+# 2. Update, and compare with a fresh install.
+$node->safe_psql('old', 'ALTER EXTENSION compay UPDATE');
+is($node->safe_psql('old', q{SELECT extversion FROM pg_extension WHERE extname = 'compay'}),
+	$version, "ALTER EXTENSION compay UPDATE reaches $version");
+$node->safe_psql('fresh', 'CREATE EXTENSION compay');
+
+my $catalog_sql = slurp_file('test/lib/catalog.sql');
+my $updated = $node->safe_psql('old', $catalog_sql);
+my $fresh = $node->safe_psql('fresh', $catalog_sql);
+my @lines = split /\n/, $fresh;
+cmp_ok(scalar(@lines), '>', 1000, 'the catalog listing of a fresh install has ' . scalar(@lines) . ' lines');
+if ($updated eq $fresh)
+{
+	pass('the updated database\'s extension objects equal a fresh install\'s');
+}
+else
+{
+	my $dir = tempdir(CLEANUP => 1);
+	open my $fh, '>', "$dir/updated" or die $!;
+	print $fh "$updated\n";
+	close $fh;
+	open $fh, '>', "$dir/fresh" or die $!;
+	print $fh "$fresh\n";
+	close $fh;
+	my $diff = `diff -u $dir/fresh $dir/updated`;
+	diag("catalog differences (- fresh install, + updated):\n" . substr($diff, 0, 20000));
+	fail('the updated database\'s extension objects equal a fresh install\'s');
+}
+
+# 3. Every row kept, the ledger intact, and the API working.
+for my $t (@tables)
+{
+	my $after = $node->safe_psql('old',
+		"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) || ' ' || count(*) FROM compay.$t t");
+	is($after, $before{$t}, "compay.$t: every row kept");
+}
+is($node->safe_psql('old', 'SELECT string_agg(check_name, \',\') FROM compay.verify_ledger() WHERE NOT ok'),
+	'', 'updated database: verify_ledger() all ok');
+$node->safe_psql(
+	'old', q{
+SELECT compay.transfer('bob', 'alice', '1', 'after the update');
+SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '3 hours');
+});
+is($node->safe_psql('old', 'SELECT count(*) FROM compay.verify_ledger() WHERE NOT ok'),
+	'0', 'updated database: a transfer and a settlement run after the update, verify_ledger() all ok');
+
+# 4. The regression suite against a database created as 0.1 and updated.
+$node->safe_psql('postgres', 'CREATE DATABASE upgraded_regress');
+$node->safe_psql('upgraded_regress', q{CREATE EXTENSION compay VERSION '0.1'});
+$node->safe_psql('upgraded_regress', 'ALTER EXTENSION compay UPDATE');
+my @tests = sort map { m{expected/(.+)\.out$} ? ($1) : () } glob('expected/*.out');
+@tests = grep { !(/^(.+)_\d+$/ && !-e "sql/$_.sql") } @tests;
+my $outdir = "$PostgreSQL::Test::Utils::tmp_check/upgraded_regress";
+mkdir $outdir;
+my ($stdout, $stderr) = run_command([
+	$ENV{PG_REGRESS}, '--use-existing', '--dbname=upgraded_regress',
+	'--inputdir=.', "--outputdir=$outdir", '--host=' . $node->host,
+	'--port=' . $node->port, '--bindir=', @tests ]);
+for my $t (@tests)
+{
+	like($stdout, qr/^(?:test +| +)\Q$t\E +\.\.\. ok/m,
+		"regression test $t passes against a 0.1 database updated to $version");
+}
+if ($stdout !~ /All \d+ tests passed/)
+{
+	diag($stdout);
+	diag(slurp_file("$outdir/regression.diffs")) if -e "$outdir/regression.diffs";
+}
+
+$node->stop;
+done_testing();
