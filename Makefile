@@ -46,6 +46,21 @@ SQL_PIECES = \
 	src/verify.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
+# The documentation goes to $(docdir)/extension, which every extension
+# shares: installed under names of our own (compay-reference.md, ...).
+DOC_SOURCES = README.md CHANGELOG.md $(wildcard docs/*.md)
+DOCS = $(addprefix doc_build/$(EXTENSION)-,$(notdir $(DOC_SOURCES)))
+EXTRA_CLEAN = doc_build
+
+# `make installcheck` against a running server (PGHOST, PGPORT, PGUSER):
+# every pg_regress test (sql/NAME.sql with expected/NAME.out; NAME_1.out
+# and the like are alternative outputs, not tests) and every isolation
+# spec (test/isolation).
+REGRESS = $(sort $(filter-out $(basename $(notdir $(wildcard expected/*_[0-9].out))),\
+	$(basename $(notdir $(wildcard expected/*.out)))))
+REGRESS_OPTS = --load-extension=$(EXTENSION)
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --load-extension=$(EXTENSION) --inputdir=test/isolation
 COMPAY_HEADERS = $(wildcard src/*.h)
 SHLIB_LINK += -lgmp -lcurl
 
@@ -65,6 +80,13 @@ demo:
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PIECES)
 	for f in $^; do cat "$$f"; echo; done >$@
 
+doc_build/$(EXTENSION)-%.md: %.md
+	@mkdir -p doc_build
+	cp $< $@
+doc_build/$(EXTENSION)-%.md: docs/%.md
+	@mkdir -p doc_build
+	cp $< $@
+
 ifneq ($(wildcard $(PGXS)),)
 # PostgreSQL's headers are system headers to us: -Wextra stays on for our
 # code without failing on theirs.
@@ -73,6 +95,7 @@ include $(PGXS)
 # PGXS tracks no header dependencies: rebuild every object when any of our
 # headers changes, so that no object keeps an old struct layout.
 $(OBJS) $(OBJS:.o=.bc): $(COMPAY_HEADERS)
+all: $(DOCS)
 else
 all install:
 	@echo "PostgreSQL's build files were not found; run 'bash test/deps.sh' first." >&2

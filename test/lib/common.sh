@@ -171,8 +171,8 @@ user_can_write() {
 stage_inputs() {
     local dir=$1 part
     mkdir -p "$dir/src"
-    for part in sql expected test; do
-        if [[ -d $COMPAY_REPO/$part ]]; then
+    for part in sql expected test src docs Makefile compay.control META.json README.md CHANGELOG.md; do
+        if [[ -e $COMPAY_REPO/$part ]]; then
             cp -R "$COMPAY_REPO/$part" "$dir/src/"
         fi
     done
