@@ -241,7 +241,13 @@ CREATE FUNCTION compay.balance(node_id text, currency text DEFAULT 'CREDIT',
     OUT credit_limit compay.credit, OUT credit_score numeric)
 LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT a.balance, a.reserved,
+           -- balance - reserved fits for an ordinary account (it is at least
+           -- -credit_limit); adding the limit may not: then the largest credit.
            CASE WHEN (a.flags & 1) <> 0 THEN NULL
+                WHEN (a.balance OPERATOR(compay.-) a.reserved)
+                     OPERATOR(compay.>) ('170141183460469231731687303.715884105727'::compay.credit
+                                         OPERATOR(compay.-) a.credit_limit)
+                THEN '170141183460469231731687303.715884105727'::compay.credit
                 ELSE a.balance OPERATOR(compay.-) a.reserved OPERATOR(compay.+) a.credit_limit END,
            a.credit_limit, a.credit_score
     FROM compay.accounts a WHERE a.node_id = $1 AND a.currency = $2
