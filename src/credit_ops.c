@@ -480,6 +480,9 @@ credit_smaller(PG_FUNCTION_ARGS)
 	return CREDIT_CMP_ARGS <= 0 ? PG_GETARG_DATUM(0) : PG_GETARG_DATUM(1);
 }
 
+/* 2^128, the weight of one unit of carry. */
+#define TWO_TO_128 "340282366920938463463374607431768211456"
+
 /*
  * sum(), avg() and sum_atomic() share one transition state, updated in
  * place in the aggregate's memory context so that a row costs no
@@ -488,9 +491,6 @@ credit_smaller(PG_FUNCTION_ARGS)
  * never overflows (carry stays far from its bounds below 2^63 rows).  Only
  * the final result must fit: sum() raises 22003 when it does not.
  */
-/* 2^128, the weight of one unit of carry. */
-#define TWO_TO_128 "340282366920938463463374607431768211456"
-
 typedef struct CreditSumState
 {
 	Credit		sum;			/* the total modulo 2^128, as a signed value */
