@@ -113,7 +113,7 @@ SELECT is((SELECT count(*)::int FROM pg_proc
              AND proname IN ('open_account', 'deposit', 'transfer', 'transfer_batch', 'reserve',
                              'capture', 'release', 'expire_holds', 'refund', 'grant_barter',
                              'set_credit_limit')
-             AND prosecdef AND proconfig = ARRAY['search_path=pg_catalog, compay']
+             AND prosecdef AND proconfig = ARRAY['search_path=pg_catalog, compay, pg_temp']
              AND provolatile = 'v'), 11,
           'all 11 write functions are VOLATILE SECURITY DEFINER with search_path pinned');
 
