@@ -133,6 +133,8 @@ CREATE FUNCTION compay.check_price(metrics compay.resource_metrics, task_type te
     LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION compay.check_price(compay.resource_metrics, text) IS
     'raises 22023 unless price() can price the metrics for the task type: known custom metrics, a price (before any volume discount) within the credit range';
+REVOKE ALL ON FUNCTION compay.check_price(compay.resource_metrics, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.check_price(compay.resource_metrics, text) TO compay_reader;
 
 -- The job row, locked; PY010 if there is none.
 CREATE FUNCTION compay.lock_job(task_id text, share boolean DEFAULT false) RETURNS compay.jobs
