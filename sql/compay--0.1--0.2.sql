@@ -187,9 +187,9 @@ $$;
 -- references and reasons, and infinite times are 22023; submit_job keeps
 -- its timeout so that a resubmission with another one is PY005.
 -- Metering: record_usage refuses (22023) a sample that pricing could not
--- price (compay.check_price, compay.check_usage); a payment at quorum that
--- still fails fails the job at once, returns the escrow and keeps the
--- error in jobs.payment_error.
+-- price (compay.check_price, compay.check_usage, against running totals in
+-- compay.usage_totals); a payment at quorum that still fails fails the job
+-- at once, returns the escrow and keeps the error in jobs.payment_error.
 --------------------------------------------------------------------------
 
 ALTER TABLE compay.jobs ADD COLUMN timeout interval, ADD COLUMN payment_error text;
@@ -197,6 +197,37 @@ ALTER TABLE compay.jobs ADD COLUMN timeout interval, ADD COLUMN payment_error te
 -- submitting transaction).
 UPDATE compay.jobs SET timeout = timeout_at - created_at
 WHERE max_amount IS NOT NULL AND timeout_at IS NOT NULL;
+
+-- Running totals of each task's samples, kept by record_usage under the
+-- job row lock: a sample is checked against the sum so far in constant
+-- time, not by reading every sample before it.  Numeric throughout (byte
+-- counts too); record_usage keeps them within what task_metrics() and
+-- price() can take.
+CREATE TABLE compay.usage_totals (
+    job_id             bigint PRIMARY KEY REFERENCES compay.jobs (id),
+    cpu_seconds        numeric NOT NULL,
+    memory_byte_hours  numeric NOT NULL,
+    storage_byte_hours numeric NOT NULL,
+    network_bytes_in   numeric NOT NULL,
+    network_bytes_out  numeric NOT NULL,
+    gpu_seconds        numeric NOT NULL,
+    custom             jsonb NOT NULL
+);
+COMMENT ON TABLE compay.usage_totals IS
+    'the sum of each task''s usage samples, kept as they are recorded';
+SELECT pg_catalog.pg_extension_config_dump('compay.usage_totals', '');
+REVOKE ALL ON compay.usage_totals FROM PUBLIC;
+GRANT SELECT ON compay.usage_totals TO compay_reader;
+-- The totals of the samples recorded under 0.1 (which may be past what
+-- 0.2 accepts: such a task fails at payment, with the error on the job).
+INSERT INTO compay.usage_totals
+SELECT s.job_id, sum(s.cpu_seconds), sum(s.memory_byte_hours), sum(s.storage_byte_hours),
+       sum(s.network_bytes_in), sum(s.network_bytes_out), sum(s.gpu_seconds),
+       coalesce((SELECT jsonb_object_agg(c.key, c.q)
+                 FROM (SELECT e.key, sum(e.value::numeric) AS q
+                       FROM compay.usage_samples x, jsonb_each(x.custom) e
+                       WHERE x.job_id = s.job_id GROUP BY e.key) c), '{}')
+FROM compay.usage_samples s GROUP BY s.job_id;
 
 CREATE FUNCTION compay.check_node_id(node_id text) RETURNS text
     AS 'MODULE_PATHNAME', 'compay_check_node_id'
@@ -214,39 +245,41 @@ REVOKE ALL ON FUNCTION compay.check_price(compay.resource_metrics, text) FROM PU
 GRANT EXECUTE ON FUNCTION compay.check_price(compay.resource_metrics, text) TO compay_reader;
 
 CREATE FUNCTION compay.check_usage(j compay.jobs, metrics compay.resource_metrics)
-RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+RETURNS compay.usage_totals
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_priced boolean := NOT EXISTS (SELECT 1 FROM compay.job_types WHERE job_type = j.task_type);
-    t record;
+    t compay.usage_totals;
 BEGIN
-    SELECT coalesce(sum(s.cpu_seconds), 0) + coalesce(metrics.cpu_seconds, 0) AS cpu,
-           coalesce(sum(s.memory_byte_hours), 0) + coalesce(metrics.memory_byte_hours, 0) AS mem,
-           coalesce(sum(s.storage_byte_hours), 0) + coalesce(metrics.storage_byte_hours, 0) AS sto,
-           coalesce(sum(s.network_bytes_in), 0) + coalesce(metrics.network_bytes_in, 0) AS bytes_in,
-           coalesce(sum(s.network_bytes_out), 0) + coalesce(metrics.network_bytes_out, 0) AS bytes_out,
-           coalesce(sum(s.gpu_seconds), 0) + coalesce(metrics.gpu_seconds, 0) AS gpu
-    INTO t
-    FROM compay.usage_samples s WHERE s.job_id = j.id;
-    IF t.bytes_in > 9223372036854775807 OR t.bytes_out > 9223372036854775807 THEN
+    SELECT * INTO t FROM compay.usage_totals WHERE job_id = j.id;
+    IF NOT FOUND THEN
+        t := ROW(j.id, 0, 0, 0, 0, 0, 0, '{}');
+    END IF;
+    t.cpu_seconds := t.cpu_seconds + coalesce(metrics.cpu_seconds, 0);
+    t.memory_byte_hours := t.memory_byte_hours + coalesce(metrics.memory_byte_hours, 0);
+    t.storage_byte_hours := t.storage_byte_hours + coalesce(metrics.storage_byte_hours, 0);
+    t.network_bytes_in := t.network_bytes_in + coalesce(metrics.network_bytes_in, 0);
+    t.network_bytes_out := t.network_bytes_out + coalesce(metrics.network_bytes_out, 0);
+    t.gpu_seconds := t.gpu_seconds + coalesce(metrics.gpu_seconds, 0);
+    t.custom := (SELECT coalesce(jsonb_object_agg(c.key, c.q), '{}')
+                 FROM (SELECT e.key, sum(e.value::numeric) AS q
+                       FROM (SELECT * FROM jsonb_each(t.custom)
+                             UNION ALL
+                             SELECT * FROM jsonb_each(metrics.custom)) e
+                       GROUP BY e.key) c);
+    IF t.network_bytes_in > 9223372036854775807 OR t.network_bytes_out > 9223372036854775807 THEN
         RAISE EXCEPTION 'usage of task "%" would exceed 2^63 - 1 network bytes', left(j.task_id, 64)
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('With this sample the task would total %s bytes in and %s out.',
-                                  t.bytes_in, t.bytes_out);
+                                  t.network_bytes_in, t.network_bytes_out);
     END IF;
-    IF NOT v_priced THEN
-        RETURN;                                 -- paid by compute_reward(), not by its usage
+    -- A job type's reward (compute_reward()) does not price the usage.
+    IF NOT EXISTS (SELECT 1 FROM compay.job_types WHERE job_type = j.task_type) THEN
+        PERFORM compay.check_price(
+            ROW(t.cpu_seconds, t.memory_byte_hours, t.storage_byte_hours, t.network_bytes_in,
+                t.network_bytes_out, t.gpu_seconds, t.custom)::compay.resource_metrics,
+            j.task_type);
     END IF;
-    PERFORM compay.check_price(
-        ROW(t.cpu, t.mem, t.sto, t.bytes_in, t.bytes_out, t.gpu,
-            (SELECT jsonb_object_agg(key, q)
-             FROM (SELECT c.key, sum(c.value::numeric) AS q
-                   FROM (SELECT e.key, e.value
-                         FROM compay.usage_samples s, jsonb_each(s.custom) e
-                         WHERE s.job_id = j.id
-                         UNION ALL
-                         SELECT e.key, e.value FROM jsonb_each(metrics.custom) e) c
-                   GROUP BY c.key) q))::compay.resource_metrics,
-        j.task_type);
+    RETURN t;
 END $$;
 
 REVOKE ALL ON FUNCTION compay.check_usage(compay.jobs, compay.resource_metrics) FROM PUBLIC;
@@ -388,6 +421,7 @@ CREATE OR REPLACE FUNCTION compay.record_usage(task_id text, node_id text, sampl
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
+    t compay.usage_totals;
 BEGIN
     IF task_id IS NULL OR node_id IS NULL OR sample_id IS NULL OR sampled_at IS NULL
        OR metrics IS NULL THEN
@@ -424,16 +458,22 @@ BEGIN
                WHERE s.job_id = j.id AND s.sample_id = record_usage.sample_id) THEN
         RETURN false;                           -- a retry
     END IF;
-    PERFORM compay.check_usage(j, metrics);
+    t := compay.check_usage(j, metrics);
     INSERT INTO compay.usage_samples (job_id, sample_id, node_id, sampled_at, cpu_seconds,
         memory_byte_hours, storage_byte_hours, network_bytes_in, network_bytes_out,
         gpu_seconds, custom)
     VALUES (j.id, sample_id, node_id, sampled_at, coalesce(metrics.cpu_seconds, 0),
         coalesce(metrics.memory_byte_hours, 0), coalesce(metrics.storage_byte_hours, 0),
         coalesce(metrics.network_bytes_in, 0), coalesce(metrics.network_bytes_out, 0),
-        coalesce(metrics.gpu_seconds, 0), nullif(metrics.custom, '{}'))
-    ON CONFLICT DO NOTHING;
-    RETURN FOUND;
+        coalesce(metrics.gpu_seconds, 0), nullif(metrics.custom, '{}'));
+    INSERT INTO compay.usage_totals VALUES (t.*)
+    ON CONFLICT (job_id) DO UPDATE
+    SET cpu_seconds = EXCLUDED.cpu_seconds, memory_byte_hours = EXCLUDED.memory_byte_hours,
+        storage_byte_hours = EXCLUDED.storage_byte_hours,
+        network_bytes_in = EXCLUDED.network_bytes_in,
+        network_bytes_out = EXCLUDED.network_bytes_out,
+        gpu_seconds = EXCLUDED.gpu_seconds, custom = EXCLUDED.custom;
+    RETURN true;
 END $$;
 
 CREATE OR REPLACE FUNCTION compay.task_metrics(task_id text) RETURNS compay.resource_metrics

@@ -55,6 +55,13 @@ SELECT record_usage('m1', 'prov', 'bad-4', now(), metrics(network_bytes_in => 92
 SELECT samples();
 SELECT sample_id FROM usage_samples ORDER BY sample_id;
 SELECT price(task_metrics('m1'), 'render') > '0' AS priced;
+-- The running totals the checks use are the sum of the samples.
+SELECT (cpu_seconds, memory_byte_hours, storage_byte_hours, network_bytes_in, network_bytes_out,
+        gpu_seconds, custom) = (SELECT (m).cpu_seconds, (m).memory_byte_hours,
+                                       (m).storage_byte_hours, (m).network_bytes_in::numeric,
+                                       (m).network_bytes_out::numeric, (m).gpu_seconds, (m).custom
+                                FROM task_metrics('m1') m) AS totals_match
+FROM usage_totals u JOIN jobs j ON j.id = u.job_id WHERE j.task_id = 'm1';
 -- A retry of a stored sample is still a retry (false), whatever it says now.
 SELECT record_usage('m1', 'prov', 's1', now(), metrics(cpu_seconds => 1e30));
 
