@@ -30,3 +30,678 @@ BEGIN
     END LOOP;
 END
 $pin$;
+
+--------------------------------------------------------------------------
+-- Overflow: running totals never overflow.  sum() and avg() carry past the
+-- int128 range (only the result must fit); sum_atomic() gives any total as
+-- a numeric count of atomic units; verify_ledger() sums with it, and
+-- balance() caps available at the largest credit.
+--------------------------------------------------------------------------
+
+CREATE FUNCTION compay.credit_sum_atomic_final(internal) RETURNS numeric
+    AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE AGGREGATE compay.sum_atomic(compay.credit) (
+    SFUNC = compay.credit_sum_accum, STYPE = internal, SSPACE = 32,
+    FINALFUNC = compay.credit_sum_atomic_final,
+    COMBINEFUNC = compay.credit_sum_combine,
+    SERIALFUNC = compay.credit_sum_serialize,
+    DESERIALFUNC = compay.credit_sum_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE compay.sum_atomic(compay.credit) IS
+    'the exact sum as a numeric count of atomic units; never out of range';
+
+CREATE OR REPLACE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total = 0),
+           coalesce(string_agg(currency || ' sums to ' || trim_scale(total * 0.000000000001)::text, ', ')
+                    FILTER (WHERE total <> 0), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum_atomic(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE compay.atomic(a.balance) <> coalesce(j.b, 0)
+       OR compay.atomic(a.reserved) <> coalesce(j.r, 0)
+       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum_atomic(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE compay.atomic(a.reserved) <> coalesce(h.r, 0)
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq,
+                 lead(j.seq) OVER w IS NULL AS newest
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'), 0) <> 0
+              OR coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                               AND j.amount OPERATOR(compay.>) '0'), 0)
+                 <> CASE WHEN t.kind = 'barter' THEN 0
+                         ELSE compay.atomic(t.amount) - compay.atomic(t.barter_amount) END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum_atomic(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments.
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.amount) <> s.payment_count
+              OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
+$$;
+
+CREATE OR REPLACE FUNCTION compay.balance(node_id text, currency text DEFAULT 'CREDIT',
+    OUT balance compay.credit, OUT reserved compay.credit, OUT available compay.credit,
+    OUT credit_limit compay.credit, OUT credit_score numeric)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT a.balance, a.reserved,
+           -- balance - reserved fits for an ordinary account (it is at least
+           -- -credit_limit); adding the limit may not: then the largest credit.
+           CASE WHEN (a.flags & 1) <> 0 THEN NULL
+                WHEN (a.balance OPERATOR(compay.-) a.reserved)
+                     OPERATOR(compay.>) ('170141183460469231731687303.715884105727'::compay.credit
+                                         OPERATOR(compay.-) a.credit_limit)
+                THEN '170141183460469231731687303.715884105727'::compay.credit
+                ELSE a.balance OPERATOR(compay.-) a.reserved OPERATOR(compay.+) a.credit_limit END,
+           a.credit_limit, a.credit_score
+    FROM compay.accounts a WHERE a.node_id = $1 AND a.currency = $2
+$$;
+
+
+--------------------------------------------------------------------------
+-- Inputs: node ids without blanks or control characters everywhere
+-- (compay.check_node_id, the ledger's rule); over-long task and sample ids,
+-- references and reasons, and infinite times are 22023; submit_job keeps
+-- its timeout so that a resubmission with another one is PY005.
+-- Metering: record_usage refuses (22023) a sample that pricing could not
+-- price (compay.check_price, compay.check_usage, against running totals in
+-- compay.usage_totals); a payment at quorum that still fails fails the job
+-- at once, returns the escrow and keeps the error in jobs.payment_error.
+--------------------------------------------------------------------------
+
+ALTER TABLE compay.jobs ADD COLUMN timeout interval, ADD COLUMN payment_error text;
+-- Jobs of 0.1 were held for timeout_at - created_at (both now() of the
+-- submitting transaction).
+UPDATE compay.jobs SET timeout = timeout_at - created_at
+WHERE max_amount IS NOT NULL AND timeout_at IS NOT NULL;
+
+-- Running totals of each task's samples, kept by record_usage under the
+-- job row lock: a sample is checked against the sum so far in constant
+-- time, not by reading every sample before it.  Numeric throughout (byte
+-- counts too); record_usage keeps them within what task_metrics() and
+-- price() can take.
+CREATE TABLE compay.usage_totals (
+    job_id             bigint PRIMARY KEY REFERENCES compay.jobs (id),
+    cpu_seconds        numeric NOT NULL,
+    memory_byte_hours  numeric NOT NULL,
+    storage_byte_hours numeric NOT NULL,
+    network_bytes_in   numeric NOT NULL,
+    network_bytes_out  numeric NOT NULL,
+    gpu_seconds        numeric NOT NULL,
+    custom             jsonb NOT NULL
+);
+COMMENT ON TABLE compay.usage_totals IS
+    'the sum of each task''s usage samples, kept as they are recorded';
+SELECT pg_catalog.pg_extension_config_dump('compay.usage_totals', '');
+REVOKE ALL ON compay.usage_totals FROM PUBLIC;
+GRANT SELECT ON compay.usage_totals TO compay_reader;
+-- The totals of the samples recorded under 0.1 (which may be past what
+-- 0.2 accepts: such a task fails at payment, with the error on the job).
+INSERT INTO compay.usage_totals
+SELECT s.job_id, sum(s.cpu_seconds), sum(s.memory_byte_hours), sum(s.storage_byte_hours),
+       sum(s.network_bytes_in), sum(s.network_bytes_out), sum(s.gpu_seconds),
+       coalesce((SELECT jsonb_object_agg(c.key, c.q)
+                 FROM (SELECT e.key, sum(e.value::numeric) AS q
+                       FROM compay.usage_samples x, jsonb_each(x.custom) e
+                       WHERE x.job_id = s.job_id GROUP BY e.key) c), '{}')
+FROM compay.usage_samples s GROUP BY s.job_id;
+
+CREATE FUNCTION compay.check_node_id(node_id text) RETURNS text
+    AS 'MODULE_PATHNAME', 'compay_check_node_id'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION compay.check_node_id(text) IS
+    'returns the node id, or raises 22023 unless it has 1 to 200 characters, no control character, no white space at either end and no leading $';
+
+CREATE FUNCTION compay.check_price(metrics compay.resource_metrics, task_type text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_check_price'
+    LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION compay.check_price(compay.resource_metrics, text) IS
+    'raises 22023 unless price() can price the metrics for the task type: known custom metrics, a price (before any volume discount) within the credit range';
+REVOKE ALL ON FUNCTION compay.check_price(compay.resource_metrics, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.check_price(compay.resource_metrics, text) TO compay_reader;
+
+CREATE FUNCTION compay.check_usage(j compay.jobs, metrics compay.resource_metrics)
+RETURNS compay.usage_totals
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    t compay.usage_totals;
+BEGIN
+    SELECT * INTO t FROM compay.usage_totals WHERE job_id = j.id;
+    IF NOT FOUND THEN
+        t := ROW(j.id, 0, 0, 0, 0, 0, 0, '{}');
+    END IF;
+    t.cpu_seconds := t.cpu_seconds + coalesce(metrics.cpu_seconds, 0);
+    t.memory_byte_hours := t.memory_byte_hours + coalesce(metrics.memory_byte_hours, 0);
+    t.storage_byte_hours := t.storage_byte_hours + coalesce(metrics.storage_byte_hours, 0);
+    t.network_bytes_in := t.network_bytes_in + coalesce(metrics.network_bytes_in, 0);
+    t.network_bytes_out := t.network_bytes_out + coalesce(metrics.network_bytes_out, 0);
+    t.gpu_seconds := t.gpu_seconds + coalesce(metrics.gpu_seconds, 0);
+    t.custom := (SELECT coalesce(jsonb_object_agg(c.key, c.q), '{}')
+                 FROM (SELECT e.key, sum(e.value::numeric) AS q
+                       FROM (SELECT * FROM jsonb_each(t.custom)
+                             UNION ALL
+                             SELECT * FROM jsonb_each(metrics.custom)) e
+                       GROUP BY e.key) c);
+    IF t.network_bytes_in > 9223372036854775807 OR t.network_bytes_out > 9223372036854775807 THEN
+        RAISE EXCEPTION 'usage of task "%" would exceed 2^63 - 1 network bytes', left(j.task_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('With this sample the task would total %s bytes in and %s out.',
+                                  t.network_bytes_in, t.network_bytes_out);
+    END IF;
+    -- A job type's reward (compute_reward()) does not price the usage.
+    IF NOT EXISTS (SELECT 1 FROM compay.job_types WHERE job_type = j.task_type) THEN
+        PERFORM compay.check_price(
+            ROW(t.cpu_seconds, t.memory_byte_hours, t.storage_byte_hours, t.network_bytes_in,
+                t.network_bytes_out, t.gpu_seconds, t.custom)::compay.resource_metrics,
+            j.task_type);
+    END IF;
+    RETURN t;
+END $$;
+
+REVOKE ALL ON FUNCTION compay.check_usage(compay.jobs, compay.resource_metrics) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION compay.lock_job(task_id text, share boolean DEFAULT false) RETURNS compay.jobs
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs;
+BEGIN
+    IF task_id IS NULL THEN
+        RAISE EXCEPTION 'task_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(task_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF share THEN
+        SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = lock_job.task_id FOR SHARE;
+    ELSE
+        SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = lock_job.task_id FOR UPDATE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', left(task_id, 64) USING ERRCODE = 'PY010',
+            HINT = 'Submit it first with compay.submit_job() or compay.submit_task().';
+    END IF;
+    RETURN j;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.submit_job(task_id text, requester text, task_type text,
+    max_amount compay.credit, timeout interval DEFAULT '24 hours') RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs;
+    v_currency text;
+    v_hold bigint;
+BEGIN
+    IF task_id IS NULL OR requester IS NULL OR task_type IS NULL OR max_amount IS NULL
+       OR timeout IS NULL THEN
+        RAISE EXCEPTION 'task_id, requester, task_type, max_amount and timeout must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(task_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_amount <= '0' THEN
+        RAISE EXCEPTION 'the escrow amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF timeout <= interval '0' THEN
+        RAISE EXCEPTION 'a job timeout must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = submit_job.task_id FOR UPDATE;
+    IF FOUND THEN
+        -- A retry of the same submission returns the same job.
+        IF j.requester = requester AND j.task_type = task_type AND j.max_amount = max_amount
+           AND j.timeout = timeout THEN
+            RETURN j.id;
+        END IF;
+        RAISE EXCEPTION 'task "%" was already submitted with other arguments', left(task_id, 64)
+            USING ERRCODE = 'PY005',
+                  DETAIL = 'A retry returns the job only with the same requester, task type, amount and timeout.';
+    END IF;
+    v_currency := compay.task_currency(task_type);
+    v_hold := compay.reserve(requester, max_amount, 'escrow:' || task_id, NULL, NULL, v_currency);
+    INSERT INTO compay.jobs (task_id, requester, task_type, currency, status, max_amount,
+                             escrow_hold_id, timeout_at, timeout)
+    VALUES (task_id, requester, task_type, v_currency, 'submitted', max_amount, v_hold,
+            now() + timeout, timeout)
+    RETURNING id INTO j.id;
+    RETURN j.id;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.submit_task(task_id text, requester text, provider text, task_type text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs;
+BEGIN
+    IF task_id IS NULL OR requester IS NULL OR provider IS NULL OR task_type IS NULL THEN
+        RAISE EXCEPTION 'task_id, requester, provider and task_type must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(task_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.check_node_id(requester), compay.check_node_id(provider);
+    IF provider = requester THEN
+        RAISE EXCEPTION 'a node cannot run its own task' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = submit_task.task_id FOR UPDATE;
+    IF FOUND THEN
+        IF j.requester = requester AND j.provider = provider AND j.task_type = task_type
+           AND j.max_amount IS NULL THEN
+            RETURN j.id;
+        END IF;
+        RAISE EXCEPTION 'task "%" was already submitted with other arguments', left(task_id, 64)
+            USING ERRCODE = 'PY005';
+    END IF;
+    INSERT INTO compay.jobs (task_id, requester, provider, task_type, currency, status)
+    VALUES (task_id, requester, provider, task_type, compay.task_currency(task_type), 'assigned')
+    RETURNING id INTO j.id;
+    RETURN j.id;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.assign_job(task_id text, provider text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs := compay.lock_job(task_id);
+    v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
+    v_stake compay.credit;
+BEGIN
+    IF provider IS NULL THEN
+        RAISE EXCEPTION 'provider must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF j.status = 'assigned' AND j.provider = provider THEN
+        RETURN;                                 -- a retry
+    END IF;
+    PERFORM compay.require_job_status(j, 'submitted', 'assign');
+    PERFORM compay.require_not_timed_out(j);
+    PERFORM compay.check_node_id(provider);
+    IF provider = j.requester OR left(provider, 1) = '$' OR length(provider) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'node "%" cannot run job "%"', left(provider, 64), left(task_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The provider must be a node other than the requester.';
+    END IF;
+    IF v_min > '0' THEN
+        SELECT amount INTO v_stake FROM compay.stakes
+        WHERE node_id = provider AND currency = j.currency FOR SHARE;
+        IF coalesce(v_stake, '0') < v_min THEN
+            RAISE EXCEPTION 'node "%" has staked % %, less than compay.min_stake %',
+                left(provider, 64), coalesce(v_stake, '0'), j.currency, v_min
+                USING ERRCODE = 'PY011', HINT = 'Stake more with compay.stake().';
+        END IF;
+    END IF;
+    UPDATE compay.jobs SET provider = assign_job.provider, status = 'assigned', updated_at = now()
+    WHERE id = j.id;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.record_usage(task_id text, node_id text, sample_id text,
+    sampled_at timestamptz, metrics compay.resource_metrics) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs;
+    t compay.usage_totals;
+BEGIN
+    IF task_id IS NULL OR node_id IS NULL OR sample_id IS NULL OR sampled_at IS NULL
+       OR metrics IS NULL THEN
+        RAISE EXCEPTION 'task_id, node_id, sample_id, sampled_at and metrics must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    IF length(sample_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a sample id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT isfinite(sampled_at) THEN
+        RAISE EXCEPTION 'sampled_at must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.check_metrics(metrics);
+    -- The row locked FOR UPDATE: samples of one task go in one at a time,
+    -- each checked against the sum of those before it, and not while the
+    -- task is being paid.
+    j := compay.lock_job(task_id);
+    IF j.status = 'paid' THEN
+        RAISE EXCEPTION 'task "%" is already paid', left(task_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Usage of a paid task can no longer change what it cost.';
+    END IF;
+    IF j.status IN ('failed', 'timed_out') THEN
+        RAISE EXCEPTION 'task "%" is closed: it is %', left(task_id, 64), j.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF j.provider IS DISTINCT FROM node_id THEN
+        RAISE EXCEPTION 'node "%" does not run task "%"', left(node_id, 64), left(task_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Only the task''s provider reports its usage.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM compay.usage_samples s
+               WHERE s.job_id = j.id AND s.sample_id = record_usage.sample_id) THEN
+        RETURN false;                           -- a retry
+    END IF;
+    t := compay.check_usage(j, metrics);
+    INSERT INTO compay.usage_samples (job_id, sample_id, node_id, sampled_at, cpu_seconds,
+        memory_byte_hours, storage_byte_hours, network_bytes_in, network_bytes_out,
+        gpu_seconds, custom)
+    VALUES (j.id, sample_id, node_id, sampled_at, coalesce(metrics.cpu_seconds, 0),
+        coalesce(metrics.memory_byte_hours, 0), coalesce(metrics.storage_byte_hours, 0),
+        coalesce(metrics.network_bytes_in, 0), coalesce(metrics.network_bytes_out, 0),
+        coalesce(metrics.gpu_seconds, 0), nullif(metrics.custom, '{}'));
+    INSERT INTO compay.usage_totals VALUES (t.*)
+    ON CONFLICT (job_id) DO UPDATE
+    SET cpu_seconds = EXCLUDED.cpu_seconds, memory_byte_hours = EXCLUDED.memory_byte_hours,
+        storage_byte_hours = EXCLUDED.storage_byte_hours,
+        network_bytes_in = EXCLUDED.network_bytes_in,
+        network_bytes_out = EXCLUDED.network_bytes_out,
+        gpu_seconds = EXCLUDED.gpu_seconds, custom = EXCLUDED.custom;
+    RETURN true;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.task_metrics(task_id text) RETURNS compay.resource_metrics
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_job bigint;
+    m compay.resource_metrics;
+BEGIN
+    IF length(task_id) > 200 THEN
+        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT id INTO v_job FROM compay.jobs WHERE jobs.task_id = task_metrics.task_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', left(coalesce(task_id, 'NULL'), 64)
+            USING ERRCODE = 'PY010';
+    END IF;
+    SELECT coalesce(sum(cpu_seconds), 0), coalesce(sum(memory_byte_hours), 0),
+           coalesce(sum(storage_byte_hours), 0), coalesce(sum(network_bytes_in), 0),
+           coalesce(sum(network_bytes_out), 0), coalesce(sum(gpu_seconds), 0),
+           coalesce((SELECT jsonb_object_agg(key, total ORDER BY key)
+                     FROM (SELECT c.key, sum(c.value::numeric) AS total
+                           FROM compay.usage_samples s, jsonb_each(s.custom) c
+                           WHERE s.job_id = v_job GROUP BY c.key) t), '{}')
+    INTO m
+    FROM compay.usage_samples WHERE job_id = v_job;
+    RETURN m;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.verify_job(task_id text, verifier text, passed boolean,
+    quality_factor numeric DEFAULT NULL) RETURNS compay.job_status
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs := compay.lock_job(task_id);
+    v_quorum integer := current_setting('compay.verification_quorum')::integer;
+    v_passes integer;
+    v_fails integer;
+    v_error text;
+BEGIN
+    IF verifier IS NULL OR passed IS NULL THEN
+        RAISE EXCEPTION 'verifier and passed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF j.max_amount IS NULL THEN
+        RAISE EXCEPTION 'task "%" has no escrow to verify', left(task_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Pay a task without escrow with compay.process_task_payment().';
+    END IF;
+    PERFORM compay.require_job_status(j, 'completed', 'verify');
+    PERFORM compay.require_not_timed_out(j);
+    PERFORM compay.check_node_id(verifier);
+    IF verifier IN (j.requester, j.provider) OR left(verifier, 1) = '$'
+       OR length(verifier) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'node "%" cannot verify job "%"', left(verifier, 64), left(task_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A verifier is neither the requester nor the provider of the job.';
+    END IF;
+    IF quality_factor IS NOT NULL AND NOT quality_factor BETWEEN 0.8 AND 1.5 THEN
+        RAISE EXCEPTION 'quality factor % is outside [0.8, 1.5]', quality_factor
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO compay.verifications (job_id, verifier, passed, quality_factor)
+    VALUES (j.id, verifier, passed, quality_factor)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'node "%" has already voted on job "%"', left(verifier, 64), left(task_id, 64)
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    SELECT count(*) FILTER (WHERE v.passed), count(*) FILTER (WHERE NOT v.passed)
+    INTO v_passes, v_fails
+    FROM compay.verifications v WHERE v.job_id = j.id;
+    IF v_passes >= v_quorum THEN
+        BEGIN
+            PERFORM compay.pay_verified_job(j);
+            RETURN 'paid';
+        EXCEPTION WHEN data_exception THEN
+            -- The job cannot be paid as recorded (its usage cannot be
+            -- priced, say, after a price change): it fails now rather than
+            -- at its timeout, the escrow goes back to the requester, and
+            -- the error stays on the job.  Other errors (a lock timeout, a
+            -- missing pricing model) undo the vote, to be retried.
+            GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
+            v_error := SQLSTATE || ': ' || v_error;
+        END;
+        PERFORM compay.release(j.escrow_hold_id);
+        UPDATE compay.jobs SET status = 'failed', payment_error = v_error, updated_at = now()
+        WHERE id = j.id;
+        RAISE WARNING 'job "%" could not be paid; its escrow went back to the requester',
+            left(task_id, 64)
+            USING DETAIL = format('The payment failed with %s.', v_error),
+                  HINT = 'compay.jobs.payment_error keeps the error.';
+        RETURN 'failed';
+    ELSIF v_fails >= v_quorum THEN
+        -- Two calls touch the requester's and the provider's accounts:
+        -- lock both first, in ascending id as the ledger does, so that two
+        -- jobs failing between the same nodes in opposite roles cannot
+        -- deadlock.
+        PERFORM 1 FROM compay.accounts
+        WHERE currency = j.currency AND node_id IN (j.requester, j.provider)
+        ORDER BY id FOR UPDATE;
+        PERFORM compay.release(j.escrow_hold_id);
+        PERFORM compay.move_credit_score(j.provider, j.currency, false);
+        UPDATE compay.jobs SET status = 'failed', updated_at = now() WHERE id = j.id;
+        RETURN 'failed';
+    END IF;
+    RETURN 'completed';
+END $$;
+
+COMMENT ON FUNCTION compay.verify_job(text, text, boolean, numeric) IS
+    'records one verifier''s vote; at compay.verification_quorum passes the job is paid from its escrow and the passing verifiers rewarded, at as many failures the escrow goes back to the requester; a payment that fails with a data error fails the job (payment_error) and returns the escrow';
+
+CREATE OR REPLACE FUNCTION compay.dispute_payment(payment_id bigint, reason text) RETURNS compay.payments
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    p compay.payments := compay.lock_payment(payment_id);
+    v_window interval := current_setting('compay.dispute_window')::interval;
+BEGIN
+    IF reason IS NULL OR length(reason) = 0 THEN
+        RAISE EXCEPTION 'a dispute needs a reason' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(reason) > 1000 THEN
+        RAISE EXCEPTION 'a dispute reason has at most 1000 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p.status <> 'completed' THEN
+        RAISE EXCEPTION 'cannot dispute payment %: it is %', payment_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF now() > p.completed_at + v_window THEN
+        RAISE EXCEPTION 'the dispute window of payment % has closed', payment_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Payments can be disputed for %s after they complete (compay.dispute_window).',
+                                  current_setting('compay.dispute_window'));
+    END IF;
+    UPDATE compay.payments SET status = 'disputed', dispute_reason = reason, disputed_at = now()
+    WHERE id = payment_id RETURNING * INTO p;
+    PERFORM compay.move_credit_score(p.to_node, p.currency, false);
+    RETURN p;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.set_payout_address(node_id text, address text,
+    purpose compay.address_purpose DEFAULT 'primary') RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_network text := current_setting('compay.monero_network');
+    v_kind text;
+BEGIN
+    IF node_id IS NULL OR address IS NULL OR purpose IS NULL THEN
+        RAISE EXCEPTION 'node_id, address and purpose must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
+        RAISE EXCEPTION 'node id "%" cannot be paid', left(node_id, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    v_kind := compay.check_monero_address(address, v_network);   -- 22023 with the reason
+    INSERT INTO compay.payout_addresses AS a (node_id, purpose, address, kind, network)
+    VALUES (node_id, purpose, address, v_kind, v_network)
+    ON CONFLICT ON CONSTRAINT payout_addresses_pkey DO UPDATE
+    SET address = EXCLUDED.address, kind = EXCLUDED.kind, network = EXCLUDED.network,
+        updated_at = now();
+    RETURN v_kind;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.set_payout_policy(node_id text, auto_payout boolean,
+    min_payout compay.credit, payout_interval interval, max_per_day compay.credit)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF node_id IS NULL THEN
+        RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    IF min_payout < '0' OR max_per_day <= '0' OR payout_interval <= interval '0' THEN
+        RAISE EXCEPTION 'a payout policy needs min_payout >= 0, max_per_day > 0 and a positive interval'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO compay.payout_policies AS p (node_id, auto_payout, min_payout, payout_interval,
+                                             max_per_day)
+    VALUES (node_id, auto_payout, min_payout, payout_interval, max_per_day)
+    ON CONFLICT ON CONSTRAINT payout_policies_pkey DO UPDATE
+    SET auto_payout = EXCLUDED.auto_payout, min_payout = EXCLUDED.min_payout,
+        payout_interval = EXCLUDED.payout_interval, max_per_day = EXCLUDED.max_per_day,
+        updated_at = now();
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.deposit_address(node_id text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_address text;
+    r jsonb;
+BEGIN
+    IF node_id IS NULL OR length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
+        RAISE EXCEPTION 'node id "%" cannot have a deposit address', left(coalesce(node_id, 'NULL'), 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    -- One address per node, even for two calls at once.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.deposit_address:' || node_id));
+    SELECT address INTO v_address FROM compay.deposit_addresses d WHERE d.node_id = deposit_address.node_id;
+    IF FOUND THEN
+        RETURN v_address;
+    END IF;
+    r := compay.wallet_rpc('create_address', jsonb_build_object('account_index', 0, 'label', node_id));
+    PERFORM compay.wallet_rpc('store');
+    INSERT INTO compay.deposit_addresses (node_id, address, address_index)
+    VALUES (node_id, r->>'address', (r->>'address_index')::integer);
+    RETURN r->>'address';
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.process_due_settlements(as_of timestamptz DEFAULT now())
+RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_max integer := current_setting('compay.settlement_max_attempts')::integer;
+    v_id bigint;
+BEGIN
+    IF as_of IS NULL OR NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR v_id IN
+        SELECT id FROM compay.settlements
+        WHERE status = 'pending'
+           OR (status = 'failed' AND attempts < v_max AND next_attempt_at <= as_of)
+        ORDER BY id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM compay.process_settlement(v_id, as_of);
+        RETURN NEXT v_id;
+    END LOOP;
+END $$;
+

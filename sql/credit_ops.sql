@@ -131,6 +131,25 @@ SELECT sum(v) FROM (VALUES (:max), ('-1')) t(v);
 SELECT sum(v) FROM (VALUES (:max), ('0.000000000001')) t(v); \echo :LAST_ERROR_SQLSTATE
 SELECT sum(v) FROM (VALUES (:min), (:min)) t(v); \echo :LAST_ERROR_SQLSTATE
 \set VERBOSITY terse
+-- Running totals never overflow: only the result must fit (22003 above is
+-- for results out of range).  avg() of values whose sum leaves the range is
+-- still the exact mean, rounded half to even; sum_atomic() gives any total
+-- exactly, as a numeric count of atomic units.
+SELECT sum(v ORDER BY o), avg(v ORDER BY o), sum_atomic(v ORDER BY o)
+FROM (VALUES (1, :max), (2, :max), (3, :min), (4, '-1'::credit)) t(o, v);
+SELECT sum(v ORDER BY o), sum_atomic(v ORDER BY o)
+FROM (VALUES (1, :min), (2, :min), (3, :max), (4, :max)) t(o, v);
+SELECT avg(v), sum_atomic(v) FROM (VALUES (:max), (:max), (:max)) t(v);
+SELECT avg(v), sum_atomic(v) FROM (VALUES (:min), (:min), ('-0.000000000001')) t(v);
+SELECT avg(v), sum_atomic(v) FROM (VALUES (:max), (:max), ('0.000000000001'), ('0')) t(v);
+SELECT avg(v) AS tie_to_even_down, -avg(-v) AS negated
+FROM (VALUES (:max), (:max), ('0.000000000002'), ('0.000000000002')) t(v);
+SELECT avg(v) AS tie_to_even_up, -avg(-v) AS negated
+FROM (VALUES (:max), (:max), ('0.000000000004'), ('0.000000000004')) t(v);
+SELECT sum_atomic(v) FROM (VALUES (NULL::credit)) t(v);
+\set VERBOSITY default
+SELECT sum(v) FROM (VALUES (:max), (:max), ('1')) t(v); \echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY terse
 -- Window use of sum.
 SELECT id, v, sum(v) OVER (ORDER BY id) FROM amounts WHERE id <= 4 ORDER BY id;
 
@@ -146,6 +165,18 @@ SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET min_parallel_table
 EXPLAIN (COSTS OFF) SELECT sum(v), avg(v) FROM par;
 SELECT sum(v) = :'serial_sum'::credit AS sum_equal, avg(v) = :'serial_avg'::credit AS avg_equal,
        sum(v) AS parallel_sum FROM par;
+-- The same with totals far out of range on the way (each worker's state
+-- carries, and the states combine): the serial and parallel results agree.
+TRUNCATE par;
+INSERT INTO par SELECT '100000000000000000000000000.000000000001'::credit FROM generate_series(1, 100000);
+INSERT INTO par SELECT '-100000000000000000000000000'::credit FROM generate_series(1, 99999);
+ANALYZE par;
+SET max_parallel_workers_per_gather = 0;
+SELECT sum(v) AS serial_sum, avg(v) AS serial_avg, sum_atomic(v) AS serial_atomic FROM par \gset
+SET max_parallel_workers_per_gather = 2;
+EXPLAIN (COSTS OFF) SELECT sum(v), avg(v), sum_atomic(v) FROM par;
+SELECT sum(v) = :'serial_sum'::credit AS sum_equal, avg(v) = :'serial_avg'::credit AS avg_equal,
+       sum_atomic(v) = :serial_atomic AS atomic_equal, sum(v), avg(v), sum_atomic(v) FROM par;
 RESET max_parallel_workers_per_gather; RESET parallel_setup_cost;
 RESET parallel_tuple_cost; RESET min_parallel_table_scan_size;
 DROP TABLE par;

@@ -31,6 +31,12 @@ SELECT submit_task('t1', 'req', 'other', 'render'); \echo :LAST_ERROR_SQLSTATE
 SELECT submit_task('tx', 'req', 'req', 'render'); \echo :LAST_ERROR_SQLSTATE
 SELECT submit_task('tx', 'req', NULL, 'render'); \echo :LAST_ERROR_SQLSTATE
 
+-- Custom metrics need prices (a sample with one its model does not price
+-- is refused, see metering_validation): map 'render' to a model that has them.
+INSERT INTO pricing_models (name, base_price, cpu_price, storage_price, network_price, custom_prices)
+VALUES ('render', '100', '1000', '10', '50', '{"frames": 20, "tiles": 4}');
+INSERT INTO task_type_models SELECT 'render', id FROM pricing_models WHERE name = 'render';
+
 -- Samples: each is the usage since the provider's previous one.
 SELECT record_usage('t1', 'prov', 'a', '2026-11-23 10:00+00',
                     metrics(cpu_seconds => 0.5, network_bytes_in => 268435456,
@@ -64,10 +70,6 @@ SELECT process_task_payment('t1', NULL); \echo :LAST_ERROR_SQLSTATE
 SELECT process_task_payment('nope'); \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) AS payments FROM payments;
 
--- The custom metrics need prices: map 'render' to a model that has them.
-INSERT INTO pricing_models (name, base_price, cpu_price, storage_price, network_price, custom_prices)
-VALUES ('render', '100', '1000', '10', '50', '{"frames": 20, "tiles": 4}');
-INSERT INTO task_type_models SELECT 'render', id FROM pricing_models WHERE name = 'render';
 -- 100 + 1.25 x 1000 + 1 x 10 + 0.5 x 50 + 5 x 20 + 1.5 x 4 = 1491.
 SELECT price(task_metrics('t1'), 'render', 'req');
 SELECT id, task_id, from_node, to_node, amount, currency, method, status,

@@ -219,8 +219,9 @@ CREATE OPERATOR CLASS compay.credit_hash_ops
         FUNCTION 1 compay.credit_hash(compay.credit),
         FUNCTION 2 compay.credit_hash_extended(compay.credit, bigint);
 
--- Aggregates.  sum and avg share an in-place int128 state and run in
--- parallel through combine and serial functions.
+-- Aggregates.  sum, avg and sum_atomic share an in-place state (an int128
+-- and a carry, so that running totals never overflow) and run in parallel
+-- through combine and serial functions.
 
 CREATE FUNCTION compay.credit_sum_accum(internal, compay.credit) RETURNS internal
     AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE PARALLEL SAFE;
@@ -233,6 +234,8 @@ CREATE FUNCTION compay.credit_sum_deserialize(bytea, internal) RETURNS internal
 CREATE FUNCTION compay.credit_sum_final(internal) RETURNS compay.credit
     AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 CREATE FUNCTION compay.credit_avg_final(internal) RETURNS compay.credit
+    AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION compay.credit_sum_atomic_final(internal) RETURNS numeric
     AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
 CREATE AGGREGATE compay.sum(compay.credit) (
@@ -251,6 +254,16 @@ CREATE AGGREGATE compay.avg(compay.credit) (
     DESERIALFUNC = compay.credit_sum_deserialize,
     PARALLEL = SAFE
 );
+CREATE AGGREGATE compay.sum_atomic(compay.credit) (
+    SFUNC = compay.credit_sum_accum, STYPE = internal, SSPACE = 32,
+    FINALFUNC = compay.credit_sum_atomic_final,
+    COMBINEFUNC = compay.credit_sum_combine,
+    SERIALFUNC = compay.credit_sum_serialize,
+    DESERIALFUNC = compay.credit_sum_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE compay.sum_atomic(compay.credit) IS
+    'the exact sum as a numeric count of atomic units; never out of range';
 CREATE AGGREGATE compay.min(compay.credit) (
     SFUNC = compay.credit_smaller, STYPE = compay.credit,
     COMBINEFUNC = compay.credit_smaller, SORTOP = OPERATOR(compay.<),

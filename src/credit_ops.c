@@ -25,6 +25,7 @@
 #include "utils/lsyscache.h"
 #include "utils/sortsupport.h"
 
+#include "compay.h"
 #include "credit.h"
 
 PG_FUNCTION_INFO_V1(credit_pl);
@@ -66,6 +67,7 @@ PG_FUNCTION_INFO_V1(credit_sum_serialize);
 PG_FUNCTION_INFO_V1(credit_sum_deserialize);
 PG_FUNCTION_INFO_V1(credit_sum_final);
 PG_FUNCTION_INFO_V1(credit_avg_final);
+PG_FUNCTION_INFO_V1(credit_sum_atomic_final);
 
 static inline Credit
 CheckedAdd(Credit a, Credit b)
@@ -478,13 +480,21 @@ credit_smaller(PG_FUNCTION_ARGS)
 	return CREDIT_CMP_ARGS <= 0 ? PG_GETARG_DATUM(0) : PG_GETARG_DATUM(1);
 }
 
+/* 2^128, the weight of one unit of carry. */
+#define TWO_TO_128 "340282366920938463463374607431768211456"
+
 /*
- * sum() and avg() share one transition state, updated in place in the
- * aggregate's memory context so that a row costs no allocation.
+ * sum(), avg() and sum_atomic() share one transition state, updated in
+ * place in the aggregate's memory context so that a row costs no
+ * allocation.  The running total is carry * 2^128 + sum: an addition that
+ * leaves the int128 range wraps sum and moves carry, so a running total
+ * never overflows (carry stays far from its bounds below 2^63 rows).  Only
+ * the final result must fit: sum() raises 22003 when it does not.
  */
 typedef struct CreditSumState
 {
-	Credit		sum;
+	Credit		sum;			/* the total modulo 2^128, as a signed value */
+	int64		carry;			/* multiples of 2^128 */
 	int64		count;
 } CreditSumState;
 
@@ -499,6 +509,17 @@ SumStateCreate(FunctionCallInfo fcinfo)
 													 sizeof(CreditSumState));
 }
 
+/* Adds v to the running total; wraps into carry instead of overflowing. */
+static inline void
+SumStateAdd(CreditSumState *state, Credit v)
+{
+	Credit		r;
+
+	if (__builtin_add_overflow(state->sum, v, &r))
+		state->carry += v > 0 ? 1 : -1;
+	state->sum = r;
+}
+
 Datum
 credit_sum_accum(PG_FUNCTION_ARGS)
 {
@@ -508,7 +529,7 @@ credit_sum_accum(PG_FUNCTION_ARGS)
 		(CreditSumState *) PG_GETARG_POINTER(0);
 	if (!PG_ARGISNULL(1))
 	{
-		state->sum = CheckedAdd(state->sum, PG_GETARG_CREDIT(1));
+		SumStateAdd(state, PG_GETARG_CREDIT(1));
 		state->count++;
 	}
 	PG_RETURN_POINTER(state);
@@ -525,7 +546,8 @@ credit_sum_combine(PG_FUNCTION_ARGS)
 	other = (CreditSumState *) PG_GETARG_POINTER(1);
 	state = PG_ARGISNULL(0) ? SumStateCreate(fcinfo) :
 		(CreditSumState *) PG_GETARG_POINTER(0);
-	state->sum = CheckedAdd(state->sum, other->sum);
+	SumStateAdd(state, other->sum);
+	state->carry += other->carry;
 	state->count += other->count;
 	PG_RETURN_POINTER(state);
 }
@@ -539,6 +561,7 @@ credit_sum_serialize(PG_FUNCTION_ARGS)
 	pq_begintypsend(&buf);
 	pq_sendint64(&buf, (int64) ((uint128) state->sum >> 64));
 	pq_sendint64(&buf, (int64) (uint64) state->sum);
+	pq_sendint64(&buf, state->carry);
 	pq_sendint64(&buf, state->count);
 	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
 }
@@ -557,6 +580,7 @@ credit_sum_deserialize(PG_FUNCTION_ARGS)
 	hi = (uint64) pq_getmsgint64(&buf);
 	lo = (uint64) pq_getmsgint64(&buf);
 	state->sum = (Credit) (((uint128) hi << 64) | lo);
+	state->carry = pq_getmsgint64(&buf);
 	state->count = pq_getmsgint64(&buf);
 	pq_getmsgend(&buf);
 	pfree(buf.data);
@@ -573,7 +597,95 @@ credit_sum_final(PG_FUNCTION_ARGS)
 	state = (CreditSumState *) PG_GETARG_POINTER(0);
 	if (state->count == 0)
 		PG_RETURN_NULL();
+	/* With carry 0 the total is sum itself; any other carry is outside int128. */
+	if (state->carry != 0 || !CreditInRange(state->sum))
+		CreditReportOverflow();
 	PG_RETURN_CREDIT(state->sum);
+}
+
+/* compay.sum_atomic(): the exact total in atomic units, never out of range. */
+Datum
+credit_sum_atomic_final(PG_FUNCTION_ARGS)
+{
+	CreditSumState *state;
+	Datum		total;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	state = (CreditSumState *) PG_GETARG_POINTER(0);
+	if (state->count == 0)
+		PG_RETURN_NULL();
+	if (CreditInRange(state->sum))
+		total = NumericGetDatum(CreditToNumeric(state->sum, 0));
+	else						/* -2^127 is no credit: two halves */
+		total = DirectFunctionCall2(numeric_add,
+									NumericGetDatum(CreditToNumeric(state->sum / 2, 0)),
+									NumericGetDatum(CreditToNumeric(state->sum - state->sum / 2, 0)));
+	if (state->carry != 0)
+		total = DirectFunctionCall2(numeric_add, total,
+									DirectFunctionCall2(numeric_mul,
+														DirectFunctionCall1(int8_numeric,
+																			Int64GetDatum(state->carry)),
+														NumericGetDatum(CompayNumeric(TWO_TO_128))));
+	PG_RETURN_DATUM(total);
+}
+
+/*
+ * The total of a state as a 192-bit magnitude (three 64-bit limbs, least
+ * significant first) and its sign.
+ */
+static bool
+SumStateMagnitude(const CreditSumState *state, uint64 limbs[3])
+{
+	uint128		lo = (uint128) state->sum;
+	uint64		hi = (uint64) (state->carry - (state->sum < 0 ? 1 : 0));
+	bool		negative = (int64) hi < 0;
+
+	limbs[0] = (uint64) lo;
+	limbs[1] = (uint64) (lo >> 64);
+	limbs[2] = hi;
+	if (negative)
+	{
+		/* two's complement negation over the three limbs */
+		uint64		add = 1;
+
+		for (int i = 0; i < 3; i++)
+		{
+			limbs[i] = ~limbs[i] + add;
+			add = (add == 1 && limbs[i] == 0) ? 1 : 0;
+		}
+	}
+	return negative;
+}
+
+/*
+ * The mean of a total that left the int128 range (the mean itself never
+ * does): long division of the 192-bit magnitude by count, rounded half
+ * to even.
+ */
+static Credit
+WideMeanHalfEven(const CreditSumState *state)
+{
+	uint64		limbs[3];
+	bool		negative = SumStateMagnitude(state, limbs);
+	uint64		d = (uint64) state->count;
+	uint128		rem = 0;
+	uint64		q[3];
+	uint128		mean;
+
+	for (int i = 2; i >= 0; i--)
+	{
+		uint128		cur = (rem << 64) | limbs[i];
+
+		q[i] = (uint64) (cur / d);
+		rem = cur % d;
+	}
+	Assert(q[2] == 0);
+	mean = ((uint128) q[1] << 64) | q[0];
+	if (rem * 2 > d || (rem * 2 == d && (mean & 1) != 0))
+		mean++;
+	Assert(mean <= (uint128) CREDIT_MAX);
+	return negative ? -(Credit) mean : (Credit) mean;
 }
 
 /* The mean, rounded half to even to the atomic unit. */
@@ -587,5 +699,7 @@ credit_avg_final(PG_FUNCTION_ARGS)
 	state = (CreditSumState *) PG_GETARG_POINTER(0);
 	if (state->count == 0)
 		PG_RETURN_NULL();
+	if (state->carry != 0)
+		PG_RETURN_CREDIT(WideMeanHalfEven(state));
 	PG_RETURN_CREDIT(DivideHalfEven(state->sum, state->count));
 }

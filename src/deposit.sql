@@ -38,6 +38,7 @@ BEGIN
         RAISE EXCEPTION 'node id "%" cannot have a deposit address', left(coalesce(node_id, 'NULL'), 64)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM compay.check_node_id(node_id);
     -- One address per node, even for two calls at once.
     PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.deposit_address:' || node_id));
     SELECT address INTO v_address FROM compay.deposit_addresses d WHERE d.node_id = deposit_address.node_id;

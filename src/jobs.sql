@@ -33,6 +33,8 @@ CREATE TABLE compay.jobs (
     payment_id      bigint,
     created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    timeout         interval,               -- as submitted: a retry must match it
+    payment_error   text,                   -- why the payment at quorum failed
     CONSTRAINT jobs_escrow CHECK ((max_amount IS NULL) = (escrow_hold_id IS NULL)),
     CONSTRAINT jobs_parties CHECK (provider IS NULL OR provider <> requester),
     CONSTRAINT jobs_times CHECK (completed_at IS NULL OR completed_at >= started_at)
@@ -101,6 +103,27 @@ REVOKE ALL ON compay.jobs, compay.verifications, compay.usage_samples, compay.st
 GRANT SELECT ON compay.jobs, compay.verifications, compay.usage_samples, compay.stakes
     TO compay_reader;
 
+-- Running totals of each task's samples, kept by record_usage under the
+-- job row lock: a sample is checked against the sum so far in constant
+-- time, not by reading every sample before it.  Numeric throughout (byte
+-- counts too); record_usage keeps them within what task_metrics() and
+-- price() can take.
+CREATE TABLE compay.usage_totals (
+    job_id             bigint PRIMARY KEY REFERENCES compay.jobs (id),
+    cpu_seconds        numeric NOT NULL,
+    memory_byte_hours  numeric NOT NULL,
+    storage_byte_hours numeric NOT NULL,
+    network_bytes_in   numeric NOT NULL,
+    network_bytes_out  numeric NOT NULL,
+    gpu_seconds        numeric NOT NULL,
+    custom             jsonb NOT NULL
+);
+COMMENT ON TABLE compay.usage_totals IS
+    'the sum of each task''s usage samples, kept as they are recorded';
+SELECT pg_catalog.pg_extension_config_dump('compay.usage_totals', '');
+REVOKE ALL ON compay.usage_totals FROM PUBLIC;
+GRANT SELECT ON compay.usage_totals TO compay_reader;
+
 
 -- One ledger call that pays a verified job (src/ledger_holds.c).
 CREATE FUNCTION compay.settle_escrow(hold_id bigint, provider text, amount compay.credit,
@@ -125,6 +148,15 @@ CREATE FUNCTION compay.check_metrics(metrics compay.resource_metrics) RETURNS vo
 COMMENT ON FUNCTION compay.check_metrics(compay.resource_metrics) IS
     'raises 22023 unless every quantity is a finite number >= 0 and custom is an object of such numbers';
 
+CREATE FUNCTION compay.check_price(metrics compay.resource_metrics, task_type text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_check_price'
+    LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION compay.check_price(compay.resource_metrics, text) IS
+    'raises 22023 unless price() can price the metrics for the task type: known custom metrics, a price (before any volume discount) within the credit range';
+REVOKE ALL ON FUNCTION compay.check_price(compay.resource_metrics, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.check_price(compay.resource_metrics, text) TO compay_reader;
+
 -- The job row, locked; PY010 if there is none.
 CREATE FUNCTION compay.lock_job(task_id text, share boolean DEFAULT false) RETURNS compay.jobs
 LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -133,6 +165,9 @@ DECLARE
 BEGIN
     IF task_id IS NULL THEN
         RAISE EXCEPTION 'task_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(task_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF share THEN
         SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = lock_job.task_id FOR SHARE;
@@ -216,18 +251,20 @@ BEGIN
     SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = submit_job.task_id FOR UPDATE;
     IF FOUND THEN
         -- A retry of the same submission returns the same job.
-        IF j.requester = requester AND j.task_type = task_type AND j.max_amount = max_amount THEN
+        IF j.requester = requester AND j.task_type = task_type AND j.max_amount = max_amount
+           AND j.timeout = timeout THEN
             RETURN j.id;
         END IF;
         RAISE EXCEPTION 'task "%" was already submitted with other arguments', left(task_id, 64)
-            USING ERRCODE = 'PY005';
+            USING ERRCODE = 'PY005',
+                  DETAIL = 'A retry returns the job only with the same requester, task type, amount and timeout.';
     END IF;
     v_currency := compay.task_currency(task_type);
     v_hold := compay.reserve(requester, max_amount, 'escrow:' || task_id, NULL, NULL, v_currency);
     INSERT INTO compay.jobs (task_id, requester, task_type, currency, status, max_amount,
-                             escrow_hold_id, timeout_at)
+                             escrow_hold_id, timeout_at, timeout)
     VALUES (task_id, requester, task_type, v_currency, 'submitted', max_amount, v_hold,
-            now() + timeout)
+            now() + timeout, timeout)
     RETURNING id INTO j.id;
     RETURN j.id;
 END $$;
@@ -247,6 +284,7 @@ BEGIN
     IF length(task_id) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM compay.check_node_id(requester), compay.check_node_id(provider);
     IF provider = requester THEN
         RAISE EXCEPTION 'a node cannot run its own task' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -353,6 +391,7 @@ BEGIN
     END IF;
     PERFORM compay.require_job_status(j, 'submitted', 'assign');
     PERFORM compay.require_not_timed_out(j);
+    PERFORM compay.check_node_id(provider);
     IF provider = j.requester OR left(provider, 1) = '$' OR length(provider) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'node "%" cannot run job "%"', left(provider, 64), left(task_id, 64)
             USING ERRCODE = 'invalid_parameter_value',
@@ -402,21 +441,75 @@ END $$;
 COMMENT ON FUNCTION compay.complete_job(text, timestamptz, timestamptz, numeric) IS
     'marks an assigned job completed, with its run time and GPU utilization (0..1)';
 
+-- The task's usage totals with one more sample; 22023 unless they can
+-- still be summed (task_metrics) and priced: byte counts within bigint,
+-- and, for a task priced by its metered usage (not a job type's reward),
+-- known custom metrics and a price within the credit range
+-- (compay.check_price).  So what payment at quorum does with the sum is
+-- checked as each sample arrives; the caller holds the job row, so no
+-- sample slips in between.
+CREATE FUNCTION compay.check_usage(j compay.jobs, metrics compay.resource_metrics)
+RETURNS compay.usage_totals
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    t compay.usage_totals;
+BEGIN
+    SELECT * INTO t FROM compay.usage_totals WHERE job_id = j.id;
+    IF NOT FOUND THEN
+        t := ROW(j.id, 0, 0, 0, 0, 0, 0, '{}');
+    END IF;
+    t.cpu_seconds := t.cpu_seconds + coalesce(metrics.cpu_seconds, 0);
+    t.memory_byte_hours := t.memory_byte_hours + coalesce(metrics.memory_byte_hours, 0);
+    t.storage_byte_hours := t.storage_byte_hours + coalesce(metrics.storage_byte_hours, 0);
+    t.network_bytes_in := t.network_bytes_in + coalesce(metrics.network_bytes_in, 0);
+    t.network_bytes_out := t.network_bytes_out + coalesce(metrics.network_bytes_out, 0);
+    t.gpu_seconds := t.gpu_seconds + coalesce(metrics.gpu_seconds, 0);
+    t.custom := (SELECT coalesce(jsonb_object_agg(c.key, c.q), '{}')
+                 FROM (SELECT e.key, sum(e.value::numeric) AS q
+                       FROM (SELECT * FROM jsonb_each(t.custom)
+                             UNION ALL
+                             SELECT * FROM jsonb_each(metrics.custom)) e
+                       GROUP BY e.key) c);
+    IF t.network_bytes_in > 9223372036854775807 OR t.network_bytes_out > 9223372036854775807 THEN
+        RAISE EXCEPTION 'usage of task "%" would exceed 2^63 - 1 network bytes', left(j.task_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('With this sample the task would total %s bytes in and %s out.',
+                                  t.network_bytes_in, t.network_bytes_out);
+    END IF;
+    -- A job type's reward (compute_reward()) does not price the usage.
+    IF NOT EXISTS (SELECT 1 FROM compay.job_types WHERE job_type = j.task_type) THEN
+        PERFORM compay.check_price(
+            ROW(t.cpu_seconds, t.memory_byte_hours, t.storage_byte_hours, t.network_bytes_in,
+                t.network_bytes_out, t.gpu_seconds, t.custom)::compay.resource_metrics,
+            j.task_type);
+    END IF;
+    RETURN t;
+END $$;
+
 CREATE FUNCTION compay.record_usage(task_id text, node_id text, sample_id text,
     sampled_at timestamptz, metrics compay.resource_metrics) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
+    t compay.usage_totals;
 BEGIN
     IF task_id IS NULL OR node_id IS NULL OR sample_id IS NULL OR sampled_at IS NULL
        OR metrics IS NULL THEN
         RAISE EXCEPTION 'task_id, node_id, sample_id, sampled_at and metrics must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM compay.check_node_id(node_id);
+    IF length(sample_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a sample id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT isfinite(sampled_at) THEN
+        RAISE EXCEPTION 'sampled_at must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM compay.check_metrics(metrics);
-    -- A share lock: samples of one task go in side by side, but not while
-    -- the task is being paid (that takes the row FOR UPDATE).
-    j := compay.lock_job(task_id, true);
+    -- The row locked FOR UPDATE: samples of one task go in one at a time,
+    -- each checked against the sum of those before it, and not while the
+    -- task is being paid.
+    j := compay.lock_job(task_id);
     IF j.status = 'paid' THEN
         RAISE EXCEPTION 'task "%" is already paid', left(task_id, 64)
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -431,15 +524,26 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'Only the task''s provider reports its usage.';
     END IF;
+    IF EXISTS (SELECT 1 FROM compay.usage_samples s
+               WHERE s.job_id = j.id AND s.sample_id = record_usage.sample_id) THEN
+        RETURN false;                           -- a retry
+    END IF;
+    t := compay.check_usage(j, metrics);
     INSERT INTO compay.usage_samples (job_id, sample_id, node_id, sampled_at, cpu_seconds,
         memory_byte_hours, storage_byte_hours, network_bytes_in, network_bytes_out,
         gpu_seconds, custom)
     VALUES (j.id, sample_id, node_id, sampled_at, coalesce(metrics.cpu_seconds, 0),
         coalesce(metrics.memory_byte_hours, 0), coalesce(metrics.storage_byte_hours, 0),
         coalesce(metrics.network_bytes_in, 0), coalesce(metrics.network_bytes_out, 0),
-        coalesce(metrics.gpu_seconds, 0), nullif(metrics.custom, '{}'))
-    ON CONFLICT DO NOTHING;
-    RETURN FOUND;
+        coalesce(metrics.gpu_seconds, 0), nullif(metrics.custom, '{}'));
+    INSERT INTO compay.usage_totals VALUES (t.*)
+    ON CONFLICT (job_id) DO UPDATE
+    SET cpu_seconds = EXCLUDED.cpu_seconds, memory_byte_hours = EXCLUDED.memory_byte_hours,
+        storage_byte_hours = EXCLUDED.storage_byte_hours,
+        network_bytes_in = EXCLUDED.network_bytes_in,
+        network_bytes_out = EXCLUDED.network_bytes_out,
+        gpu_seconds = EXCLUDED.gpu_seconds, custom = EXCLUDED.custom;
+    RETURN true;
 END $$;
 COMMENT ON FUNCTION compay.record_usage(text, text, text, timestamptz, compay.resource_metrics) IS
     'records one usage sample (the usage since the node''s previous one); the same sample_id again changes nothing and returns false';
@@ -450,6 +554,9 @@ DECLARE
     v_job bigint;
     m compay.resource_metrics;
 BEGIN
+    IF length(task_id) > 200 THEN
+        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     SELECT id INTO v_job FROM compay.jobs WHERE jobs.task_id = task_metrics.task_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'task "%" does not exist', left(coalesce(task_id, 'NULL'), 64)
@@ -529,6 +636,7 @@ DECLARE
     v_quorum integer := current_setting('compay.verification_quorum')::integer;
     v_passes integer;
     v_fails integer;
+    v_error text;
 BEGIN
     IF verifier IS NULL OR passed IS NULL THEN
         RAISE EXCEPTION 'verifier and passed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -540,6 +648,7 @@ BEGIN
     END IF;
     PERFORM compay.require_job_status(j, 'completed', 'verify');
     PERFORM compay.require_not_timed_out(j);
+    PERFORM compay.check_node_id(verifier);
     IF verifier IN (j.requester, j.provider) OR left(verifier, 1) = '$'
        OR length(verifier) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'node "%" cannot verify job "%"', left(verifier, 64), left(task_id, 64)
@@ -561,8 +670,26 @@ BEGIN
     INTO v_passes, v_fails
     FROM compay.verifications v WHERE v.job_id = j.id;
     IF v_passes >= v_quorum THEN
-        PERFORM compay.pay_verified_job(j);
-        RETURN 'paid';
+        BEGIN
+            PERFORM compay.pay_verified_job(j);
+            RETURN 'paid';
+        EXCEPTION WHEN data_exception THEN
+            -- The job cannot be paid as recorded (its usage cannot be
+            -- priced, say, after a price change): it fails now rather than
+            -- at its timeout, the escrow goes back to the requester, and
+            -- the error stays on the job.  Other errors (a lock timeout, a
+            -- missing pricing model) undo the vote, to be retried.
+            GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
+            v_error := SQLSTATE || ': ' || v_error;
+        END;
+        PERFORM compay.release(j.escrow_hold_id);
+        UPDATE compay.jobs SET status = 'failed', payment_error = v_error, updated_at = now()
+        WHERE id = j.id;
+        RAISE WARNING 'job "%" could not be paid; its escrow went back to the requester',
+            left(task_id, 64)
+            USING DETAIL = format('The payment failed with %s.', v_error),
+                  HINT = 'compay.jobs.payment_error keeps the error.';
+        RETURN 'failed';
     ELSIF v_fails >= v_quorum THEN
         -- Two calls touch the requester's and the provider's accounts:
         -- lock both first, in ascending id as the ledger does, so that two
@@ -579,7 +706,7 @@ BEGIN
     RETURN 'completed';
 END $$;
 COMMENT ON FUNCTION compay.verify_job(text, text, boolean, numeric) IS
-    'records one verifier''s vote; at compay.verification_quorum passes the job is paid from its escrow and the passing verifiers rewarded, at as many failures the escrow goes back to the requester';
+    'records one verifier''s vote; at compay.verification_quorum passes the job is paid from its escrow and the passing verifiers rewarded, at as many failures the escrow goes back to the requester; a payment that fails with a data error fails the job (payment_error) and returns the escrow';
 
 CREATE FUNCTION compay.expire_jobs() RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -610,7 +737,8 @@ REVOKE ALL ON FUNCTION compay.lock_job(text, boolean), compay.require_not_timed_
     compay.task_currency(text),
     compay.require_job_status(compay.jobs, compay.job_status, text),
     compay.move_credit_score(text, text, boolean), compay.job_amount(compay.jobs, numeric[]),
-    compay.pay_verified_job(compay.jobs) FROM PUBLIC;
+    compay.pay_verified_job(compay.jobs),
+    compay.check_usage(compay.jobs, compay.resource_metrics) FROM PUBLIC;
 REVOKE ALL ON FUNCTION compay.submit_job(text, text, text, compay.credit, interval),
     compay.submit_task(text, text, text, text),
     compay.stake(text, compay.credit, text), compay.unstake(text, compay.credit, text),

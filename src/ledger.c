@@ -19,6 +19,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -30,6 +31,7 @@
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(compay_account_within_limit);
+PG_FUNCTION_INFO_V1(compay_check_node_id);
 
 static char *default_credit_limit_text = NULL;
 static bool auto_create_accounts = true;
@@ -119,22 +121,124 @@ LedgerCheckAmount(Credit amount, const char *what)
 				 errmsg("%s must be positive", what)));
 }
 
-/* A node id as users may give it: 1 to 200 characters, not starting with $. */
+/* Unicode White_Space, which a node id may not start or end with. */
+static bool
+IsUnicodeSpace(pg_wchar c)
+{
+	return c == 0x20 || (c >= 0x09 && c <= 0x0D) || c == 0x85 || c == 0xA0 ||
+		c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 ||
+		c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+/* Control characters (Unicode Cc): C0, DEL and C1. */
+static bool
+IsControl(pg_wchar c)
+{
+	return c < 0x20 || (c >= 0x7F && c <= 0x9F);
+}
+
+/*
+ * The characters of str that matter to a node id: the first, the last,
+ * and whether any is a control character.  In a UTF-8 database every
+ * character is decoded; in others only ASCII is judged (bytes above 0x7F
+ * may be parts of characters).
+ */
+static void
+ScanNodeId(const char *str, int len, pg_wchar *first, pg_wchar *last, bool *control)
+{
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+	int			i = 0;
+
+	*control = false;
+	while (i < len)
+	{
+		int			n = utf8 ? pg_utf_mblen((const unsigned char *) str + i) : 1;
+		pg_wchar	c = utf8 ? utf8_to_unicode((const unsigned char *) str + i)
+			: (unsigned char) str[i];
+
+		if (!utf8 && c >= 0x80)
+			c = 'x';			/* not judged */
+		if (i == 0)
+			*first = c;
+		*last = c;
+		*control = *control || IsControl(c);
+		i += n;
+	}
+}
+
+/*
+ * A node id as users may give it: 1 to 200 characters, not starting with
+ * $ (the system accounts), no control character, no white space at either
+ * end (so none is blank, and " a" is not a second "a").  Every bad id is
+ * 22023.
+ */
 const char *
 LedgerCheckNode(const char *node_id)
 {
-	int			len = strlen(node_id);
+	int			bytes = strlen(node_id);
+	int			len = pg_mbstrlen_with_len(node_id, bytes);
+	pg_wchar	first = 0;
+	pg_wchar	last = 0;
+	bool		control;
 
-	if (len == 0 || len > 200)
+	if (len == 0 || len > LEDGER_NODE_ID_LEN_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a node id has 1 to 200 characters")));
+				 errmsg("a node id has 1 to %d characters", LEDGER_NODE_ID_LEN_MAX),
+				 errdetail("The node id given has %d characters.", len)));
+	ScanNodeId(node_id, bytes, &first, &last, &control);
+	if (control)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a node id cannot contain control characters"),
+				 errdetail("Tabs, line breaks and other control characters are not allowed in node ids.")));
+	if (IsUnicodeSpace(first) || IsUnicodeSpace(last))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("node id \"%s\" starts or ends with white space",
+						CompayEchoInput(node_id)),
+				 errdetail("A node id cannot be blank or carry spaces at either end.")));
 	if (node_id[0] == '$')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("node id \"%s\" is reserved", CompayEchoInput(node_id)),
 				 errdetail("Node ids starting with $ name the system accounts.")));
 	return node_id;
+}
+
+/*
+ * compay.check_node_id(node_id): LedgerCheckNode for the SQL functions,
+ * so that every entry point judges node ids alike.  Returns the id.
+ */
+Datum
+compay_check_node_id(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a node id must not be NULL")));
+	LedgerCheckNode(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+}
+
+/*
+ * A reference or reason of a money call: NULL, or at most
+ * LEDGER_REFERENCE_LEN_MAX characters.  what names the argument.
+ */
+const char *
+LedgerCheckReference(const char *reference, const char *what)
+{
+	int			len;
+
+	if (reference == NULL)
+		return NULL;
+	len = pg_mbstrlen_with_len(reference, strlen(reference));
+	if (len > LEDGER_REFERENCE_LEN_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s has more than %d characters", what, LEDGER_REFERENCE_LEN_MAX),
+				 errdetail("The %s given has %d characters.", what, len)));
+	return reference;
 }
 
 /* A currency code: an upper-case letter, then 1 to 15 of A-Z, 0-9 and _. */

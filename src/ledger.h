@@ -42,6 +42,10 @@
 #define LEDGER_ACCOUNTS_MAX		20000
 #define LEDGER_BATCH_MAX		10000
 
+/* Longest node id, and longest reference (or reason) of a money call, in characters. */
+#define LEDGER_NODE_ID_LEN_MAX	200
+#define LEDGER_REFERENCE_LEN_MAX	1000
+
 typedef enum EntryKind
 {
 	ENTRY_DEBIT,
@@ -164,6 +168,7 @@ extern int64 LedgerNextId(const char *sequence);
 extern char *TextArgOrNull(FunctionCallInfo fcinfo, int n);
 extern void LedgerCheckAmount(Credit amount, const char *what);
 extern const char *LedgerCheckNode(const char *node_id);
+extern const char *LedgerCheckReference(const char *reference, const char *what);
 extern const char *LedgerCheckCurrency(const char *currency);
 extern Credit LedgerDefaultCreditLimit(const char *currency);
 extern bool LedgerAutoCreate(void);

@@ -234,6 +234,13 @@ CREATE FUNCTION compay.set_credit_limit(node_id text, credit_limit compay.credit
     AS 'MODULE_PATHNAME', 'compay_set_credit_limit'
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
+-- The node id rule of the ledger (src/ledger.c), for the SQL functions.
+CREATE FUNCTION compay.check_node_id(node_id text) RETURNS text
+    AS 'MODULE_PATHNAME', 'compay_check_node_id'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION compay.check_node_id(text) IS
+    'returns the node id, or raises 22023 unless it has 1 to 200 characters, no control character, no white space at either end and no leading $';
+
 -- Read functions: plain SQL, run with the caller's rights (compay_reader).
 
 CREATE FUNCTION compay.balance(node_id text, currency text DEFAULT 'CREDIT',
@@ -241,7 +248,13 @@ CREATE FUNCTION compay.balance(node_id text, currency text DEFAULT 'CREDIT',
     OUT credit_limit compay.credit, OUT credit_score numeric)
 LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT a.balance, a.reserved,
+           -- balance - reserved fits for an ordinary account (it is at least
+           -- -credit_limit); adding the limit may not: then the largest credit.
            CASE WHEN (a.flags & 1) <> 0 THEN NULL
+                WHEN (a.balance OPERATOR(compay.-) a.reserved)
+                     OPERATOR(compay.>) ('170141183460469231731687303.715884105727'::compay.credit
+                                         OPERATOR(compay.-) a.credit_limit)
+                THEN '170141183460469231731687303.715884105727'::compay.credit
                 ELSE a.balance OPERATOR(compay.-) a.reserved OPERATOR(compay.+) a.credit_limit END,
            a.credit_limit, a.credit_score
     FROM compay.accounts a WHERE a.node_id = $1 AND a.currency = $2

@@ -97,6 +97,7 @@ compay_reserve(PG_FUNCTION_ARGS)
 	node = LedgerCheckNode(TextArgOrNull(fcinfo, 0));
 	amount = PG_GETARG_CREDIT(1);
 	LedgerCheckAmount(amount, "a hold amount");
+	LedgerCheckReference(reference, "reference");
 	LedgerBegin(&batch, LedgerCheckCurrency(TextArgOrNull(fcinfo, 5)));
 	if (!PG_ARGISNULL(3))
 	{

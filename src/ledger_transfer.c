@@ -151,6 +151,7 @@ compay_deposit(PG_FUNCTION_ARGS)
 	nodes[1] = "$external";
 	amount = PG_GETARG_CREDIT(1);
 	LedgerCheckAmount(amount, "a deposit");
+	LedgerCheckReference(TextArgOrNull(fcinfo, 3), "reference");
 	LedgerBegin(&batch, LedgerCheckCurrency(TextArgOrNull(fcinfo, 2)));
 
 	SPI_connect();
@@ -275,6 +276,7 @@ compay_transfer(PG_FUNCTION_ARGS)
 	nodes[1] = LedgerCheckNode(TextArgOrNull(fcinfo, 1));
 	amount = PG_GETARG_CREDIT(2);
 	LedgerCheckAmount(amount, "a transfer amount");
+	LedgerCheckReference(reference, "reference");
 	LedgerBegin(&batch, LedgerCheckCurrency(TextArgOrNull(fcinfo, 5)));
 	if (strcmp(nodes[0], nodes[1]) == 0)
 		ereport(ERROR,
@@ -378,6 +380,7 @@ ReadBatchArgs(FunctionCallInfo fcinfo, BatchArgs *b)
 		LedgerCheckNode(TextDatumGetCString(b->from[i]));
 		LedgerCheckNode(TextDatumGetCString(b->to[i]));
 		LedgerCheckAmount(DatumGetCredit(b->amounts[i]), "a transfer amount");
+		LedgerCheckReference(BatchText(b->refs, b->ref_nulls, i), "reference");
 	}
 }
 
@@ -586,6 +589,7 @@ compay_refund(PG_FUNCTION_ARGS)
 	original_id = PG_GETARG_INT64(0);
 	if (!PG_ARGISNULL(1))
 		LedgerCheckAmount(PG_GETARG_CREDIT(1), "a refund amount");
+	LedgerCheckReference(reason, "reason");
 
 	SPI_connect();
 	if (key && IdempotencyClaim(key, "refund",
@@ -652,6 +656,7 @@ compay_grant_barter(PG_FUNCTION_ARGS)
 	nodes[1] = LedgerCheckNode(TextArgOrNull(fcinfo, 1));
 	amount = PG_GETARG_CREDIT(2);
 	LedgerCheckAmount(amount, "a barter grant");
+	LedgerCheckReference(reference, "reference");
 	if (strcmp(nodes[0], nodes[1]) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -224,6 +224,10 @@ BEGIN
     IF reason IS NULL OR length(reason) = 0 THEN
         RAISE EXCEPTION 'a dispute needs a reason' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF length(reason) > 1000 THEN
+        RAISE EXCEPTION 'a dispute reason has at most 1000 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF p.status <> 'completed' THEN
         RAISE EXCEPTION 'cannot dispute payment %: it is %', payment_id, p.status
             USING ERRCODE = 'object_not_in_prerequisite_state';

@@ -49,6 +49,7 @@ BEGIN
         RAISE EXCEPTION 'node id "%" cannot be paid', left(node_id, 64)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM compay.check_node_id(node_id);
     v_kind := compay.check_monero_address(address, v_network);   -- 22023 with the reason
     INSERT INTO compay.payout_addresses AS a (node_id, purpose, address, kind, network)
     VALUES (node_id, purpose, address, v_kind, v_network)
@@ -68,6 +69,7 @@ BEGIN
     IF node_id IS NULL THEN
         RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM compay.check_node_id(node_id);
     IF min_payout < '0' OR max_per_day <= '0' OR payout_interval <= interval '0' THEN
         RAISE EXCEPTION 'a payout policy needs min_payout >= 0, max_per_day > 0 and a positive interval'
             USING ERRCODE = 'invalid_parameter_value';

@@ -31,6 +31,7 @@
 PG_FUNCTION_INFO_V1(compay_price);
 PG_FUNCTION_INFO_V1(compay_quote);
 PG_FUNCTION_INFO_V1(compay_check_metrics);
+PG_FUNCTION_INFO_V1(compay_check_price);
 
 /* The metrics type's attributes, in order. */
 enum
@@ -260,10 +261,12 @@ AddCustomTerms(PriceSteps *p, const PricingModel *model, Jsonb *custom)
 
 /*
  * Reads the arguments, looks up the model, and computes the price, and
- * with_steps every step of it (for quote()).
+ * with_steps every step of it (for quote()).  Without discount no volume
+ * discount applies (check_price(): a discount only lowers a price).
+ * Returns CREDIT_OK, or CREDIT_OUT_OF_RANGE for the caller to report.
  */
-static void
-ComputePrice(FunctionCallInfo fcinfo, PriceSteps *p, bool with_steps)
+static CreditStatus
+ComputePrice(FunctionCallInfo fcinfo, PriceSteps *p, bool with_steps, bool discount)
 {
 	Metrics		metrics;
 	PricingChoice choice;
@@ -306,8 +309,9 @@ ComputePrice(FunctionCallInfo fcinfo, PriceSteps *p, bool with_steps)
 
 	p->market_factor = choice.market_factor;
 	/* No requester: volume 0, which may still fall in a discounted tier. */
-	tier = PricingTierFor(m, PG_ARGISNULL(2) ? 0 :
-						  PricingRequesterVolume(text_to_cstring(PG_GETARG_TEXT_PP(2))));
+	tier = !discount ? NULL :
+		PricingTierFor(m, PG_ARGISNULL(2) ? 0 :
+					   PricingRequesterVolume(text_to_cstring(PG_GETARG_TEXT_PP(2))));
 	p->discount_percent = tier ? tier->discount_percent : "0";
 	p->factors[0] = p->market_factor;
 	p->factors[1] = tier ? tier->keep_factor : "1";
@@ -316,12 +320,11 @@ ComputePrice(FunctionCallInfo fcinfo, PriceSteps *p, bool with_steps)
 								m->has_min ? &m->min_price : NULL,
 								m->has_max ? &m->max_price : NULL,
 								CREDIT_ROUND_HALF_EVEN, p->steps, &p->price);
-	if (status == CREDIT_OUT_OF_RANGE)
-		CreditReportOverflow();
-	if (status != CREDIT_OK)
+	if (status != CREDIT_OK && status != CREDIT_OUT_OF_RANGE)
 		elog(ERROR, "price steps were not exact decimals");
-	if (with_steps)
+	if (with_steps && status == CREDIT_OK)
 		p->price = p->steps[p->nterms + 2];
+	return status;
 }
 
 /*
@@ -332,8 +335,30 @@ compay_price(PG_FUNCTION_ARGS)
 {
 	PriceSteps	p;
 
-	ComputePrice(fcinfo, &p, false);
+	if (ComputePrice(fcinfo, &p, false, true) != CREDIT_OK)
+		CreditReportOverflow();
 	PG_RETURN_CREDIT(p.price);
+}
+
+/*
+ * compay.check_price(metrics, task_type): 22023 unless price() can price
+ * metrics for task_type: every custom metric known to the task type's
+ * model, and the price, before any volume discount, within the credit
+ * range.  record_usage() calls it with a task's usage so far.
+ */
+Datum
+compay_check_price(PG_FUNCTION_ARGS)
+{
+	PriceSteps	p;
+
+	if (ComputePrice(fcinfo, &p, false, false) != CREDIT_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("usage too large to price"),
+				 errdetail("At the prices of task type \"%s\" it would cost more than the largest credit.",
+						   PG_ARGISNULL(1) ? "default" :
+						   CompayEchoInput(text_to_cstring(PG_GETARG_TEXT_PP(1))))));
+	PG_RETURN_VOID();
 }
 
 static void
@@ -362,7 +387,8 @@ compay_quote(PG_FUNCTION_ARGS)
 	Credit		before = 0;
 	int			k;
 
-	ComputePrice(fcinfo, &p, true);
+	if (ComputePrice(fcinfo, &p, true, true) != CREDIT_OK)
+		CreditReportOverflow();
 	InitMaterializedSRF(fcinfo, 0);
 	for (k = 0; k < p.nterms; k++)
 	{

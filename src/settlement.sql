@@ -121,6 +121,9 @@ DECLARE
     v_max integer := current_setting('compay.settlement_max_attempts')::integer;
     v_id bigint;
 BEGIN
+    IF as_of IS NULL OR NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     FOR v_id IN
         SELECT id FROM compay.settlements
         WHERE status = 'pending'

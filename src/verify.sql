@@ -1,44 +1,47 @@
 --------------------------------------------------------------------------
 -- verify_ledger(): last, because it reads the tables of every section.
+-- Sums are exact numeric counts of atomic units (compay.sum_atomic), so no
+-- check can fail with an overflow: a total out of the credit range is a
+-- mismatch to report, not an error that hides the other checks.
 --------------------------------------------------------------------------
 
 CREATE FUNCTION compay.verify_ledger()
 RETURNS TABLE (check_name text, ok boolean, detail text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     -- 1. Per currency, all balances (system accounts included) sum to zero.
-    SELECT 'balances_sum_to_zero', bool_and(total OPERATOR(compay.=) '0'),
-           coalesce(string_agg(currency || ' sums to ' || total::text, ', ')
-                    FILTER (WHERE total OPERATOR(compay.<>) '0'), 'every currency sums to zero')
-    FROM (SELECT currency, compay.sum(balance) AS total FROM compay.accounts GROUP BY currency
-          UNION ALL SELECT NULL, '0' WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    SELECT 'balances_sum_to_zero', bool_and(total = 0),
+           coalesce(string_agg(currency || ' sums to ' || trim_scale(total * 0.000000000001)::text, ', ')
+                    FILTER (WHERE total <> 0), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum_atomic(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
     UNION ALL
     -- 2. Every balance equals the sum of its journal, and so does reserved.
     SELECT 'balances_match_journal', count(*) = 0,
            coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
     FROM compay.accounts a
     LEFT JOIN (SELECT account_id,
-                      compay.sum(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
-                      compay.sum(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
                       max(seq) AS last_seq, count(*) AS n
                FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
-    WHERE a.balance OPERATOR(compay.<>) coalesce(j.b, '0')
-       OR a.reserved OPERATOR(compay.<>) coalesce(j.r, '0')
+    WHERE compay.atomic(a.balance) <> coalesce(j.b, 0)
+       OR compay.atomic(a.reserved) <> coalesce(j.r, 0)
        OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
     UNION ALL
     -- 3. Every reserved amount equals the remaining of its pending holds.
     SELECT 'reserved_matches_holds', count(*) = 0,
            coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
     FROM compay.accounts a
-    LEFT JOIN (SELECT account_id, compay.sum(remaining) AS r FROM compay.holds
+    LEFT JOIN (SELECT account_id, compay.sum_atomic(remaining) AS r FROM compay.holds
                WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
-    WHERE a.reserved OPERATOR(compay.<>) coalesce(h.r, '0')
+    WHERE compay.atomic(a.reserved) <> coalesce(h.r, 0)
     UNION ALL
     -- 4. No ordinary account is past its credit limit.
     SELECT 'accounts_within_limits', count(*) = 0,
            coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
     FROM compay.accounts
     WHERE (flags & 1) = 0
-      AND balance OPERATOR(compay.-) reserved OPERATOR(compay.+) credit_limit OPERATOR(compay.<) '0'
+      AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
     UNION ALL
     -- 5. Every entry's hash chains from the one before; the newest is on the account.
     SELECT 'hash_chains_intact', count(*) = 0,
@@ -65,25 +68,25 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
           FROM compay.transfers t
           LEFT JOIN compay.journal j ON j.transfer_id = t.id
           GROUP BY t.id, t.amount, t.barter_amount, t.kind
-          HAVING coalesce(compay.sum(j.amount) FILTER (WHERE j.kind <> 'barter'), '0') OPERATOR(compay.<>) '0'
-              OR coalesce(compay.sum(j.amount) FILTER (WHERE j.kind <> 'barter'
-                                                        AND j.amount OPERATOR(compay.>) '0'), '0')
-                 OPERATOR(compay.<>) CASE WHEN t.kind = 'barter' THEN '0'
-                                          ELSE t.amount OPERATOR(compay.-) t.barter_amount END) bad
+          HAVING coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'), 0) <> 0
+              OR coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                               AND j.amount OPERATOR(compay.>) '0'), 0)
+                 <> CASE WHEN t.kind = 'barter' THEN 0
+                         ELSE compay.atomic(t.amount) - compay.atomic(t.barter_amount) END) bad
     UNION ALL
     -- 7. Barter positions in the journal match compay.barter_credits.
     SELECT 'barter_matches_journal', count(*) = 0,
            coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
     FROM (SELECT a.id
           FROM compay.accounts a
-          LEFT JOIN (SELECT account_id, compay.sum(amount) AS j FROM compay.journal
+          LEFT JOIN (SELECT account_id, compay.sum_atomic(amount) AS j FROM compay.journal
                      WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
           LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
                      UNION ALL
                      SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
                  ON b.id = a.id
           GROUP BY a.id, j.j
-          HAVING coalesce(j.j, '0') OPERATOR(compay.<>) coalesce(compay.sum(b.amount), '0')) bad
+          HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
     UNION ALL
     -- 8. Every settlement's count and total are those of its payments.
     SELECT 'settlements_match_payments', count(*) = 0,
@@ -98,7 +101,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
             ON p.settlement_id = s.id AND p.purpose = s.purpose
           GROUP BY s.id, s.payment_count, s.total_amount
           HAVING count(p.amount) <> s.payment_count
-              OR coalesce(compay.sum(p.amount), '0') OPERATOR(compay.<>) s.total_amount) bad
+              OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
     UNION ALL
     -- 9. The requesters' daily volumes match their paid payments.
     SELECT 'requester_volume_matches_payments', count(*) = 0,

@@ -75,8 +75,8 @@ SELECT is((SELECT count(*)::int FROM pg_proc
                              'credit_mi', 'credit_um', 'credit_cmp', 'credit_eq', 'credit_hash')
              AND NOT (provolatile = 'i' AND proisstrict AND proparallel = 's')), 0,
           'type functions are IMMUTABLE STRICT PARALLEL SAFE');
-SELECT is((SELECT default_version FROM pg_available_extensions WHERE name = 'compay'), '0.1',
-          'extension version is 0.1');
+SELECT is((SELECT default_version FROM pg_available_extensions WHERE name = 'compay'), '0.2',
+          'extension version is 0.2');
 SELECT is((SELECT extrelocatable FROM pg_extension WHERE extname = 'compay'), false,
           'extension is not relocatable');
 

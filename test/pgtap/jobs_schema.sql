@@ -93,7 +93,7 @@ SELECT is((SELECT count(*)::int FROM pg_proc
              AND proname IN ('submit_job', 'submit_task', 'assign_job', 'complete_job', 'record_usage',
                              'verify_job', 'expire_jobs', 'stake', 'unstake', 'process_task_payment',
                              'dispute_payment', 'resolve_dispute', 'settle_escrow')
-             AND prosecdef AND proconfig = ARRAY['search_path=pg_catalog, compay']
+             AND prosecdef AND proconfig = ARRAY['search_path=pg_catalog, compay, pg_temp']
              AND provolatile = 'v'), 13,
           'all 13 job write functions are VOLATILE SECURITY DEFINER with search_path pinned');
 

@@ -9,7 +9,7 @@ SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
                                   'barter_credits', 'idempotency_keys', 'job_types',
                                   'pricing_models', 'discount_tiers', 'task_type_models',
                                   'market_adjustments', 'jobs', 'verifications',
-                                  'usage_samples', 'stakes', 'payments', 'settlements',
+                                  'usage_samples', 'usage_totals', 'stakes', 'payments', 'settlements',
                                   'payout_addresses', 'payout_policies', 'payout_transactions',
                                   'payout_items', 'deposit_addresses', 'xmr_deposits',
                                   'requester_volume']);
@@ -55,7 +55,7 @@ SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_
 -- Every table and sequence is dumped with its rows; the tables with rows
 -- of their own (builtin) only with the others.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 31, '31 tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 32, '32 tables and sequences are registered for pg_dump');
 SELECT set_eq($$SELECT c::regclass, w
                 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x (c, w)
                 WHERE e.extname = 'compay'$$,
@@ -78,6 +78,7 @@ SELECT set_eq($$SELECT c::regclass, w
                        ('compay.jobs_id_seq'::regclass, ''),
                        ('compay.verifications'::regclass, ''),
                        ('compay.usage_samples'::regclass, ''),
+                       ('compay.usage_totals'::regclass, ''),
                        ('compay.stakes'::regclass, ''),
                        ('compay.payments'::regclass, ''),
                        ('compay.payments_id_seq'::regclass, ''),
@@ -113,7 +114,7 @@ SELECT is((SELECT count(*)::int FROM pg_proc
              AND proname IN ('open_account', 'deposit', 'transfer', 'transfer_batch', 'reserve',
                              'capture', 'release', 'expire_holds', 'refund', 'grant_barter',
                              'set_credit_limit')
-             AND prosecdef AND proconfig = ARRAY['search_path=pg_catalog, compay']
+             AND prosecdef AND proconfig = ARRAY['search_path=pg_catalog, compay, pg_temp']
              AND provolatile = 'v'), 11,
           'all 11 write functions are VOLATILE SECURITY DEFINER with search_path pinned');
 
