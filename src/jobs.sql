@@ -204,6 +204,7 @@ BEGIN
         RAISE EXCEPTION 'task_id, requester, task_type, max_amount and timeout must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM compay.require_node(requester);
     IF length(task_id) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -244,6 +245,7 @@ BEGIN
         RAISE EXCEPTION 'task_id, requester, provider and task_type must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM compay.require_node(requester);
     IF length(task_id) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -280,6 +282,7 @@ BEGIN
     IF amount <= '0' THEN
         RAISE EXCEPTION 'a stake must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM compay.require_node(node_id);
     INSERT INTO compay.stakes (node_id, currency, amount) VALUES (node_id, currency, '0')
     ON CONFLICT DO NOTHING;
     SELECT * INTO STRICT s FROM compay.stakes
@@ -311,6 +314,7 @@ BEGIN
     IF amount <= '0' THEN
         RAISE EXCEPTION 'an unstake amount must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM compay.require_node(node_id);
     SELECT * INTO s FROM compay.stakes
     WHERE stakes.node_id = unstake.node_id AND stakes.currency = unstake.currency FOR UPDATE;
     IF NOT FOUND OR s.amount < amount THEN
@@ -345,6 +349,7 @@ DECLARE
     v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
     v_stake compay.credit;
 BEGIN
+    PERFORM compay.require_node(NULL);          -- the application assigns jobs
     IF provider IS NULL THEN
         RAISE EXCEPTION 'provider must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -379,6 +384,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     j compay.jobs := compay.lock_job(task_id);
 BEGIN
+    PERFORM compay.require_node(NULL);          -- the application completes jobs
     IF started_at IS NULL OR completed_at IS NULL THEN
         RAISE EXCEPTION 'started_at and completed_at must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -413,6 +419,7 @@ BEGIN
         RAISE EXCEPTION 'task_id, node_id, sample_id, sampled_at and metrics must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM compay.require_node(node_id);       -- and below: the task's provider
     PERFORM compay.check_metrics(metrics);
     -- A share lock: samples of one task go in side by side, but not while
     -- the task is being paid (that takes the row FOR UPDATE).
@@ -530,6 +537,7 @@ DECLARE
     v_passes integer;
     v_fails integer;
 BEGIN
+    PERFORM compay.require_node(NULL);          -- a vote moves other nodes' money
     IF verifier IS NULL OR passed IS NULL THEN
         RAISE EXCEPTION 'verifier and passed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -587,6 +595,7 @@ DECLARE
     j compay.jobs;
     n integer := 0;
 BEGIN
+    PERFORM compay.require_node(NULL);
     -- In ascending order of the requester's account, so that the account
     -- locks the releases gather follow the ledger's order; SKIP LOCKED, so
     -- a job row held by another call is left for the next run.
@@ -630,3 +639,6 @@ GRANT EXECUTE ON FUNCTION compay.submit_job(text, text, text, compay.credit, int
     compay.verify_job(text, text, boolean, numeric),
     compay.expire_jobs()
     TO compay_app;
+-- A node role pushes the usage of the tasks it runs.
+GRANT EXECUTE ON FUNCTION compay.record_usage(text, text, text, timestamptz, compay.resource_metrics)
+    TO compay_node;

@@ -167,6 +167,7 @@ extern const char *LedgerCheckNode(const char *node_id);
 extern const char *LedgerCheckCurrency(const char *currency);
 extern Credit LedgerDefaultCreditLimit(const char *currency);
 extern bool LedgerAutoCreate(void);
+extern bool LedgerWalletBacked(const char *currency);
 
 /* ledger_heap.c */
 extern int	LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n);

@@ -121,6 +121,7 @@ DECLARE
     v_max integer := current_setting('compay.settlement_max_attempts')::integer;
     v_id bigint;
 BEGIN
+    PERFORM compay.require_node(NULL);
     FOR v_id IN
         SELECT id FROM compay.settlements
         WHERE status = 'pending'
@@ -141,6 +142,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     v_cutoff timestamptz;
 BEGIN
+    PERFORM compay.require_node(NULL);
     IF period IS NULL OR as_of IS NULL THEN
         RAISE EXCEPTION 'period and as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -202,6 +204,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     s compay.settlements;
 BEGIN
+    PERFORM compay.require_node(NULL);
     SELECT * INTO s FROM compay.settlements WHERE id = settlement_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'settlement % does not exist', settlement_id USING ERRCODE = 'PY013';
