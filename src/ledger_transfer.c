@@ -166,7 +166,7 @@ compay_open_account(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to open an account with credit limit %s",
 						CreditText(limit)),
-				 errdetail("A %s account opens with the default limit %s; another limit needs compay_admin.",
+				 errdetail("%s accounts open with the default limit %s; another limit needs compay_admin.",
 						   currency, CreditText(LedgerDefaultCreditLimit(currency))),
 				 errhint("Open it without a limit; a compay_admin then sets one with compay.set_credit_limit().")));
 

@@ -33,7 +33,7 @@ PG_FUNCTION_INFO_V1(compay_require_node);
 
 static SpiStatement mapped_stmt = {
 	.sql = "SELECT 1 FROM compay.node_roles n "
-	"JOIN pg_catalog.pg_roles r ON r.rolname = n.role "
+	"JOIN pg_catalog.pg_roles r ON r.rolname = n.role_name "
 	"WHERE n.node_id = $1 AND pg_catalog.pg_has_role($2, r.oid, 'USAGE') LIMIT 1",
 	.nargs = 2,
 	.argtypes = {TEXTOID, OIDOID}
