@@ -111,6 +111,7 @@ SET search_path = public, compay;
 \set SHOW_CONTEXT never
 SELECT compay.reserve('sn-a', '1') > 0 AS reserved_own;
 SELECT compay.stake('sn-a', '2') AS staked_own;
+SELECT compay.stake('sn-a', '1') AS staked_more;    -- releases its own stake hold, holds 3
 SELECT compay.reserve('sn-b', '1');
 SELECT compay.release(:hold_b);
 SELECT compay.transfer_batch(ARRAY['sn-a', 'sn-b'], ARRAY['sn-b', 'sn-a'],
