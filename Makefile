@@ -16,6 +16,7 @@ OBJS = \
 	src/ledger_holds.o \
 	src/ledger_transfer.o \
 	src/monero_address.o \
+	src/node_roles.o \
 	src/payout.o \
 	src/pricing.o \
 	src/pricing_config.o \

@@ -163,24 +163,6 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
           WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
 $$;
 
-CREATE OR REPLACE FUNCTION compay.balance(node_id text, currency text DEFAULT 'CREDIT',
-    OUT balance compay.credit, OUT reserved compay.credit, OUT available compay.credit,
-    OUT credit_limit compay.credit, OUT credit_score numeric)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
-    SELECT a.balance, a.reserved,
-           -- balance - reserved fits for an ordinary account (it is at least
-           -- -credit_limit); adding the limit may not: then the largest credit.
-           CASE WHEN (a.flags & 1) <> 0 THEN NULL
-                WHEN (a.balance OPERATOR(compay.-) a.reserved)
-                     OPERATOR(compay.>) ('170141183460469231731687303.715884105727'::compay.credit
-                                         OPERATOR(compay.-) a.credit_limit)
-                THEN '170141183460469231731687303.715884105727'::compay.credit
-                ELSE a.balance OPERATOR(compay.-) a.reserved OPERATOR(compay.+) a.credit_limit END,
-           a.credit_limit, a.credit_score
-    FROM compay.accounts a WHERE a.node_id = $1 AND a.currency = $2
-$$;
-
-
 --------------------------------------------------------------------------
 -- Inputs: node ids without blanks or control characters everywhere
 -- (compay.check_node_id, the ledger's rule); over-long task and sample ids,
@@ -307,6 +289,209 @@ BEGIN
     RETURN j;
 END $$;
 
+CREATE OR REPLACE FUNCTION compay.task_metrics(task_id text) RETURNS compay.resource_metrics
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_job bigint;
+    m compay.resource_metrics;
+BEGIN
+    IF length(task_id) > 200 THEN
+        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT id INTO v_job FROM compay.jobs WHERE jobs.task_id = task_metrics.task_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', left(coalesce(task_id, 'NULL'), 64)
+            USING ERRCODE = 'PY010';
+    END IF;
+    SELECT coalesce(sum(cpu_seconds), 0), coalesce(sum(memory_byte_hours), 0),
+           coalesce(sum(storage_byte_hours), 0), coalesce(sum(network_bytes_in), 0),
+           coalesce(sum(network_bytes_out), 0), coalesce(sum(gpu_seconds), 0),
+           coalesce((SELECT jsonb_object_agg(key, total ORDER BY key)
+                     FROM (SELECT c.key, sum(c.value::numeric) AS total
+                           FROM compay.usage_samples s, jsonb_each(s.custom) c
+                           WHERE s.job_id = v_job GROUP BY c.key) t), '{}')
+    INTO m
+    FROM compay.usage_samples WHERE job_id = v_job;
+    RETURN m;
+END $$;
+
+COMMENT ON FUNCTION compay.verify_job(text, text, boolean, numeric) IS
+    'records one verifier''s vote; at compay.verification_quorum passes the job is paid from its escrow and the passing verifiers rewarded, at as many failures the escrow goes back to the requester; a payment that fails with a data error fails the job (payment_error) and returns the escrow';
+
+--------------------------------------------------------------------------
+-- Security: wallet-backed currencies (XMR) are credited only by the
+-- wallet's deposits (compay.deposit_from_wallet, called by
+-- compay.record_deposits) or by compay_admin with a reason journaled in
+-- compay.admin_journal (compay.admin_deposit); a credit limit other than
+-- the default needs compay_admin.  Node roles: compay_node, the mapping
+-- compay.node_roles, and the check compay.require_node() inside every
+-- money function.
+--------------------------------------------------------------------------
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compay_node') THEN
+        CREATE ROLE compay_node NOLOGIN;
+    END IF;
+END
+$roles$;
+
+CREATE TABLE compay.node_roles (
+    role_name  name NOT NULL,
+    node_id    text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (role_name, node_id)
+);
+CREATE INDEX node_roles_node ON compay.node_roles (node_id);
+COMMENT ON TABLE compay.node_roles IS
+    'the nodes each role that is not compay_app (a compay_node role) may act for';
+SELECT pg_catalog.pg_extension_config_dump('compay.node_roles', '');
+REVOKE ALL ON compay.node_roles FROM PUBLIC;
+GRANT SELECT ON compay.node_roles TO compay_reader;
+
+CREATE FUNCTION compay.require_node(node_id text, write boolean DEFAULT true) RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_require_node'
+    LANGUAGE C STABLE;
+COMMENT ON FUNCTION compay.require_node(text, boolean) IS
+    '42501 unless the session''s role may act for the node (to write, or to read); NULL node: only compay_app (compay_reader to read) and superusers pass';
+
+CREATE FUNCTION compay.add_node_role(role_name name, node_id text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF role_name IS NULL OR node_id IS NULL THEN
+        RAISE EXCEPTION 'role_name and node_id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = role_name) THEN
+        RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
+        RAISE EXCEPTION 'node id "%" cannot be mapped to a role', left(node_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A node id has 1 to 200 characters and does not start with $.';
+    END IF;
+    INSERT INTO compay.node_roles AS n (role_name, node_id)
+    VALUES (add_node_role.role_name, add_node_role.node_id) ON CONFLICT DO NOTHING;
+    RETURN FOUND;
+END $$;
+COMMENT ON FUNCTION compay.add_node_role(name, text) IS
+    'lets a role (granted compay_node) act for a node; false if it already could';
+
+CREATE FUNCTION compay.remove_node_role(role_name name, node_id text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    DELETE FROM compay.node_roles n
+    WHERE n.role_name = remove_node_role.role_name AND n.node_id = remove_node_role.node_id;
+    RETURN FOUND;
+END $$;
+COMMENT ON FUNCTION compay.remove_node_role(name, text) IS
+    'stops a role acting for a node; false if it did not';
+
+REVOKE ALL ON FUNCTION compay.require_node(text, boolean), compay.add_node_role(name, text),
+    compay.remove_node_role(name, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.add_node_role(name, text), compay.remove_node_role(name, text)
+    TO compay_admin;
+
+-- What compay_admin did beyond the application's rights: credits of a
+-- wallet-backed currency (XMR) and credit limits other than the default.
+CREATE SEQUENCE compay.admin_journal_id_seq;
+CREATE TABLE compay.admin_journal (
+    id          bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.admin_journal_id_seq'),
+    action      text NOT NULL,              -- 'deposit' or 'credit_limit'
+    node_id     text NOT NULL,
+    currency    text NOT NULL,
+    amount      compay.credit NOT NULL,     -- the deposit, or the new credit limit
+    reason      text,
+    transfer_id bigint,                     -- the deposit's transfer
+    role_name   text NOT NULL,              -- the session's role (after SET ROLE)
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+ALTER SEQUENCE compay.admin_journal_id_seq OWNED BY compay.admin_journal.id;
+COMMENT ON TABLE compay.admin_journal IS
+    'who credited a wallet-backed currency or set a credit limit, and why; append-only';
+CREATE TRIGGER admin_journal_append_only BEFORE UPDATE OR DELETE ON compay.admin_journal
+    FOR EACH ROW EXECUTE FUNCTION compay.reject_change();
+CREATE TRIGGER admin_journal_no_truncate BEFORE TRUNCATE ON compay.admin_journal
+    FOR EACH STATEMENT EXECUTE FUNCTION compay.reject_change();
+SELECT pg_catalog.pg_extension_config_dump('compay.admin_journal', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.admin_journal_id_seq', '');
+REVOKE ALL ON compay.admin_journal, compay.admin_journal_id_seq FROM PUBLIC;
+GRANT SELECT ON compay.admin_journal TO compay_reader;
+
+-- XMR (wallet-backed) that reaches an account other than by the wallet:
+-- compay_admin only, with a reason kept in compay.admin_journal.
+CREATE FUNCTION compay.admin_deposit(node_id text, amount compay.credit, currency text,
+    reason text, idempotency_key text DEFAULT NULL) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_admin_deposit'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+COMMENT ON FUNCTION compay.admin_deposit(text, compay.credit, text, text, text) IS
+    'credits an account from $external in any currency, XMR included; the reason is the transfer''s reference and is journaled in compay.admin_journal';
+
+-- The wallet's deposits (compay.record_deposits); no role may call it.
+CREATE FUNCTION compay.deposit_from_wallet(node_id text, amount compay.credit, currency text,
+    reference text, idempotency_key text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_deposit_from_wallet'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+REVOKE ALL ON FUNCTION compay.admin_deposit(text, compay.credit, text, text, text),
+    compay.deposit_from_wallet(text, compay.credit, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.admin_deposit(text, compay.credit, text, text, text) TO compay_admin;
+
+-- Read functions: SECURITY DEFINER, checking the node.
+CREATE OR REPLACE FUNCTION compay.balance(node_id text, currency text DEFAULT 'CREDIT',
+    OUT balance compay.credit, OUT reserved compay.credit, OUT available compay.credit,
+    OUT credit_limit compay.credit, OUT credit_score numeric)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT a.balance, a.reserved,
+           -- balance - reserved fits for an ordinary account (it is at least
+           -- -credit_limit); adding the limit may not: then the largest credit.
+           CASE WHEN (a.flags & 1) <> 0 THEN NULL
+                WHEN (a.balance OPERATOR(compay.-) a.reserved)
+                     OPERATOR(compay.>) ('170141183460469231731687303.715884105727'::compay.credit
+                                         OPERATOR(compay.-) a.credit_limit)
+                THEN '170141183460469231731687303.715884105727'::compay.credit
+                ELSE a.balance OPERATOR(compay.-) a.reserved OPERATOR(compay.+) a.credit_limit END,
+           a.credit_limit, a.credit_score
+    FROM compay.accounts a WHERE a.node_id = $1 AND a.currency = $2
+$$;
+
+CREATE OR REPLACE FUNCTION compay.barter_balance(holder text, counterparty text) RETURNS compay.credit
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT coalesce((SELECT b.amount FROM compay.barter_credits b
+                     JOIN compay.accounts h ON h.id = b.holder_account
+                     JOIN compay.accounts c ON c.id = b.counterparty_account
+                     WHERE h.node_id = $1 AND c.node_id = $2
+                       AND h.currency = 'CREDIT' AND c.currency = 'CREDIT'), '0'::compay.credit)
+$$;
+
+CREATE OR REPLACE FUNCTION compay.history(node_id text, currency text DEFAULT 'CREDIT',
+    max_rows integer DEFAULT 100, before_seq bigint DEFAULT NULL)
+RETURNS TABLE (seq bigint, created_at timestamptz, kind compay.entry_kind,
+    amount compay.credit, balance_after compay.credit, reserved_after compay.credit,
+    transfer_id bigint, hold_id bigint, counterparty text, transfer_kind compay.transfer_kind,
+    reference text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT j.seq, j.created_at, j.kind, j.amount, j.balance_after, j.reserved_after,
+           j.transfer_id, j.hold_id, c.node_id, t.kind, coalesce(t.reference, h.reference)
+    FROM compay.accounts a
+    JOIN compay.journal j ON j.account_id = a.id
+    LEFT JOIN compay.accounts c ON c.id = j.counterparty
+    LEFT JOIN compay.transfers t ON t.id = j.transfer_id
+    LEFT JOIN compay.holds h ON h.id = j.hold_id
+    WHERE a.node_id = $1 AND a.currency = $2 AND ($4 IS NULL OR j.seq < $4)
+    ORDER BY j.seq DESC
+    LIMIT greatest(least($3, 10000), 0)
+$$;
+
+GRANT EXECUTE ON FUNCTION compay.balance(text, text), compay.barter_balance(text, text),
+    compay.history(text, text, integer, bigint),
+    compay.transfer(text, text, compay.credit, text, text, text)
+    TO compay_node;
+
+-- The check inside the money functions of jobs, payments, settlement,
+-- payouts and deposits.
 CREATE OR REPLACE FUNCTION compay.submit_job(task_id text, requester text, task_type text,
     max_amount compay.credit, timeout interval DEFAULT '24 hours') RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -320,6 +505,7 @@ BEGIN
         RAISE EXCEPTION 'task_id, requester, task_type, max_amount and timeout must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM compay.require_node(requester);
     IF length(task_id) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -360,6 +546,7 @@ BEGIN
         RAISE EXCEPTION 'task_id, requester, provider and task_type must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM compay.require_node(requester);
     IF length(task_id) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -382,6 +569,75 @@ BEGIN
     RETURN j.id;
 END $$;
 
+CREATE OR REPLACE FUNCTION compay.stake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT')
+RETURNS compay.credit
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.stakes;
+BEGIN
+    IF node_id IS NULL OR amount IS NULL OR currency IS NULL THEN
+        RAISE EXCEPTION 'node_id, amount and currency must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'a stake must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.require_node(node_id);
+    INSERT INTO compay.stakes (node_id, currency, amount) VALUES (node_id, currency, '0')
+    ON CONFLICT DO NOTHING;
+    SELECT * INTO STRICT s FROM compay.stakes
+    WHERE stakes.node_id = stake.node_id AND stakes.currency = stake.currency FOR UPDATE;
+    -- One hold carries the whole stake: free the old one, hold the new total.
+    IF s.hold_id IS NOT NULL THEN
+        PERFORM compay.release(s.hold_id);
+    END IF;
+    s.amount := s.amount + amount;
+    s.hold_id := compay.reserve(node_id, s.amount, 'stake', NULL, NULL, currency);
+    UPDATE compay.stakes SET amount = s.amount, hold_id = s.hold_id, updated_at = now()
+    WHERE stakes.node_id = stake.node_id AND stakes.currency = stake.currency;
+    RETURN s.amount;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.unstake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT')
+RETURNS compay.credit
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.stakes;
+    v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
+BEGIN
+    IF node_id IS NULL OR amount IS NULL OR currency IS NULL THEN
+        RAISE EXCEPTION 'node_id, amount and currency must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'an unstake amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.require_node(node_id);
+    SELECT * INTO s FROM compay.stakes
+    WHERE stakes.node_id = unstake.node_id AND stakes.currency = unstake.currency FOR UPDATE;
+    IF NOT FOUND OR s.amount < amount THEN
+        RAISE EXCEPTION 'cannot unstake % %: node "%" has % staked', amount, currency,
+            left(node_id, 64), coalesce(s.amount, '0')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF s.amount - amount < v_min AND EXISTS (
+        SELECT 1 FROM compay.jobs
+        WHERE provider = node_id AND jobs.currency = unstake.currency
+          AND status IN ('submitted', 'assigned', 'completed')) THEN
+        RAISE EXCEPTION 'cannot unstake below compay.min_stake % while a job of node "%" is open',
+            v_min, left(node_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Unstake after the node''s open jobs are paid, failed or timed out.';
+    END IF;
+    PERFORM compay.release(s.hold_id);
+    s.amount := s.amount - amount;
+    s.hold_id := CASE WHEN s.amount > '0'
+                      THEN compay.reserve(node_id, s.amount, 'stake', NULL, NULL, currency) END;
+    UPDATE compay.stakes SET amount = s.amount, hold_id = s.hold_id, updated_at = now()
+    WHERE stakes.node_id = unstake.node_id AND stakes.currency = unstake.currency;
+    RETURN s.amount;
+END $$;
+
 CREATE OR REPLACE FUNCTION compay.assign_job(task_id text, provider text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
@@ -389,6 +645,7 @@ DECLARE
     v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
     v_stake compay.credit;
 BEGIN
+    PERFORM compay.require_node(NULL);          -- the application assigns jobs
     IF provider IS NULL THEN
         RAISE EXCEPTION 'provider must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -416,6 +673,34 @@ BEGIN
     WHERE id = j.id;
 END $$;
 
+CREATE OR REPLACE FUNCTION compay.complete_job(task_id text, started_at timestamptz,
+    completed_at timestamptz, gpu_utilization numeric DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs := compay.lock_job(task_id);
+BEGIN
+    PERFORM compay.require_node(NULL);          -- the application completes jobs
+    IF started_at IS NULL OR completed_at IS NULL THEN
+        RAISE EXCEPTION 'started_at and completed_at must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.require_job_status(j, 'assigned', 'complete');
+    PERFORM compay.require_not_timed_out(j);
+    IF completed_at < started_at OR NOT isfinite(started_at) OR NOT isfinite(completed_at) THEN
+        RAISE EXCEPTION 'a job cannot complete before it starts'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('started_at is %s, completed_at %s.', started_at, completed_at);
+    END IF;
+    IF gpu_utilization IS NOT NULL THEN
+        PERFORM compay.utilization_factor(gpu_utilization);   -- 22023 outside [0, 1]
+    END IF;
+    UPDATE compay.jobs
+    SET status = 'completed', started_at = complete_job.started_at,
+        completed_at = complete_job.completed_at, gpu_utilization = complete_job.gpu_utilization,
+        updated_at = now()
+    WHERE id = j.id;
+END $$;
+
 CREATE OR REPLACE FUNCTION compay.record_usage(task_id text, node_id text, sample_id text,
     sampled_at timestamptz, metrics compay.resource_metrics) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -435,6 +720,7 @@ BEGIN
     IF NOT isfinite(sampled_at) THEN
         RAISE EXCEPTION 'sampled_at must be a finite time' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM compay.require_node(node_id);       -- and below: the task's provider
     PERFORM compay.check_metrics(metrics);
     -- The row locked FOR UPDATE: samples of one task go in one at a time,
     -- each checked against the sum of those before it, and not while the
@@ -476,32 +762,6 @@ BEGIN
     RETURN true;
 END $$;
 
-CREATE OR REPLACE FUNCTION compay.task_metrics(task_id text) RETURNS compay.resource_metrics
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
-DECLARE
-    v_job bigint;
-    m compay.resource_metrics;
-BEGIN
-    IF length(task_id) > 200 THEN
-        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT id INTO v_job FROM compay.jobs WHERE jobs.task_id = task_metrics.task_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'task "%" does not exist', left(coalesce(task_id, 'NULL'), 64)
-            USING ERRCODE = 'PY010';
-    END IF;
-    SELECT coalesce(sum(cpu_seconds), 0), coalesce(sum(memory_byte_hours), 0),
-           coalesce(sum(storage_byte_hours), 0), coalesce(sum(network_bytes_in), 0),
-           coalesce(sum(network_bytes_out), 0), coalesce(sum(gpu_seconds), 0),
-           coalesce((SELECT jsonb_object_agg(key, total ORDER BY key)
-                     FROM (SELECT c.key, sum(c.value::numeric) AS total
-                           FROM compay.usage_samples s, jsonb_each(s.custom) c
-                           WHERE s.job_id = v_job GROUP BY c.key) t), '{}')
-    INTO m
-    FROM compay.usage_samples WHERE job_id = v_job;
-    RETURN m;
-END $$;
-
 CREATE OR REPLACE FUNCTION compay.verify_job(task_id text, verifier text, passed boolean,
     quality_factor numeric DEFAULT NULL) RETURNS compay.job_status
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -512,6 +772,7 @@ DECLARE
     v_fails integer;
     v_error text;
 BEGIN
+    PERFORM compay.require_node(NULL);          -- a vote moves other nodes' money
     IF verifier IS NULL OR passed IS NULL THEN
         RAISE EXCEPTION 'verifier and passed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -580,8 +841,97 @@ BEGIN
     RETURN 'completed';
 END $$;
 
-COMMENT ON FUNCTION compay.verify_job(text, text, boolean, numeric) IS
-    'records one verifier''s vote; at compay.verification_quorum passes the job is paid from its escrow and the passing verifiers rewarded, at as many failures the escrow goes back to the requester; a payment that fails with a data error fails the job (payment_error) and returns the escrow';
+CREATE OR REPLACE FUNCTION compay.expire_jobs() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs;
+    n integer := 0;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    -- In ascending order of the requester's account, so that the account
+    -- locks the releases gather follow the ledger's order; SKIP LOCKED, so
+    -- a job row held by another call is left for the next run.
+    FOR j IN SELECT jobs.* FROM compay.jobs
+             JOIN compay.accounts a ON a.node_id = jobs.requester AND a.currency = jobs.currency
+             WHERE jobs.status IN ('submitted', 'assigned', 'completed') AND jobs.timeout_at <= now()
+             ORDER BY a.id, jobs.id LIMIT 10000
+             FOR UPDATE OF jobs SKIP LOCKED
+    LOOP
+        PERFORM compay.release(j.escrow_hold_id);
+        UPDATE compay.jobs SET status = 'timed_out', updated_at = now() WHERE id = j.id;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END $$;
+
+GRANT EXECUTE ON FUNCTION compay.record_usage(text, text, text, timestamptz, compay.resource_metrics)
+    TO compay_node;
+
+CREATE OR REPLACE FUNCTION compay.process_task_payment(task_id text,
+    method compay.payment_method DEFAULT 'credit') RETURNS compay.payments
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs := compay.lock_job(task_id);
+    p compay.payments;
+    v_currency text;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    IF method IS NULL THEN
+        RAISE EXCEPTION 'method must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- Paid at most once: a retry, of any method, gets the payment made.
+    SELECT * INTO p FROM compay.payments
+    WHERE payments.task_id = process_task_payment.task_id AND status <> 'failed';
+    IF FOUND THEN
+        RETURN p;
+    END IF;
+    IF j.max_amount IS NOT NULL THEN
+        RAISE EXCEPTION 'job "%" is paid from its escrow after verification', left(task_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Use compay.verify_job().';
+    END IF;
+    IF method = 'fiat' THEN
+        RAISE EXCEPTION 'fiat payments are not supported' USING ERRCODE = 'feature_not_supported',
+            HINT = 'Pay with credit, barter or crypto.';
+    END IF;
+    PERFORM compay.require_job_status(j, 'completed', 'pay');
+    v_currency := CASE method WHEN 'crypto' THEN 'XMR' WHEN 'barter' THEN 'CREDIT' ELSE j.currency END;
+    IF v_currency <> j.currency THEN
+        RAISE EXCEPTION 'task "%" is priced in %, not %', left(task_id, 64), j.currency, v_currency
+            USING ERRCODE = 'PY003',
+                  DETAIL = format('A %s payment moves %s.', method, v_currency),
+                  HINT = 'Map the task type to a pricing model in that currency.';
+    END IF;
+    INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
+                                 resource_metrics)
+    VALUES (task_id, j.requester, j.provider, compay.job_amount(j, NULL), v_currency, method,
+            'processing', compay.task_metrics(task_id))
+    RETURNING * INTO p;
+    BEGIN
+        IF p.amount > '0' THEN
+            IF method = 'barter' THEN
+                p.transfer_id := compay.grant_barter(j.provider, j.requester, p.amount,
+                                                     'payment:' || p.id);
+            ELSE
+                p.transfer_id := compay.transfer(j.requester, j.provider, p.amount,
+                                                 'payment:' || p.id, NULL, v_currency);
+            END IF;
+        END IF;
+        UPDATE compay.payments SET status = 'completed', completed_at = now(),
+                                   transfer_id = p.transfer_id
+        WHERE id = p.id RETURNING * INTO p;
+        UPDATE compay.jobs SET status = 'paid', amount = p.amount, payment_id = p.id,
+                               updated_at = now()
+        WHERE id = j.id;
+    EXCEPTION WHEN SQLSTATE 'PY001' OR SQLSTATE 'PY002' THEN
+        UPDATE compay.payments
+        SET status = 'failed', completed_at = now(),
+            metadata = metadata || jsonb_build_object('sqlstate', SQLSTATE, 'error', SQLERRM)
+        WHERE id = p.id RETURNING * INTO p;
+        PERFORM compay.move_credit_score(j.requester, v_currency, false);
+    END;
+    RETURN p;
+END $$;
 
 CREATE OR REPLACE FUNCTION compay.dispute_payment(payment_id bigint, reason text) RETURNS compay.payments
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -589,6 +939,7 @@ DECLARE
     p compay.payments := compay.lock_payment(payment_id);
     v_window interval := current_setting('compay.dispute_window')::interval;
 BEGIN
+    PERFORM compay.require_node(NULL);
     IF reason IS NULL OR length(reason) = 0 THEN
         RAISE EXCEPTION 'a dispute needs a reason' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -612,6 +963,145 @@ BEGIN
     RETURN p;
 END $$;
 
+CREATE OR REPLACE FUNCTION compay.resolve_dispute(payment_id bigint, refund_amount compay.credit)
+RETURNS compay.payments
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    p compay.payments := compay.lock_payment(payment_id);
+BEGIN
+    PERFORM compay.require_node(NULL);
+    IF refund_amount IS NULL THEN
+        RAISE EXCEPTION 'refund_amount must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p.status <> 'disputed' THEN
+        RAISE EXCEPTION 'cannot resolve payment %: it is %', payment_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF refund_amount < '0' THEN
+        RAISE EXCEPTION 'a refund cannot be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF refund_amount > p.amount THEN
+        RAISE EXCEPTION 'refund of % exceeds payment % of %', refund_amount, payment_id, p.amount
+            USING ERRCODE = 'PY008';
+    END IF;
+    IF refund_amount = '0' THEN
+        UPDATE compay.payments SET status = 'completed' WHERE id = payment_id RETURNING * INTO p;
+        RETURN p;
+    END IF;
+    IF p.method = 'barter' THEN
+        RAISE EXCEPTION 'barter payments cannot be refunded' USING ERRCODE = 'feature_not_supported',
+            DETAIL = 'Barter credits are not money the ledger can move back.',
+            HINT = 'Resolve with refund 0, or grant barter credits back with compay.grant_barter().';
+    END IF;
+    UPDATE compay.payments
+    SET status = 'refunded',
+        refund_transfer_id = compay.refund(p.transfer_id, refund_amount, 'dispute:' || payment_id),
+        metadata = metadata || jsonb_build_object('refund_amount', refund_amount::text)
+    WHERE id = payment_id RETURNING * INTO p;
+    RETURN p;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.process_due_settlements(as_of timestamptz DEFAULT now())
+RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_max integer := current_setting('compay.settlement_max_attempts')::integer;
+    v_id bigint;
+BEGIN
+    IF as_of IS NULL OR NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.require_node(NULL);
+    FOR v_id IN
+        SELECT id FROM compay.settlements
+        WHERE status = 'pending'
+           OR (status = 'failed' AND attempts < v_max AND next_attempt_at <= as_of)
+        ORDER BY id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM compay.process_settlement(v_id, as_of);
+        RETURN NEXT v_id;
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.run_settlement(period compay.settlement_period DEFAULT 'hourly',
+    as_of timestamptz DEFAULT now()) RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_cutoff timestamptz;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    IF period IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION 'period and as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Only closed periods: everything completed before the start of the
+    -- period that holds as_of.
+    v_cutoff := compay.period_start(period, as_of);
+    -- One run at a time.  A second run waits here, then reads the payments
+    -- again and finds them settled; a payment committed after this point is
+    -- left for the next run.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.run_settlement'));
+    WITH eligible AS (
+        SELECT p.id, p.to_node, p.currency, p.amount,
+               compay.period_start(run_settlement.period, p.completed_at) AS ps
+        FROM compay.payments p
+        WHERE p.status = 'completed' AND p.settlement_id IS NULL AND p.completed_at < v_cutoff
+        FOR UPDATE
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee,
+                                        payment_count, total_amount)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, to_node, count(*), compay.sum(amount)
+        FROM eligible GROUP BY ps, currency, to_node
+        RETURNING id, period_start, currency, payee
+    )
+    UPDATE compay.payments p SET settlement_id = g.id
+    FROM eligible e JOIN groups g
+      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.to_node
+    WHERE p.id = e.id;
+    -- Verifier rewards: their own settlements (purpose verification), paid
+    -- out to the verifier's verification address when it has one.
+    WITH eligible AS (
+        SELECT v.job_id, v.verifier, j.currency, v.reward_amount AS amount,
+               compay.period_start(run_settlement.period, v.rewarded_at) AS ps
+        FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
+        WHERE v.settlement_id IS NULL AND v.reward_amount > '0' AND v.rewarded_at < v_cutoff
+        FOR UPDATE OF v
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee, purpose,
+                                        payment_count, total_amount)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, verifier, 'verification', count(*), compay.sum(amount)
+        FROM eligible GROUP BY ps, currency, verifier
+        RETURNING id, period_start, currency, payee
+    )
+    UPDATE compay.verifications v SET settlement_id = g.id
+    FROM eligible e JOIN groups g
+      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
+    WHERE v.job_id = e.job_id AND v.verifier = e.verifier;
+    RETURN QUERY SELECT compay.process_due_settlements(as_of);
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.retry_settlement(settlement_id bigint) RETURNS compay.settlement_status
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.settlements;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    SELECT * INTO s FROM compay.settlements WHERE id = settlement_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'settlement % does not exist', settlement_id USING ERRCODE = 'PY013';
+    END IF;
+    IF s.status <> 'failed' THEN
+        RAISE EXCEPTION 'cannot retry settlement %: it is %', settlement_id, s.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN compay.process_settlement(settlement_id);
+END $$;
+
 CREATE OR REPLACE FUNCTION compay.set_payout_address(node_id text, address text,
     purpose compay.address_purpose DEFAULT 'primary') RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -628,6 +1118,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
     v_kind := compay.check_monero_address(address, v_network);   -- 22023 with the reason
     INSERT INTO compay.payout_addresses AS a (node_id, purpose, address, kind, network)
     VALUES (node_id, purpose, address, v_kind, v_network)
@@ -646,6 +1137,7 @@ BEGIN
         RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
     IF min_payout < '0' OR max_per_day <= '0' OR payout_interval <= interval '0' THEN
         RAISE EXCEPTION 'a payout policy needs min_payout >= 0, max_per_day > 0 and a positive interval'
             USING ERRCODE = 'invalid_parameter_value';
@@ -659,6 +1151,22 @@ BEGIN
         updated_at = now();
 END $$;
 
+CREATE OR REPLACE FUNCTION compay.payout_policy(node_id text, OUT auto_payout boolean,
+    OUT min_payout compay.credit, OUT payout_interval interval, OUT max_per_day compay.credit)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT coalesce(p.auto_payout, current_setting('compay.auto_payout')::boolean),
+           coalesce(p.min_payout, current_setting('compay.payout_min')::compay.credit),
+           coalesce(p.payout_interval, current_setting('compay.payout_interval')::interval),
+           coalesce(p.max_per_day, current_setting('compay.payout_max_per_day')::compay.credit)
+    FROM (SELECT 1) one
+    LEFT JOIN compay.payout_policies p ON p.node_id = payout_policy.node_id
+$$;
+
+GRANT EXECUTE ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose),
+    compay.set_payout_policy(text, boolean, compay.credit, interval, compay.credit),
+    compay.payout_policy(text) TO compay_node;
+
 CREATE OR REPLACE FUNCTION compay.deposit_address(node_id text) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
@@ -670,6 +1178,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
     -- One address per node, even for two calls at once.
     PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.deposit_address:' || node_id));
     SELECT address INTO v_address FROM compay.deposit_addresses d WHERE d.node_id = deposit_address.node_id;
@@ -683,25 +1192,37 @@ BEGIN
     RETURN r->>'address';
 END $$;
 
-CREATE OR REPLACE FUNCTION compay.process_due_settlements(as_of timestamptz DEFAULT now())
-RETURNS SETOF bigint
+CREATE OR REPLACE FUNCTION compay.record_deposits(reply jsonb, height bigint) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_max integer := current_setting('compay.settlement_max_attempts')::integer;
-    v_id bigint;
+    v_min integer := current_setting('compay.deposit_confirmations')::integer;
+    t record;
+    v_n integer := 0;
+    v_transfer bigint;
 BEGIN
-    IF as_of IS NULL OR NOT isfinite(as_of) THEN
-        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    FOR v_id IN
-        SELECT id FROM compay.settlements
-        WHERE status = 'pending'
-           OR (status = 'failed' AND attempts < v_max AND next_attempt_at <= as_of)
-        ORDER BY id
-        FOR UPDATE SKIP LOCKED
+    FOR t IN
+        SELECT e->>'tx_hash' AS txid, (e->>'global_index')::bigint AS output,
+               (e->'subaddr_index'->>'minor')::integer AS idx,
+               compay.credit_from_atomic((e->>'amount')::numeric) AS amount,
+               (e->>'block_height')::bigint AS block_height, d.node_id
+        FROM jsonb_array_elements(coalesce(reply->'transfers', '[]')) e
+        JOIN compay.deposit_addresses d
+          ON d.address_index = (e->'subaddr_index'->>'minor')::integer
+        WHERE (e->'subaddr_index'->>'major')::integer = 0
+          AND (e->>'block_height')::bigint > 0
+          AND record_deposits.height - (e->>'block_height')::bigint >= v_min
+        ORDER BY 1, 2
     LOOP
-        PERFORM compay.process_settlement(v_id, as_of);
-        RETURN NEXT v_id;
+        CONTINUE WHEN EXISTS (SELECT 1 FROM compay.xmr_deposits x
+                              WHERE x.tx_hash = t.txid AND x.global_index = t.output);
+        v_transfer := compay.deposit_from_wallet(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
+                                                 'xmr-deposit:' || t.txid || ':' || t.output);
+        INSERT INTO compay.xmr_deposits (tx_hash, global_index, address_index, node_id, amount,
+                                         block_height, transfer_id)
+        VALUES (t.txid, t.output, t.idx, t.node_id, t.amount, t.block_height, v_transfer);
+        v_n := v_n + 1;
     END LOOP;
+    RETURN v_n;
 END $$;
 
+GRANT EXECUTE ON FUNCTION compay.deposit_address(text) TO compay_node;

@@ -174,7 +174,7 @@ SELECT ledger_ok();
 -- Fine-tuning at GPU utilization 5/7 (factor 0.5 + 0.7 x 5/7 = 1.0), with
 -- the verifiers' quality factors 1.0 and 1.2 (mean 1.1):
 -- 0.0012 x 24 x 1.0 x 1.1 = 0.03168 XMR, the published figure.
-SELECT deposit('xreq', '1', 'XMR') > 0 AS funded;
+SELECT admin_deposit('xreq', '1', 'XMR', 'test funds') > 0 AS funded;
 SELECT submit_job('xmr-1', 'xreq', 'Fine-tuning', '0.05') > 0 AS submitted;
 SELECT currency FROM jobs WHERE task_id = 'xmr-1';
 SELECT assign_job('xmr-1', 'gpu-node');

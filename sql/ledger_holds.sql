@@ -88,7 +88,7 @@ SELECT release(NULL); \echo :LAST_ERROR_SQLSTATE
 SELECT status, remaining FROM holds WHERE id = :h6;
 
 -- A hold in XMR captures to the payee's XMR account.
-SELECT deposit('lh_payer', '2', 'XMR') IS NOT NULL AS ok;
+SELECT admin_deposit('lh_payer', '2', 'XMR', 'test funds') IS NOT NULL AS ok;
 SELECT reserve('lh_payer', '1.5', currency => 'XMR') AS h7 \gset
 SELECT capture(:h7, 'lh_provider') IS NOT NULL AS captured;
 SELECT currency, balance FROM accounts WHERE node_id = 'lh_provider' ORDER BY currency;

@@ -61,7 +61,7 @@ SELECT paid('c1', 'prov-a', '10', '2026-11-25 13:05+00') > 0,
        paid('c5', 'prov-a', '7', '2026-11-25 13:25+00', 'CREDIT', 'disputed') > 0,
        paid('c6', 'prov-a', '8', '2026-11-25 13:30+00', 'CREDIT', 'failed') > 0;
 -- The XMR settlement earmarks the payee's XMR for payout: prov-a has it.
-SELECT deposit('prov-a', '0.5', 'XMR') > 0 AS funded;
+SELECT admin_deposit('prov-a', '0.5', 'XMR', 'test funds') > 0 AS funded;
 SELECT count(*) AS processed FROM run_settlement('hourly', '2026-11-25 14:00+00');
 SELECT * FROM show_settlements() WHERE period_start = '2026-11-25 13:00+00';
 SELECT s.currency, h.amount, h.status, h.reference = 'settlement:' || s.id AS ref
@@ -101,7 +101,7 @@ SELECT id, payee, attempts, gave_up FROM failed_settlements;
 -- Given up: no more automatic retries, however late.
 SELECT count(*) AS retried FROM process_due_settlements('2026-12-31 00:00+00');
 -- The operator funds the payee and retries.
-SELECT deposit('prov-f', '0.25', 'XMR') > 0 AS funded;
+SELECT admin_deposit('prov-f', '0.25', 'XMR', 'test funds') > 0 AS funded;
 SELECT retry_settlement(:failed_id);
 SELECT status, attempts, last_error FROM settlements WHERE id = :failed_id;
 SELECT count(*) AS failed FROM failed_settlements;

@@ -113,7 +113,7 @@ SELECT ledger_ok();
 INSERT INTO pricing_models (name, currency, base_price, gpu_price)
 VALUES ('xmr-gpu', 'XMR', '0.0001', '0.000002');
 INSERT INTO task_type_models SELECT 'xmr-gpu', id FROM pricing_models WHERE name = 'xmr-gpu';
-SELECT deposit('req', '1', 'XMR') > 0 AS funded;
+SELECT admin_deposit('req', '1', 'XMR', 'test funds') > 0 AS funded;
 SELECT submit_task('t4', 'req', 'prov', 'xmr-gpu') > 0 AS submitted;
 SELECT currency FROM jobs WHERE task_id = 't4';
 SELECT record_usage('t4', 'prov', 'a', now(), metrics(gpu_seconds => 3600));

@@ -39,6 +39,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
     -- One address per node, even for two calls at once.
     PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.deposit_address:' || node_id));
     SELECT address INTO v_address FROM compay.deposit_addresses d WHERE d.node_id = deposit_address.node_id;
@@ -81,8 +82,8 @@ BEGIN
     LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM compay.xmr_deposits x
                               WHERE x.tx_hash = t.txid AND x.global_index = t.output);
-        v_transfer := compay.deposit(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
-                                     'xmr-deposit:' || t.txid || ':' || t.output);
+        v_transfer := compay.deposit_from_wallet(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
+                                                 'xmr-deposit:' || t.txid || ':' || t.output);
         INSERT INTO compay.xmr_deposits (tx_hash, global_index, address_index, node_id, amount,
                                          block_height, transfer_id)
         VALUES (t.txid, t.output, t.idx, t.node_id, t.amount, t.block_height, v_transfer);
@@ -95,4 +96,4 @@ REVOKE ALL ON FUNCTION compay.verify_payout(bigint), compay.payout_proof(bigint,
     compay.deposit_address(text), compay.record_deposits(jsonb, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.verify_payout(bigint), compay.payout_proof(bigint, text)
     TO compay_reader;
-GRANT EXECUTE ON FUNCTION compay.deposit_address(text) TO compay_app;
+GRANT EXECUTE ON FUNCTION compay.deposit_address(text) TO compay_app, compay_node;

@@ -239,6 +239,7 @@ BEGIN
         RAISE EXCEPTION 'task_id, requester, task_type, max_amount and timeout must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM compay.require_node(requester);
     IF length(task_id) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -281,6 +282,7 @@ BEGIN
         RAISE EXCEPTION 'task_id, requester, provider and task_type must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    PERFORM compay.require_node(requester);
     IF length(task_id) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -318,6 +320,7 @@ BEGIN
     IF amount <= '0' THEN
         RAISE EXCEPTION 'a stake must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM compay.require_node(node_id);
     INSERT INTO compay.stakes (node_id, currency, amount) VALUES (node_id, currency, '0')
     ON CONFLICT DO NOTHING;
     SELECT * INTO STRICT s FROM compay.stakes
@@ -349,6 +352,7 @@ BEGIN
     IF amount <= '0' THEN
         RAISE EXCEPTION 'an unstake amount must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM compay.require_node(node_id);
     SELECT * INTO s FROM compay.stakes
     WHERE stakes.node_id = unstake.node_id AND stakes.currency = unstake.currency FOR UPDATE;
     IF NOT FOUND OR s.amount < amount THEN
@@ -383,6 +387,7 @@ DECLARE
     v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
     v_stake compay.credit;
 BEGIN
+    PERFORM compay.require_node(NULL);          -- the application assigns jobs
     IF provider IS NULL THEN
         RAISE EXCEPTION 'provider must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -418,6 +423,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     j compay.jobs := compay.lock_job(task_id);
 BEGIN
+    PERFORM compay.require_node(NULL);          -- the application completes jobs
     IF started_at IS NULL OR completed_at IS NULL THEN
         RAISE EXCEPTION 'started_at and completed_at must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -505,6 +511,7 @@ BEGIN
     IF NOT isfinite(sampled_at) THEN
         RAISE EXCEPTION 'sampled_at must be a finite time' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM compay.require_node(node_id);       -- and below: the task's provider
     PERFORM compay.check_metrics(metrics);
     -- The row locked FOR UPDATE: samples of one task go in one at a time,
     -- each checked against the sum of those before it, and not while the
@@ -638,6 +645,7 @@ DECLARE
     v_fails integer;
     v_error text;
 BEGIN
+    PERFORM compay.require_node(NULL);          -- a vote moves other nodes' money
     IF verifier IS NULL OR passed IS NULL THEN
         RAISE EXCEPTION 'verifier and passed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -714,6 +722,7 @@ DECLARE
     j compay.jobs;
     n integer := 0;
 BEGIN
+    PERFORM compay.require_node(NULL);
     -- In ascending order of the requester's account, so that the account
     -- locks the releases gather follow the ledger's order; SKIP LOCKED, so
     -- a job row held by another call is left for the next run.
@@ -758,3 +767,6 @@ GRANT EXECUTE ON FUNCTION compay.submit_job(text, text, text, compay.credit, int
     compay.verify_job(text, text, boolean, numeric),
     compay.expire_jobs()
     TO compay_app;
+-- A node role pushes the usage of the tasks it runs.
+GRANT EXECUTE ON FUNCTION compay.record_usage(text, text, text, timestamptz, compay.resource_metrics)
+    TO compay_node;

@@ -99,6 +99,16 @@ LedgerDefaultCreditLimit(const char *currency)
 	return v;
 }
 
+/*
+ * Whether the treasury wallet backs currency: its accounts hold coins the
+ * wallet holds, so only the wallet's deposits (or compay_admin) credit them.
+ */
+bool
+LedgerWalletBacked(const char *currency)
+{
+	return strcmp(currency, "XMR") == 0;
+}
+
 bool
 LedgerAutoCreate(void)
 {

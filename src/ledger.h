@@ -172,6 +172,7 @@ extern const char *LedgerCheckReference(const char *reference, const char *what)
 extern const char *LedgerCheckCurrency(const char *currency);
 extern Credit LedgerDefaultCreditLimit(const char *currency);
 extern bool LedgerAutoCreate(void);
+extern bool LedgerWalletBacked(const char *currency);
 
 /* ledger_heap.c */
 extern int	LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n);

@@ -126,6 +126,24 @@ CREATE TABLE compay.idempotency_keys (
 COMMENT ON TABLE compay.idempotency_keys IS
     'first result of every money-moving call made with an idempotency key';
 
+-- What compay_admin did beyond the application's rights: credits of a
+-- wallet-backed currency (XMR) and credit limits other than the default.
+CREATE SEQUENCE compay.admin_journal_id_seq;
+CREATE TABLE compay.admin_journal (
+    id          bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.admin_journal_id_seq'),
+    action      text NOT NULL,              -- 'deposit' or 'credit_limit'
+    node_id     text NOT NULL,
+    currency    text NOT NULL,
+    amount      compay.credit NOT NULL,     -- the deposit, or the new credit limit
+    reason      text,
+    transfer_id bigint,                     -- the deposit's transfer
+    role_name   text NOT NULL,              -- the session's role (after SET ROLE)
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+ALTER SEQUENCE compay.admin_journal_id_seq OWNED BY compay.admin_journal.id;
+COMMENT ON TABLE compay.admin_journal IS
+    'who credited a wallet-backed currency or set a credit limit, and why; append-only';
+
 -- The journal and transfers are append-only.
 CREATE FUNCTION compay.reject_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -143,6 +161,10 @@ CREATE TRIGGER transfers_append_only BEFORE UPDATE OR DELETE ON compay.transfers
     FOR EACH ROW EXECUTE FUNCTION compay.reject_change();
 CREATE TRIGGER transfers_no_truncate BEFORE TRUNCATE ON compay.transfers
     FOR EACH STATEMENT EXECUTE FUNCTION compay.reject_change();
+CREATE TRIGGER admin_journal_append_only BEFORE UPDATE OR DELETE ON compay.admin_journal
+    FOR EACH ROW EXECUTE FUNCTION compay.reject_change();
+CREATE TRIGGER admin_journal_no_truncate BEFORE TRUNCATE ON compay.admin_journal
+    FOR EACH STATEMENT EXECUTE FUNCTION compay.reject_change();
 
 -- pg_dump keeps every row: none are created by this script, so a restore
 -- never collides with rows CREATE EXTENSION made.
@@ -155,11 +177,13 @@ SELECT pg_catalog.pg_extension_config_dump('compay.holds', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.holds_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.barter_credits', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.idempotency_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.admin_journal', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.admin_journal_id_seq', '');
 
 REVOKE ALL ON ALL TABLES IN SCHEMA compay FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA compay FROM PUBLIC;
 GRANT SELECT ON compay.accounts, compay.transfers, compay.journal, compay.holds,
-    compay.barter_credits TO compay_reader;
+    compay.barter_credits, compay.admin_journal TO compay_reader;
 
 --------------------------------------------------------------------------
 -- Ledger functions.  Those that write are C, SECURITY DEFINER with a
@@ -185,6 +209,21 @@ CREATE FUNCTION compay.deposit(node_id text, amount compay.credit,
     currency text DEFAULT 'CREDIT', reference text DEFAULT NULL,
     idempotency_key text DEFAULT NULL) RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_deposit'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+
+-- XMR (wallet-backed) that reaches an account other than by the wallet:
+-- compay_admin only, with a reason kept in compay.admin_journal.
+CREATE FUNCTION compay.admin_deposit(node_id text, amount compay.credit, currency text,
+    reason text, idempotency_key text DEFAULT NULL) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_admin_deposit'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+COMMENT ON FUNCTION compay.admin_deposit(text, compay.credit, text, text, text) IS
+    'credits an account from $external in any currency, XMR included; the reason is the transfer''s reference and is journaled in compay.admin_journal';
+
+-- The wallet's deposits (compay.record_deposits); no role may call it.
+CREATE FUNCTION compay.deposit_from_wallet(node_id text, amount compay.credit, currency text,
+    reference text, idempotency_key text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_deposit_from_wallet'
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
 CREATE FUNCTION compay.transfer(from_node text, to_node text, amount compay.credit,
@@ -241,12 +280,15 @@ CREATE FUNCTION compay.check_node_id(node_id text) RETURNS text
 COMMENT ON FUNCTION compay.check_node_id(text) IS
     'returns the node id, or raises 22023 unless it has 1 to 200 characters, no control character, no white space at either end and no leading $';
 
--- Read functions: plain SQL, run with the caller's rights (compay_reader).
+-- Read functions: SECURITY DEFINER, so that a node role (compay_node),
+-- which cannot read the tables, reads its own accounts; compay_reader
+-- reads every node's.
 
 CREATE FUNCTION compay.balance(node_id text, currency text DEFAULT 'CREDIT',
     OUT balance compay.credit, OUT reserved compay.credit, OUT available compay.credit,
     OUT credit_limit compay.credit, OUT credit_score numeric)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
     SELECT a.balance, a.reserved,
            -- balance - reserved fits for an ordinary account (it is at least
            -- -credit_limit); adding the limit may not: then the largest credit.
@@ -261,7 +303,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
 $$;
 
 CREATE FUNCTION compay.barter_balance(holder text, counterparty text) RETURNS compay.credit
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
     SELECT coalesce((SELECT b.amount FROM compay.barter_credits b
                      JOIN compay.accounts h ON h.id = b.holder_account
                      JOIN compay.accounts c ON c.id = b.counterparty_account
@@ -275,7 +318,8 @@ RETURNS TABLE (seq bigint, created_at timestamptz, kind compay.entry_kind,
     amount compay.credit, balance_after compay.credit, reserved_after compay.credit,
     transfer_id bigint, hold_id bigint, counterparty text, transfer_kind compay.transfer_kind,
     reference text)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
     SELECT j.seq, j.created_at, j.kind, j.amount, j.balance_after, j.reserved_after,
            j.transfer_id, j.hold_id, c.node_id, t.kind, coalesce(t.reference, h.reference)
     FROM compay.accounts a
@@ -293,6 +337,8 @@ COMMENT ON FUNCTION compay.history(text, text, integer, bigint) IS
 
 REVOKE ALL ON FUNCTION compay.open_account(text, text, compay.credit),
     compay.deposit(text, compay.credit, text, text, text),
+    compay.admin_deposit(text, compay.credit, text, text, text),
+    compay.deposit_from_wallet(text, compay.credit, text, text, text),
     compay.transfer(text, text, compay.credit, text, text, text),
     compay.transfer_batch(text[], text[], compay.credit[], text[], text[], text),
     compay.reserve(text, compay.credit, text, interval, text, text),
@@ -319,4 +365,11 @@ GRANT EXECUTE ON FUNCTION compay.open_account(text, text, compay.credit),
     compay.refund(bigint, compay.credit, text, text),
     compay.grant_barter(text, text, compay.credit, text, text)
     TO compay_app;
-GRANT EXECUTE ON FUNCTION compay.set_credit_limit(text, compay.credit, text) TO compay_admin;
+GRANT EXECUTE ON FUNCTION compay.set_credit_limit(text, compay.credit, text),
+    compay.admin_deposit(text, compay.credit, text, text, text) TO compay_admin;
+-- A node role: its own balance, history and payments out (transfer checks
+-- from_node); everything else of the ledger belongs to the application.
+GRANT EXECUTE ON FUNCTION compay.balance(text, text), compay.barter_balance(text, text),
+    compay.history(text, text, integer, bigint),
+    compay.transfer(text, text, compay.credit, text, text, text)
+    TO compay_node;

@@ -20,6 +20,7 @@
 
 #include "compay.h"
 #include "ledger.h"
+#include "node_roles.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(compay_reserve);
@@ -113,6 +114,7 @@ compay_reserve(PG_FUNCTION_ARGS)
 										 TimestampTzGetDatum(batch.now),
 										 IntervalPGetDatum(timeout));
 	}
+	NodeRequire(node, true);
 
 	SPI_connect();
 	if (key && IdempotencyClaim(key, "reserve",
@@ -260,6 +262,7 @@ compay_capture(PG_FUNCTION_ARGS)
 		PG_RETURN_INT64(result);
 	}
 	HoldOwner(h.id, (char **) &nodes[0], &currency);
+	NodeRequire(nodes[0], true);
 	if (strcmp(nodes[0], nodes[1]) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -317,6 +320,7 @@ compay_release(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	}
 	HoldOwner(h.id, (char **) &node, &currency);
+	NodeRequire(node, true);
 	LedgerBegin(&batch, currency);
 	LedgerLockAccounts(&batch, &node, 1, false);
 	h.account = LedgerFindAccount(&batch, node);
@@ -364,6 +368,7 @@ compay_expire_holds(PG_FUNCTION_ARGS)
 	uint64		n;
 	int32		expired = 0;
 
+	NodeRequire(NULL, true);
 	SPI_connect();
 	args[0] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	args[1] = Int32GetDatum(EXPIRE_BATCH_MAX);

@@ -1,8 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * ledger_transfer.c
- *	  SQL-callable money movements: open_account, deposit, transfer,
- *	  transfer_batch, refund, grant_barter, set_credit_limit.
+ *	  SQL-callable money movements: open_account, deposit, admin_deposit,
+ *	  deposit_from_wallet, transfer, transfer_batch, refund, grant_barter,
+ *	  set_credit_limit.
+ *
+ * Each checks that the caller may act for the node it takes money from
+ * (NodeRequire).  Wallet-backed currencies (XMR) are credited only by the
+ * wallet's deposits or by compay_admin with a journaled reason; a credit
+ * limit other than the default is set only by compay_admin, journaled too.
  *
  * Each function checks its arguments, claims its idempotency key, builds
  * one LedgerBatch (lock, post, flush) and records its result, all inside
@@ -12,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "utils/array.h"
@@ -21,10 +28,13 @@
 
 #include "compay.h"
 #include "ledger.h"
+#include "node_roles.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(compay_open_account);
 PG_FUNCTION_INFO_V1(compay_deposit);
+PG_FUNCTION_INFO_V1(compay_admin_deposit);
+PG_FUNCTION_INFO_V1(compay_deposit_from_wallet);
 PG_FUNCTION_INFO_V1(compay_transfer);
 PG_FUNCTION_INFO_V1(compay_transfer_batch);
 PG_FUNCTION_INFO_V1(compay_refund);
@@ -94,6 +104,40 @@ static SpiStatement set_limit_stmt = {
 	.argtypes = {TEXTOID, TEXTOID, SPI_ARG_CREDIT}
 };
 
+static SpiStatement admin_journal_stmt = {
+	.sql = "INSERT INTO compay.admin_journal (action, node_id, currency, amount, reason, "
+	"transfer_id, role_name) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+	.nargs = 7,
+	.argtypes = {TEXTOID, TEXTOID, TEXTOID, SPI_ARG_CREDIT, TEXTOID, INT8OID, TEXTOID}
+};
+
+/*
+ * Records what compay_admin did, who did it and why (inside SPI).  A 0.1
+ * database that runs this library before ALTER EXTENSION compay UPDATE has
+ * no journal yet: its admin calls keep working unjournaled, as in 0.1.
+ */
+static void
+AdminJournal(const char *action, const char *node, const char *currency,
+			 Credit amount, const char *reason, int64 transfer_id)
+{
+	Datum		args[7];
+	char		nulls[7] = "       ";
+
+	if (!OidIsValid(get_relname_relid("admin_journal", get_namespace_oid("compay", false))))
+		return;
+
+	args[0] = CStringGetTextDatum(action);
+	args[1] = CStringGetTextDatum(node);
+	args[2] = CStringGetTextDatum(currency);
+	args[3] = CreditGetDatum(amount);
+	args[4] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	nulls[4] = reason ? ' ' : 'n';
+	args[5] = Int64GetDatum(transfer_id);
+	nulls[5] = transfer_id > 0 ? ' ' : 'n';
+	args[6] = CStringGetTextDatum(NodeCallerName());
+	SpiRun(&admin_journal_stmt, args, nulls, false, 0);
+}
+
 static void
 RequireArgs(FunctionCallInfo fcinfo, int n, const char *const *names)
 {
@@ -111,6 +155,7 @@ compay_open_account(PG_FUNCTION_ARGS)
 	const char *node;
 	const char *currency;
 	Credit		limit;
+	bool		custom_limit;
 	Datum		args[3];
 	int64		id;
 
@@ -122,25 +167,85 @@ compay_open_account(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a credit limit cannot be negative")));
+	NodeRequire(node, true);
+	custom_limit = limit != LedgerDefaultCreditLimit(currency);
+	if (custom_limit && !NodeCallerIsAdmin())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to open an account with credit limit %s",
+						CreditText(limit)),
+				 errdetail("%s accounts open with the default limit %s; another limit needs compay_admin.",
+						   currency, CreditText(LedgerDefaultCreditLimit(currency))),
+				 errhint("Open it without a limit; a compay_admin then sets one with compay.set_credit_limit().")));
 
 	SPI_connect();
 	args[0] = CStringGetTextDatum(node);
 	args[1] = CStringGetTextDatum(currency);
 	args[2] = CreditGetDatum(limit);
-	if (SpiRun(&open_stmt, args, NULL, false, 1) == 0 &&
-		SpiRun(&account_id_stmt, args, NULL, false, 1) == 0)
-		elog(ERROR, "account of node \"%s\" vanished", node);
-	id = SpiGetInt64(0, 1);
+	if (SpiRun(&open_stmt, args, NULL, false, 1) == 0)
+	{
+		if (SpiRun(&account_id_stmt, args, NULL, false, 1) == 0)
+			elog(ERROR, "account of node \"%s\" vanished", node);
+		id = SpiGetInt64(0, 1);
+	}
+	else
+	{
+		id = SpiGetInt64(0, 1);
+		if (custom_limit)
+			AdminJournal("credit_limit", node, currency, limit, NULL, 0);
+	}
 	SPI_finish();
 	PG_RETURN_INT64(id);
 }
 
-Datum
-compay_deposit(PG_FUNCTION_ARGS)
+/* Who credits money from outside: the application, compay_admin, the wallet. */
+typedef enum DepositPath
+{
+	DEPOSIT_APP,
+	DEPOSIT_ADMIN,
+	DEPOSIT_WALLET
+} DepositPath;
+
+static void
+CheckDepositPath(DepositPath path, const char *currency, const char *reason)
+{
+	if (path == DEPOSIT_APP)
+	{
+		NodeRequire(NULL, true);	/* a node never credits itself */
+		if (LedgerWalletBacked(currency))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to deposit %s", currency),
+					 errdetail("%s is backed by the treasury wallet: only the wallet's deposits (compay.deposit_address()) credit it.",
+							   currency),
+					 errhint("A compay_admin credits it with compay.admin_deposit(node_id, amount, currency, reason), which journals the reason.")));
+	}
+	else if (path == DEPOSIT_ADMIN)
+	{
+		if (reason == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("reason must not be NULL"),
+					 errdetail("compay.admin_journal keeps why compay_admin credited an account.")));
+		if (strspn(reason, " \t\r\n") == strlen(reason))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("reason must not be blank"),
+					 errdetail("compay.admin_journal keeps why compay_admin credited an account.")));
+	}
+}
+
+/*
+ * Credits node with amount from $external.  Argument 3 is the transfer's
+ * reference (for compay_admin: the reason, also journaled).
+ */
+static Datum
+Deposit(FunctionCallInfo fcinfo, DepositPath path)
 {
 	static const char *const names[] = {"node_id", "amount", "currency"};
 	const char *nodes[2];
 	Credit		amount;
+	char	   *reference = TextArgOrNull(fcinfo, 3);
 	char	   *key = TextArgOrNull(fcinfo, 4);
 	int64		result;
 	LedgerBatch batch;
@@ -153,12 +258,12 @@ compay_deposit(PG_FUNCTION_ARGS)
 	LedgerCheckAmount(amount, "a deposit");
 	LedgerCheckReference(TextArgOrNull(fcinfo, 3), "reference");
 	LedgerBegin(&batch, LedgerCheckCurrency(TextArgOrNull(fcinfo, 2)));
+	CheckDepositPath(path, batch.currency, reference);
 
 	SPI_connect();
-	if (key && IdempotencyClaim(key, "deposit",
+	if (key && IdempotencyClaim(key, path == DEPOSIT_ADMIN ? "admin_deposit" : "deposit",
 								psprintf("%s|%s|%s|%s", nodes[0], CreditText(amount),
-										 batch.currency,
-										 PG_ARGISNULL(3) ? "" : TextArgOrNull(fcinfo, 3)),
+										 batch.currency, reference ? reference : ""),
 								&result))
 	{
 		SPI_finish();
@@ -167,13 +272,36 @@ compay_deposit(PG_FUNCTION_ARGS)
 	LedgerLockAccounts(&batch, nodes, 2, LedgerAutoCreate());
 	t = LedgerAddTransfer(&batch, TRANSFER_DEPOSIT, LedgerFindAccount(&batch, nodes[1]),
 						  LedgerFindAccount(&batch, nodes[0]), amount);
-	t->reference = TextArgOrNull(fcinfo, 3);
+	t->reference = reference;
 	t->idempotency_key = key;
 	result = t->id;
 	LedgerMove(&batch, t, LedgerFindAccount(&batch, nodes[1]),
 			   LedgerFindAccount(&batch, nodes[0]), amount, ENTRY_DEBIT, ENTRY_CREDIT);
+	if (path == DEPOSIT_ADMIN)
+		AdminJournal("deposit", nodes[0], batch.currency, amount, reference, result);
 	LedgerFinish(&batch, key, result);
 	PG_RETURN_INT64(result);
+}
+
+/* compay.deposit(): the application's; never a wallet-backed currency. */
+Datum
+compay_deposit(PG_FUNCTION_ARGS)
+{
+	return Deposit(fcinfo, DEPOSIT_APP);
+}
+
+/* compay.admin_deposit(node_id, amount, currency, reason, idempotency_key). */
+Datum
+compay_admin_deposit(PG_FUNCTION_ARGS)
+{
+	return Deposit(fcinfo, DEPOSIT_ADMIN);
+}
+
+/* compay.deposit_from_wallet(): compay.record_deposits() only. */
+Datum
+compay_deposit_from_wallet(PG_FUNCTION_ARGS)
+{
+	return Deposit(fcinfo, DEPOSIT_WALLET);
 }
 
 /*
@@ -283,6 +411,7 @@ compay_transfer(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot transfer from node \"%s\" to itself",
 						CompayEchoInput(nodes[0]))));
+	NodeRequire(nodes[0], true);
 
 	SPI_connect();
 	if (key && IdempotencyClaim(key, "transfer",
@@ -381,6 +510,7 @@ ReadBatchArgs(FunctionCallInfo fcinfo, BatchArgs *b)
 		LedgerCheckNode(TextDatumGetCString(b->to[i]));
 		LedgerCheckAmount(DatumGetCredit(b->amounts[i]), "a transfer amount");
 		LedgerCheckReference(BatchText(b->refs, b->ref_nulls, i), "reference");
+		NodeRequire(TextDatumGetCString(b->from[i]), true);
 	}
 }
 
@@ -590,6 +720,7 @@ compay_refund(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1))
 		LedgerCheckAmount(PG_GETARG_CREDIT(1), "a refund amount");
 	LedgerCheckReference(reason, "reason");
+	NodeRequire(NULL, true);	/* takes money back from a payee */
 
 	SPI_connect();
 	if (key && IdempotencyClaim(key, "refund",
@@ -662,6 +793,7 @@ compay_grant_barter(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("node \"%s\" cannot hold barter credits with itself",
 						CompayEchoInput(nodes[0]))));
+	NodeRequire(nodes[1], true);	/* the counterparty grants them */
 	LedgerBegin(&batch, "CREDIT");
 
 	SPI_connect();
@@ -719,6 +851,8 @@ compay_set_credit_limit(PG_FUNCTION_ARGS)
 						CreditText(limit), TextArgOrNull(fcinfo, 0)),
 				 errdetail("Balance less reserved plus the limit must not fall below zero.")));
 	SpiRun(&set_limit_stmt, args, NULL, false, 0);
+	AdminJournal("credit_limit", TextArgOrNull(fcinfo, 0), TextArgOrNull(fcinfo, 2), limit,
+				 NULL, 0);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -140,6 +140,7 @@ DECLARE
     p compay.payments;
     v_currency text;
 BEGIN
+    PERFORM compay.require_node(NULL);
     IF method IS NULL THEN
         RAISE EXCEPTION 'method must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -221,6 +222,7 @@ DECLARE
     p compay.payments := compay.lock_payment(payment_id);
     v_window interval := current_setting('compay.dispute_window')::interval;
 BEGIN
+    PERFORM compay.require_node(NULL);
     IF reason IS NULL OR length(reason) = 0 THEN
         RAISE EXCEPTION 'a dispute needs a reason' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -252,6 +254,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     p compay.payments := compay.lock_payment(payment_id);
 BEGIN
+    PERFORM compay.require_node(NULL);
     IF refund_amount IS NULL THEN
         RAISE EXCEPTION 'refund_amount must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

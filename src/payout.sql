@@ -50,6 +50,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
     v_kind := compay.check_monero_address(address, v_network);   -- 22023 with the reason
     INSERT INTO compay.payout_addresses AS a (node_id, purpose, address, kind, network)
     VALUES (node_id, purpose, address, v_kind, v_network)
@@ -70,6 +71,7 @@ BEGIN
         RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
     IF min_payout < '0' OR max_per_day <= '0' OR payout_interval <= interval '0' THEN
         RAISE EXCEPTION 'a payout policy needs min_payout >= 0, max_per_day > 0 and a positive interval'
             USING ERRCODE = 'invalid_parameter_value';
@@ -87,7 +89,8 @@ COMMENT ON FUNCTION compay.set_payout_policy(text, boolean, compay.credit, inter
 
 CREATE FUNCTION compay.payout_policy(node_id text, OUT auto_payout boolean,
     OUT min_payout compay.credit, OUT payout_interval interval, OUT max_per_day compay.credit)
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
     SELECT coalesce(p.auto_payout, current_setting('compay.auto_payout')::boolean),
            coalesce(p.min_payout, current_setting('compay.payout_min')::compay.credit),
            coalesce(p.payout_interval, current_setting('compay.payout_interval')::interval),
@@ -104,6 +107,9 @@ REVOKE ALL ON FUNCTION compay.set_payout_address(text, text, compay.address_purp
 GRANT EXECUTE ON FUNCTION compay.payout_policy(text) TO compay_reader;
 GRANT EXECUTE ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose),
     compay.set_payout_policy(text, boolean, compay.credit, interval, compay.credit) TO compay_app;
+GRANT EXECUTE ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose),
+    compay.set_payout_policy(text, boolean, compay.credit, interval, compay.credit),
+    compay.payout_policy(text) TO compay_node;
 
 --------------------------------------------------------------------------
 -- Payouts: settled XMR paid to payees through the treasury wallet, driven

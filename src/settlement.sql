@@ -124,6 +124,7 @@ BEGIN
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM compay.require_node(NULL);
     FOR v_id IN
         SELECT id FROM compay.settlements
         WHERE status = 'pending'
@@ -144,6 +145,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     v_cutoff timestamptz;
 BEGIN
+    PERFORM compay.require_node(NULL);
     IF period IS NULL OR as_of IS NULL THEN
         RAISE EXCEPTION 'period and as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -205,6 +207,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     s compay.settlements;
 BEGIN
+    PERFORM compay.require_node(NULL);
     SELECT * INTO s FROM compay.settlements WHERE id = settlement_id FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'settlement % does not exist', settlement_id USING ERRCODE = 'PY013';

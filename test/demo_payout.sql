@@ -6,7 +6,7 @@ SET search_path = public, compay;
 \echo
 \echo '== 13. Monero: an XMR job, paid to the provider''s wallet on the local regtest'
 SELECT set_payout_address('gpu-node-x', :'provider_address') AS address_kind;
-SELECT deposit('requester-x', '1', 'XMR') > 0 AS funded_with_1_xmr;
+SELECT admin_deposit('requester-x', '1', 'XMR', 'demo funds') > 0 AS funded_with_1_xmr;
 SELECT submit_job('llm-finetune-1', 'requester-x', 'Fine-tuning', '0.05', '2 hours') AS job_id;
 SELECT assign_job('llm-finetune-1', 'gpu-node-x');
 SELECT complete_job('llm-finetune-1', now() - interval '24 hours', now(), 5.0 / 7);

@@ -2,7 +2,7 @@
 -- triggers, functions, roles and privileges).
 BEGIN;
 SET search_path = public, compay;
-SELECT plan(71);
+SELECT plan(75);
 
 -- Tables and their keys.
 SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
@@ -12,7 +12,7 @@ SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
                                   'usage_samples', 'usage_totals', 'stakes', 'payments', 'settlements',
                                   'payout_addresses', 'payout_policies', 'payout_transactions',
                                   'payout_items', 'deposit_addresses', 'xmr_deposits',
-                                  'requester_volume']);
+                                  'requester_volume', 'node_roles', 'admin_journal']);
 SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
 SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
@@ -55,7 +55,7 @@ SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_
 -- Every table and sequence is dumped with its rows; the tables with rows
 -- of their own (builtin) only with the others.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 32, '32 tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 35, '35 tables and sequences are registered for pg_dump');
 SELECT set_eq($$SELECT c::regclass, w
                 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x (c, w)
                 WHERE e.extname = 'compay'$$,
@@ -90,7 +90,10 @@ SELECT set_eq($$SELECT c::regclass, w
                       ('compay.payout_transactions_id_seq'::regclass, ''),
                       ('compay.payout_items'::regclass, ''),
                       ('compay.deposit_addresses'::regclass, ''),
-                      ('compay.xmr_deposits'::regclass, '')$$,
+                      ('compay.xmr_deposits'::regclass, ''),
+                      ('compay.node_roles'::regclass, ''),
+                      ('compay.admin_journal'::regclass, ''),
+                      ('compay.admin_journal_id_seq'::regclass, '')$$,
               'the registered tables and sequences, and the filter of each');
 
 -- Functions: the money-moving ones are SECURITY DEFINER with a pinned search_path.
@@ -122,6 +125,9 @@ SELECT is((SELECT count(*)::int FROM pg_proc
 SELECT has_role('compay_reader');
 SELECT has_role('compay_app');
 SELECT has_role('compay_admin');
+SELECT has_role('compay_node');
+SELECT ok(NOT pg_has_role('compay_node', 'compay_reader', 'USAGE'),
+          'compay_node has no privilege of compay_reader (it reads no table)');
 SELECT is_member_of('compay_reader', 'compay_app');
 SELECT is_member_of('compay_app', 'compay_admin');
 SELECT ok(NOT (SELECT rolcanlogin FROM pg_roles WHERE rolname = 'compay_app'), 'compay_app cannot log in');
@@ -135,6 +141,10 @@ SELECT function_privs_are('compay', 'set_credit_limit', ARRAY['text', 'compay.cr
                           'compay_app', '{}'::text[], 'compay_app cannot set credit limits');
 SELECT function_privs_are('compay', 'set_credit_limit', ARRAY['text', 'compay.credit', 'text'],
                           'compay_admin', ARRAY['EXECUTE'], 'compay_admin can set credit limits');
+SELECT function_privs_are('compay', 'admin_deposit', ARRAY['text', 'compay.credit', 'text', 'text', 'text'],
+                          'compay_app', '{}'::text[], 'compay_app cannot credit XMR');
+SELECT function_privs_are('compay', 'admin_deposit', ARRAY['text', 'compay.credit', 'text', 'text', 'text'],
+                          'compay_admin', ARRAY['EXECUTE'], 'compay_admin credits XMR with a reason');
 SELECT function_privs_are('compay', 'verify_ledger', '{}'::name[],
                           'compay_reader', ARRAY['EXECUTE'], 'compay_reader can verify the ledger');
 SELECT table_privs_are('compay', 'accounts', 'compay_reader', ARRAY['SELECT'], 'reader only reads accounts');

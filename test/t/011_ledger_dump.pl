@@ -38,7 +38,7 @@ SELECT compay.open_account('dave');                          -- default limit
 SELECT compay.deposit('alice', '1000', 'CREDIT', 'seed alice', 'dep-alice');
 SELECT compay.deposit('bob', '250.5', 'CREDIT', 'seed bob');
 SELECT compay.deposit('carol', '0.000000000001', 'CREDIT', 'one atomic unit');
-SELECT compay.deposit('alice', '2.5', 'XMR', 'xmr deposit');
+SELECT compay.admin_deposit('alice', '2.5', 'XMR', 'xmr deposit');
 SELECT compay.transfer('alice', 'bob', '100', 'order 1', 'tr-1');
 SELECT compay.transfer('bob', 'carol', '33.333333333333', 'order 2');
 SELECT compay.transfer('alice', 'bob', '0.5', NULL, NULL, 'XMR');

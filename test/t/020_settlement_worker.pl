@@ -149,7 +149,7 @@ FROM generate_series(1, $n) g});
 	return $session;
 }
 
-$node->safe_psql('postgres', q{SELECT compay.deposit('xmr-prov', '100', 'XMR')});
+$node->safe_psql('postgres', q{SELECT compay.admin_deposit('xmr-prov', '100', 'XMR', 'test funds')});
 my $blocker = block_payee_and_pay('xmr', 40, '0.25');
 ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) = 1 FROM pg_stat_activity

@@ -120,7 +120,7 @@ sql(qq{SELECT compay.set_payout_address('gpu-a', '$env{XMR_PROVIDER_ADDRESS}')})
 sql(qq{SELECT compay.set_payout_address('gpu-b', '$second')});
 # Two task types priced in XMR, one for each payee's task.
 sql(
-	q{SELECT compay.deposit('req', '5', 'XMR');
+	q{SELECT compay.admin_deposit('req', '5', 'XMR', 'test funds');
 	  INSERT INTO compay.pricing_models (name, currency, base_price)
 	  VALUES ('xmr-a', 'XMR', '0.25'), ('xmr-b', 'XMR', '0.125');
 	  INSERT INTO compay.task_type_models SELECT 'type-gpu-a', id FROM compay.pricing_models WHERE name = 'xmr-a';

@@ -155,7 +155,7 @@ sql(qq{SELECT compay.set_payout_address('ver-h1', '$ah_primary');
   SELECT compay.set_payout_address('ver-h1', '$ah_verify', 'verification');
   SELECT compay.set_payout_address('ver-h2', '$ah2');
   SELECT compay.set_payout_policy(v, true, '0.000001', '1 minute', '1') FROM unnest(ARRAY['ver-h1', 'ver-h2']) v;
-  SELECT compay.deposit('req-h', '1', 'XMR');
+  SELECT compay.admin_deposit('req-h', '1', 'XMR', 'test funds');
   SELECT compay.submit_job('hjob', 'req-h', 'Basic Training', '1') > 0;
   SELECT compay.assign_job('hjob', 'prov-h');
   SELECT compay.complete_job('hjob', now() - interval '100 seconds', now());

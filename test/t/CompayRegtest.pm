@@ -111,7 +111,7 @@ sub earn
 {
 	my ($self, $node, $payee, $amount) = @_;
 	my $n = ++$earned;
-	$node->safe_psql('postgres', qq{SELECT compay.deposit('req', '$amount', 'XMR');
+	$node->safe_psql('postgres', qq{SELECT compay.admin_deposit('req', '$amount', 'XMR', 'test funds');
 	  INSERT INTO compay.pricing_models (id, name, currency, base_price)
 	  VALUES (1000 + $n, 'earn$n', 'XMR', '$amount');
 	  INSERT INTO compay.task_type_models VALUES ('earn$n', 1000 + $n);

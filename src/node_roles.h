@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * node_roles.h
+ *	  Who may act for a node: the one check every money function makes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COMPAY_NODE_ROLES_H
+#define COMPAY_NODE_ROLES_H
+
+/*
+ * 42501 unless the caller may act for node_id: to write (write) or to
+ * read.  Members of compay_app (compay_reader to read) and superusers act
+ * for every node; any other role only for the nodes compay.node_roles maps
+ * it to.  node_id NULL: only the roles that act for every node pass.
+ */
+extern void NodeRequire(const char *node_id, bool write);
+
+/* Whether the caller is a superuser or a member of compay_admin. */
+extern bool NodeCallerIsAdmin(void);
+
+/* The caller's role name, for journals. */
+extern char *NodeCallerName(void);
+
+#endif							/* COMPAY_NODE_ROLES_H */
