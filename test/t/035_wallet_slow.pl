@@ -25,55 +25,18 @@
 use strict;
 use warnings;
 
+use CompayFaultProxy;
 use IPC::Run;
-use POSIX ();
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 
-my $mode_file = PostgreSQL::Test::Utils::tempdir() . '/proxy.mode';
-my $proxy_log = "$PostgreSQL::Test::Utils::log_path/035_fault_proxy.log";
-my ($proxy_pid, $proxy_port);
-
-sub set_mode
-{
-	my ($mode) = @_;
-	open my $fh, '>', "$mode_file.tmp" or die "$mode_file.tmp: $!";
-	print $fh "$mode\n";
-	close $fh or die "$mode_file.tmp: $!";
-	rename "$mode_file.tmp", $mode_file or die "rename to $mode_file: $!";
-}
-
 # The proxy answers by itself in trickle mode: its upstream port (1) is
 # never connected to.
-set_mode('trickle');
-{
-	pipe(my $from_proxy, my $to_test) or die "pipe: $!";
-	$proxy_pid = fork // die "fork: $!";
-	if ($proxy_pid == 0)
-	{
-		close $from_proxy;
-		open STDOUT, '>&', $to_test or POSIX::_exit(127);
-		open STDERR, '>', $proxy_log or POSIX::_exit(127);
-		exec($^X, 'test/monero/fault_proxy.pl', 0, 1, $mode_file) or POSIX::_exit(127);
-	}
-	close $to_test;
-	my $ready = <$from_proxy> // '';
-	close $from_proxy;
-	($proxy_port) = $ready =~ /^fault_proxy pid \d+ port (\d+)$/m
-	  or BAIL_OUT("the fault proxy did not start; see $proxy_log");
-}
-
-END
-{
-	if ($proxy_pid)
-	{
-		local $?;
-		kill 'TERM', $proxy_pid;
-		waitpid $proxy_pid, 0;
-	}
-}
+my $proxy = CompayFaultProxy->start(1, '035');
+$proxy->set_mode('trickle');
+my $proxy_port = $proxy->{port};
 
 my $node = PostgreSQL::Test::Cluster->new('slow');
 $node->init;
@@ -89,7 +52,7 @@ $node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
-sub proxy_log { return slurp_file($proxy_log); }
+sub proxy_log { return $proxy->log; }
 
 # Runs psql with $query in the background; returns the harness and a ref
 # to its stderr.
