@@ -294,7 +294,8 @@ sub serve
 			last;
 		}
 		my $ok = write_all($client, $reply->{raw});
-		note("$tag: $status passed", $ok ? '' : ' (the client was gone)');
+		note("$tag: $status passed (", length $reply->{body}, ' body bytes)',
+			$ok ? '' : ' (the client was gone)');
 		last unless $ok;
 		if ($reply->{close})
 		{
