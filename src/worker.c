@@ -231,6 +231,8 @@ StepFailed(const char *step, MemoryContext context)
 	edata = CopyErrorData();
 	FlushErrorState();
 	AbortCurrentTransaction();
+	/* The abort leaves TopMemoryContext current: back to the round's. */
+	MemoryContextSwitchTo(context);
 	ereport(LOG, (errmsg("compay worker: %s failed: %s", step, edata->message)));
 	RecordError(step, edata->message);
 	FreeErrorData(edata);
