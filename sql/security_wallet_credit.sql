@@ -62,9 +62,9 @@ DELETE FROM admin_journal; \echo :LAST_ERROR_SQLSTATE
 -- The deposit path: an output the wallet reports for sw-w's subaddress,
 -- compay.deposit_confirmations deep, credits it once.
 INSERT INTO deposit_addresses (node_id, address, address_index) VALUES ('sw-w', 'sw-address', 7);
-SELECT record_deposits('{"transfers": [{"tx_hash": "ab12", "global_index": 3, "amount": 1250000000000,
+SELECT record_deposits('{"transfers": [{"tx_hash": "ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12", "global_index": 3, "amount": 1250000000000,
     "subaddr_index": {"major": 0, "minor": 7}, "block_height": 10}]}', 100) AS credited;
-SELECT record_deposits('{"transfers": [{"tx_hash": "ab12", "global_index": 3, "amount": 1250000000000,
+SELECT record_deposits('{"transfers": [{"tx_hash": "ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12", "global_index": 3, "amount": 1250000000000,
     "subaddr_index": {"major": 0, "minor": 7}, "block_height": 10}]}', 101) AS credited_again;
 SELECT balance FROM balance('sw-w', 'XMR');
 SELECT kind, amount, reference FROM history('sw-w', 'XMR');

@@ -33,6 +33,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     v_address text;
     r jsonb;
+    a record;
 BEGIN
     IF node_id IS NULL OR length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
         RAISE EXCEPTION 'node id "%" cannot have a deposit address', left(coalesce(node_id, 'NULL'), 64)
@@ -47,6 +48,17 @@ BEGIN
         RETURN v_address;
     END IF;
     r := compay.wallet_rpc('create_address', jsonb_build_object('account_index', 0, 'label', node_id));
+    -- What the wallet answered is checked before it is kept.
+    SELECT * INTO a FROM compay.monero_address_info(coalesce(r->>'address', ''));
+    IF jsonb_typeof(r->'address') IS DISTINCT FROM 'string' OR NOT a.valid
+       OR a.network IS DISTINCT FROM current_setting('compay.monero_network')
+       OR a.kind IS DISTINCT FROM 'subaddress'
+       OR coalesce(r->>'address_index', '') !~ '^[1-9][0-9]{0,8}$' THEN
+        RAISE EXCEPTION 'bad reply from the wallet to create_address'
+            USING ERRCODE = 'PY015',
+                  DETAIL = 'A deposit address is a subaddress of compay.monero_network with a positive address_index; the wallet answered '
+                           || left(r::text, 200) || '.';
+    END IF;
     PERFORM compay.wallet_rpc('store');
     INSERT INTO compay.deposit_addresses (node_id, address, address_index)
     VALUES (node_id, r->>'address', (r->>'address_index')::integer);
@@ -67,6 +79,13 @@ DECLARE
     v_n integer := 0;
     v_transfer bigint;
 BEGIN
+    -- Every output's tx hash is a hash before anything is credited.
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(reply->'transfers', '[]')) e
+               WHERE coalesce(e->>'tx_hash', '') !~ '^[0-9a-f]{64}$') THEN
+        RAISE EXCEPTION 'bad reply from the wallet to incoming_transfers'
+            USING ERRCODE = 'PY015',
+                  DETAIL = 'Every output''s tx_hash is 64 lower-case hexadecimal digits; nothing was credited.';
+    END IF;
     FOR t IN
         SELECT e->>'tx_hash' AS txid, (e->>'global_index')::bigint AS output,
                (e->'subaddr_index'->>'minor')::integer AS idx,
@@ -92,8 +111,32 @@ BEGIN
     RETURN v_n;
 END $$;
 
+-- How far the worker has read the wallet's incoming transfers: every
+-- output mined at or below scanned_height with compay.deposit_confirmations
+-- is credited (src/payout.c, PollDeposits).  No row: nothing read yet.
+CREATE TABLE compay.deposit_scan (
+    wallet         boolean PRIMARY KEY DEFAULT true CHECK (wallet),
+    scanned_height bigint NOT NULL CHECK (scanned_height >= 0),
+    scanned_at     timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE compay.deposit_scan IS
+    'one row: the treasury wallet height up to which the worker has credited every confirmed deposit output (it reads only what is newer, less compay.deposit_rescan_blocks)';
+SELECT pg_catalog.pg_extension_config_dump('compay.deposit_scan', '');
+REVOKE ALL ON compay.deposit_scan FROM PUBLIC;
+GRANT SELECT ON compay.deposit_scan TO compay_reader;
+
+CREATE FUNCTION compay.record_deposit_scan(height bigint) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    INSERT INTO compay.deposit_scan AS s (scanned_height) VALUES (greatest(height, 0))
+    ON CONFLICT (wallet) DO UPDATE
+    SET scanned_height = greatest(s.scanned_height, excluded.scanned_height), scanned_at = now();
+$$;
+COMMENT ON FUNCTION compay.record_deposit_scan(bigint) IS
+    'the worker: every confirmed deposit output at or below height is credited (the scanned height never goes down)';
+
 REVOKE ALL ON FUNCTION compay.verify_payout(bigint), compay.payout_proof(bigint, text),
-    compay.deposit_address(text), compay.record_deposits(jsonb, bigint) FROM PUBLIC;
+    compay.deposit_address(text), compay.record_deposits(jsonb, bigint),
+    compay.record_deposit_scan(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.verify_payout(bigint), compay.payout_proof(bigint, text)
     TO compay_reader;
 GRANT EXECUTE ON FUNCTION compay.deposit_address(text) TO compay_app, compay_node;

@@ -45,6 +45,8 @@
 #include "payout.h"
 #include "wallet_rpc.h"
 
+int			deposit_rescan_blocks = 10;
+
 /* Most payouts one round moves through each step. */
 #define PAYOUT_ROUND_MAX 20
 
@@ -83,6 +85,8 @@ PayoutQuery(const char *sql, int nargs, const char *arg1, const char *arg2,
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* The commit leaves TopMemoryContext current: back to the round's. */
+	MemoryContextSwitchTo(caller);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return found;
 }
@@ -410,39 +414,90 @@ ConfirmOne(int64 after_id, int64 *id)
 }
 
 /*
- * Deposits: reads the outputs received at the nodes' deposit subaddresses
- * (incoming_transfers, one entry per output) and the wallet's height, and
- * credits those with enough confirmations, once each
- * (compay.record_deposits, keyed by tx hash and global output index).
+ * Deposits, read incrementally.  compay.deposit_scan keeps the height up
+ * to which every deposit output with enough confirmations is credited.
+ * Each round: the wallet's height H; get_transfers (in, filtered by
+ * height) lists the incoming transfers mined after that height, less
+ * compay.deposit_rescan_blocks blocks read again for reorganisations, up
+ * to H - compay.deposit_confirmations: a handful of entries, usually none.
+ * Only when one of them is not credited yet does the round read outputs:
+ * incoming_transfers (one entry per output, with its global index) of the
+ * subaddresses concerned only, credited by compay.record_deposits once
+ * each, keyed by tx hash and global output index as before.  Then the
+ * scanned height moves up.  A round with nothing new asks the wallet for
+ * nothing but its height and an empty list, however many outputs it has
+ * received over the years.
  */
 static int64
 PollDeposits(void)
 {
-	char	   *indices = NULL;
+	char	   *f[3] = {NULL, NULL, NULL};
+	char	   *to_read = NULL;
 	char	   *credited = NULL;
 	char	   *height;
+	int64		wallet_height;
+	int64		top;
+	int64		from;
 	WalletRpcResult r;
 
-	PayoutQuery("SELECT string_agg(address_index::text, ',' ORDER BY address_index) "
-				"FROM compay.deposit_addresses", 0, NULL, NULL, &indices, 1);
-	if (indices == NULL)
+	PayoutQuery("SELECT string_agg(address_index::text, ',' ORDER BY address_index), "
+				"(SELECT coalesce(max(scanned_height), 0) FROM compay.deposit_scan)::text, "
+				"current_setting('compay.deposit_confirmations') "
+				"FROM compay.deposit_addresses", 0, NULL, NULL, f, 3);
+	if (f[0] == NULL)
 		return 0;				/* no deposit address: no wallet call */
 	WalletRpcCall("refresh", "{}", &r);
 	WalletRpcCall("get_height", "{}", &r);
 	height = r.status == WALLET_RPC_OK ? ResultField(&r, "height", NULL) : NULL;
-	if (height != NULL)
-		WalletRpcCall("incoming_transfers",
-					  psprintf("{\"transfer_type\":\"all\",\"account_index\":0,"
-							   "\"subaddr_indices\":[%s]}", indices),
-					  &r);
-	if (r.status != WALLET_RPC_OK || height == NULL)
+	if (height == NULL || strspn(height, "0123456789") != strlen(height) || strlen(height) > 15)
+	{
+		ereport(LOG,
+				(errmsg("compay worker: could not read deposits: %s",
+						r.status == WALLET_RPC_OK ? "bad reply: no height" : Describe(&r))));
+		return 0;				/* read again next round */
+	}
+	wallet_height = pg_strtoint64(height);
+	top = wallet_height - pg_strtoint64(f[2]);
+	from = Max(pg_strtoint64(f[1]) - deposit_rescan_blocks, 0);
+	if (top <= from)
+		return 0;				/* no block newly confirmed enough */
+	WalletRpcCall("get_transfers",
+				  psprintf("{\"in\":true,\"account_index\":0,\"subaddr_indices\":[%s],"
+						   "\"filter_by_height\":true,\"min_height\":" INT64_FORMAT ","
+						   "\"max_height\":" INT64_FORMAT "}", f[0], from, top),
+				  &r);
+	if (r.status != WALLET_RPC_OK)
 	{
 		ereport(LOG,
 				(errmsg("compay worker: could not read deposits: %s", Describe(&r))));
-		return 0;				/* read again next round */
+		return 0;
 	}
-	PayoutQuery("SELECT compay.record_deposits($1::jsonb, $2::bigint)::text", 2,
-				ResultText(&r), height, &credited, 1);
+	/* The deposit subaddresses that received a transaction not credited yet. */
+	PayoutQuery("SELECT string_agg(DISTINCT d.address_index::text, ',') "
+				"FROM jsonb_array_elements(coalesce($1::jsonb->'in', '[]')) e "
+				"JOIN compay.deposit_addresses d "
+				"  ON d.address_index::text = e->'subaddr_index'->>'minor' "
+				"WHERE e->'subaddr_index'->>'major' = '0' "
+				"  AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x "
+				"                  WHERE x.tx_hash = e->>'txid' AND x.address_index = d.address_index)",
+				1, ResultText(&r), NULL, &to_read, 1);
+	if (to_read != NULL)
+	{
+		WalletRpcCall("incoming_transfers",
+					  psprintf("{\"transfer_type\":\"all\",\"account_index\":0,"
+							   "\"subaddr_indices\":[%s]}", to_read),
+					  &r);
+		if (r.status != WALLET_RPC_OK)
+		{
+			ereport(LOG,
+					(errmsg("compay worker: could not read deposits: %s", Describe(&r))));
+			return 0;
+		}
+		PayoutQuery("SELECT compay.record_deposits($1::jsonb, $2::bigint)::text", 2,
+					ResultText(&r), height, &credited, 1);
+	}
+	PayoutQuery("SELECT compay.record_deposit_scan($1::bigint)", 1,
+				psprintf(INT64_FORMAT, top), NULL, NULL, 0);
 	return credited ? pg_strtoint64(credited) : 0;
 }
 

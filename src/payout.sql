@@ -168,7 +168,14 @@ SELECT pg_catalog.pg_extension_config_dump('compay.payout_transactions', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.payout_transactions_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.payout_items', '');
 REVOKE ALL ON compay.payout_transactions, compay.payout_items, compay.payout_transactions_id_seq FROM PUBLIC;
-GRANT SELECT ON compay.payout_transactions, compay.payout_items TO compay_reader;
+-- The tx key proves the payment to any address (check_tx_key) and the
+-- metadata is the signed transaction: compay_admin only.
+GRANT SELECT (id, status, amount, fee, fee_from, tx_hash, key_images, confirmations, attempts,
+              last_error, next_attempt_at, conflict_height, created_at, built_at, relayed_at,
+              confirmed_at, failed_at)
+    ON compay.payout_transactions TO compay_reader;
+GRANT SELECT ON compay.payout_transactions TO compay_admin;
+GRANT SELECT ON compay.payout_items TO compay_reader;
 
 CREATE FUNCTION compay.payout_withdraw(hold_ids bigint[], fee compay.credit, fee_from text,
     reference text) RETURNS integer
@@ -294,6 +301,17 @@ DECLARE
     v_holds bigint[];
     v_sent numeric;
 BEGIN
+    -- What the wallet answered is checked before it is kept.
+    IF coalesce(reply->>'tx_hash', '') !~ '^[0-9a-f]{64}$'
+       OR coalesce(reply->>'tx_key', '') !~ '^([0-9a-f]{64})+$'
+       OR coalesce(reply->>'tx_metadata', '') !~ '^([0-9a-f]{2})+$'
+       OR jsonb_typeof(reply->'spent_key_images'->'key_images') IS DISTINCT FROM 'array'
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(reply->'spent_key_images'->'key_images') k
+                  WHERE coalesce(k #>> '{}', '') !~ '^[0-9a-f]{64}$') THEN
+        RAISE EXCEPTION 'bad reply from the wallet to transfer for payout %', payout_id
+            USING ERRCODE = 'PY015',
+                  DETAIL = 'The tx_hash and each key image are 64 hexadecimal digits, the tx_key a multiple of 64, the tx_metadata hexadecimal; nothing was recorded.';
+    END IF;
     SELECT * INTO p FROM compay.payout_transactions WHERE id = payout_id FOR UPDATE;
     IF p.status <> 'queued' THEN
         RAISE EXCEPTION 'payout % is %, not queued', payout_id, p.status

@@ -37,6 +37,7 @@
 
 #include "compay.h"
 #include "credit.h"
+#include "payout.h"
 #include "wallet_rpc.h"
 
 PG_FUNCTION_INFO_V1(compay_wallet_rpc);
@@ -130,6 +131,11 @@ DefinePayoutDefaults(void)
 							"Confirmations after which an XMR deposit is credited.",
 							NULL, &deposit_confirmations, 10, 0, 1000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("compay.deposit_rescan_blocks",
+							"Blocks below the scanned height the worker reads again for deposits.",
+							"A reorganisation can move a deposit to another block: the worker reads the incoming transfers of the last this many scanned blocks again each round (nothing already credited is credited again).",
+							&deposit_rescan_blocks, 10, 0, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("compay.payout_auto_relay",
 							 "Whether the worker relays payout transactions once built.",
 							 "Off: payouts stop at built (recorded and debited, nothing sent) until it is on again, for a review.",
@@ -151,11 +157,11 @@ WalletRpcInit(void)
 	DefineCustomStringVariable("compay.wallet_rpc_url",
 							   "Base URL of the treasury's monero-wallet-rpc (http or https).",
 							   "JSON-RPC calls go to URL/json_rpc.",
-							   &wallet_rpc_url, "http://127.0.0.1:18083", PGC_SIGHUP, 0,
+							   &wallet_rpc_url, "http://127.0.0.1:18083", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("compay.wallet_rpc_user",
 							   "User name of the wallet RPC's digest login; empty for none.",
-							   NULL, &wallet_rpc_user, "", PGC_SIGHUP, 0,
+							   NULL, &wallet_rpc_user, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("compay.wallet_rpc_password_file",
 							   "File holding the wallet RPC's password (first line).",
@@ -165,7 +171,7 @@ WalletRpcInit(void)
 	DefineCustomStringVariable("compay.daemon_rpc_url",
 							   "Base URL of the monerod RPC the wallet uses; empty for none.",
 							   "Payouts ask it by tx hash (/get_transactions, /is_key_image_spent) before taking anything for not sent; without it a payout whose relay fails stays built.",
-							   &daemon_rpc_url, "", PGC_SIGHUP, 0,
+							   &daemon_rpc_url, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("compay.wallet_rpc_connect_timeout",
 							"Time allowed to connect to the wallet RPC.",
@@ -220,8 +226,18 @@ ReadPassword(char **error)
 	f = AllocateFile(wallet_rpc_password_file, "r");
 	if (f == NULL)
 	{
-		*error = psprintf("cannot read compay.wallet_rpc_password_file \"%s\": %m",
-						  wallet_rpc_password_file);
+		int			save_errno = errno;
+
+		/*
+		 * The path goes to the server log only (never to a client, whatever
+		 * its client_min_messages): the error a caller sees may reach a
+		 * non-superuser through compay.deposit_address().
+		 */
+		ereport(LOG_SERVER_ONLY,
+				(errmsg("compay: cannot read compay.wallet_rpc_password_file \"%s\": %s",
+						wallet_rpc_password_file, strerror(save_errno))));
+		*error = psprintf("cannot read compay.wallet_rpc_password_file: %s",
+						  strerror(save_errno));
 		return NULL;
 	}
 	if (fgets(line, sizeof(line), f) == NULL)
@@ -314,16 +330,88 @@ ParseReply(const char *body, WalletRpcResult *out)
 }
 
 /*
+ * Runs the transfer of curl to its end through a multi handle, so that
+ * the wait is ours, not libcurl's: every WALLET_RPC_POLL_MS it takes the
+ * server's interrupts (CHECK_FOR_INTERRUPTS: a cancel, statement_timeout
+ * or, in the worker, SIGTERM ends the call at once by an error, and the
+ * caller's PG_FINALLY frees the handles) and runs the wait hook (the
+ * worker's ledger steps).  Neither happens inside a libcurl callback.
+ */
+#define WALLET_RPC_POLL_MS 100
+
+static WalletRpcWaitHook wait_hook = NULL;
+static bool in_wait_hook = false;
+
+void
+WalletRpcSetWaitHook(WalletRpcWaitHook hook)
+{
+	wait_hook = hook;
+}
+
+static CURLcode
+PerformInterruptibly(CURLM *multi, CURL *curl)
+{
+	CURLcode	rc = CURLE_OK;
+	int			running = 1;
+
+	if (curl_multi_add_handle(multi, curl) != CURLM_OK)
+		return CURLE_FAILED_INIT;
+	for (;;)
+	{
+		CURLMsg    *msg;
+		int			left;
+
+		if (curl_multi_perform(multi, &running) != CURLM_OK)
+		{
+			rc = CURLE_FAILED_INIT;
+			break;
+		}
+		if (running == 0)
+		{
+			rc = CURLE_FAILED_INIT;
+			while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+				if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl)
+					rc = msg->data.result;
+			break;
+		}
+		CHECK_FOR_INTERRUPTS();
+		if (wait_hook != NULL && !in_wait_hook)
+		{
+			in_wait_hook = true;
+			PG_TRY();
+			{
+				wait_hook();
+			}
+			PG_FINALLY();
+			{
+				in_wait_hook = false;
+			}
+			PG_END_TRY();
+		}
+		if (curl_multi_poll(multi, NULL, 0, WALLET_RPC_POLL_MS, NULL) != CURLM_OK)
+		{
+			rc = CURLE_FAILED_INIT;
+			break;
+		}
+	}
+	curl_multi_remove_handle(multi, curl);
+	return rc;
+}
+
+/*
  * POSTs body (JSON) to url, with the wallet's digest login when login is
  * set; fills out->status (and error) for a transport failure and returns
  * the body, or NULL.  Never called with a ledger lock held or, from the
- * worker, inside a transaction (docs/design.md, "Payouts").
+ * worker, inside a transaction (docs/design.md, "Payouts").  A reply is
+ * taken only whole, within compay.wallet_rpc_reply_max, and valid in the
+ * database encoding, so no string of it can be stored unreadable.
  */
 static char *
 HttpPostJson(const char *url, const char *body, size_t body_len, bool login,
 			 WalletRpcResult *out)
 {
 	CURL	   *volatile curl = NULL;
+	CURLM	   *volatile multi = NULL;
 	struct curl_slist *volatile headers = NULL;
 	ReplyBuffer reply = {0};
 	char	   *volatile password = NULL;
@@ -352,7 +440,8 @@ HttpPostJson(const char *url, const char *body, size_t body_len, bool login,
 	PG_TRY();
 	{
 		curl = curl_easy_init();
-		if (curl == NULL)
+		multi = curl_multi_init();
+		if (curl == NULL || multi == NULL)
 			elog(ERROR, "curl_easy_init failed");
 		headers = curl_slist_append(NULL, "Content-Type: application/json");
 		curl_easy_setopt(curl, CURLOPT_URL, url);
@@ -371,16 +460,30 @@ HttpPostJson(const char *url, const char *body, size_t body_len, bool login,
 			curl_easy_setopt(curl, CURLOPT_USERNAME, wallet_rpc_user);
 			curl_easy_setopt(curl, CURLOPT_PASSWORD, password);
 		}
-		rc = curl_easy_perform(curl);
+		rc = PerformInterruptibly(multi, curl);
 		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http_status);
 		curl_easy_getinfo(curl, CURLINFO_NUM_CONNECTS, &connects);
 		if (CheckTransfer(rc, http_status, &reply, out))
-			text = pstrdup(reply.data ? reply.data : "");
+		{
+			const char *data = reply.data ? reply.data : "";
+
+			if (!pg_verify_mbstr(GetDatabaseEncoding(), data, (int) reply.len, true) ||
+				strlen(data) != reply.len)
+			{
+				out->status = WALLET_RPC_BAD_REPLY;
+				out->error = psprintf("the reply is not valid %s text",
+									  GetDatabaseEncodingName());
+			}
+			else
+				text = pstrdup(data);
+		}
 	}
 	PG_FINALLY();
 	{
 		if (headers)
 			curl_slist_free_all(headers);
+		if (multi)
+			curl_multi_cleanup(multi);
 		if (curl)
 			curl_easy_cleanup(curl);
 		free(reply.data);
@@ -388,7 +491,7 @@ HttpPostJson(const char *url, const char *body, size_t body_len, bool login,
 	PG_END_TRY();
 	/* One connection serves the login's 401 and the request itself. */
 	if (connects > 1)
-		ereport(LOG,
+		ereport(LOG_SERVER_ONLY,
 				(errmsg("compay: the HTTP client sent a request to %s again on a new connection", url),
 				 errdetail("A reused connection closed before the reply; the request may have run twice.")));
 	return text;
@@ -411,8 +514,7 @@ WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
 	if (!IsHttpUrl(wallet_rpc_url))
 	{
 		out->status = WALLET_RPC_UNREACHABLE;
-		out->error = psprintf("compay.wallet_rpc_url \"%s\" is not an http or https URL",
-							  wallet_rpc_url);
+		out->error = pstrdup("compay.wallet_rpc_url is not an http or https URL");
 		return;
 	}
 	initStringInfo(&request);
@@ -451,8 +553,7 @@ DaemonRpcCall(const char *path, const char *params, WalletRpcResult *out)
 	if (!DaemonRpcConfigured() || !IsHttpUrl(daemon_rpc_url))
 	{
 		out->status = WALLET_RPC_UNREACHABLE;
-		out->error = psprintf("compay.daemon_rpc_url \"%s\" is not an http or https URL",
-							  daemon_rpc_url ? daemon_rpc_url : "");
+		out->error = pstrdup("compay.daemon_rpc_url is not an http or https URL");
 		return;
 	}
 	body = HttpPostJson(psprintf("%s%s", daemon_rpc_url, path), params, strlen(params),

@@ -38,7 +38,11 @@ typedef struct WalletRpcResult
 
 extern PGDLLIMPORT bool payout_auto_relay;
 
+/* Run every ~100 ms while a wallet call waits (the worker's ledger steps). */
+typedef void (*WalletRpcWaitHook) (void);
+
 extern void WalletRpcInit(void);
+extern void WalletRpcSetWaitHook(WalletRpcWaitHook hook);
 extern void WalletRpcCall(const char *method, const char *params, WalletRpcResult *out);
 extern bool DaemonRpcConfigured(void);
 extern void DaemonRpcCall(const char *path, const char *params, WalletRpcResult *out);

@@ -39,6 +39,7 @@
 #include "utils/timestamp.h"
 
 #include "payout.h"
+#include "wallet_rpc.h"
 #include "worker.h"
 
 PG_FUNCTION_INFO_V1(compay_wake_worker);
@@ -230,6 +231,8 @@ StepFailed(const char *step, MemoryContext context)
 	edata = CopyErrorData();
 	FlushErrorState();
 	AbortCurrentTransaction();
+	/* The abort leaves TopMemoryContext current: back to the round's. */
+	MemoryContextSwitchTo(context);
 	ereport(LOG, (errmsg("compay worker: %s failed: %s", step, edata->message)));
 	RecordError(step, edata->message);
 	FreeErrorData(edata);
@@ -267,6 +270,8 @@ RunStep(const char *step, const char *sql)
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		/* The commit leaves TopMemoryContext current: back to the round's. */
+		MemoryContextSwitchTo(context);
 	}
 	PG_CATCH();
 	{
@@ -288,6 +293,7 @@ RunPayouts(void)
 	PG_TRY();
 	{
 		moved = PayoutRound();
+		MemoryContextSwitchTo(context);
 	}
 	PG_CATCH();
 	{
@@ -311,23 +317,83 @@ SettlementDue(TimestampTz last)
 	return last == 0 ? 0 : TimestampTzPlusMilliseconds(last, (int64) settlement_interval_s * 1000);
 }
 
-/* One round: each step its own transaction; a failed step does not stop the others. */
+/* What the ledger steps did in the current round, added up. */
+static int64 round_holds;
+static int64 round_jobs;
+static int64 round_settled;
+static TimestampTz last_ledger_steps = 0;
+
+/*
+ * The ledger steps: expire due holds, time out jobs, settle when due (at
+ * once after a start) or asked to by compay.wake_worker(), else retry what
+ * failed.  Each its own transaction; none calls the wallet.
+ */
 static void
-WorkerRound(void)
+LedgerSteps(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz last;
 	bool		requested;
-	int64		holds;
-	int64		jobs;
-	int64		settled;
+	int64		n;
 
+	last_ledger_steps = now;
 	SpinLockAcquire(&shared->mutex);
-	shared->last_round_start = now;
-	strlcpy(shared->state, "running", WORKER_STATE_LEN);
 	last = shared->last_settlement;
 	requested = shared->settle_requested;
 	shared->settle_requested = false;
+	SpinLockRelease(&shared->mutex);
+
+	round_holds += Max(RunStep("expire holds", "SELECT compay.expire_holds()::bigint"), 0);
+	round_jobs += Max(RunStep("expire jobs", "SELECT compay.expire_jobs()::bigint"), 0);
+	if (requested || now >= SettlementDue(last))
+	{
+		n = RunStep("settlement",
+					psprintf("SELECT count(*) FROM compay.run_settlement('%s')", PeriodName()));
+		if (n >= 0)
+			last = now;
+	}
+	else
+		n = RunStep("retry settlements", "SELECT count(*) FROM compay.process_due_settlements()");
+	round_settled += Max(n, 0);
+
+	SpinLockAcquire(&shared->mutex);
+	shared->last_settlement = last;
+	shared->next_settlement_due = SettlementDue(last);
+	SpinLockRelease(&shared->mutex);
+}
+
+/*
+ * The wallet's wait hook (src/wallet_rpc.c), set while the worker runs its
+ * payout round: while a wallet call waits, the ledger steps still run
+ * every compay.worker_naptime, so a slow or hung wallet never holds back
+ * hold expiry, job timeouts or settlement.  Wallet calls of the worker are
+ * made outside any transaction (src/payout.c); the steps run in their own.
+ */
+static void
+LedgerStepsWhileWaiting(void)
+{
+	MemoryContext context = CurrentMemoryContext;
+
+	if (IsTransactionState() ||
+		GetCurrentTimestamp() < TimestampTzPlusMilliseconds(last_ledger_steps,
+															(int64) worker_naptime_s * 1000))
+		return;
+	LedgerSteps();
+	MemoryContextSwitchTo(context);
+	pgstat_report_activity(STATE_RUNNING, "compay worker: waiting for the wallet");
+}
+
+/*
+ * One round: the ledger steps first, then the payout round (wallet calls),
+ * during which the ledger steps go on at their pace; each step its own
+ * transaction; a failed step does not stop the others.
+ */
+static void
+WorkerRound(void)
+{
+	SpinLockAcquire(&shared->mutex);
+	shared->last_round_start = GetCurrentTimestamp();
+	strlcpy(shared->state, "running", WORKER_STATE_LEN);
 	SpinLockRelease(&shared->mutex);
 
 	if (RunStep("extension check",
@@ -336,34 +402,26 @@ WorkerRound(void)
 		SetState("waiting for extension");
 		return;
 	}
-	holds = RunStep("expire holds", "SELECT compay.expire_holds()::bigint");
-	jobs = RunStep("expire jobs", "SELECT compay.expire_jobs()::bigint");
-	/*
-	 * Settle when due (at once after a start) or asked to by
-	 * compay.wake_worker(); else retry what failed.
-	 */
-	if (requested || now >= SettlementDue(last))
-	{
-		settled = RunStep("settlement",
-						  psprintf("SELECT count(*) FROM compay.run_settlement('%s')",
-								   PeriodName()));
-		if (settled >= 0)
-			last = now;
-	}
-	else
-		settled = RunStep("retry settlements",
-						  "SELECT count(*) FROM compay.process_due_settlements()");
+	round_holds = round_jobs = round_settled = 0;
+	LedgerSteps();
 
-	(void) RunPayouts();
+	WalletRpcSetWaitHook(LedgerStepsWhileWaiting);
+	PG_TRY();
+	{
+		(void) RunPayouts();
+	}
+	PG_FINALLY();
+	{
+		WalletRpcSetWaitHook(NULL);
+	}
+	PG_END_TRY();
 
 	SpinLockAcquire(&shared->mutex);
-	shared->last_settlement = last;
-	shared->next_settlement_due = SettlementDue(last);
 	shared->last_round_end = GetCurrentTimestamp();
 	shared->rounds++;
-	shared->holds_expired = Max(holds, 0);
-	shared->jobs_expired = Max(jobs, 0);
-	shared->settlements_processed = Max(settled, 0);
+	shared->holds_expired = round_holds;
+	shared->jobs_expired = round_jobs;
+	shared->settlements_processed = round_settled;
 	strlcpy(shared->state, "idle", WORKER_STATE_LEN);
 	SpinLockRelease(&shared->mutex);
 	pgstat_report_stat(true);
@@ -382,6 +440,8 @@ WorkerDetach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 void
 compay_worker_main(Datum arg pg_attribute_unused())
 {
+	MemoryContext round_context;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -399,6 +459,14 @@ compay_worker_main(Datum arg pg_attribute_unused())
 	ereport(LOG, (errmsg("compay settlement worker started on database \"%s\"",
 						 worker_database)));
 
+	/*
+	 * Everything a round allocates (wallet replies, query results) lives
+	 * in this context, emptied after each round: the worker's memory stays
+	 * flat however many rounds it runs.
+	 */
+	round_context = AllocSetContextCreate(TopMemoryContext, "compay worker round",
+										  ALLOCSET_DEFAULT_SIZES);
+
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
@@ -412,7 +480,12 @@ compay_worker_main(Datum arg pg_attribute_unused())
 		else if (!worker_enabled)
 			SetState("disabled");
 		else
+		{
+			MemoryContextSwitchTo(round_context);
 			WorkerRound();
+			MemoryContextSwitchTo(TopMemoryContext);
+			MemoryContextReset(round_context);
+		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 (long) worker_naptime_s * 1000L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

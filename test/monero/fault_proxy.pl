@@ -41,6 +41,15 @@
 #   cut_relay   like drop_relay, but send the reply's headers (with their
 #               Content-Length) and no body before closing: the client has
 #               started to receive, so it cannot re-send; it sees a lost reply
+#   trickle     do not forward; answer 200 with a valid JSON-RPC reply of
+#               about 300 bytes, its headers at once and then its body one
+#               byte a second (a wallet that answers, slowly), until the
+#               client closes
+#   canned      do not forward; answer 200 with the bytes of the file
+#               MODE_FILE.reply as the body, unchanged (a wallet whose reply
+#               is wrong: bad encoding, bad fields)
+#               (trickle and canned never connect to the wallet: with them
+#               UPSTREAM_PORT may name nothing)
 use strict;
 use warnings;
 
@@ -50,7 +59,8 @@ use POSIX ();
 
 my $HUGE_PAD = 6_000_000;	# bytes of "x" in the huge reply
 my $IDLE_S = 600;			# longest silence of a peer in the middle of an exchange
-my %MODES = map { $_ => 1 } qw(pass hang cut huge drop_relay cut_relay);
+my $TRICKLE_S = 1;			# seconds between two bytes of a trickled reply
+my %MODES = map { $_ => 1 } qw(pass hang cut huge drop_relay cut_relay trickle canned);
 
 sub usage
 {
@@ -168,6 +178,38 @@ sub huge_reply
 	  . 'Content-Length: ' . length($body) . "\r\n\r\n" . $body;
 }
 
+sub reply_with
+{
+	my ($body) = @_;
+	return "HTTP/1.1 200 Ok\r\nServer: fault_proxy\r\nContent-Type: application/json\r\n"
+	  . 'Content-Length: ' . length($body) . "\r\n\r\n";
+}
+
+# The headers at once, then the body a byte every $TRICKLE_S seconds;
+# false when the client went away first.
+sub trickle
+{
+	my ($client) = @_;
+	my $body = '{"jsonrpc":"2.0","id":"0","result":{"trickle":"' . ('x' x 250) . '"}}';
+	return 0 unless write_all($client, reply_with($body));
+	for my $i (0 .. length($body) - 1)
+	{
+		sleep $TRICKLE_S;
+		return 0 unless write_all($client, substr($body, $i, 1));
+	}
+	return 1;
+}
+
+sub canned
+{
+	my $file = "$mode_file.reply";
+	open my $fh, '<:raw', $file or return '';
+	local $/;
+	my $body = <$fh> // '';
+	close $fh;
+	return $body;
+}
+
 my $nconn = 0;
 
 # Serves one client connection until it ends (or a fault ends it).
@@ -191,6 +233,22 @@ sub serve
 			$junk = '' while fill($client, \$junk);
 			note("$tag: the client closed");
 			last;
+		}
+		if ($mode eq 'trickle')
+		{
+			note("$tag: trickling a reply, a byte every $TRICKLE_S s");
+			my $ok = trickle($client);
+			note("$tag: ", $ok ? 'trickled whole' : 'the client closed');
+			last unless $ok;
+			next;
+		}
+		if ($mode eq 'canned')
+		{
+			my $body = canned();
+			my $ok = write_all($client, reply_with($body) . $body);
+			note("$tag: canned reply of ", length $body, ' bytes ', $ok ? 'sent' : 'not taken');
+			last unless $ok;
+			next;
 		}
 		if ($mode eq 'huge')
 		{
@@ -236,7 +294,8 @@ sub serve
 			last;
 		}
 		my $ok = write_all($client, $reply->{raw});
-		note("$tag: $status passed", $ok ? '' : ' (the client was gone)');
+		note("$tag: $status passed (", length $reply->{body}, ' body bytes)',
+			$ok ? '' : ' (the client was gone)');
 		last unless $ok;
 		if ($reply->{close})
 		{

@@ -2,7 +2,7 @@
 -- triggers, functions, roles and privileges).
 BEGIN;
 SET search_path = public, compay;
-SELECT plan(75);
+SELECT plan(79);
 
 -- Tables and their keys.
 SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
@@ -11,7 +11,7 @@ SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
                                   'market_adjustments', 'jobs', 'verifications',
                                   'usage_samples', 'usage_totals', 'stakes', 'payments', 'settlements',
                                   'payout_addresses', 'payout_policies', 'payout_transactions',
-                                  'payout_items', 'deposit_addresses', 'xmr_deposits',
+                                  'payout_items', 'deposit_addresses', 'xmr_deposits', 'deposit_scan',
                                   'requester_volume', 'node_roles', 'admin_journal']);
 SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
@@ -55,7 +55,7 @@ SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_
 -- Every table and sequence is dumped with its rows; the tables with rows
 -- of their own (builtin) only with the others.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 35, '35 tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 36, '36 tables and sequences are registered for pg_dump');
 SELECT set_eq($$SELECT c::regclass, w
                 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x (c, w)
                 WHERE e.extname = 'compay'$$,
@@ -93,7 +93,8 @@ SELECT set_eq($$SELECT c::regclass, w
                       ('compay.xmr_deposits'::regclass, ''),
                       ('compay.node_roles'::regclass, ''),
                       ('compay.admin_journal'::regclass, ''),
-                      ('compay.admin_journal_id_seq'::regclass, '')$$,
+                      ('compay.admin_journal_id_seq'::regclass, ''),
+                      ('compay.deposit_scan'::regclass, '')$$,
               'the registered tables and sequences, and the filter of each');
 
 -- Functions: the money-moving ones are SECURITY DEFINER with a pinned search_path.
@@ -160,6 +161,18 @@ SELECT ok(NOT has_table_privilege('compay_app', 'compay.accounts', 'UPDATE'), 'c
 SELECT ok(NOT has_table_privilege('compay_app', 'compay.journal', 'INSERT'), 'compay_app cannot INSERT journal');
 SELECT ok(NOT has_sequence_privilege('compay_app', 'compay.transfers_id_seq', 'USAGE'),
           'compay_app cannot draw transfer ids');
+-- A payout's tx key and signed transaction: compay_admin only.
+SELECT ok(NOT has_column_privilege('compay_reader', 'compay.payout_transactions', 'tx_key', 'SELECT')
+          AND NOT has_column_privilege('compay_reader', 'compay.payout_transactions', 'tx_metadata', 'SELECT'),
+          'compay_reader cannot read tx_key and tx_metadata');
+SELECT ok(NOT has_column_privilege('compay_app', 'compay.payout_transactions', 'tx_key', 'SELECT'),
+          'compay_app cannot read tx_key');
+SELECT ok(has_column_privilege('compay_admin', 'compay.payout_transactions', 'tx_key', 'SELECT')
+          AND has_column_privilege('compay_admin', 'compay.payout_transactions', 'tx_metadata', 'SELECT'),
+          'compay_admin reads tx_key and tx_metadata');
+SELECT ok(has_column_privilege('compay_reader', 'compay.payout_transactions', 'tx_hash', 'SELECT')
+          AND has_table_privilege('compay_reader', 'compay.payouts', 'SELECT'),
+          'compay_reader reads tx_hash and the payouts view');
 
 -- Behaviour, as compay_app: the functions work, direct writes fail with 42501.
 SET LOCAL ROLE compay_app;
