@@ -153,7 +153,7 @@ SELECT * FROM compay.balance('sn-a'); \echo :LAST_ERROR_SQLSTATE
 SET search_path = public, compay;
 SELECT node_id, balance, reserved FROM accounts
 WHERE node_id LIKE 'sn-%' AND currency = 'CREDIT' ORDER BY node_id;
-SELECT count(*) AS samples FROM usage_samples;
+SELECT count(*) AS samples FROM usage_samples s JOIN jobs j ON j.id = s.job_id WHERE j.task_id LIKE 'sn-%';
 SELECT bool_and(ok) AS ledger_ok FROM verify_ledger();
 REVOKE EXECUTE ON FUNCTION reserve(text, credit, text, interval, text, text),
     release(bigint, text), stake(text, credit, text), expire_holds(),
