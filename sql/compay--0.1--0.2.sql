@@ -365,11 +365,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = role_name) THEN
         RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
     END IF;
-    IF length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
-        RAISE EXCEPTION 'node id "%" cannot be mapped to a role', left(node_id, 64)
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A node id has 1 to 200 characters and does not start with $.';
-    END IF;
+    PERFORM compay.check_node_id(node_id);      -- the ledger's node id rule (22023)
     INSERT INTO compay.node_roles AS n (role_name, node_id)
     VALUES (add_node_role.role_name, add_node_role.node_id) ON CONFLICT DO NOTHING;
     RETURN FOUND;
@@ -641,11 +637,12 @@ END $$;
 CREATE OR REPLACE FUNCTION compay.assign_job(task_id text, provider text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    j compay.jobs := compay.lock_job(task_id);
+    j compay.jobs;
     v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
     v_stake compay.credit;
 BEGIN
     PERFORM compay.require_node(NULL);          -- the application assigns jobs
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
     IF provider IS NULL THEN
         RAISE EXCEPTION 'provider must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -677,9 +674,10 @@ CREATE OR REPLACE FUNCTION compay.complete_job(task_id text, started_at timestam
     completed_at timestamptz, gpu_utilization numeric DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    j compay.jobs := compay.lock_job(task_id);
+    j compay.jobs;
 BEGIN
     PERFORM compay.require_node(NULL);          -- the application completes jobs
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
     IF started_at IS NULL OR completed_at IS NULL THEN
         RAISE EXCEPTION 'started_at and completed_at must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -766,13 +764,14 @@ CREATE OR REPLACE FUNCTION compay.verify_job(task_id text, verifier text, passed
     quality_factor numeric DEFAULT NULL) RETURNS compay.job_status
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    j compay.jobs := compay.lock_job(task_id);
+    j compay.jobs;
     v_quorum integer := current_setting('compay.verification_quorum')::integer;
     v_passes integer;
     v_fails integer;
     v_error text;
 BEGIN
     PERFORM compay.require_node(NULL);          -- a vote moves other nodes' money
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
     IF verifier IS NULL OR passed IS NULL THEN
         RAISE EXCEPTION 'verifier and passed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -871,11 +870,12 @@ CREATE OR REPLACE FUNCTION compay.process_task_payment(task_id text,
     method compay.payment_method DEFAULT 'credit') RETURNS compay.payments
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    j compay.jobs := compay.lock_job(task_id);
+    j compay.jobs;
     p compay.payments;
     v_currency text;
 BEGIN
     PERFORM compay.require_node(NULL);
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
     IF method IS NULL THEN
         RAISE EXCEPTION 'method must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -936,10 +936,11 @@ END $$;
 CREATE OR REPLACE FUNCTION compay.dispute_payment(payment_id bigint, reason text) RETURNS compay.payments
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    p compay.payments := compay.lock_payment(payment_id);
+    p compay.payments;
     v_window interval := current_setting('compay.dispute_window')::interval;
 BEGIN
     PERFORM compay.require_node(NULL);
+    p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
     IF reason IS NULL OR length(reason) = 0 THEN
         RAISE EXCEPTION 'a dispute needs a reason' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -967,9 +968,10 @@ CREATE OR REPLACE FUNCTION compay.resolve_dispute(payment_id bigint, refund_amou
 RETURNS compay.payments
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    p compay.payments := compay.lock_payment(payment_id);
+    p compay.payments;
 BEGIN
     PERFORM compay.require_node(NULL);
+    p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
     IF refund_amount IS NULL THEN
         RAISE EXCEPTION 'refund_amount must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -1267,12 +1269,25 @@ BEGIN
     LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM compay.xmr_deposits x
                               WHERE x.tx_hash = t.txid AND x.global_index = t.output);
-        v_transfer := compay.deposit_from_wallet(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
-                                                 'xmr-deposit:' || t.txid || ':' || t.output);
-        INSERT INTO compay.xmr_deposits (tx_hash, global_index, address_index, node_id, amount,
-                                         block_height, transfer_id)
-        VALUES (t.txid, t.output, t.idx, t.node_id, t.amount, t.block_height, v_transfer);
-        v_n := v_n + 1;
+        -- Each output on its own: one that cannot be credited (a node id
+        -- the ledger refuses, a second runner that credited it first) is
+        -- left for the next round, with a warning, and the others are
+        -- credited.  No idempotency key: xmr_deposits' primary key is what
+        -- credits an output once, and a key (public: tx hash and output
+        -- index) could be claimed first by anyone who may call a money
+        -- function with a key.
+        BEGIN
+            v_transfer := compay.deposit_from_wallet(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
+                                                     NULL);
+            INSERT INTO compay.xmr_deposits (tx_hash, global_index, address_index, node_id, amount,
+                                             block_height, transfer_id)
+            VALUES (t.txid, t.output, t.idx, t.node_id, t.amount, t.block_height, v_transfer);
+            v_n := v_n + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'deposit output %:% to node "%" is not credited: %',
+                t.txid, t.output, left(t.node_id, 64), SQLERRM
+                USING DETAIL = 'It stays listed by the wallet and is credited by a later round once the cause is gone.';
+        END;
     END LOOP;
     RETURN v_n;
 END $$;
@@ -1335,3 +1350,38 @@ GRANT SELECT (id, status, amount, fee, fee_from, tx_hash, key_images, confirmati
               confirmed_at, failed_at)
     ON compay.payout_transactions TO compay_reader;
 GRANT SELECT ON compay.payout_transactions TO compay_admin;
+
+--------------------------------------------------------------------------
+-- What 0.2 refuses that a 0.1 database may hold, reported (not changed)
+-- by a WARNING each: credit limits on XMR accounts (0.1 let the
+-- application set any limit; an XMR limit lets settlement pay out coins
+-- nobody deposited), and node ids the node id rule now refuses (their
+-- accounts can no longer pay or be paid until the money is moved).
+--------------------------------------------------------------------------
+
+DO $report$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT node_id, credit_limit FROM compay.accounts
+             WHERE currency = 'XMR' AND (flags & 1) = 0
+               AND credit_limit OPERATOR(compay.<>) '0'
+             ORDER BY id
+    LOOP
+        RAISE WARNING 'the XMR account of node "%" keeps its credit limit %',
+            left(r.node_id, 64), r.credit_limit
+            USING DETAIL = 'Since 0.2 only compay_admin sets credit limits; an XMR limit lets settlement pay out coins nobody deposited.',
+                  HINT = 'Unless it is intended, set it to 0 with compay.set_credit_limit().';
+    END LOOP;
+    FOR r IN SELECT DISTINCT node_id FROM compay.accounts WHERE (flags & 1) = 0 ORDER BY node_id
+    LOOP
+        BEGIN
+            PERFORM compay.check_node_id(r.node_id);
+        EXCEPTION WHEN invalid_parameter_value THEN
+            RAISE WARNING 'node id "%" breaks the node id rule of 0.2: %', left(r.node_id, 64), SQLERRM
+                USING DETAIL = 'Its accounts keep their money, but no call can name the node any more.',
+                      HINT = 'An operator moves the money to a valid node id (docs/operations.md, Upgrading from 0.1).';
+        END;
+    END LOOP;
+END
+$report$;

@@ -4,11 +4,12 @@
 --    DEFINER pins its search_path, and every pinned search_path ends with
 --    pg_temp (PostgreSQL searches the temporary schema first for relations
 --    and types when the path does not name it).
--- 2. The exploit, as a login role with only compay_app and as one with only
---    compay_reader: domains named text, jsonb, bigint, ... in pg_temp whose
---    check makes the session user a superuser when it runs as anyone else;
+-- 2. The exploit, as a login role with only compay_app, one with only
+--    compay_reader and a node role (compay_node): domains named text,
+--    jsonb, int8, ... in pg_temp whose check makes the session user a
+--    superuser when it runs as anyone else;
 --    then every SECURITY DEFINER function the role may execute is called.
---    No check runs as the owner, and neither role becomes a superuser.
+--    No check runs as the owner, and no role becomes a superuser.
 
 SET client_min_messages = warning;
 
@@ -30,6 +31,8 @@ FROM pg_proc p WHERE p.pronamespace = 'compay'::regnamespace AND p.prosecdef;
 SELECT current_user AS original_user \gset
 CREATE ROLE security_app LOGIN IN ROLE compay_app;
 CREATE ROLE security_reader LOGIN IN ROLE compay_reader;
+CREATE ROLE security_node LOGIN IN ROLE compay_node;
+SELECT compay.add_node_role('security_node', 'sec-req') AS node_mapped;
 SELECT compay.deposit('sec-req', '100') > 0 AS funded;
 
 -- The exploit's objects, made in the session of the role itself: a check
@@ -108,9 +111,18 @@ SELECT public.security_call_all() > 0 AS reader_called_definer_functions;
 SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS checks_run_as_another_user FROM pg_temp.ran_as;
 SELECT rolsuper AS reader_became_superuser FROM pg_roles WHERE rolname = 'security_reader';
 
+-- 2c. As compay_node, mapped to the node sec-req.
+\c - security_node
+SET client_min_messages = warning;
+SELECT public.security_plant();
+SELECT public.security_call_all() > 5 AS node_called_definer_functions;
+SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS checks_run_as_another_user FROM pg_temp.ran_as;
+SELECT rolsuper AS node_became_superuser FROM pg_roles WHERE rolname = 'security_node';
+
 \c - :original_user
 SET client_min_messages = warning;
 DROP FUNCTION public.security_plant(), public.security_call_all();
 SELECT bool_and(ok) AS ledger_ok FROM compay.verify_ledger();
-DROP OWNED BY security_app, security_reader;
-DROP ROLE security_app, security_reader;
+SELECT compay.remove_node_role('security_node', 'sec-req') AS node_unmapped;
+DROP OWNED BY security_app, security_reader, security_node;
+DROP ROLE security_app, security_reader, security_node;

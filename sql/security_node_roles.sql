@@ -54,6 +54,10 @@ SELECT compay.set_payout_policy('sn-a', true, '1', '1 hour', '50');
 SELECT auto_payout, min_payout FROM compay.payout_policy('sn-a');
 SELECT compay.transfer('sn-a', 'sn-b', '5') > 0 AS paid_b;
 SELECT compay.barter_balance('sn-a', 'sn-b') AS barter;
+-- Its idempotency keys are its own: a retry gets its first transfer, and
+-- the application's key of the same text (below) is another key.
+SELECT compay.transfer('sn-a', 'sn-b', '1', NULL, 'sn-order-7') AS node_first \gset
+SELECT compay.transfer('sn-a', 'sn-b', '1', NULL, 'sn-order-7') = :node_first AS node_retry_same;
 
 -- ... and nothing of sn-b's: 42501 from the check inside each function.
 SELECT * FROM compay.balance('sn-b'); \echo :LAST_ERROR_SQLSTATE
@@ -126,6 +130,7 @@ SET search_path = public, compay;
 \set SHOW_CONTEXT never
 SELECT balance FROM compay.balance('sn-b');
 SELECT compay.transfer('sn-b', 'sn-a', '1') > 0 AS app_moves_b;
+SELECT compay.transfer('sn-b', 'sn-a', '2', NULL, 'sn-order-7') <> :node_first AS app_key_not_claimed_by_node;
 SELECT compay.record_usage('sn-task-b', 'sn-b', 's2', '2026-11-30 06:01+00',
                            compay.metrics(cpu_seconds => 5)) AS app_records_b;
 SELECT count(*) > 0 AS app_reads_tables FROM compay.accounts;

@@ -101,12 +101,25 @@ BEGIN
     LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM compay.xmr_deposits x
                               WHERE x.tx_hash = t.txid AND x.global_index = t.output);
-        v_transfer := compay.deposit_from_wallet(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
-                                                 'xmr-deposit:' || t.txid || ':' || t.output);
-        INSERT INTO compay.xmr_deposits (tx_hash, global_index, address_index, node_id, amount,
-                                         block_height, transfer_id)
-        VALUES (t.txid, t.output, t.idx, t.node_id, t.amount, t.block_height, v_transfer);
-        v_n := v_n + 1;
+        -- Each output on its own: one that cannot be credited (a node id
+        -- the ledger refuses, a second runner that credited it first) is
+        -- left for the next round, with a warning, and the others are
+        -- credited.  No idempotency key: xmr_deposits' primary key is what
+        -- credits an output once, and a key (public: tx hash and output
+        -- index) could be claimed first by anyone who may call a money
+        -- function with a key.
+        BEGIN
+            v_transfer := compay.deposit_from_wallet(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
+                                                     NULL);
+            INSERT INTO compay.xmr_deposits (tx_hash, global_index, address_index, node_id, amount,
+                                             block_height, transfer_id)
+            VALUES (t.txid, t.output, t.idx, t.node_id, t.amount, t.block_height, v_transfer);
+            v_n := v_n + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'deposit output %:% to node "%" is not credited: %',
+                t.txid, t.output, left(t.node_id, 64), SQLERRM
+                USING DETAIL = 'It stays listed by the wallet and is credited by a later round once the cause is gone.';
+        END;
     END LOOP;
     RETURN v_n;
 END $$;

@@ -19,10 +19,12 @@
 #include "catalog/pg_type.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
 #include "compay.h"
 #include "ledger.h"
+#include "node_roles.h"
 #include "spi_util.h"
 
 static SpiStatement claim_stmt = {
@@ -67,6 +69,27 @@ RequestHash(const char *operation, const char *request)
  * already done, with its result in *result_id.  request is the canonical
  * text of the arguments.
  */
+/*
+ * The key as stored: a node role's keys carry its scope, so that a node
+ * can neither claim a key the application will use nor replay another
+ * caller's.  The stored key has at most IDEMPOTENCY_KEY_MAX characters.
+ */
+static char *
+StoredKey(const char *key)
+{
+	char	   *scope = NodeKeyScope();
+	int			max = IDEMPOTENCY_KEY_MAX - (scope ? (int) strlen(scope) : 0);
+	int			len = pg_mbstrlen(key);
+
+	if (len == 0 || len > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an idempotency key has 1 to %d characters", max),
+				 scope ? errdetail("A node role's keys are kept apart from other callers' with a prefix of %d characters.",
+								   (int) strlen(scope)) : 0));
+	return scope ? psprintf("%s%s", scope, key) : pstrdup(key);
+}
+
 bool
 IdempotencyClaim(const char *key, const char *operation, const char *request,
 				 int64 *result_id)
@@ -76,12 +99,9 @@ IdempotencyClaim(const char *key, const char *operation, const char *request,
 	char	   *stored_op;
 	bytea	   *stored_hash;
 	bool		isnull;
+	const char *shown = key;
 
-	if (strlen(key) == 0 || strlen(key) > 200)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("an idempotency key has 1 to 200 characters")));
-
+	key = StoredKey(key);
 	args[0] = CStringGetTextDatum(key);
 	args[1] = CStringGetTextDatum(operation);
 	args[2] = PointerGetDatum(hash);
@@ -100,7 +120,7 @@ IdempotencyClaim(const char *key, const char *operation, const char *request,
 		ereport(ERROR,
 				(errcode(ERRCODE_COMPAY_IDEMPOTENCY_CONFLICT),
 				 errmsg("idempotency key \"%s\" was already used for a different request",
-						CompayEchoInput(key)),
+						CompayEchoInput(shown)),
 				 errdetail("The key was first used by %s with other arguments.", stored_op),
 				 errhint("Use a new key for a new request; retry with the same arguments to get the first result.")));
 	return true;
@@ -111,7 +131,7 @@ IdempotencyRecord(const char *key, int64 result_id)
 {
 	Datum		args[2];
 
-	args[0] = CStringGetTextDatum(key);
+	args[0] = CStringGetTextDatum(StoredKey(key));
 	args[1] = Int64GetDatum(result_id);
 	if (SpiRun(&record_stmt, args, NULL, false, 0) != 1)
 		elog(ERROR, "idempotency key \"%s\" was not claimed", key);

@@ -383,11 +383,12 @@ COMMENT ON FUNCTION compay.unstake(text, compay.credit, text) IS
 CREATE FUNCTION compay.assign_job(task_id text, provider text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    j compay.jobs := compay.lock_job(task_id);
+    j compay.jobs;
     v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
     v_stake compay.credit;
 BEGIN
     PERFORM compay.require_node(NULL);          -- the application assigns jobs
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
     IF provider IS NULL THEN
         RAISE EXCEPTION 'provider must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -421,9 +422,10 @@ CREATE FUNCTION compay.complete_job(task_id text, started_at timestamptz,
     completed_at timestamptz, gpu_utilization numeric DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    j compay.jobs := compay.lock_job(task_id);
+    j compay.jobs;
 BEGIN
     PERFORM compay.require_node(NULL);          -- the application completes jobs
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
     IF started_at IS NULL OR completed_at IS NULL THEN
         RAISE EXCEPTION 'started_at and completed_at must not be NULL'
             USING ERRCODE = 'null_value_not_allowed';
@@ -639,13 +641,14 @@ CREATE FUNCTION compay.verify_job(task_id text, verifier text, passed boolean,
     quality_factor numeric DEFAULT NULL) RETURNS compay.job_status
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    j compay.jobs := compay.lock_job(task_id);
+    j compay.jobs;
     v_quorum integer := current_setting('compay.verification_quorum')::integer;
     v_passes integer;
     v_fails integer;
     v_error text;
 BEGIN
     PERFORM compay.require_node(NULL);          -- a vote moves other nodes' money
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
     IF verifier IS NULL OR passed IS NULL THEN
         RAISE EXCEPTION 'verifier and passed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

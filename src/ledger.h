@@ -46,6 +46,9 @@
 #define LEDGER_NODE_ID_LEN_MAX	200
 #define LEDGER_REFERENCE_LEN_MAX	1000
 
+/* Longest idempotency key as stored (compay.idempotency_keys), in characters. */
+#define IDEMPOTENCY_KEY_MAX		200
+
 typedef enum EntryKind
 {
 	ENTRY_DEBIT,

@@ -253,6 +253,9 @@ compay_capture(PG_FUNCTION_ARGS)
 		LedgerCheckAmount(PG_GETARG_CREDIT(2), "a capture amount");
 
 	SPI_connect();
+	/* The node check first: a replay answers only a caller who may act. */
+	HoldOwner(h.id, (char **) &nodes[0], &currency);
+	NodeRequire(nodes[0], true);
 	if (key && IdempotencyClaim(key, "capture",
 								psprintf(INT64_FORMAT "|%s|%s|%d", h.id, nodes[1],
 										 PG_ARGISNULL(2) ? "" : CreditText(PG_GETARG_CREDIT(2)),
@@ -261,8 +264,6 @@ compay_capture(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_INT64(result);
 	}
-	HoldOwner(h.id, (char **) &nodes[0], &currency);
-	NodeRequire(nodes[0], true);
 	if (strcmp(nodes[0], nodes[1]) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -314,13 +315,14 @@ compay_release(PG_FUNCTION_ARGS)
 	h.id = PG_GETARG_INT64(0);
 
 	SPI_connect();
+	/* The node check first: a replay answers only a caller who may act. */
+	HoldOwner(h.id, (char **) &node, &currency);
+	NodeRequire(node, true);
 	if (key && IdempotencyClaim(key, "release", psprintf(INT64_FORMAT, h.id), &result))
 	{
 		SPI_finish();
 		PG_RETURN_VOID();
 	}
-	HoldOwner(h.id, (char **) &node, &currency);
-	NodeRequire(node, true);
 	LedgerBegin(&batch, currency);
 	LedgerLockAccounts(&batch, &node, 1, false);
 	h.account = LedgerFindAccount(&batch, node);

@@ -111,6 +111,16 @@ NodeCallerIsAdmin(void)
 }
 
 char *
+NodeKeyScope(void)
+{
+	Oid			role = GetOuterUserId();
+
+	if (RoleHas(role, "compay_app"))
+		return NULL;
+	return psprintf("node:%u:", role);
+}
+
+char *
 NodeCallerName(void)
 {
 	return GetUserNameFromId(GetOuterUserId(), false);

@@ -19,6 +19,13 @@ extern void NodeRequire(const char *node_id, bool write);
 /* Whether the caller is a superuser or a member of compay_admin. */
 extern bool NodeCallerIsAdmin(void);
 
+/*
+ * The prefix that keeps a node role's idempotency keys apart from every
+ * other caller's ("node:<role oid>:"), or NULL for a role that acts for
+ * every node (its keys are the application's, unprefixed).
+ */
+extern char *NodeKeyScope(void);
+
 /* The caller's role name, for journals. */
 extern char *NodeCallerName(void);
 

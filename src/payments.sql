@@ -136,11 +136,12 @@ CREATE FUNCTION compay.process_task_payment(task_id text,
     method compay.payment_method DEFAULT 'credit') RETURNS compay.payments
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    j compay.jobs := compay.lock_job(task_id);
+    j compay.jobs;
     p compay.payments;
     v_currency text;
 BEGIN
     PERFORM compay.require_node(NULL);
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
     IF method IS NULL THEN
         RAISE EXCEPTION 'method must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -219,10 +220,11 @@ END $$;
 CREATE FUNCTION compay.dispute_payment(payment_id bigint, reason text) RETURNS compay.payments
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    p compay.payments := compay.lock_payment(payment_id);
+    p compay.payments;
     v_window interval := current_setting('compay.dispute_window')::interval;
 BEGIN
     PERFORM compay.require_node(NULL);
+    p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
     IF reason IS NULL OR length(reason) = 0 THEN
         RAISE EXCEPTION 'a dispute needs a reason' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -252,9 +254,10 @@ CREATE FUNCTION compay.resolve_dispute(payment_id bigint, refund_amount compay.c
 RETURNS compay.payments
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    p compay.payments := compay.lock_payment(payment_id);
+    p compay.payments;
 BEGIN
     PERFORM compay.require_node(NULL);
+    p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
     IF refund_amount IS NULL THEN
         RAISE EXCEPTION 'refund_amount must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

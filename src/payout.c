@@ -424,16 +424,35 @@ ConfirmOne(int64 after_id, int64 *id)
  * incoming_transfers (one entry per output, with its global index) of the
  * subaddresses concerned only, credited by compay.record_deposits once
  * each, keyed by tx hash and global output index as before.  Then the
- * scanned height moves up.  A round with nothing new asks the wallet for
- * nothing but its height and an empty list, however many outputs it has
- * received over the years.
+ * scanned height moves up, but never past a listed transaction that is
+ * still not credited (an output the wallet did not list yet, or one whose
+ * credit failed): that one is read again next round, so no deposit is
+ * ever left behind.  A round with nothing new asks the wallet for a
+ * refresh, its height and the few transfers of the last blocks, however
+ * many outputs it has received over the years.
  */
+/*
+ * SELECT expr over the incoming transfers a get_transfers reply ($1) lists
+ * at deposit subaddresses that are not credited yet (by tx hash and
+ * subaddress).
+ */
+#define UNCREDITED_SQL(expr) \
+	"SELECT " expr " " \
+	"FROM jsonb_array_elements(coalesce($1::jsonb->'in', '[]')) e " \
+	"JOIN compay.deposit_addresses d " \
+	"  ON d.address_index::text = e->'subaddr_index'->>'minor' " \
+	"WHERE e->'subaddr_index'->>'major' = '0' " \
+	"  AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x " \
+	"                  WHERE x.tx_hash = e->>'txid' AND x.address_index = d.address_index)"
+
 static int64
 PollDeposits(void)
 {
 	char	   *f[3] = {NULL, NULL, NULL};
 	char	   *to_read = NULL;
 	char	   *credited = NULL;
+	char	   *first_gap = NULL;
+	char	   *listed;
 	char	   *height;
 	int64		wallet_height;
 	int64		top;
@@ -472,29 +491,36 @@ PollDeposits(void)
 				(errmsg("compay worker: could not read deposits: %s", Describe(&r))));
 		return 0;
 	}
-	/* The deposit subaddresses that received a transaction not credited yet. */
-	PayoutQuery("SELECT string_agg(DISTINCT d.address_index::text, ',') "
-				"FROM jsonb_array_elements(coalesce($1::jsonb->'in', '[]')) e "
-				"JOIN compay.deposit_addresses d "
-				"  ON d.address_index::text = e->'subaddr_index'->>'minor' "
-				"WHERE e->'subaddr_index'->>'major' = '0' "
-				"  AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x "
-				"                  WHERE x.tx_hash = e->>'txid' AND x.address_index = d.address_index)",
-				1, ResultText(&r), NULL, &to_read, 1);
+	listed = ResultText(&r);
+	PayoutQuery(UNCREDITED_SQL("string_agg(DISTINCT d.address_index::text, ',')"),
+				1, listed, NULL, &to_read, 1);
 	if (to_read != NULL)
 	{
+		WalletRpcResult outputs;
+
 		WalletRpcCall("incoming_transfers",
 					  psprintf("{\"transfer_type\":\"all\",\"account_index\":0,"
 							   "\"subaddr_indices\":[%s]}", to_read),
-					  &r);
-		if (r.status != WALLET_RPC_OK)
+					  &outputs);
+		if (outputs.status != WALLET_RPC_OK)
 		{
 			ereport(LOG,
-					(errmsg("compay worker: could not read deposits: %s", Describe(&r))));
+					(errmsg("compay worker: could not read deposits: %s", Describe(&outputs))));
 			return 0;
 		}
 		PayoutQuery("SELECT compay.record_deposits($1::jsonb, $2::bigint)::text", 2,
-					ResultText(&r), height, &credited, 1);
+					ResultText(&outputs), height, &credited, 1);
+		/* Not past the lowest listed transaction still not credited. */
+		PayoutQuery(UNCREDITED_SQL("(min((e->>'height')::bigint) - 1)::text"),
+					1, listed, NULL, &first_gap, 1);
+		if (first_gap != NULL && pg_strtoint64(first_gap) < top)
+		{
+			ereport(LOG,
+					(errmsg("compay worker: a deposit listed by the wallet at height " INT64_FORMAT
+							" is not credited yet; it is read again next round",
+							pg_strtoint64(first_gap) + 1)));
+			top = pg_strtoint64(first_gap);
+		}
 	}
 	PayoutQuery("SELECT compay.record_deposit_scan($1::bigint)", 1,
 				psprintf(INT64_FORMAT, top), NULL, NULL, 0);

@@ -55,11 +55,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = role_name) THEN
         RAISE EXCEPTION 'role "%" does not exist', role_name USING ERRCODE = 'undefined_object';
     END IF;
-    IF length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
-        RAISE EXCEPTION 'node id "%" cannot be mapped to a role', left(node_id, 64)
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'A node id has 1 to 200 characters and does not start with $.';
-    END IF;
+    PERFORM compay.check_node_id(node_id);      -- the ledger's node id rule (22023)
     INSERT INTO compay.node_roles AS n (role_name, node_id)
     VALUES (add_node_role.role_name, add_node_role.node_id) ON CONFLICT DO NOTHING;
     RETURN FOUND;

@@ -482,11 +482,16 @@ HttpPostJson(const char *url, const char *body, size_t body_len, bool login,
 	{
 		if (headers)
 			curl_slist_free_all(headers);
-		if (multi)
-			curl_multi_cleanup(multi);
+		/* libcurl's order: detach (a no-op if detached), easy, then multi. */
+		if (multi && curl)
+			curl_multi_remove_handle(multi, curl);
 		if (curl)
 			curl_easy_cleanup(curl);
+		if (multi)
+			curl_multi_cleanup(multi);
 		free(reply.data);
+		if (password)
+			explicit_bzero(password, strlen(password));
 	}
 	PG_END_TRY();
 	/* One connection serves the login's 401 and the request itself. */

@@ -447,6 +447,11 @@ compay_worker_main(Datum arg pg_attribute_unused())
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(worker_database, NULL, 0);
 	pgstat_report_appname("compay settlement worker");
+	/*
+	 * The worker runs as the bootstrap superuser: its queries resolve names
+	 * in pg_catalog only, never in a schema other roles can create in.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	SpinLockAcquire(&shared->mutex);
 	shared->pid = MyProcPid;
