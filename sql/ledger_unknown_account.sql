@@ -37,6 +37,10 @@ SELECT transfer('ghost-never-deposited', 'ua-new-payee', '1'); \echo :LAST_ERROR
 -- A batch with one unknown payer among known ones: all of it refused.
 SELECT * FROM transfer_batch(ARRAY['app-1', 'ghost-2'], ARRAY['ua-new-payee', 'app-1'],
                              ARRAY['1', '1']::credit[]); \echo :LAST_ERROR_SQLSTATE
+-- A payer must have its account before the batch, even one that an
+-- earlier transfer of the same batch would open.
+SELECT * FROM transfer_batch(ARRAY['app-1', 'ua-new-payee'], ARRAY['ua-new-payee', 'app-1'],
+                             ARRAY['2', '1']::credit[]); \echo :LAST_ERROR_SQLSTATE
 -- A hold, a stake, an escrowed job.
 SELECT reserve('ghost-3', '1'); \echo :LAST_ERROR_SQLSTATE
 SELECT stake('ghost-4', '1'); \echo :LAST_ERROR_SQLSTATE
