@@ -84,4 +84,6 @@ SET client_min_messages = warning;
 DROP EXTENSION compay CASCADE;
 CREATE EXTENSION compay;
 RESET client_min_messages;
+-- (The new extension has no accounts: li_a, the payer, is opened first.)
+SELECT open_account('li_a') IS NOT NULL AS opened;
 SELECT transfer('li_a', 'li_b', '1', idempotency_key => 'li-after-recreate') IS NOT NULL AS works_after_recreate;

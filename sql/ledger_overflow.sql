@@ -29,7 +29,10 @@ SELECT set_credit_limit('ovf_rich', :max, 'OVF');
 SELECT reserve('ovf_a', :big / 2, NULL, NULL, NULL, 'OVF') IS NOT NULL AS ok;
 SELECT reserve('ovf_a', :big / 2, NULL, NULL, NULL, 'OVF') IS NOT NULL AS ok;
 -- A node holding 0.9 M of barter credit from each of two counterparties:
--- its barter entries add up to 1.8 M, beyond any credit.
+-- its barter entries add up to 1.8 M, beyond any credit.  The counterparties
+-- grant them, so their accounts are opened first (a granter is never opened
+-- on first use).
+SELECT open_account('ovf_peer_1') IS NOT NULL AND open_account('ovf_peer_2') IS NOT NULL AS opened;
 SELECT grant_barter('ovf_holder', 'ovf_peer_1', :big) IS NOT NULL AS ok;
 SELECT grant_barter('ovf_holder', 'ovf_peer_2', :big) IS NOT NULL AS ok;
 

@@ -66,9 +66,10 @@ SELECT transfer('lt_alice', '$fees', '1'); \echo :LAST_ERROR_SQLSTATE
 SELECT transfer('lt_alice', 'lt_bob', '1', currency => 'bad'); \echo :LAST_ERROR_SQLSTATE
 SELECT transfer('lt_alice', 'lt_bob', NULL); \echo :LAST_ERROR_SQLSTATE
 SELECT transfer('lt_alice', 'lt_bob', '1', currency => NULL); \echo :LAST_ERROR_SQLSTATE
--- Currencies are kept apart: lt_bob's CREDIT cannot pay in XMR.
+-- Currencies are kept apart: lt_bob's CREDIT cannot pay in XMR, where it
+-- has no account (PY002: a payer is never opened on first use).
 SELECT transfer('lt_bob', 'lt_alice', '1', currency => 'XMR'); \echo :LAST_ERROR_SQLSTATE
--- Missing accounts are created on first use unless auto-create is off.
+-- Missing receiving accounts are created on first use unless auto-create is off.
 SELECT transfer('lt_bob', 'lt_dave', '1') > 0 AS created_dave;
 SET compay.auto_create_accounts = off;
 SELECT transfer('lt_bob', 'lt_erin', '1'); \echo :LAST_ERROR_SQLSTATE

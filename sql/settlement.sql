@@ -85,7 +85,7 @@ WHERE payee = 'prov-d';
 
 -- A failure is recorded and retried with backoff, up to
 -- compay.settlement_max_attempts; then only the operator retries it.
--- prov-f has no XMR to earmark (PY001).
+-- prov-f has no XMR account to earmark from (PY002).
 SELECT paid('f1', 'prov-f', '0.25', '2026-11-26 09:30+00', 'XMR') > 0 AS ok;
 SET compay.settlement_max_attempts = 2;
 SELECT count(*) AS processed FROM run_settlement('hourly', '2026-11-26 10:00+00');

@@ -81,8 +81,9 @@ LedgerInit(void)
 							   PGC_SUSET, 0,
 							   CheckCreditLimitText, NULL, NULL);
 	DefineCustomBoolVariable("compay.auto_create_accounts",
-							 "Transfers and holds open a missing account on first use.",
-							 NULL, &auto_create_accounts, true,
+							 "Deposits, transfers and captures open a missing receiving account on first use.",
+							 "The paying side of a debit, hold or transfer is never opened on first use.",
+							 &auto_create_accounts, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 }
 
@@ -328,38 +329,83 @@ CompareCString(const void *a, const void *b)
 }
 
 /*
+ * PY002 for the first node of nodes (sorted, distinct) that has no locked
+ * account and is not a system account.  payer tells which side it is on:
+ * a payer's account is never opened on first use, so the message says so.
+ */
+static void
+RequireAccounts(LedgerBatch *batch, const char **nodes, int n, bool payer)
+{
+	for (int i = 0; i < n; i++)
+	{
+		if (nodes[i][0] == '$' || LedgerFindAccount(batch, nodes[i]) != NULL)
+			continue;
+		if (payer)
+			ereport(ERROR,
+					(errcode(ERRCODE_COMPAY_UNKNOWN_ACCOUNT),
+					 errmsg("node \"%s\" has no %s account to pay from",
+							CompayEchoInput(nodes[i]), batch->currency),
+					 errdetail("Node \"%s\" has no account in currency %s, and the paying side of a debit, hold or transfer is never opened on first use.",
+							   CompayEchoInput(nodes[i]), batch->currency),
+					 errhint("Open it with compay.open_account() or fund it with a deposit.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_UNKNOWN_ACCOUNT),
+				 errmsg("node \"%s\" has no %s account", CompayEchoInput(nodes[i]),
+						batch->currency),
+				 errdetail("compay.auto_create_accounts is off, so receiving accounts are not opened on first use either."),
+				 errhint("Open one with compay.open_account(), or turn on compay.auto_create_accounts.")));
+	}
+}
+
+/* The distinct node ids of nodes, sorted (a new array). */
+static const char **
+SortedDistinct(const char **nodes, int n, int *ndistinct)
+{
+	const char **sorted = palloc(sizeof(char *) * Max(n, 1));
+
+	memcpy(sorted, nodes, sizeof(char *) * n);
+	qsort(sorted, n, sizeof(char *), CompareCString);
+	*ndistinct = 0;
+	for (int i = 0; i < n; i++)
+		if (*ndistinct == 0 || strcmp(sorted[*ndistinct - 1], sorted[i]) != 0)
+			sorted[(*ndistinct)++] = sorted[i];
+	return sorted;
+}
+
+/*
  * Locks the accounts of node_ids in the batch's currency, in ascending id
- * order, in one statement.  Missing system accounts are always created;
- * missing node accounts only when create_missing, else PY002.
+ * order, in one statement.  The first npayers of node_ids are the paying
+ * side (debits, holds, grants of barter credits): each must have an account
+ * already, else PY002, raised before anything is written, so a mistyped
+ * payer never opens an account that can spend on credit.  Missing system
+ * accounts are always created; the other missing accounts (the receiving
+ * side) only when create_missing, with the default credit limit, as
+ * compay.open_account() would; else PY002.
  */
 void
 LedgerLockAccounts(LedgerBatch *batch, const char **node_ids, int n,
-				   bool create_missing)
+				   int npayers, bool create_missing)
 {
-	const char **sorted = palloc(sizeof(char *) * Max(n, 1));
-	int			ndistinct = 0;
+	const char **sorted;
+	const char **payers;
+	int			ndistinct;
+	int			npayers_distinct;
 	Datum		args[3];
 
+	Assert(npayers >= 0 && npayers <= n);
 	if (n > LEDGER_ACCOUNTS_MAX)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("one call may touch at most %d accounts", LEDGER_ACCOUNTS_MAX)));
-	memcpy(sorted, node_ids, sizeof(char *) * n);
-	qsort(sorted, n, sizeof(char *), CompareCString);
-	for (int i = 0; i < n; i++)
-		if (ndistinct == 0 || strcmp(sorted[ndistinct - 1], sorted[i]) != 0)
-			sorted[ndistinct++] = sorted[i];
+	sorted = SortedDistinct(node_ids, n, &ndistinct);
 
 	if (LockAccountRows(batch, sorted, ndistinct) == (uint64) ndistinct)
 		return;
 
-	for (int i = 0; i < ndistinct && !create_missing; i++)
-		if (sorted[i][0] != '$' && LedgerFindAccount(batch, sorted[i]) == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_COMPAY_UNKNOWN_ACCOUNT),
-					 errmsg("node \"%s\" has no %s account",
-							CompayEchoInput(sorted[i]), batch->currency),
-					 errhint("Open one with compay.open_account(), or turn on compay.auto_create_accounts.")));
+	payers = SortedDistinct(node_ids, npayers, &npayers_distinct);
+	RequireAccounts(batch, payers, npayers_distinct, true);
+	if (!create_missing)
+		RequireAccounts(batch, sorted, ndistinct, false);
 
 	args[0] = CStringGetTextDatum(batch->currency);
 	args[1] = TextArray(sorted, ndistinct);

@@ -150,7 +150,7 @@ CreditAvailable(Credit balance, Credit reserved, Credit credit_limit)
 extern void LedgerInit(void);
 extern void LedgerBegin(LedgerBatch *batch, const char *currency);
 extern void LedgerLockAccounts(LedgerBatch *batch, const char **node_ids,
-							   int n, bool create_missing);
+							   int n, int npayers, bool create_missing);
 extern LedgerAccount *LedgerFindAccount(LedgerBatch *batch, const char *node_id);
 extern void LedgerCheckAvailable(LedgerAccount *account, Credit amount,
 								 const char *currency);

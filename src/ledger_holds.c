@@ -127,7 +127,7 @@ compay_reserve(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_INT64(hold_id);
 	}
-	LedgerLockAccounts(&batch, &node, 1, LedgerAutoCreate());
+	LedgerLockAccounts(&batch, &node, 1, 1, false);
 	account = LedgerFindAccount(&batch, node);
 	LedgerCheckAvailable(account, amount, batch.currency);
 	hold_id = LedgerNextId("holds_id_seq");
@@ -269,7 +269,7 @@ compay_capture(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot capture hold " INT64_FORMAT " to its own holder", h.id)));
 	LedgerBegin(&batch, currency);
-	LedgerLockAccounts(&batch, nodes, 2, LedgerAutoCreate());
+	LedgerLockAccounts(&batch, nodes, 2, 1, LedgerAutoCreate());
 	h.account = LedgerFindAccount(&batch, nodes[0]);
 	to = LedgerFindAccount(&batch, nodes[1]);
 	LockHold(&batch, &h);
@@ -324,7 +324,7 @@ compay_release(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	}
 	LedgerBegin(&batch, currency);
-	LedgerLockAccounts(&batch, &node, 1, false);
+	LedgerLockAccounts(&batch, &node, 1, 0, false);
 	h.account = LedgerFindAccount(&batch, node);
 	LockHold(&batch, &h);
 	/* Releasing a hold past its expiry returns the money all the same. */
@@ -347,7 +347,7 @@ ExpireOne(int64 hold_id)
 	h.id = hold_id;
 	HoldOwner(h.id, (char **) &node, &currency);
 	LedgerBegin(&batch, currency);
-	LedgerLockAccounts(&batch, &node, 1, false);
+	LedgerLockAccounts(&batch, &node, 1, 0, false);
 	h.account = LedgerFindAccount(&batch, node);
 	LockHold(&batch, &h);
 	if (!h.expired)
@@ -444,7 +444,7 @@ compay_settle_escrow(PG_FUNCTION_ARGS)
 	SPI_connect();
 	HoldOwner(h.id, (char **) &nodes[0], &currency);
 	LedgerBegin(&batch, currency);
-	LedgerLockAccounts(&batch, nodes, nverifiers + 3, LedgerAutoCreate());
+	LedgerLockAccounts(&batch, nodes, nverifiers + 3, 1, LedgerAutoCreate());
 	h.account = LedgerFindAccount(&batch, nodes[0]);
 	provider = LedgerFindAccount(&batch, nodes[1]);
 	rewards = LedgerFindAccount(&batch, nodes[2]);
@@ -547,7 +547,7 @@ compay_payout_withdraw(PG_FUNCTION_ARGS)
 	nodes[n] = "$external";
 	nodes[n + 1] = fee_from;
 	LedgerBegin(&batch, currency);
-	LedgerLockAccounts(&batch, nodes, n + 2, false);
+	LedgerLockAccounts(&batch, nodes, n + 2, 0, false);
 	external = LedgerFindAccount(&batch, "$external");
 	for (int i = 0; i < n; i++)
 	{
@@ -627,7 +627,7 @@ compay_payout_return(PG_FUNCTION_ARGS)
 	}
 	nodes[n] = "$external";
 	LedgerBegin(&batch, "XMR");
-	LedgerLockAccounts(&batch, nodes, n + 1, false);
+	LedgerLockAccounts(&batch, nodes, n + 1, 0, false);
 	external = LedgerFindAccount(&batch, "$external");
 	for (uint64 i = 0; i < n; i++)
 	{

@@ -269,7 +269,7 @@ Deposit(FunctionCallInfo fcinfo, DepositPath path)
 		SPI_finish();
 		PG_RETURN_INT64(result);
 	}
-	LedgerLockAccounts(&batch, nodes, 2, LedgerAutoCreate());
+	LedgerLockAccounts(&batch, nodes, 2, 0, LedgerAutoCreate());
 	t = LedgerAddTransfer(&batch, TRANSFER_DEPOSIT, LedgerFindAccount(&batch, nodes[1]),
 						  LedgerFindAccount(&batch, nodes[0]), amount);
 	t->reference = reference;
@@ -421,7 +421,7 @@ compay_transfer(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_INT64(result);
 	}
-	LedgerLockAccounts(&batch, nodes, 2, LedgerAutoCreate());
+	LedgerLockAccounts(&batch, nodes, 2, 1, LedgerAutoCreate());
 	result = PostTransfer(&batch, LedgerFindAccount(&batch, nodes[0]),
 						  LedgerFindAccount(&batch, nodes[1]), amount, reference, key);
 	LedgerFinish(&batch, key, result);
@@ -591,6 +591,7 @@ compay_transfer_batch(PG_FUNCTION_ARGS)
 	int		   *alias_of;
 	const char **nodes;
 	int			nnodes = 0;
+	int			npayers;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (PG_ARGISNULL(5))
@@ -606,15 +607,16 @@ compay_transfer_batch(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	ClaimBatchKeys(&b, batch.currency, results, done, alias_of);
+	/* The payers first: LedgerLockAccounts opens none of them. */
 	for (int i = 0; i < b.n; i++)
-	{
-		if (done[i])
-			continue;
-		nodes[nnodes++] = TextDatumGetCString(b.from[i]);
-		nodes[nnodes++] = TextDatumGetCString(b.to[i]);
-	}
+		if (!done[i])
+			nodes[nnodes++] = TextDatumGetCString(b.from[i]);
+	npayers = nnodes;
+	for (int i = 0; i < b.n; i++)
+		if (!done[i])
+			nodes[nnodes++] = TextDatumGetCString(b.to[i]);
 	if (nnodes > 0)
-		LedgerLockAccounts(&batch, nodes, nnodes, LedgerAutoCreate());
+		LedgerLockAccounts(&batch, nodes, nnodes, npayers, LedgerAutoCreate());
 	for (int i = 0; i < b.n; i++)
 	{
 		if (done[i])
@@ -735,7 +737,7 @@ compay_refund(PG_FUNCTION_ARGS)
 	LedgerBegin(&batch, o.currency);
 	nodes[0] = o.payer;
 	nodes[1] = o.payee;
-	LedgerLockAccounts(&batch, nodes, 2, false);
+	LedgerLockAccounts(&batch, nodes, 2, 0, false);
 
 	/* Read after the locks: a concurrent refund of the same transfer is seen. */
 	refundable = o.amount - o.barter - AlreadyRefunded(original_id);
@@ -804,7 +806,9 @@ compay_grant_barter(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_INT64(result);
 	}
-	LedgerLockAccounts(&batch, nodes, 2, LedgerAutoCreate());
+	/* The counterparty gives the credits: the paying side, listed first. */
+	LedgerLockAccounts(&batch, (const char *[]) {nodes[1], nodes[0]}, 2, 1,
+					   LedgerAutoCreate());
 	holder = LedgerFindAccount(&batch, nodes[0]);
 	counterparty = LedgerFindAccount(&batch, nodes[1]);
 	t = LedgerAddTransfer(&batch, TRANSFER_BARTER, counterparty, holder, amount);

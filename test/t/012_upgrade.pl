@@ -73,6 +73,8 @@ SELECT compay.release(currval('compay.holds_id_seq'));
 SELECT compay.refund(t.id, '20', 'partly wrong', 'refund-1')
   FROM compay.transfers t WHERE t.idempotency_key = 'tr-1';
 SELECT compay.grant_barter('alice', 'bob', '15', 'barter deal');
+-- A payer's account is never opened on first use: prov stakes from its own.
+SELECT compay.open_account('prov');
 SELECT compay.stake('prov', '1', 'CREDIT');
 -- A job with escrow, metered, verified by a quorum and paid.
 SELECT compay.submit_job('job-1', 'req', 'render', '10', '1 day');
