@@ -220,7 +220,7 @@ CREATE FUNCTION compay.dispute_payment(payment_id bigint, reason text) RETURNS c
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     p compay.payments := compay.lock_payment(payment_id);
-    v_window interval := current_setting('compay.dispute_window')::interval;
+    v_window interval := compay.setting('compay.dispute_window')::interval;
 BEGIN
     PERFORM compay.require_node(NULL);
     IF reason IS NULL OR length(reason) = 0 THEN
@@ -238,7 +238,7 @@ BEGIN
         RAISE EXCEPTION 'the dispute window of payment % has closed', payment_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Payments can be disputed for %s after they complete (compay.dispute_window).',
-                                  current_setting('compay.dispute_window'));
+                                  compay.setting('compay.dispute_window'));
     END IF;
     UPDATE compay.payments SET status = 'disputed', dispute_reason = reason, disputed_at = now()
     WHERE id = payment_id RETURNING * INTO p;
