@@ -6,12 +6,14 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 MODULE_big = compay
 OBJS = \
 	src/compay.o \
+	src/compay_util.o \
 	src/credit.o \
 	src/credit_ops.o \
 	src/idempotency.o \
 	src/jobs.o \
 	src/journal_hash.o \
 	src/ledger.o \
+	src/ledger_accounts.o \
 	src/ledger_heap.o \
 	src/ledger_holds.o \
 	src/ledger_transfer.o \

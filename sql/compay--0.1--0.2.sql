@@ -5,6 +5,13 @@
 
 \echo Use "ALTER EXTENSION compay UPDATE TO '0.2'" to load this file. \quit
 
+-- compay.setting(): first, since the functions and views below read the
+-- compay.* settings with it (see the section on settings further down).
+CREATE FUNCTION compay.setting(name text) RETURNS text
+    AS 'MODULE_PATHNAME', 'compay_setting' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION compay.setting(text) IS
+    'current_setting() of a compay.* setting, with the library loaded first: works as the first call of a session';
+
 --------------------------------------------------------------------------
 -- Security: every function that pins its search_path ends it with
 -- pg_temp.  Left out, PostgreSQL searches the session's temporary schema
@@ -599,7 +606,7 @@ RETURNS compay.credit
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     s compay.stakes;
-    v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
+    v_min compay.credit := compay.setting('compay.min_stake')::compay.credit;
 BEGIN
     IF node_id IS NULL OR amount IS NULL OR currency IS NULL THEN
         RAISE EXCEPTION 'node_id, amount and currency must not be NULL'
@@ -638,7 +645,7 @@ CREATE OR REPLACE FUNCTION compay.assign_job(task_id text, provider text) RETURN
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
-    v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
+    v_min compay.credit := compay.setting('compay.min_stake')::compay.credit;
     v_stake compay.credit;
 BEGIN
     PERFORM compay.require_node(NULL);          -- the application assigns jobs
@@ -765,7 +772,7 @@ CREATE OR REPLACE FUNCTION compay.verify_job(task_id text, verifier text, passed
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
-    v_quorum integer := current_setting('compay.verification_quorum')::integer;
+    v_quorum integer := compay.setting('compay.verification_quorum')::integer;
     v_passes integer;
     v_fails integer;
     v_error text;
@@ -937,7 +944,7 @@ CREATE OR REPLACE FUNCTION compay.dispute_payment(payment_id bigint, reason text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     p compay.payments;
-    v_window interval := current_setting('compay.dispute_window')::interval;
+    v_window interval := compay.setting('compay.dispute_window')::interval;
 BEGIN
     PERFORM compay.require_node(NULL);
     p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
@@ -956,7 +963,7 @@ BEGIN
         RAISE EXCEPTION 'the dispute window of payment % has closed', payment_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Payments can be disputed for %s after they complete (compay.dispute_window).',
-                                  current_setting('compay.dispute_window'));
+                                  compay.setting('compay.dispute_window'));
     END IF;
     UPDATE compay.payments SET status = 'disputed', dispute_reason = reason, disputed_at = now()
     WHERE id = payment_id RETURNING * INTO p;
@@ -1007,7 +1014,7 @@ CREATE OR REPLACE FUNCTION compay.process_due_settlements(as_of timestamptz DEFA
 RETURNS SETOF bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_max integer := current_setting('compay.settlement_max_attempts')::integer;
+    v_max integer := compay.setting('compay.settlement_max_attempts')::integer;
     v_id bigint;
 BEGIN
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
@@ -1108,7 +1115,7 @@ CREATE OR REPLACE FUNCTION compay.set_payout_address(node_id text, address text,
     purpose compay.address_purpose DEFAULT 'primary') RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_network text := current_setting('compay.monero_network');
+    v_network text := compay.setting('compay.monero_network');
     v_kind text;
 BEGIN
     IF node_id IS NULL OR address IS NULL OR purpose IS NULL THEN
@@ -1157,10 +1164,10 @@ CREATE OR REPLACE FUNCTION compay.payout_policy(node_id text, OUT auto_payout bo
     OUT min_payout compay.credit, OUT payout_interval interval, OUT max_per_day compay.credit)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT compay.require_node($1, false);
-    SELECT coalesce(p.auto_payout, current_setting('compay.auto_payout')::boolean),
-           coalesce(p.min_payout, current_setting('compay.payout_min')::compay.credit),
-           coalesce(p.payout_interval, current_setting('compay.payout_interval')::interval),
-           coalesce(p.max_per_day, current_setting('compay.payout_max_per_day')::compay.credit)
+    SELECT coalesce(p.auto_payout, compay.setting('compay.auto_payout')::boolean),
+           coalesce(p.min_payout, compay.setting('compay.payout_min')::compay.credit),
+           coalesce(p.payout_interval, compay.setting('compay.payout_interval')::interval),
+           coalesce(p.max_per_day, compay.setting('compay.payout_max_per_day')::compay.credit)
     FROM (SELECT 1) one
     LEFT JOIN compay.payout_policies p ON p.node_id = payout_policy.node_id
 $$;
@@ -1225,7 +1232,7 @@ BEGIN
     -- What the wallet answered is checked before it is kept.
     SELECT * INTO a FROM compay.monero_address_info(coalesce(r->>'address', ''));
     IF jsonb_typeof(r->'address') IS DISTINCT FROM 'string' OR NOT a.valid
-       OR a.network IS DISTINCT FROM current_setting('compay.monero_network')
+       OR a.network IS DISTINCT FROM compay.setting('compay.monero_network')
        OR a.kind IS DISTINCT FROM 'subaddress'
        OR coalesce(r->>'address_index', '') !~ '^[1-9][0-9]{0,8}$' THEN
         RAISE EXCEPTION 'bad reply from the wallet to create_address'
@@ -1242,7 +1249,7 @@ END $$;
 CREATE OR REPLACE FUNCTION compay.record_deposits(reply jsonb, height bigint) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_min integer := current_setting('compay.deposit_confirmations')::integer;
+    v_min integer := compay.setting('compay.deposit_confirmations')::integer;
     t record;
     v_n integer := 0;
     v_transfer bigint;
@@ -1385,3 +1392,139 @@ BEGIN
     END LOOP;
 END
 $report$;
+
+-- Settings from every session (issue 12, item 4): the SQL reads the
+-- compay.* settings with compay.setting(), a C function whose call loads
+-- the library (and so defines every compay.* setting), never with
+-- current_setting(), which fails with "unrecognized configuration
+-- parameter" in a session that has not loaded compay yet.
+
+CREATE OR REPLACE FUNCTION compay.pay_verified_job(j compay.jobs) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_ratio numeric := compay.setting('compay.verification_reward_ratio')::numeric;
+    v_verifiers text[];
+    v_factors numeric[];
+    v_amount compay.credit;
+    v_reward compay.credit;
+    v_payment bigint;
+    v_transfer bigint;
+BEGIN
+    SELECT array_agg(verifier ORDER BY created_at, verifier), array_agg(quality_factor)
+    INTO v_verifiers, v_factors
+    FROM compay.verifications WHERE job_id = j.id AND passed;
+    v_amount := least(compay.job_amount(j, v_factors), j.max_amount);
+    v_reward := v_amount * v_ratio;             -- exact, rounded once half to even
+    INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
+                                 resource_metrics, metadata)
+    VALUES (j.task_id, j.requester, j.provider, v_amount, j.currency,
+            (CASE WHEN j.currency = 'XMR' THEN 'crypto' ELSE 'credit' END)::compay.payment_method,
+            'processing',
+            compay.task_metrics(j.task_id),
+            jsonb_build_object('escrow_hold_id', j.escrow_hold_id, 'verifiers', v_verifiers,
+                               'verifier_reward', v_reward::text))
+    RETURNING id INTO v_payment;
+    v_transfer := compay.settle_escrow(j.escrow_hold_id, j.provider, v_amount, v_verifiers,
+                                       v_reward, 'job:' || j.task_id);
+    UPDATE compay.payments SET status = 'completed', completed_at = now(), transfer_id = v_transfer
+    WHERE id = v_payment;
+    UPDATE compay.verifications SET reward_amount = v_reward, rewarded_at = now()
+    WHERE job_id = j.id AND passed;
+    UPDATE compay.jobs SET status = 'paid', amount = v_amount, payment_id = v_payment,
+                           updated_at = now()
+    WHERE id = j.id;
+    RETURN v_payment;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.queue_payouts() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_batch integer := compay.setting('compay.payout_batch_max')::integer;
+    v_payout bigint;
+    v_n integer := 0;
+    v_items integer := 0;
+    r record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    FOR r IN
+        WITH open AS (
+            -- Verifier rewards go to the verification address when there is one.
+            SELECT s.id, s.payee, s.total_amount, coalesce(v.address, a.address) AS address,
+                   compay.sum(s.total_amount) OVER (PARTITION BY s.payee ORDER BY s.id) AS running
+            FROM compay.settlements s
+            JOIN compay.payout_addresses a ON a.node_id = s.payee AND a.purpose = 'primary'
+            LEFT JOIN compay.payout_addresses v
+              ON v.node_id = s.payee AND v.purpose = 'verification' AND s.purpose = 'verification'
+            WHERE s.currency = 'XMR' AND s.status = 'processing' AND s.payout_id IS NULL
+              AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= now())
+        ), node AS (
+            SELECT o.payee, pol.*,
+                   coalesce((SELECT compay.sum(i.amount) FROM compay.payout_items i
+                             JOIN compay.payout_transactions p ON p.id = i.payout_id
+                             WHERE i.node_id = o.payee AND p.status <> 'failed'
+                               AND p.created_at > now() - interval '1 day'), '0') AS paid_today,
+                   (SELECT max(p.created_at) FROM compay.payout_items i
+                    JOIN compay.payout_transactions p ON p.id = i.payout_id
+                    WHERE i.node_id = o.payee AND p.status <> 'failed') AS last_payout
+            FROM (SELECT DISTINCT payee FROM open) o
+            CROSS JOIN LATERAL compay.payout_policy(o.payee) pol
+        )
+        SELECT n.payee, o.address, array_agg(o.id ORDER BY o.id) AS ids,
+               compay.sum(o.total_amount) AS amount
+        FROM node n JOIN open o ON o.payee = n.payee
+        WHERE n.auto_payout
+          AND (n.last_payout IS NULL OR n.last_payout <= now() - n.payout_interval)
+          AND n.paid_today + o.running <= n.max_per_day
+        GROUP BY n.payee, o.address, n.min_payout
+        HAVING compay.sum(o.total_amount) >= n.min_payout
+        ORDER BY n.payee, o.address
+    LOOP
+        IF v_payout IS NULL OR v_items >= v_batch THEN
+            INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
+            v_n := v_n + 1;
+            v_items := 0;
+        END IF;
+        INSERT INTO compay.payout_items (payout_id, node_id, address, amount, settlement_ids)
+        VALUES (v_payout, r.payee, r.address, r.amount, r.ids);
+        UPDATE compay.payout_transactions SET amount = amount + r.amount WHERE id = v_payout;
+        UPDATE compay.settlements SET payout_id = v_payout WHERE id = ANY (r.ids);
+        v_items := v_items + 1;
+    END LOOP;
+    RETURN v_n;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.record_payout_conflict(payout_id bigint, height bigint) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_first bigint;
+BEGIN
+    UPDATE compay.payout_transactions
+    SET conflict_height = coalesce(conflict_height, height),
+        last_error = 'conflict: a key image is spent by another transaction on chain',
+        next_attempt_at = now() + interval '10 seconds'
+    WHERE id = payout_id AND status IN ('built', 'relayed')
+    RETURNING conflict_height INTO v_first;
+    RETURN v_first IS NOT NULL
+       AND height - v_first >= compay.setting('compay.payout_confirmations')::integer;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.record_payout_confirmations(payout_id bigint, confirmations integer)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    UPDATE compay.payout_transactions SET confirmations = record_payout_confirmations.confirmations
+    WHERE id = payout_id AND status = 'relayed';
+    IF confirmations >= compay.setting('compay.payout_confirmations')::integer THEN
+        UPDATE compay.payout_transactions SET status = 'confirmed', confirmed_at = now()
+        WHERE id = payout_id AND status = 'relayed';
+        UPDATE compay.settlements SET status = 'completed', completed_at = now()
+        WHERE settlements.payout_id = record_payout_confirmations.payout_id
+          AND status = 'processing';
+    END IF;
+END $$;
+
+CREATE OR REPLACE VIEW compay.failed_settlements AS
+    SELECT id, period, period_start, currency, payee, payment_count, total_amount, attempts,
+           last_error, next_attempt_at,
+           attempts >= compay.setting('compay.settlement_max_attempts')::integer AS gave_up
+    FROM compay.settlements WHERE status = 'failed';

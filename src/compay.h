@@ -1,19 +1,55 @@
 /*-------------------------------------------------------------------------
  *
  * compay.h
- *	  Limits, SQLSTATEs of our own and declarations shared by every part of
- *	  compay.
+ *	  Limits, SQLSTATEs of our own and the helpers shared by every part of
+ *	  compay (src/compay_util.c).
  *
  * Domain outcomes (insufficient funds, a hold that is not pending, an
  * idempotency conflict, ...) have SQLSTATEs of their own in class PY, a class
- * PostgreSQL does not use.  Each one is listed in docs/reference.md.
+ * PostgreSQL does not use.  This is the one list of them in C; the SQL
+ * pieces raise them by code (ERRCODE = 'PY010'), and docs/reference.md
+ * ("Error codes") lists each with when it is raised.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef COMPAY_H
 #define COMPAY_H
 
+#include "utils/elog.h"
 #include "utils/numeric.h"
+
+/* A debit, reserve or refund needs more than the account has available. */
+#define ERRCODE_COMPAY_INSUFFICIENT_FUNDS	MAKE_SQLSTATE('P','Y','0','0','1')
+/* The node has no account in that currency (and none is opened for it). */
+#define ERRCODE_COMPAY_UNKNOWN_ACCOUNT		MAKE_SQLSTATE('P','Y','0','0','2')
+/* A payment method whose currency is not the task's (SQL: payments.sql). */
+#define ERRCODE_COMPAY_CURRENCY_MISMATCH	MAKE_SQLSTATE('P','Y','0','0','3')
+/* Capture or release of a hold that is not pending, or past its expiry. */
+#define ERRCODE_COMPAY_HOLD_NOT_PENDING		MAKE_SQLSTATE('P','Y','0','0','4')
+/* An idempotency key (or task id) reused with other arguments. */
+#define ERRCODE_COMPAY_IDEMPOTENCY_CONFLICT MAKE_SQLSTATE('P','Y','0','0','5')
+/* No hold with that id. */
+#define ERRCODE_COMPAY_UNKNOWN_HOLD			MAKE_SQLSTATE('P','Y','0','0','6')
+/* No transfer with that id. */
+#define ERRCODE_COMPAY_UNKNOWN_TRANSFER		MAKE_SQLSTATE('P','Y','0','0','7')
+/* A refund of more than the original's money part less earlier refunds. */
+#define ERRCODE_COMPAY_REFUND_EXCEEDS		MAKE_SQLSTATE('P','Y','0','0','8')
+/* A change to an append-only table (SQL: ledger.sql). */
+#define ERRCODE_COMPAY_APPEND_ONLY			MAKE_SQLSTATE('P','Y','0','0','9')
+/* No job or task with that task id (SQL: jobs.sql, payments.sql). */
+#define ERRCODE_COMPAY_UNKNOWN_TASK			MAKE_SQLSTATE('P','Y','0','1','0')
+/* A provider's stake below compay.min_stake (SQL: jobs.sql). */
+#define ERRCODE_COMPAY_INSUFFICIENT_STAKE	MAKE_SQLSTATE('P','Y','0','1','1')
+/* No payment with that id (SQL: payments.sql). */
+#define ERRCODE_COMPAY_UNKNOWN_PAYMENT		MAKE_SQLSTATE('P','Y','0','1','2')
+/* No settlement with that id (SQL: settlement.sql). */
+#define ERRCODE_COMPAY_UNKNOWN_SETTLEMENT	MAKE_SQLSTATE('P','Y','0','1','3')
+/* The wallet RPC cannot be reached, timed out, or gave no usable reply. */
+#define ERRCODE_COMPAY_WALLET_UNAVAILABLE	MAKE_SQLSTATE('P','Y','0','1','4')
+/* The wallet RPC answered with an error, or with fields that are not valid. */
+#define ERRCODE_COMPAY_WALLET_ERROR			MAKE_SQLSTATE('P','Y','0','1','5')
+/* No payout with that id (SQL: payout.sql). */
+#define ERRCODE_COMPAY_UNKNOWN_PAYOUT		MAKE_SQLSTATE('P','Y','0','1','6')
 
 /* Longest piece of user input echoed back in an error message. */
 #define COMPAY_ECHO_LEN_MAX 64
@@ -21,7 +57,7 @@
 /* Returns a palloc'd copy of input, cut to COMPAY_ECHO_LEN_MAX characters. */
 extern char *CompayEchoInput(const char *input);
 
-/* numeric from and to text, and compared (compay.c). */
+/* numeric from and to text, and compared. */
 extern Numeric CompayNumeric(const char *text);
 extern char *CompayNumericText(Numeric n);
 extern int	CompayNumericCmp(Numeric a, Numeric b);

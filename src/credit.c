@@ -14,6 +14,7 @@
 
 #include "libpq/pqformat.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 #include "compay.h"
 #include "credit.h"
@@ -454,15 +455,30 @@ credit_xmr(PG_FUNCTION_ARGS)
 }
 
 /*
- * Whether a setting's text is an exact decimal with at most 12 decimals
- * within [lo, hi] (in atomic units); the GUC check hooks of amounts,
- * ratios and factors use it and add their own detail.
+ * The check hook of every amount, ratio and factor setting: true when the
+ * new value is an exact decimal with at most 12 decimals within [lo, hi]
+ * (in atomic units); else false, with detail as the error's DETAIL.
  */
 bool
-CreditSettingWithin(const char *text, Credit lo, Credit hi)
+CreditCheckSetting(const char *text, Credit lo, Credit hi, const char *detail)
 {
 	Credit		v;
 
-	return CreditParseDecimal(text, CREDIT_SCALE, CREDIT_ROUND_EXACT, true,
-							  &v) == CREDIT_OK && v >= lo && v <= hi;
+	if (CreditParseDecimal(text, CREDIT_SCALE, CREDIT_ROUND_EXACT, true,
+						   &v) == CREDIT_OK && v >= lo && v <= hi)
+		return true;
+	GUC_check_errdetail("%s", detail);
+	return false;
+}
+
+/*
+ * The check hook of every setting that is an amount (a credit limit, a
+ * stake, a payout minimum or maximum): a non-negative credit.
+ */
+bool
+CreditCheckAmountSetting(char **newval, void **extra pg_attribute_unused(),
+						 GucSource source pg_attribute_unused())
+{
+	return CreditCheckSetting(*newval, 0, CREDIT_MAX,
+							  "An amount is a non-negative decimal with at most 12 decimals.");
 }

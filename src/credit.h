@@ -13,6 +13,7 @@
 #define COMPAY_CREDIT_H
 
 #include "fmgr.h"
+#include "utils/guc.h"
 #include "utils/numeric.h"
 
 typedef int128 Credit;
@@ -88,7 +89,8 @@ extern Credit CreditFromNumeric(Numeric num, int scale, CreditRounding rounding,
 								const char *what);
 extern CreditRounding CreditRoundingFromName(const char *name);
 extern void CreditReportOverflow(void) pg_attribute_noreturn();
-extern bool CreditSettingWithin(const char *text, Credit lo, Credit hi);
+extern bool CreditCheckSetting(const char *text, Credit lo, Credit hi, const char *detail);
+extern bool CreditCheckAmountSetting(char **newval, void **extra, GucSource source);
 
 /* rational.c: exact products and quotients, rounded once */
 extern CreditStatus RationalMulDecimal(Credit a, const char *decimal,

@@ -1,8 +1,23 @@
 -- compay's install script, sql/compay--<version>.sql, is this file and
 -- the other src/*.sql pieces, concatenated in the Makefile's SQL_PIECES
--- order.  This first piece: the credit type.
+-- order.  This first piece: compay.setting(), which every later piece
+-- uses to read a setting, and the credit type.
 
 \echo Use "CREATE EXTENSION compay" to load this file. \quit
+
+--------------------------------------------------------------------------
+-- compay.setting(name): current_setting(name) of a compay.* setting, with
+-- the library loaded.  It is a C function, so calling it loads compay,
+-- whose _PG_init defines every compay.* setting with its default: the SQL
+-- reads its settings with it, never with current_setting(), so that a
+-- session that has not loaded the library yet (no shared_preload_libraries)
+-- finds them on its first call.
+--------------------------------------------------------------------------
+
+CREATE FUNCTION compay.setting(name text) RETURNS text
+    AS 'MODULE_PATHNAME', 'compay_setting' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION compay.setting(text) IS
+    'current_setting() of a compay.* setting, with the library loaded first: works as the first call of a session';
 
 --------------------------------------------------------------------------
 -- compay.credit: a signed fixed-point amount with 12 decimal places,

@@ -51,7 +51,7 @@ BEGIN
     -- What the wallet answered is checked before it is kept.
     SELECT * INTO a FROM compay.monero_address_info(coalesce(r->>'address', ''));
     IF jsonb_typeof(r->'address') IS DISTINCT FROM 'string' OR NOT a.valid
-       OR a.network IS DISTINCT FROM current_setting('compay.monero_network')
+       OR a.network IS DISTINCT FROM compay.setting('compay.monero_network')
        OR a.kind IS DISTINCT FROM 'subaddress'
        OR coalesce(r->>'address_index', '') !~ '^[1-9][0-9]{0,8}$' THEN
         RAISE EXCEPTION 'bad reply from the wallet to create_address'
@@ -74,7 +74,7 @@ COMMENT ON FUNCTION compay.deposit_address(text) IS
 CREATE FUNCTION compay.record_deposits(reply jsonb, height bigint) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_min integer := current_setting('compay.deposit_confirmations')::integer;
+    v_min integer := compay.setting('compay.deposit_confirmations')::integer;
     t record;
     v_n integer := 0;
     v_transfer bigint;

@@ -24,25 +24,13 @@ static int	verification_quorum = 2;
 static char *verification_reward_ratio = NULL;
 static int	dispute_window_s = 72 * SECS_PER_HOUR;
 
-static bool
-CheckMinStake(char **newval, void **extra pg_attribute_unused(),
-			  GucSource source pg_attribute_unused())
-{
-	if (CreditSettingWithin(*newval, 0, CREDIT_MAX))
-		return true;
-	GUC_check_errdetail("A minimum stake is a non-negative amount with at most 12 decimals.");
-	return false;
-}
-
 /* The ratio as an exact decimal in [0.10, 0.20]: compare in atomic units. */
 static bool
 CheckRewardRatio(char **newval, void **extra pg_attribute_unused(),
 				 GucSource source pg_attribute_unused())
 {
-	if (CreditSettingWithin(*newval, CREDIT_UNIT / 10, CREDIT_UNIT / 5))
-		return true;
-	GUC_check_errdetail("The verification reward ratio is a decimal from 0.10 to 0.20.");
-	return false;
+	return CreditCheckSetting(*newval, CREDIT_UNIT / 10, CREDIT_UNIT / 5,
+							  "The verification reward ratio is a decimal from 0.10 to 0.20.");
 }
 
 void
@@ -52,7 +40,7 @@ JobsInit(void)
 							   "Stake a provider must hold to be assigned a job.",
 							   "0 turns the check off.",
 							   &min_stake, "0", PGC_SUSET, 0,
-							   CheckMinStake, NULL, NULL);
+							   CreditCheckAmountSetting, NULL, NULL);
 	DefineCustomIntVariable("compay.verification_quorum",
 							"Passing (or failing) verifiers that decide a job.",
 							NULL, &verification_quorum, 2, 1, 100,

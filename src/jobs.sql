@@ -343,7 +343,7 @@ RETURNS compay.credit
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     s compay.stakes;
-    v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
+    v_min compay.credit := compay.setting('compay.min_stake')::compay.credit;
 BEGIN
     IF node_id IS NULL OR amount IS NULL OR currency IS NULL THEN
         RAISE EXCEPTION 'node_id, amount and currency must not be NULL'
@@ -384,7 +384,7 @@ CREATE FUNCTION compay.assign_job(task_id text, provider text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
-    v_min compay.credit := current_setting('compay.min_stake')::compay.credit;
+    v_min compay.credit := compay.setting('compay.min_stake')::compay.credit;
     v_stake compay.credit;
 BEGIN
     PERFORM compay.require_node(NULL);          -- the application assigns jobs
@@ -603,7 +603,7 @@ END $$;
 CREATE FUNCTION compay.pay_verified_job(j compay.jobs) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_ratio numeric := current_setting('compay.verification_reward_ratio')::numeric;
+    v_ratio numeric := compay.setting('compay.verification_reward_ratio')::numeric;
     v_verifiers text[];
     v_factors numeric[];
     v_amount compay.credit;
@@ -642,7 +642,7 @@ CREATE FUNCTION compay.verify_job(task_id text, verifier text, passed boolean,
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
-    v_quorum integer := current_setting('compay.verification_quorum')::integer;
+    v_quorum integer := compay.setting('compay.verification_quorum')::integer;
     v_passes integer;
     v_fails integer;
     v_error text;

@@ -46,16 +46,6 @@ static SpiStatement create_stmt = {
 	.argtypes = {TEXTOID, TEXTARRAYOID, SPI_ARG_CREDIT}
 };
 
-static bool
-CheckCreditLimitText(char **newval, void **extra pg_attribute_unused(),
-					 GucSource source pg_attribute_unused())
-{
-	if (CreditSettingWithin(*newval, 0, CREDIT_MAX))
-		return true;
-	GUC_check_errdetail("A credit limit is a non-negative amount with at most 12 decimals.");
-	return false;
-}
-
 /* The accounts table's CHECK: see compay.account_within_limit(). */
 Datum
 compay_account_within_limit(PG_FUNCTION_ARGS)
@@ -79,7 +69,7 @@ LedgerInit(void)
 							   "Accounts in other currencies (XMR) open with limit 0.",
 							   &default_credit_limit_text, "1000000",
 							   PGC_SUSET, 0,
-							   CheckCreditLimitText, NULL, NULL);
+							   CreditCheckAmountSetting, NULL, NULL);
 	DefineCustomBoolVariable("compay.auto_create_accounts",
 							 "Deposits, transfers and captures open a missing receiving account on first use.",
 							 "The paying side of a debit, hold or transfer is never opened on first use.",

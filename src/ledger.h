@@ -18,19 +18,10 @@
 #include "common/cryptohash.h"
 #include "datatype/timestamp.h"
 #include "storage/itemptr.h"
-#include "utils/errcodes.h"
 
+#include "compay.h"
 #include "credit.h"
 
-/* SQLSTATEs of our own, class PY; listed in docs/reference.md. */
-#define ERRCODE_COMPAY_INSUFFICIENT_FUNDS	MAKE_SQLSTATE('P','Y','0','0','1')
-#define ERRCODE_COMPAY_UNKNOWN_ACCOUNT		MAKE_SQLSTATE('P','Y','0','0','2')
-#define ERRCODE_COMPAY_CURRENCY_MISMATCH	MAKE_SQLSTATE('P','Y','0','0','3')
-#define ERRCODE_COMPAY_HOLD_NOT_PENDING		MAKE_SQLSTATE('P','Y','0','0','4')
-#define ERRCODE_COMPAY_IDEMPOTENCY_CONFLICT MAKE_SQLSTATE('P','Y','0','0','5')
-#define ERRCODE_COMPAY_UNKNOWN_HOLD			MAKE_SQLSTATE('P','Y','0','0','6')
-#define ERRCODE_COMPAY_UNKNOWN_TRANSFER		MAKE_SQLSTATE('P','Y','0','0','7')
-#define ERRCODE_COMPAY_REFUND_EXCEEDS		MAKE_SQLSTATE('P','Y','0','0','8')
 
 #define LEDGER_HASH_LEN 32
 
@@ -171,6 +162,7 @@ extern int64 LedgerNextId(const char *sequence);
 extern char *TextArgOrNull(FunctionCallInfo fcinfo, int n);
 extern void LedgerCheckAmount(Credit amount, const char *what);
 extern const char *LedgerCheckNode(const char *node_id);
+extern void LedgerRequireArgs(FunctionCallInfo fcinfo, int n, const char *const *names);
 extern const char *LedgerCheckReference(const char *reference, const char *what);
 extern const char *LedgerCheckCurrency(const char *currency);
 extern Credit LedgerDefaultCreditLimit(const char *currency);

@@ -221,7 +221,7 @@ CREATE FUNCTION compay.dispute_payment(payment_id bigint, reason text) RETURNS c
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     p compay.payments;
-    v_window interval := current_setting('compay.dispute_window')::interval;
+    v_window interval := compay.setting('compay.dispute_window')::interval;
 BEGIN
     PERFORM compay.require_node(NULL);
     p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
@@ -240,7 +240,7 @@ BEGIN
         RAISE EXCEPTION 'the dispute window of payment % has closed', payment_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('Payments can be disputed for %s after they complete (compay.dispute_window).',
-                                  current_setting('compay.dispute_window'));
+                                  compay.setting('compay.dispute_window'));
     END IF;
     UPDATE compay.payments SET status = 'disputed', dispute_reason = reason, disputed_at = now()
     WHERE id = payment_id RETURNING * INTO p;

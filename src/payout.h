@@ -8,8 +8,7 @@
 #ifndef COMPAY_PAYOUT_H
 #define COMPAY_PAYOUT_H
 
-extern PGDLLIMPORT int deposit_rescan_blocks;
-
+extern void PayoutInit(void);
 extern int64 PayoutRound(void);
 
 #endif							/* COMPAY_PAYOUT_H */

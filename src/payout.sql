@@ -38,7 +38,7 @@ CREATE FUNCTION compay.set_payout_address(node_id text, address text,
     purpose compay.address_purpose DEFAULT 'primary') RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_network text := current_setting('compay.monero_network');
+    v_network text := compay.setting('compay.monero_network');
     v_kind text;
 BEGIN
     IF node_id IS NULL OR address IS NULL OR purpose IS NULL THEN
@@ -91,10 +91,10 @@ CREATE FUNCTION compay.payout_policy(node_id text, OUT auto_payout boolean,
     OUT min_payout compay.credit, OUT payout_interval interval, OUT max_per_day compay.credit)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT compay.require_node($1, false);
-    SELECT coalesce(p.auto_payout, current_setting('compay.auto_payout')::boolean),
-           coalesce(p.min_payout, current_setting('compay.payout_min')::compay.credit),
-           coalesce(p.payout_interval, current_setting('compay.payout_interval')::interval),
-           coalesce(p.max_per_day, current_setting('compay.payout_max_per_day')::compay.credit)
+    SELECT coalesce(p.auto_payout, compay.setting('compay.auto_payout')::boolean),
+           coalesce(p.min_payout, compay.setting('compay.payout_min')::compay.credit),
+           coalesce(p.payout_interval, compay.setting('compay.payout_interval')::interval),
+           coalesce(p.max_per_day, compay.setting('compay.payout_max_per_day')::compay.credit)
     FROM (SELECT 1) one
     LEFT JOIN compay.payout_policies p ON p.node_id = payout_policy.node_id
 $$;
@@ -195,7 +195,7 @@ REVOKE ALL ON FUNCTION compay.payout_return(bigint) FROM PUBLIC;
 CREATE FUNCTION compay.queue_payouts() RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_batch integer := current_setting('compay.payout_batch_max')::integer;
+    v_batch integer := compay.setting('compay.payout_batch_max')::integer;
     v_payout bigint;
     v_n integer := 0;
     v_items integer := 0;
@@ -409,7 +409,7 @@ BEGIN
     WHERE id = payout_id AND status IN ('built', 'relayed')
     RETURNING conflict_height INTO v_first;
     RETURN v_first IS NOT NULL
-       AND height - v_first >= current_setting('compay.payout_confirmations')::integer;
+       AND height - v_first >= compay.setting('compay.payout_confirmations')::integer;
 END $$;
 
 -- Outcome unknown or the wallet unreachable: stay in the state, retry later.
@@ -435,7 +435,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 BEGIN
     UPDATE compay.payout_transactions SET confirmations = record_payout_confirmations.confirmations
     WHERE id = payout_id AND status = 'relayed';
-    IF confirmations >= current_setting('compay.payout_confirmations')::integer THEN
+    IF confirmations >= compay.setting('compay.payout_confirmations')::integer THEN
         UPDATE compay.payout_transactions SET status = 'confirmed', confirmed_at = now()
         WHERE id = payout_id AND status = 'relayed';
         UPDATE compay.settlements SET status = 'completed', completed_at = now()

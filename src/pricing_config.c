@@ -109,10 +109,8 @@ static bool
 CheckMarketFactor(char **newval, void **extra pg_attribute_unused(),
 				  GucSource source pg_attribute_unused())
 {
-	if (CreditSettingWithin(*newval, 1, CREDIT_MAX))
-		return true;
-	GUC_check_errdetail("A market factor bound is a positive decimal with at most 12 decimals.");
-	return false;
+	return CreditCheckSetting(*newval, 1, CREDIT_MAX,
+							  "A market factor bound is a positive decimal with at most 12 decimals.");
 }
 
 void

@@ -118,7 +118,7 @@ CREATE FUNCTION compay.process_due_settlements(as_of timestamptz DEFAULT now())
 RETURNS SETOF bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_max integer := current_setting('compay.settlement_max_attempts')::integer;
+    v_max integer := compay.setting('compay.settlement_max_attempts')::integer;
     v_id bigint;
 BEGIN
     IF as_of IS NULL OR NOT isfinite(as_of) THEN
@@ -224,7 +224,7 @@ COMMENT ON FUNCTION compay.retry_settlement(bigint) IS
 CREATE VIEW compay.failed_settlements AS
     SELECT id, period, period_start, currency, payee, payment_count, total_amount, attempts,
            last_error, next_attempt_at,
-           attempts >= current_setting('compay.settlement_max_attempts')::integer AS gave_up
+           attempts >= compay.setting('compay.settlement_max_attempts')::integer AS gave_up
     FROM compay.settlements WHERE status = 'failed';
 COMMENT ON VIEW compay.failed_settlements IS
     'failed settlements; gave_up: no more automatic retries, compay.retry_settlement() is needed';

@@ -36,8 +36,6 @@
 #include "utils/jsonb.h"
 
 #include "compay.h"
-#include "credit.h"
-#include "payout.h"
 #include "wallet_rpc.h"
 
 PG_FUNCTION_INFO_V1(compay_wallet_rpc);
@@ -49,23 +47,6 @@ static char *daemon_rpc_url = NULL;
 static int	wallet_rpc_connect_timeout_ms = 2000;
 static int	wallet_rpc_timeout_s = 120;
 static int	wallet_rpc_reply_max_kb = 4096;
-
-static char *monero_network = NULL;
-static char *payout_min = NULL;
-static char *payout_max_per_day = NULL;
-static int	payout_interval_s = 24 * 3600;
-static bool auto_payout = true;
-static int	payout_batch_max = 15;
-static int	payout_confirmations = 10;
-static int	payout_fee_payer = 0;
-static int	deposit_confirmations = 10;
-bool		payout_auto_relay = true;
-
-static const struct config_enum_entry fee_payer_options[] = {
-	{"network", 0, false},
-	{"payee", 1, false},
-	{NULL, 0, false}
-};
 
 static bool curl_ready = false;
 
@@ -79,81 +60,9 @@ typedef struct ReplyBuffer
 	bool		too_big;
 } ReplyBuffer;
 
-static bool
-CheckNetwork(char **newval, void **extra pg_attribute_unused(),
-			 GucSource source pg_attribute_unused())
-{
-	if (strcmp(*newval, "mainnet") == 0 || strcmp(*newval, "testnet") == 0 ||
-		strcmp(*newval, "stagenet") == 0)
-		return true;
-	GUC_check_errdetail("The network is mainnet, testnet or stagenet (a regtest wallet uses mainnet addresses).");
-	return false;
-}
-
-static bool
-CheckAmount(char **newval, void **extra pg_attribute_unused(),
-			GucSource source pg_attribute_unused())
-{
-	if (CreditSettingWithin(*newval, 0, CREDIT_MAX))
-		return true;
-	GUC_check_errdetail("An amount is a non-negative decimal with at most 12 decimals.");
-	return false;
-}
-
-/* The payout policy a node gets unless compay.set_payout_policy() says otherwise. */
-static void
-DefinePayoutDefaults(void)
-{
-	DefineCustomStringVariable("compay.monero_network",
-							   "Monero network whose addresses payouts accept.",
-							   NULL, &monero_network, "mainnet", PGC_SUSET, 0,
-							   CheckNetwork, NULL, NULL);
-	DefineCustomBoolVariable("compay.auto_payout",
-							 "Default: a node's settled XMR is paid out automatically.",
-							 NULL, &auto_payout, true, PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("compay.payout_min",
-							   "Default smallest payout, in XMR.",
-							   NULL, &payout_min, "0.01", PGC_SUSET, 0,
-							   CheckAmount, NULL, NULL);
-	DefineCustomIntVariable("compay.payout_interval",
-							"Default time between two payouts of a node.",
-							NULL, &payout_interval_s, 24 * 3600, 60, INT_MAX,
-							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("compay.payout_batch_max",
-							"Most payees one Monero transaction pays.",
-							NULL, &payout_batch_max, 15, 1, 15,
-							PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("compay.payout_confirmations",
-							"Confirmations after which a payout is confirmed.",
-							NULL, &payout_confirmations, 10, 1, 1000,
-							PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("compay.deposit_confirmations",
-							"Confirmations after which an XMR deposit is credited.",
-							NULL, &deposit_confirmations, 10, 0, 1000,
-							PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("compay.deposit_rescan_blocks",
-							"Blocks below the scanned height the worker reads again for deposits.",
-							"A reorganisation can move a deposit to another block: the worker reads the incoming transfers of the last this many scanned blocks again each round (nothing already credited is credited again).",
-							&deposit_rescan_blocks, 10, 0, 100000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomBoolVariable("compay.payout_auto_relay",
-							 "Whether the worker relays payout transactions once built.",
-							 "Off: payouts stop at built (recorded and debited, nothing sent) until it is on again, for a review.",
-							 &payout_auto_relay, true, PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomEnumVariable("compay.payout_fee_payer",
-							 "Who pays the network fee of a payout: the network ($fees) or the payee.",
-							 NULL, &payout_fee_payer, 0, fee_payer_options,
-							 PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("compay.payout_max_per_day",
-							   "Default most XMR paid to one node in a day; the rest waits.",
-							   NULL, &payout_max_per_day, "0.5", PGC_SUSET, 0,
-							   CheckAmount, NULL, NULL);
-}
-
 void
 WalletRpcInit(void)
 {
-	DefinePayoutDefaults();
 	DefineCustomStringVariable("compay.wallet_rpc_url",
 							   "Base URL of the treasury's monero-wallet-rpc (http or https).",
 							   "JSON-RPC calls go to URL/json_rpc.",

@@ -8,11 +8,9 @@
 #ifndef COMPAY_WALLET_RPC_H
 #define COMPAY_WALLET_RPC_H
 
-#include "utils/errcodes.h"
 #include "utils/jsonb.h"
 
-#define ERRCODE_COMPAY_WALLET_UNAVAILABLE	MAKE_SQLSTATE('P','Y','0','1','4')
-#define ERRCODE_COMPAY_WALLET_ERROR			MAKE_SQLSTATE('P','Y','0','1','5')
+#include "compay.h"
 
 typedef enum WalletRpcStatus
 {
@@ -35,8 +33,6 @@ typedef struct WalletRpcResult
 	Jsonb	   *error_object;	/* the wallet's error member, if any */
 	Jsonb	   *result;			/* the result member, when OK */
 } WalletRpcResult;
-
-extern PGDLLIMPORT bool payout_auto_relay;
 
 /* Run every ~100 ms while a wallet call waits (the worker's ledger steps). */
 typedef void (*WalletRpcWaitHook) (void);
