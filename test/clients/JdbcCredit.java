@@ -1,7 +1,8 @@
 // pgJDBC and compay.credit (docs/clients.md): getBigDecimal reads credit
-// exactly; an amount goes as setObject(i, bigDecimal.toPlainString(),
-// Types.OTHER) (untyped, read by credit_in) because setBigDecimal types it
-// numeric.  Run by run.sh with java's source launcher against Debian's
+// exactly; setBigDecimal, setLong and setInt send numeric and integer
+// parameters, read by the numeric twins of the money functions;
+// setObject(i, text, Types.OTHER) sends an untyped literal, read by
+// credit_in.  Run by run.sh with java's source launcher against Debian's
 // libpostgresql-jdbc-java.
 import java.math.BigDecimal;
 import java.math.BigInteger;
@@ -46,15 +47,21 @@ public class JdbcCredit {
                 is(rs.getBigDecimal(2), new BigDecimal("1E-12"), "getBigDecimal reads one atomic unit");
             }
             try (PreparedStatement ps = db.prepareStatement("SELECT compay.deposit(?, ?)")) {
-                for (BigDecimal amount : new BigDecimal[] {two100, new BigDecimal("1E-12"), BigDecimal.valueOf(7)}) {
-                    ps.setString(1, node);
-                    ps.setObject(2, amount.toPlainString(), Types.OTHER);
-                    ps.executeQuery().close();
-                }
                 ps.setString(1, node);
+                ps.setBigDecimal(2, two100);
+                ps.executeQuery().close();
+                ps.setBigDecimal(2, new BigDecimal("1E-12"));
+                ps.executeQuery().close();
+                ps.setLong(2, 5L);
+                ps.executeQuery().close();
+                ps.setInt(2, 1);
+                ps.executeQuery().close();
+                ps.setObject(2, "1", Types.OTHER);
+                ps.executeQuery().close();
+                ps.setBigDecimal(2, new BigDecimal("1.0000000000001"));
+                raises(() -> ps.executeQuery().close(), "22023", "setBigDecimal with 13 decimals is refused, not rounded");
                 ps.setObject(2, "1.0000000000001", Types.OTHER);
-                raises(() -> ps.executeQuery().close(), "22P02", "13 decimals are refused, not rounded");
-                ps.setString(1, node);
+                raises(() -> ps.executeQuery().close(), "22P02", "13 decimals as text are refused, not rounded");
                 ps.setDouble(2, 2.5);
                 raises(() -> ps.executeQuery().close(), "42883", "a double amount is refused");
             }
@@ -63,7 +70,7 @@ public class JdbcCredit {
                 try (ResultSet rs = ps.executeQuery()) {
                     rs.next();
                     is(rs.getBigDecimal(1), two100.add(new BigDecimal("7.000000000001")),
-                       "BigDecimal amounts sent as Types.OTHER: balance exact, refused calls wrote nothing");
+                       "setBigDecimal, setLong, setInt and Types.OTHER text: balance exact, refused calls wrote nothing");
                 }
             }
         } catch (SQLException e) {

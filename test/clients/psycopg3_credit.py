@@ -102,9 +102,19 @@ def main():
     got = bcur.execute("SELECT %b::text", (Credit(-UNIT),)).fetchone()[0]
     tap.is_(got, "-0.000000000001", "minus one atomic unit through credit_recv")
 
+    # Plain Decimal and int: numeric (and int2/int4/int8) parameters, read
+    # by the numeric twins of the money functions.
+    big = NODE + "-big"
+    bcur.execute("SELECT compay.deposit(%b, %b)", (big, TWO_100))
+    cur.execute("SELECT compay.deposit(%t, %t)", (big, UNIT))
+    bcur.execute("SELECT compay.deposit(%b, %b)", (big, 3))
+    cur.execute("SELECT compay.deposit(%t, %t)", (big, 2 ** 40))
+    got = bcur.execute("SELECT balance FROM compay.accounts WHERE node_id = %b", (big,)).fetchone()[0]
+    tap.is_(got, CTX.add(TWO_100, CTX.add(UNIT, 3 + 2 ** 40)),
+            "deposits Decimal and int in binary and text exactly")
     bcur.execute("SELECT compay.deposit(%b, %b)", (NODE, Credit("0.000000000001")))
     bcur.execute("SELECT compay.deposit(%b, %b)", (NODE, Credit(7)))
-    cur.execute("SELECT compay.deposit(%s, %s)", (NODE, Credit("1.25")))
+    cur.execute("SELECT compay.deposit(%t, %t)", (NODE, Credit("1.25")))
     cur.execute("SELECT compay.deposit(%t, %t)", (NODE, "0.75"))
     want = Decimal("9.000000000001")
     tap.is_(balance(cur), want, "deposits Credit (binary and text) and a text str exactly")
@@ -116,6 +126,8 @@ def main():
         tap.ok("more than 12 decimals" in str(e), "13 decimals refused by the binary dumper, not rounded")
     tap.raises(lambda: cur.execute("SELECT compay.deposit(%t, %t)", (NODE, Credit("1.0000000000001"))),
                {"22P02"}, "13 decimals refused by the server in text")
+    tap.raises(lambda: bcur.execute("SELECT compay.deposit(%b, %b)", (NODE, Decimal("1.0000000000001"))),
+               {"22023"}, "a binary numeric with 13 decimals is refused, not rounded")
     tap.raises(lambda: cur.execute("SELECT compay.deposit(%s, %s)", (NODE, 2.5)),
                {"42883"}, "a float amount is refused")
     tap.raises(lambda: bcur.execute("SELECT compay.deposit(%b, %b)", (NODE, RawCredit(b"\x80" + bytes(15)))),
