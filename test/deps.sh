@@ -39,6 +39,9 @@ missing_packages() {
     for pkg in "${PACKAGES[@]}"; do
         is_installed "$pkg" || printf '%s\n' "$pkg"
     done
+    # Debian's nodejs comes without npm; NodeSource's provides it (and
+    # conflicts with Debian's npm package): ask for npm only if missing.
+    command -v npm >/dev/null || printf 'npm\n'
 }
 
 # Prints the command prefix that gives root: nothing for root, sudo when it
