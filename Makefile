@@ -30,7 +30,8 @@ OBJS = \
 
 # The install script of the current version is built from one SQL piece
 # per concern, kept beside its C, in this order (a piece may use what the
-# pieces before it create; verify.sql reads every table, so it is last).
+# pieces before it create; verify.sql reads every table; amounts.sql gives the
+# money functions of every piece their numeric twins).
 # Released install scripts and upgrade scripts are shipped as they are.
 SQL_PIECES = \
 	src/credit.sql \
@@ -46,7 +47,8 @@ SQL_PIECES = \
 	src/wallet_rpc.sql \
 	src/payout.sql \
 	src/deposit.sql \
-	src/verify.sql
+	src/verify.sql \
+	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
 DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
 # The documentation goes to $(docdir)/extension, which every extension

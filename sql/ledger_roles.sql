@@ -46,7 +46,8 @@ SELECT count(*) FROM accounts; \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 DROP ROLE lp_stranger;
 
--- Every write function is SECURITY DEFINER with a pinned search_path.
+-- Every write function is SECURITY DEFINER with a pinned search_path; its
+-- numeric twin (src/amounts.sql, prosecdef f) runs as its caller and calls it.
 SELECT p.proname, p.prosecdef, p.proconfig
 FROM pg_proc p WHERE p.pronamespace = 'compay'::regnamespace
   AND p.proname IN ('open_account', 'deposit', 'transfer', 'transfer_batch', 'reserve',

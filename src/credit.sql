@@ -43,7 +43,13 @@ CREATE TYPE compay.credit (
     SEND = compay.credit_send,
     ALIGNMENT = double,
     STORAGE = plain,
-    CATEGORY = 'N'
+    -- The string category, not N: an untyped literal ('5', NULL) given
+    -- where a function has a credit twin taking numeric (src/amounts.sql)
+    -- then resolves to credit and is read by credit_in.  In category N,
+    -- beside numeric and neither being N's preferred type (float8), such
+    -- a call would be ambiguous.  The category only guides the resolution
+    -- of unknown literals; no implicit cast comes with it.
+    CATEGORY = 'S'
 );
 COMMENT ON TYPE compay.credit IS
     'exact amount with 12 decimal places (atomic unit 1e-12, one piconero), 16-byte int128';

@@ -17,6 +17,11 @@ PACKAGES=(
     make
     gcc
     libc6-dev
+    python3-psycopg2
+    python3-psycopg
+    libpostgresql-jdbc-java
+    openjdk-17-jre-headless
+    nodejs
 )
 
 die() {
@@ -34,6 +39,9 @@ missing_packages() {
     for pkg in "${PACKAGES[@]}"; do
         is_installed "$pkg" || printf '%s\n' "$pkg"
     done
+    # Debian's nodejs comes without npm; NodeSource's provides it (and
+    # conflicts with Debian's npm package): ask for npm only if missing.
+    command -v npm >/dev/null || printf 'npm\n'
 }
 
 # Prints the command prefix that gives root: nothing for root, sudo when it
@@ -61,6 +69,23 @@ install_packages() {
         apt-get install -y -q --no-install-recommends "$@"
 }
 
+# node-postgres for the driver tests, into test/clients/node_modules from
+# test/clients/package-lock.json.  Nothing to do (no network) when the
+# locked version is there already.
+install_node_modules() {
+    local dir
+    dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/clients
+    [[ -f $dir/package-lock.json ]] || return 0
+    if (cd "$dir" && node -e 'process.exit(require("pg/package.json").version === require("./package-lock.json").packages["node_modules/pg"].version ? 0 : 1)') 2>/dev/null; then
+        printf 'deps: node-postgres present in %s\n' "$dir/node_modules"
+        return 0
+    fi
+    command -v npm >/dev/null || die "npm not found; it installs node-postgres for test/clients"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+        die "npm ci in $dir failed (no network?); run it there once with network"
+    printf 'deps: installed node-postgres in %s\n' "$dir/node_modules"
+}
+
 main() {
     if ! command -v dpkg-query >/dev/null; then
         # Not Debian: the build will say clearly what is missing.
@@ -82,3 +107,4 @@ main() {
 }
 
 main "$@"
+install_node_modules

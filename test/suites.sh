@@ -16,7 +16,7 @@ SRCDIR=$2
 # shellcheck source=lib/cluster.sh
 source "$SRCDIR/test/lib/cluster.sh"
 
-SUITES=(regress isolation pgtap perl)
+SUITES=(regress isolation pgtap clients perl)
 
 COUNTS=$WORKDIR/counts
 DATADIR=$WORKDIR/data
@@ -132,6 +132,13 @@ suite_pgtap() {
             "$SRCDIR/test/pgtap/$name.sql" || status=1
     done
     return "$status"
+}
+
+# Real client drivers (psycopg2, psycopg 3, node-postgres, pgJDBC) reading
+# and writing credit exactly: test/clients/run.sh, one TAP line per check.
+suite_clients() {
+    [[ -x $SRCDIR/test/clients/run.sh ]] || { skip_suite clients; return 0; }
+    run_counted clients count_tap "$WORKDIR/clients.txt" bash "$SRCDIR/test/clients/run.sh"
 }
 
 # Perl TAP tests start their own clusters with PostgreSQL::Test::Cluster,
