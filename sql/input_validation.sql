@@ -2,11 +2,7 @@
 -- characters, too long), over-long ids, keys and references, infinite
 -- times, and submit_job repeated with other arguments.  Each is 22023
 -- (PY005 for the resubmission), beside the good case, and writes nothing.
-SET search_path = public, compay;
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 

@@ -2,11 +2,7 @@
 -- verify by quorum, then payment from the escrow with verifier rewards;
 -- failure, timeout, duplicate votes, parties who try to verify, stakes too
 -- low.  Balances and verify_ledger() are checked after each step.
-SET search_path = public, compay;
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 

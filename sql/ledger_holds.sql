@@ -2,10 +2,7 @@
 -- expiry); bad inputs next to good ones, with their SQLSTATEs.
 SET search_path = public, compay;
 -- A fresh ledger, so that ids and totals do not depend on other tests.
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 SELECT open_account('lh_payer', 'CREDIT', '0') IS NOT NULL AS ok;
 SELECT deposit('lh_payer', '100') IS NOT NULL AS ok;

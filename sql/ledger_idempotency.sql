@@ -3,10 +3,7 @@
 -- arguments under the same key are PY005.
 SET search_path = public, compay;
 -- A fresh ledger, so that ids and totals do not depend on other tests.
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 SELECT open_account('li_a', 'CREDIT', '0') IS NOT NULL AS ok;
 SELECT deposit('li_a', '100', idempotency_key => 'li-dep-1') AS d1 \gset
@@ -80,10 +77,7 @@ SELECT check_name, ok FROM verify_ledger();
 
 -- The kept plans follow the extension when it is dropped and created again
 -- in the same session.
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 -- (The new extension has no accounts: li_a, the payer, is opened first.)
 SELECT open_account('li_a') IS NOT NULL AS opened;
 SELECT transfer('li_a', 'li_b', '1', idempotency_key => 'li-after-recreate') IS NOT NULL AS works_after_recreate;

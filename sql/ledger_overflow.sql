@@ -2,11 +2,7 @@
 -- balances, limits and barter positions that are legal but whose running
 -- totals leave the range.  verify_ledger() runs all its checks and
 -- balance() answers; neither fails with 22003.
-SET search_path = public, compay;
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 -- M: the largest credit; 0.9 M, as a credit.
 \set max '''170141183460469231731687303.715884105727''::credit'

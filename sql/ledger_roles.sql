@@ -2,10 +2,7 @@
 -- tables: compay_app may call them but not write a table directly (42501).
 SET search_path = public, compay;
 -- A fresh ledger, so that ids and totals do not depend on other tests.
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 SELECT rolname, rolcanlogin FROM pg_roles
 WHERE rolname IN ('compay_admin', 'compay_app', 'compay_reader') ORDER BY 1;

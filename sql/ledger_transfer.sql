@@ -2,10 +2,7 @@
 -- input next to the good one, with its SQLSTATE.
 SET search_path = public, compay;
 -- A fresh ledger, so that ids and totals do not depend on other tests.
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 
 -- open_account returns the existing account on a second call.

@@ -4,11 +4,7 @@
 -- takes money refuses an unknown payer and leaves no row behind, beside the
 -- good cases: receivers auto-created, a payer opened with open_account()
 -- or funded by a deposit.
-SET search_path = public, compay;
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 

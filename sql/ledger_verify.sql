@@ -2,10 +2,7 @@
 -- append-only triggers; the hash chain and the cross-checks still notice.
 SET search_path = public, compay;
 -- A fresh ledger, so that ids and totals do not depend on other tests.
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 SELECT open_account('lv_a', 'CREDIT', '0') IS NOT NULL AS ok;
 SELECT deposit('lv_a', '50') IS NOT NULL AS ok;

@@ -4,11 +4,7 @@
 -- overflow.  A job whose payment at quorum still fails (the prices changed
 -- after its samples) fails at once: the escrow goes back to the requester
 -- and the error stays on the job.
-SET search_path = public, compay;
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 

@@ -1,11 +1,7 @@
 -- Payout addresses (checked for compay.monero_network when set) and payout
 -- policies (a node's own, or the compay.* defaults), bad inputs beside
 -- good ones.
-SET search_path = public, compay;
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 \set main_std '4AJwEKR6JfT2hPh1wxvCowa2zpVcMG94Ha5Z6qTuadcnHZ3QFnB1dX2j3JJtkTYNBpWvPMFAh6GKsYUnBXCzjjPP1biZiq1'

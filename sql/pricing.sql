@@ -2,11 +2,7 @@
 -- hand; every component, fractions of GB and seconds, custom metrics, each
 -- discount tier from real payment history, the market clamp, min/max, and
 -- the bad inputs beside the good ones.
-SET search_path = public, compay;
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 
 -- The design's default model: base 100, CPU 1000/s, memory 100/GB-h,

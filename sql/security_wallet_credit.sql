@@ -2,11 +2,7 @@
 -- (compay.record_deposits) or by compay_admin with a journaled reason
 -- (compay.admin_deposit); a credit limit other than the default needs
 -- compay_admin, through open_account as through set_credit_limit.
-SET search_path = public, compay;
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 

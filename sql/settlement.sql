@@ -2,11 +2,7 @@
 -- payee; period boundaries of every kind, reruns that change nothing,
 -- failures retried with backoff and by the operator, the XMR earmark, and
 -- verify_ledger()'s check of settlement totals.
-SET search_path = public, compay;
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 SET TimeZone = 'UTC';

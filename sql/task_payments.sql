@@ -3,11 +3,7 @@
 -- and crypto (fiat refused), paid at most once whatever is retried, failed
 -- payments, disputes within the window and their resolution, and the
 -- credit scores that follow.
-SET search_path = public, compay;
-SET client_min_messages = warning;
-DROP EXTENSION compay CASCADE;
-CREATE EXTENSION compay;
-RESET client_min_messages;
+\i sql/include/fresh_extension.sql
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 

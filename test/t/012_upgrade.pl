@@ -219,8 +219,9 @@ is($node->safe_psql('old', 'SELECT count(*) FROM compay.verify_ledger() WHERE NO
 
 # 4. The regression suite (what `make installcheck` runs: REGRESS in the
 # Makefile) on databases created as 0.1 and updated.  Each test starts
-# from a fresh install (DROP and CREATE EXTENSION in its first lines):
-# here those two lines are taken out of the test and its expected output,
+# from a fresh install (DROP and CREATE EXTENSION in its first lines, most
+# through sql/include/fresh_extension.sql): here those two lines are taken
+# out of the tests, the included file and the expected outputs,
 # and each test runs in a database of its own copied from an updated one.
 # The security tests also run on a copy of the populated database above.
 my $probe = "show:\n\t\@echo \$(REGRESS)\n";
@@ -232,8 +233,8 @@ cmp_ok(scalar(@tests), '>', 10, 'the Makefile lists ' . scalar(@tests) . ' regre
 
 my $inputs = "$PostgreSQL::Test::Utils::tmp_check/updated_regress";
 mkdir $inputs;
-mkdir "$inputs/$_" for qw(sql expected);
-for my $file (glob('sql/*.sql'), glob('expected/*.out'))
+mkdir "$inputs/$_" for qw(sql sql/include expected);
+for my $file (glob('sql/*.sql'), glob('sql/include/*.sql'), glob('expected/*.out'))
 {
 	my $text = slurp_file($file);
 	$text =~ s/^(?:DROP EXTENSION compay CASCADE|CREATE EXTENSION compay);\n//mg;
@@ -252,10 +253,13 @@ sub regress_on_copy
 	my ($test, $template) = @_;
 	my $db = "r_${template}_$test";
 	$node->safe_psql('postgres', qq{CREATE DATABASE "$db" TEMPLATE "$template"});
-	my ($out, $stderr) = run_command([
-		$ENV{PG_REGRESS}, '--use-existing', "--dbname=$db", "--inputdir=$inputs",
-		"--outputdir=$inputs/out_$template", '--host=' . $node->host,
-		'--port=' . $node->port, '--bindir=', $test ]);
+	my ($out, $stderr);
+	# From $inputs: the tests include sql/include/*.sql relative to it.
+	IPC::Run::run([
+			$ENV{PG_REGRESS}, '--use-existing', "--dbname=$db", "--inputdir=$inputs",
+			"--outputdir=$inputs/out_$template", '--host=' . $node->host,
+			'--port=' . $node->port, '--bindir=', $test ],
+		'>', \$out, '2>', \$stderr, init => sub { chdir $inputs or die "$inputs: $!" });
 	my $ok = $out =~ /^(?:test +| +)\Q$test\E +\.\.\. ok/m;
 	if (!$ok)
 	{
