@@ -1674,3 +1674,10 @@ GRANT EXECUTE ON FUNCTION
     compay.set_credit_limit(text, numeric, text),
     compay.resolve_dispute(bigint, numeric)
     TO compay_admin;
+
+--------------------------------------------------------------------------
+-- Issue 13: payouts exactly once.
+--------------------------------------------------------------------------
+
+ALTER TABLE compay.settlements ADD COLUMN held_back compay.credit NOT NULL DEFAULT '0'
+    CONSTRAINT settlements_held_back CHECK (held_back >= '0');

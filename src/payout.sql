@@ -164,6 +164,11 @@ COMMENT ON COLUMN compay.payout_items.fee IS
     'the payee''s share of the network fee, paid out of its amount (compay.payout_fee_payer = ''payee''); it receives amount - fee';
 CREATE INDEX payout_items_node ON compay.payout_items (node_id);
 ALTER TABLE compay.settlements ADD COLUMN payout_id bigint;
+-- What a dispute holds back of a settled, not yet paid out amount
+-- (src/payments.sql): a payout pays at most the earmark hold's remaining
+-- less this.
+ALTER TABLE compay.settlements ADD COLUMN held_back compay.credit NOT NULL DEFAULT '0'
+    CONSTRAINT settlements_held_back CHECK (held_back >= '0');
 SELECT pg_catalog.pg_extension_config_dump('compay.payout_transactions', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.payout_transactions_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.payout_items', '');
