@@ -156,6 +156,24 @@ SELECT id, total_amount, status FROM settlements WHERE payee = 'gpu-r' ORDER BY 
 SELECT request_payout('gpu-r'); \echo :LAST_ERROR_SQLSTATE
 SELECT ledger_ok();
 
+-- A node's own role may ask for its payout, not for another node's
+-- (42501); its keys are its own: the same key as the application's is
+-- another key.
+CREATE ROLE pc_node_r IN ROLE compay_node;
+CREATE ROLE pc_node_x IN ROLE compay_node;
+SELECT add_node_role('pc_node_r', 'gpu-r') AS mapped;
+SELECT earn('r3', 'gpu-r', '0.2') > 0;
+SELECT count(*) AS settled FROM run_settlement('hourly');
+SET ROLE pc_node_x;
+SELECT compay.request_payout('gpu-r'); \echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SET ROLE pc_node_r;
+SELECT compay.request_payout('gpu-r', '0.1', 'req-1') <> :req_1 AS own_key;
+RESET ROLE;
+SELECT payout, settlement, amount, status FROM parts() WHERE node = 'gpu-r' AND status = 'queued';
+DROP ROLE pc_node_r, pc_node_x;
+SELECT ledger_ok();
+
 -- A payout the wallet refused: its parts go back to be queued again, the
 -- settlement's payout_id back to its earlier payout.
 SELECT set_payout_address('gpu-f', :'addr_b');
