@@ -1810,12 +1810,13 @@ BEGIN
 END $$;
 
 CREATE FUNCTION compay.lock_payable_settlements(node_id text) RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
-    SELECT NULL::void FROM (SELECT s.id FROM compay.settlements s
-                            WHERE s.payee = $1 AND s.currency = 'XMR' AND s.status = 'processing'
-                            ORDER BY s.id FOR UPDATE) locked
-    LIMIT 1
-$$;
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    PERFORM NULL FROM compay.settlements s
+    WHERE s.payee = lock_payable_settlements.node_id AND s.currency = 'XMR'
+      AND s.status = 'processing'
+    ORDER BY s.id FOR UPDATE;
+END $$;
 
 COMMENT ON FUNCTION compay.payable_settlements(text) IS
     'the payable rest of each processing XMR settlement: its earmark hold''s remaining less held_back less its queued parts';
@@ -2124,6 +2125,7 @@ REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(big
     FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION compay.request_payout(text, compay.credit, text) TO compay_app, compay_node;
+GRANT EXECUTE ON FUNCTION compay.payable_settlements(text) TO compay_reader;
 
 CREATE FUNCTION compay.payment_trace(task_id text)
 RETURNS TABLE (job_id bigint, job_status compay.job_status, payment_id bigint,

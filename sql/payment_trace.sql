@@ -53,11 +53,13 @@ SELECT settlement_status, payout_id, payout_status, confirmations FROM payment_t
 SELECT * FROM payment_trace('no-such-task'); \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM payment_trace(NULL); \echo :LAST_ERROR_SQLSTATE
 
--- compay_reader may trace; a role without it may not (42501).
+-- compay_reader may trace and read what is payable; a role without it
+-- may not (42501).
 CREATE ROLE trace_reader IN ROLE compay_reader;
 CREATE ROLE trace_nobody;
 SET ROLE trace_reader;
 SELECT count(*) AS rows FROM compay.payment_trace('job-1');
+SELECT count(*) AS payable FROM compay.payable_settlements(NULL);
 RESET ROLE;
 SET ROLE trace_nobody;
 SELECT count(*) FROM compay.payment_trace('job-1'); \echo :LAST_ERROR_SQLSTATE

@@ -298,12 +298,13 @@ END $$;
 
 -- Locks the settlement rows a payout of the node may take, in id order.
 CREATE FUNCTION compay.lock_payable_settlements(node_id text) RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
-    SELECT NULL::void FROM (SELECT s.id FROM compay.settlements s
-                            WHERE s.payee = $1 AND s.currency = 'XMR' AND s.status = 'processing'
-                            ORDER BY s.id FOR UPDATE) locked
-    LIMIT 1
-$$;
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    PERFORM NULL FROM compay.settlements s
+    WHERE s.payee = lock_payable_settlements.node_id AND s.currency = 'XMR'
+      AND s.status = 'processing'
+    ORDER BY s.id FOR UPDATE;
+END $$;
 
 -- Gathers each payee's payable settlements into queued payouts, by its
 -- policy: auto payout on, payout_interval since its last payout, and
@@ -720,6 +721,7 @@ REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(big
     compay.lock_payable_settlements(text), compay.request_payout(text, compay.credit, text)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.request_payout(text, compay.credit, text) TO compay_app, compay_node;
+GRANT EXECUTE ON FUNCTION compay.payable_settlements(text) TO compay_reader;
 
 -- From a job to the chain: one row per payment attempt of the task, and
 -- per payout part of its settlement once queued (a settlement over the
