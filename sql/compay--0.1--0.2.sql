@@ -1681,3 +1681,683 @@ GRANT EXECUTE ON FUNCTION
 
 ALTER TABLE compay.settlements ADD COLUMN held_back compay.credit NOT NULL DEFAULT '0'
     CONSTRAINT settlements_held_back CHECK (held_back >= '0');
+
+--------------------------------------------------------------------------
+-- Issue 13 (payouts): payouts in parts under the daily cap (a settlement
+-- may be split across payouts: compay.payout_parts), payouts on request,
+-- payments' tx hash and payment_trace, verify_ledger() checks 10-13.
+--------------------------------------------------------------------------
+
+COMMENT ON COLUMN compay.settlements.payout_id IS
+    'XMR: the latest payout that carries a part of it (compay.payout_parts lists them all); NULL while no part is queued or paid';
+
+CREATE TABLE compay.payout_parts (
+    payout_id     bigint NOT NULL,
+    settlement_id bigint NOT NULL REFERENCES compay.settlements (id),
+    node_id       text NOT NULL,
+    address       text NOT NULL,
+    amount        compay.credit NOT NULL,
+    PRIMARY KEY (payout_id, settlement_id),
+    FOREIGN KEY (payout_id, node_id, address)
+        REFERENCES compay.payout_items (payout_id, node_id, address),
+    CONSTRAINT payout_parts_amount CHECK (amount > '0')
+);
+
+CREATE INDEX payout_parts_settlement ON compay.payout_parts (settlement_id);
+
+COMMENT ON TABLE compay.payout_parts IS
+    'what each payout pays of each settlement: a settlement over the daily cap is paid in parts on later days';
+
+-- 0.1's payouts: each item paid its settlements in full, one part each.
+INSERT INTO compay.payout_parts (payout_id, settlement_id, node_id, address, amount)
+SELECT i.payout_id, s.id, i.node_id, i.address, s.total_amount
+FROM compay.payout_items i
+CROSS JOIN LATERAL unnest(i.settlement_ids) AS u(settlement_id)
+JOIN compay.settlements s ON s.id = u.settlement_id;
+
+-- Their payments get the tx hash of the payout that carried them.
+UPDATE compay.payments y SET tx_hash = p.tx_hash
+FROM compay.payout_parts pp
+JOIN compay.payout_transactions p ON p.id = pp.payout_id
+WHERE pp.settlement_id = y.settlement_id AND y.status = 'completed'
+  AND p.status IN ('built', 'relayed', 'confirmed');
+
+SELECT pg_catalog.pg_extension_config_dump('compay.payout_parts', '');
+
+REVOKE ALL ON compay.payout_parts FROM PUBLIC;
+
+GRANT SELECT ON compay.payout_parts TO compay_reader;
+
+DROP FUNCTION compay.payout_withdraw(bigint[], compay.credit, text, text);
+
+CREATE FUNCTION compay.payout_withdraw(hold_ids bigint[], amounts compay.credit[],
+    fee compay.credit, fee_from text, reference text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'compay_payout_withdraw'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+
+REVOKE ALL ON FUNCTION compay.payout_withdraw(bigint[], compay.credit[], compay.credit, text, text)
+    FROM PUBLIC;
+
+CREATE FUNCTION compay.idempotency_claim(key text, operation text, request text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_idempotency_claim' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION compay.idempotency_record(key text, result_id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_idempotency_record' LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION compay.idempotency_claim(text, text, text),
+    compay.idempotency_record(text, bigint) FROM PUBLIC;
+
+CREATE FUNCTION compay.payable_settlements(node_id text)
+RETURNS TABLE (settlement_id bigint, payee text, address text, payable compay.credit,
+               started boolean, next_attempt_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT s.id, s.payee, coalesce(v.address, a.address),
+           compay.credit_from_atomic(r.rest), r.started, s.next_attempt_at
+    FROM compay.settlements s
+    JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
+    JOIN compay.payout_addresses a ON a.node_id = s.payee AND a.purpose = 'primary'
+    -- Verifier rewards go to the verification address when there is one.
+    LEFT JOIN compay.payout_addresses v
+      ON v.node_id = s.payee AND v.purpose = 'verification' AND s.purpose = 'verification'
+    CROSS JOIN LATERAL (
+        SELECT compay.atomic(h.remaining) - compay.atomic(s.held_back)
+               - coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'queued'), 0) AS rest,
+               count(*) FILTER (WHERE p.status <> 'failed') > 0 AS started
+        FROM compay.payout_parts pp JOIN compay.payout_transactions p ON p.id = pp.payout_id
+        WHERE pp.settlement_id = s.id) r
+    WHERE s.currency = 'XMR' AND s.status = 'processing'
+      AND ($1 IS NULL OR s.payee = $1)
+      AND r.rest > 0
+$$;
+
+CREATE FUNCTION compay.payout_paid_today(node_id text) RETURNS compay.credit
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT coalesce(compay.sum(i.amount), '0')
+    FROM compay.payout_items i JOIN compay.payout_transactions p ON p.id = i.payout_id
+    WHERE i.node_id = $1 AND p.status <> 'failed' AND p.created_at > now() - interval '1 day'
+$$;
+
+CREATE FUNCTION compay.queue_payout_parts(payout_id bigint, node_id text, amount compay.credit,
+    due_only boolean) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_left compay.credit := amount;
+    v_part compay.credit;
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM compay.payable_settlements(queue_payout_parts.node_id) s
+             WHERE NOT due_only OR s.next_attempt_at IS NULL OR s.next_attempt_at <= now()
+             ORDER BY s.started DESC, s.settlement_id
+    LOOP
+        EXIT WHEN v_left <= '0';
+        v_part := least(r.payable, v_left);
+        INSERT INTO compay.payout_items AS i (payout_id, node_id, address, amount, settlement_ids)
+        VALUES (queue_payout_parts.payout_id, r.payee, r.address, v_part, ARRAY[r.settlement_id])
+        ON CONFLICT ON CONSTRAINT payout_items_pkey DO UPDATE
+        SET amount = i.amount + EXCLUDED.amount, settlement_ids = i.settlement_ids || EXCLUDED.settlement_ids;
+        INSERT INTO compay.payout_parts (payout_id, settlement_id, node_id, address, amount)
+        VALUES (queue_payout_parts.payout_id, r.settlement_id, r.payee, r.address, v_part);
+        UPDATE compay.settlements SET payout_id = queue_payout_parts.payout_id
+        WHERE id = r.settlement_id;
+        v_left := v_left - v_part;
+    END LOOP;
+    IF v_left <> '0' THEN
+        RAISE EXCEPTION 'node % has % less payable than the % queued', node_id, v_left, amount
+            USING ERRCODE = 'internal_error';
+    END IF;
+    UPDATE compay.payout_transactions p SET amount = p.amount + queue_payout_parts.amount
+    WHERE p.id = queue_payout_parts.payout_id;
+END $$;
+
+CREATE FUNCTION compay.lock_payable_settlements(node_id text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    PERFORM NULL FROM compay.settlements s
+    WHERE s.payee = lock_payable_settlements.node_id AND s.currency = 'XMR'
+      AND s.status = 'processing'
+    ORDER BY s.id FOR UPDATE;
+END $$;
+
+COMMENT ON FUNCTION compay.payable_settlements(text) IS
+    'the payable rest of each processing XMR settlement: its earmark hold''s remaining less held_back less its queued parts';
+
+CREATE OR REPLACE FUNCTION compay.queue_payouts() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_batch integer := compay.setting('compay.payout_batch_max')::integer;
+    v_payout bigint;
+    v_n integer := 0;
+    v_items integer := 0;
+    v_payable compay.credit;
+    v_started boolean;
+    v_amount compay.credit;
+    n record;
+BEGIN
+    -- One queue at a time: compay.request_payout takes the same lock.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    FOR n IN
+        SELECT d.payee, pol.min_payout, pol.max_per_day
+        FROM (SELECT DISTINCT s.payee FROM compay.payable_settlements(NULL) s) d
+        CROSS JOIN LATERAL compay.payout_policy(d.payee) pol
+        WHERE pol.auto_payout
+          AND NOT EXISTS (SELECT 1 FROM compay.payout_items i
+                          JOIN compay.payout_transactions p ON p.id = i.payout_id
+                          WHERE i.node_id = d.payee AND p.status <> 'failed'
+                            AND p.created_at > now() - pol.payout_interval)
+        ORDER BY d.payee
+    LOOP
+        PERFORM compay.lock_payable_settlements(n.payee);
+        SELECT coalesce(compay.sum(s.payable), '0'), coalesce(bool_or(s.started), false)
+        INTO v_payable, v_started
+        FROM compay.payable_settlements(n.payee) s
+        WHERE s.next_attempt_at IS NULL OR s.next_attempt_at <= now();
+        v_amount := least(v_payable, n.max_per_day - compay.payout_paid_today(n.payee));
+        CONTINUE WHEN v_amount <= '0' OR NOT (v_payable >= n.min_payout OR v_started)
+                   OR (v_amount < v_payable AND v_amount < least(n.min_payout, n.max_per_day));
+        IF v_payout IS NULL OR v_items >= v_batch THEN
+            INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
+            v_n := v_n + 1;
+            v_items := 0;
+        END IF;
+        PERFORM compay.queue_payout_parts(v_payout, n.payee, v_amount, true);
+        v_items := (SELECT count(*) FROM compay.payout_items i WHERE i.payout_id = v_payout);
+    END LOOP;
+    RETURN v_n;
+END $$;
+
+COMMENT ON FUNCTION compay.queue_payouts() IS
+    'queues payouts of the payable settlements by each payee''s policy; over the daily cap a settlement is paid in parts on later days';
+
+CREATE FUNCTION compay.request_payout(node_id text, amount compay.credit DEFAULT NULL,
+    idempotency_key text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    pol record;
+    v_payable compay.credit;
+    v_started boolean;
+    v_paid compay.credit;
+    v_room compay.credit;
+    v_amount compay.credit;
+    v_payout bigint;
+BEGIN
+    IF node_id IS NULL THEN
+        RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'a payout amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        v_payout := compay.idempotency_claim(idempotency_key, 'request_payout',
+                                             node_id || E'\n' || coalesce(amount::text, 'all'));
+        IF v_payout IS NOT NULL THEN
+            RETURN v_payout;
+        END IF;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM compay.payout_addresses a
+                   WHERE a.node_id = request_payout.node_id AND a.purpose = 'primary') THEN
+        RAISE EXCEPTION 'node "%" has no payout address', node_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set one with compay.set_payout_address().';
+    END IF;
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    PERFORM compay.lock_payable_settlements(node_id);
+    SELECT * INTO pol FROM compay.payout_policy(node_id);
+    SELECT coalesce(compay.sum(s.payable), '0'), coalesce(bool_or(s.started), false)
+    INTO v_payable, v_started
+    FROM compay.payable_settlements(node_id) s;
+    v_paid := compay.payout_paid_today(node_id);
+    v_room := pol.max_per_day - v_paid;
+    IF v_payable = '0' THEN
+        RAISE EXCEPTION 'node "%" has nothing payable', node_id
+            USING ERRCODE = 'PY019',
+                  DETAIL = 'Only settled XMR earnings (processing settlements) not yet queued or held back by a dispute are paid out.';
+    END IF;
+    IF amount > v_payable THEN
+        RAISE EXCEPTION 'a payout of % exceeds the % payable to node "%"', amount, v_payable, node_id
+            USING ERRCODE = 'PY001';
+    END IF;
+    IF v_room <= '0' THEN
+        RAISE EXCEPTION 'node "%" was paid its daily cap in the last 24 hours', node_id
+            USING ERRCODE = 'PY018',
+                  DETAIL = format('Its max_per_day is %s and it was paid %s.', pol.max_per_day, v_paid),
+                  HINT = 'Ask again once its earlier payouts are 24 hours old.';
+    END IF;
+    v_amount := coalesce(amount, least(v_payable, v_room));
+    IF v_amount > v_room
+       OR (amount IS NULL AND v_amount < least(pol.min_payout, pol.max_per_day)
+           AND v_amount < v_payable) THEN
+        RAISE EXCEPTION 'a payout of % is over the daily cap of node "%"', v_amount, node_id
+            USING ERRCODE = 'PY018',
+                  DETAIL = format('Its max_per_day is %s and it was paid %s in the last 24 hours.',
+                                  pol.max_per_day, v_paid),
+                  HINT = 'Ask for less, or again once its earlier payouts are 24 hours old.';
+    END IF;
+    IF v_amount < least(pol.min_payout, pol.max_per_day) AND NOT (v_amount = v_payable AND v_started) THEN
+        RAISE EXCEPTION 'a payout of % is below the minimum payout of node "%"', v_amount, node_id
+            USING ERRCODE = 'PY017',
+                  DETAIL = format('Its min_payout is %s; %s is payable.', pol.min_payout, v_payable);
+    END IF;
+    INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
+    PERFORM compay.queue_payout_parts(v_payout, node_id, v_amount, false);
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM compay.idempotency_record(idempotency_key, v_payout);
+    END IF;
+    RETURN v_payout;
+END $$;
+
+COMMENT ON FUNCTION compay.request_payout(text, compay.credit, text) IS
+    'queues a payout of amount (all that is payable up to the daily cap when NULL) to the node, honouring min_payout and max_per_day; returns the payout id';
+
+CREATE OR REPLACE FUNCTION compay.record_payout_built(payout_id bigint, reply jsonb,
+    payees_pay_fee boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    p compay.payout_transactions;
+    v_fee compay.credit := compay.credit_from_atomic((reply->>'fee')::numeric);
+    v_holds bigint[];
+    v_amounts compay.credit[];
+    v_sent numeric;
+BEGIN
+    -- What the wallet answered is checked before it is kept.
+    IF coalesce(reply->>'tx_hash', '') !~ '^[0-9a-f]{64}$'
+       OR coalesce(reply->>'tx_key', '') !~ '^([0-9a-f]{64})+$'
+       OR coalesce(reply->>'tx_metadata', '') !~ '^([0-9a-f]{2})+$'
+       OR jsonb_typeof(reply->'spent_key_images'->'key_images') IS DISTINCT FROM 'array'
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(reply->'spent_key_images'->'key_images') k
+                  WHERE coalesce(k #>> '{}', '') !~ '^[0-9a-f]{64}$') THEN
+        RAISE EXCEPTION 'bad reply from the wallet to transfer for payout %', payout_id
+            USING ERRCODE = 'PY015',
+                  DETAIL = 'The tx_hash and each key image are 64 hexadecimal digits, the tx_key a multiple of 64, the tx_metadata hexadecimal; nothing was recorded.';
+    END IF;
+    SELECT * INTO p FROM compay.payout_transactions WHERE id = payout_id FOR UPDATE;
+    IF p.status <> 'queued' THEN
+        RAISE EXCEPTION 'payout % is %, not queued', payout_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM NULL FROM compay.settlements s
+    WHERE s.id IN (SELECT pp.settlement_id FROM compay.payout_parts pp WHERE pp.payout_id = p.id)
+    ORDER BY s.id FOR UPDATE OF s;
+    IF EXISTS (SELECT 1 FROM compay.payout_parts pp
+               JOIN compay.settlements s ON s.id = pp.settlement_id
+               LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
+               WHERE pp.payout_id = p.id
+                 AND (h.id IS NULL OR pp.amount > h.remaining - s.held_back)) THEN
+        PERFORM compay.record_payout_failed(p.id,
+            'a part is over its settlement''s payable rest (held back by a dispute); queued again');
+        RETURN;
+    END IF;
+    IF payees_pay_fee THEN
+        UPDATE compay.payout_items i SET fee = f.share
+        FROM compay.payout_fee_shares(p.id, v_fee) f
+        WHERE i.payout_id = p.id AND i.node_id = f.node_id AND i.address = f.address;
+    END IF;
+    SELECT sum(compay.atomic(i.amount) - compay.atomic(i.fee)) INTO v_sent
+    FROM compay.payout_items i WHERE i.payout_id = p.id;
+    IF v_sent IS DISTINCT FROM (reply->>'amount')::numeric THEN
+        RAISE EXCEPTION 'payout % would send % atomic units, the transaction sends %',
+            payout_id, v_sent, reply->>'amount'
+            USING ERRCODE = 'data_corrupted';
+    END IF;
+    SELECT array_agg(s.earmark_hold_id ORDER BY s.earmark_hold_id),
+           array_agg(pp.amount ORDER BY s.earmark_hold_id)
+    INTO v_holds, v_amounts
+    FROM compay.payout_parts pp JOIN compay.settlements s ON s.id = pp.settlement_id
+    WHERE pp.payout_id = p.id;
+    PERFORM compay.payout_withdraw(v_holds, v_amounts,
+                                   CASE WHEN payees_pay_fee THEN '0' ELSE v_fee END,
+                                   '$fees', 'payout:' || p.id);
+    UPDATE compay.payments y SET tx_hash = reply->>'tx_hash'
+    WHERE y.settlement_id IN (SELECT pp.settlement_id FROM compay.payout_parts pp
+                              WHERE pp.payout_id = p.id)
+      AND y.status = 'completed';
+    UPDATE compay.payout_transactions
+    SET status = 'built', fee = v_fee, fee_from = CASE WHEN payees_pay_fee THEN 'payees' ELSE '$fees' END,
+        tx_hash = reply->>'tx_hash', tx_key = reply->>'tx_key',
+        tx_metadata = reply->>'tx_metadata',
+        key_images = ARRAY(SELECT jsonb_array_elements_text(reply->'spent_key_images'->'key_images')),
+        attempts = attempts + 1, last_error = NULL, next_attempt_at = NULL, built_at = now()
+    WHERE id = p.id;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.record_payout_failed(payout_id bigint, reason text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
+                              attempts = attempts + 1
+    WHERE id = payout_id AND status = 'queued';
+    IF NOT FOUND THEN
+        RETURN;             -- not queued: built or sent, its settlements stay with it
+    END IF;
+    -- Queued again after a backoff: 10 s, 20 s, 40 s, ... at most 10 minutes,
+    -- by how many payouts of the settlement have failed.  Its payout_id
+    -- goes back to its latest payout that did not fail, if any.
+    UPDATE compay.settlements s
+    SET payout_id = (SELECT max(pp.payout_id) FROM compay.payout_parts pp
+                     JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                     WHERE pp.settlement_id = s.id AND p.status <> 'failed'),
+        next_attempt_at = now() + least(interval '10 seconds' * power(2, least(
+            (SELECT count(*) - 1 FROM compay.payout_parts pp
+             JOIN compay.payout_transactions p ON p.id = pp.payout_id
+             WHERE p.status = 'failed' AND pp.settlement_id = s.id), 10)),
+            interval '10 minutes')
+    WHERE s.id IN (SELECT pp.settlement_id FROM compay.payout_parts pp
+                   WHERE pp.payout_id = record_payout_failed.payout_id);
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.record_payout_voided(payout_id bigint, reason text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_tx_hash text;
+    v_rest compay.credit;
+    s record;
+BEGIN
+    UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
+                              attempts = attempts + 1
+    WHERE id = payout_id AND status IN ('built', 'relayed')
+    RETURNING tx_hash INTO v_tx_hash;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM compay.payout_return(payout_id);
+    FOR s IN SELECT st.id, st.payee, st.earmark_hold_id, pp.amount
+             FROM compay.payout_parts pp JOIN compay.settlements st ON st.id = pp.settlement_id
+             WHERE pp.payout_id = record_payout_voided.payout_id ORDER BY st.id
+             FOR UPDATE OF st
+    LOOP
+        SELECT CASE WHEN h.status = 'pending' THEN h.remaining ELSE '0' END INTO v_rest
+        FROM compay.holds h WHERE h.id = s.earmark_hold_id;
+        IF v_rest > '0' THEN
+            PERFORM compay.release(s.earmark_hold_id);
+        END IF;
+        UPDATE compay.settlements st
+        SET payout_id = (SELECT max(pp.payout_id) FROM compay.payout_parts pp
+                         JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                         WHERE pp.settlement_id = st.id AND p.status <> 'failed'),
+            next_attempt_at = now() + interval '10 seconds',
+            earmark_hold_id = compay.reserve(s.payee, coalesce(v_rest, '0') + s.amount,
+                                             'settlement:' || s.id, NULL, NULL, 'XMR')
+        WHERE st.id = s.id;
+    END LOOP;
+    UPDATE compay.payments y
+    SET tx_hash = (SELECT p.tx_hash FROM compay.payout_parts pp
+                   JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                   WHERE pp.settlement_id = y.settlement_id
+                     AND p.status IN ('built', 'relayed', 'confirmed')
+                   ORDER BY p.id DESC LIMIT 1)
+    WHERE y.tx_hash = v_tx_hash;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.record_payout_confirmations(payout_id bigint, confirmations integer)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    UPDATE compay.payout_transactions SET confirmations = record_payout_confirmations.confirmations
+    WHERE id = payout_id AND status = 'relayed';
+    IF confirmations >= compay.setting('compay.payout_confirmations')::integer THEN
+        UPDATE compay.payout_transactions SET status = 'confirmed', confirmed_at = now()
+        WHERE id = payout_id AND status = 'relayed';
+        -- A settlement is paid in full when its hold has nothing left and
+        -- every part of it that did not fail is confirmed.
+        UPDATE compay.settlements s SET status = 'completed', completed_at = now()
+        WHERE s.id IN (SELECT pp.settlement_id FROM compay.payout_parts pp
+                       WHERE pp.payout_id = record_payout_confirmations.payout_id)
+          AND s.status = 'processing'
+          AND NOT EXISTS (SELECT 1 FROM compay.holds h
+                          WHERE h.id = s.earmark_hold_id AND h.status = 'pending'
+                            AND h.remaining > '0')
+          AND NOT EXISTS (SELECT 1 FROM compay.payout_parts pp
+                          JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                          WHERE pp.settlement_id = s.id
+                            AND p.status IN ('queued', 'built', 'relayed'));
+    END IF;
+END $$;
+
+REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(bigint, compay.credit),
+    compay.payout_fee_shares(bigint, compay.credit),
+    compay.record_payout_built(bigint, jsonb, boolean), compay.record_payout_failed(bigint, text),
+    compay.record_payout_retry(bigint, text), compay.record_payout_relayed(bigint),
+    compay.record_payout_voided(bigint, text), compay.record_payout_conflict(bigint, bigint),
+    compay.record_payout_confirmations(bigint, integer), compay.payable_settlements(text),
+    compay.payout_paid_today(text), compay.queue_payout_parts(bigint, text, compay.credit, boolean),
+    compay.lock_payable_settlements(text), compay.request_payout(text, compay.credit, text)
+    FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION compay.request_payout(text, compay.credit, text) TO compay_app, compay_node;
+GRANT EXECUTE ON FUNCTION compay.payable_settlements(text) TO compay_reader;
+
+CREATE FUNCTION compay.payment_trace(task_id text)
+RETURNS TABLE (job_id bigint, job_status compay.job_status, payment_id bigint,
+               payment_status compay.payment_status, amount compay.credit, currency text,
+               settlement_id bigint, settlement_status compay.settlement_status,
+               payout_id bigint, part_amount compay.credit, payout_status compay.payout_status,
+               tx_hash text, confirmations integer)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF payment_trace.task_id IS NULL THEN
+        RAISE EXCEPTION 'task_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RETURN QUERY
+    SELECT j.id, j.status, y.id, y.status, y.amount, y.currency,
+           s.id, s.status, p.id, pp.amount, p.status, p.tx_hash, p.confirmations
+    FROM (SELECT payment_trace.task_id AS id) t
+    LEFT JOIN compay.jobs j ON j.task_id = t.id
+    LEFT JOIN compay.payments y ON y.task_id = t.id
+    LEFT JOIN compay.settlements s ON s.id = y.settlement_id
+    LEFT JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+    LEFT JOIN compay.payout_transactions p ON p.id = pp.payout_id
+    WHERE j.id IS NOT NULL OR y.id IS NOT NULL
+    ORDER BY y.id, p.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', left(payment_trace.task_id, 64)
+            USING ERRCODE = 'PY010';
+    END IF;
+END $$;
+
+COMMENT ON FUNCTION compay.payment_trace(text) IS
+    'follows a task from its job and payment through its settlement to each payout part, its tx hash and confirmations';
+
+REVOKE ALL ON FUNCTION compay.payment_trace(text) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION compay.payment_trace(text) TO compay_reader;
+
+CREATE FUNCTION compay.request_payout(node_id text, amount numeric, idempotency_key text DEFAULT NULL)
+    RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp
+    RETURN compay.request_payout(node_id, amount::compay.credit, idempotency_key);
+
+REVOKE ALL ON FUNCTION compay.request_payout(text, numeric, text) FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION compay.request_payout(text, numeric, text) TO compay_app, compay_node;
+
+CREATE OR REPLACE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total = 0),
+           coalesce(string_agg(currency || ' sums to ' || trim_scale(total * 0.000000000001)::text, ', ')
+                    FILTER (WHERE total <> 0), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum_atomic(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE compay.atomic(a.balance) <> coalesce(j.b, 0)
+       OR compay.atomic(a.reserved) <> coalesce(j.r, 0)
+       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum_atomic(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE compay.atomic(a.reserved) <> coalesce(h.r, 0)
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq,
+                 lead(j.seq) OVER w IS NULL AS newest
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'), 0) <> 0
+              OR coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                               AND j.amount OPERATOR(compay.>) '0'), 0)
+                 <> CASE WHEN t.kind = 'barter' THEN 0
+                         ELSE compay.atomic(t.amount) - compay.atomic(t.barter_amount) END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum_atomic(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments.
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.amount) <> s.payment_count
+              OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
+    UNION ALL
+    -- 10. Every payout's amount is the sum of its items, and every item's
+    --     the sum of its parts (what it pays of each settlement).
+    SELECT 'payouts_match_parts', count(*) = 0,
+           coalesce('payouts ' || string_agg(DISTINCT id::text, ', '), 'all payouts match their parts')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN (SELECT payout_id, compay.sum_atomic(amount) AS a FROM compay.payout_items
+                     GROUP BY payout_id) i ON i.payout_id = p.id
+          WHERE compay.atomic(p.amount) <> coalesce(i.a, 0)
+          UNION ALL
+          SELECT i.payout_id
+          FROM compay.payout_items i
+          LEFT JOIN (SELECT payout_id, node_id, address, compay.sum_atomic(amount) AS a
+                     FROM compay.payout_parts GROUP BY payout_id, node_id, address) pp
+            ON pp.payout_id = i.payout_id AND pp.node_id = i.node_id AND pp.address = i.address
+          WHERE compay.atomic(i.amount) <> coalesce(pp.a, 0)) bad
+    UNION ALL
+    -- 11. The parts of a settlement (in payouts that did not fail) never
+    --     exceed its total, and are its payee's, in XMR.
+    SELECT 'payout_parts_within_settlements', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'no settlement paid out beyond its total')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+          JOIN compay.payout_transactions p ON p.id = pp.payout_id
+          GROUP BY s.id, s.total_amount, s.currency, s.payee
+          HAVING coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status <> 'failed'), 0)
+                 > compay.atomic(s.total_amount)
+              OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
+    UNION ALL
+    -- 12. A completed XMR settlement has nothing left earmarked and no part
+    --     still open, and its confirmed parts cover its total exactly
+    --     unless a dispute touched it (held_back, or a payment of it no
+    --     longer completed).
+    SELECT 'completed_settlements_paid_out', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'every completed XMR settlement is paid out')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id
+          LEFT JOIN (SELECT pp.settlement_id,
+                            compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'confirmed') AS confirmed,
+                            count(*) FILTER (WHERE p.status IN ('queued', 'built', 'relayed')) AS open
+                     FROM compay.payout_parts pp
+                     JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                     GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          WHERE s.currency = 'XMR' AND s.status = 'completed'
+            AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
+                 OR coalesce(c.open, 0) > 0
+                 OR (coalesce(c.confirmed, 0) <> compay.atomic(s.total_amount)
+                     AND s.held_back OPERATOR(compay.=) '0'
+                     AND NOT EXISTS (SELECT 1 FROM compay.payments y
+                                     WHERE y.settlement_id = s.id AND y.status <> 'completed')))) bad
+    UNION ALL
+    -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
+    --     are its amount (and its fee, when $fees paid it); a queued one
+    --     has none; a voided one got all of them back.
+    SELECT 'payouts_match_ledger', count(*) = 0,
+           coalesce('payouts ' || string_agg(id::text, ', ' ORDER BY id), 'all payouts match the ledger')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id), 0) AS paid,
+                     coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id || ' fee'), 0) AS fee,
+                     coalesce(compay.sum_atomic(t.amount), 0) AS total
+              FROM compay.transfers t
+              WHERE t.kind = 'withdrawal' AND t.reference IN ('payout:' || p.id, 'payout:' || p.id || ' fee')) w
+            ON true
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount), 0) AS returned
+              FROM compay.transfers t
+              WHERE t.kind = 'deposit' AND t.reference = 'payout:' || p.id || ' returned') r
+            ON true
+          WHERE CASE WHEN p.status IN ('built', 'relayed', 'confirmed') THEN
+                         w.paid <> compay.atomic(p.amount)
+                         OR w.fee <> CASE WHEN p.fee_from = '$fees' THEN compay.atomic(p.fee) ELSE 0 END
+                     WHEN p.status = 'queued' THEN w.total <> 0
+                     ELSE w.total <> r.returned END) bad
+$$;

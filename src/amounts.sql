@@ -138,3 +138,9 @@ GRANT EXECUTE ON FUNCTION
     compay.set_credit_limit(text, numeric, text),
     compay.resolve_dispute(bigint, numeric)
     TO compay_admin;
+
+CREATE FUNCTION compay.request_payout(node_id text, amount numeric, idempotency_key text DEFAULT NULL)
+    RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp
+    RETURN compay.request_payout(node_id, amount::compay.credit, idempotency_key);
+REVOKE ALL ON FUNCTION compay.request_payout(text, numeric, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.request_payout(text, numeric, text) TO compay_app, compay_node;

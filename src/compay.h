@@ -50,6 +50,12 @@
 #define ERRCODE_COMPAY_WALLET_ERROR			MAKE_SQLSTATE('P','Y','0','1','5')
 /* No payout with that id (SQL: payout.sql). */
 #define ERRCODE_COMPAY_UNKNOWN_PAYOUT		MAKE_SQLSTATE('P','Y','0','1','6')
+/* A payout request below the node's min_payout (SQL: payout.sql). */
+#define ERRCODE_COMPAY_PAYOUT_BELOW_MIN		MAKE_SQLSTATE('P','Y','0','1','7')
+/* A payout request over the node's daily cap, max_per_day (SQL: payout.sql). */
+#define ERRCODE_COMPAY_PAYOUT_OVER_CAP		MAKE_SQLSTATE('P','Y','0','1','8')
+/* A payout request for a node with nothing payable (SQL: payout.sql). */
+#define ERRCODE_COMPAY_NOTHING_PAYABLE		MAKE_SQLSTATE('P','Y','0','1','9')
 
 /* Longest piece of user input echoed back in an error message. */
 #define COMPAY_ECHO_LEN_MAX 64

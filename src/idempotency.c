@@ -136,3 +136,46 @@ IdempotencyRecord(const char *key, int64 result_id)
 	if (SpiRun(&record_stmt, args, NULL, false, 0) != 1)
 		elog(ERROR, "idempotency key \"%s\" was not claimed", key);
 }
+
+PG_FUNCTION_INFO_V1(compay_idempotency_claim);
+PG_FUNCTION_INFO_V1(compay_idempotency_record);
+
+/*
+ * compay.idempotency_claim(key, operation, request): IdempotencyClaim for
+ * the PL/pgSQL money functions (compay.request_payout), with the caller's
+ * key scope.  NULL: the key is claimed, do the work and record its result
+ * with compay.idempotency_record; otherwise the first call's result.  A
+ * key reused with another request is PY005.  Not granted to any role.
+ */
+Datum
+compay_idempotency_claim(PG_FUNCTION_ARGS)
+{
+	int64		result_id = 0;
+	bool		done;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("key, operation and request must not be NULL")));
+	SPI_connect();
+	done = IdempotencyClaim(TextArgOrNull(fcinfo, 0), TextArgOrNull(fcinfo, 1),
+							TextArgOrNull(fcinfo, 2), &result_id);
+	SPI_finish();
+	if (!done)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(result_id);
+}
+
+/* compay.idempotency_record(key, result_id): the result of a claimed key. */
+Datum
+compay_idempotency_record(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("key and result_id must not be NULL")));
+	SPI_connect();
+	IdempotencyRecord(TextArgOrNull(fcinfo, 0), PG_GETARG_INT64(1));
+	SPI_finish();
+	PG_RETURN_VOID();
+}

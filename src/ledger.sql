@@ -254,6 +254,17 @@ CREATE FUNCTION compay.release(hold_id bigint, idempotency_key text DEFAULT NULL
     AS 'MODULE_PATHNAME', 'compay_release'
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 
+-- Idempotency keys for the PL/pgSQL money functions (src/idempotency.c):
+-- claim returns NULL when the caller is to do the work and record its
+-- result, or the first call's result; another request under the key is
+-- PY005.  The key is scoped to the calling node role, as in C.
+CREATE FUNCTION compay.idempotency_claim(key text, operation text, request text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_idempotency_claim' LANGUAGE C VOLATILE;
+CREATE FUNCTION compay.idempotency_record(key text, result_id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_idempotency_record' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION compay.idempotency_claim(text, text, text),
+    compay.idempotency_record(text, bigint) FROM PUBLIC;
+
 CREATE FUNCTION compay.expire_holds() RETURNS integer
     AS 'MODULE_PATHNAME', 'compay_expire_holds'
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;

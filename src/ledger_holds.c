@@ -16,6 +16,7 @@
 #include "catalog/pg_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "compay.h"
@@ -493,9 +494,51 @@ compay_settle_escrow(PG_FUNCTION_ARGS)
 }
 
 /*
- * compay.payout_withdraw(hold_ids, fee, fee_from, reference): when a payout
- * transaction is built, each earmark hold (of the payees, all in XMR) is
- * captured in full to $external as a withdrawal, and the network fee moves
+ * The amounts of a partial payout withdrawal: one positive amount per
+ * hold, none NULL.
+ */
+static Credit *
+PayoutAmounts(ArrayType *array, int nholds)
+{
+	Datum	   *values;
+	bool	   *nulls;
+	int			n;
+	Credit	   *amounts;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(ARR_ELEMTYPE(array), &typlen, &typbyval, &typalign);
+	deconstruct_array(array, ARR_ELEMTYPE(array), typlen, typbyval, typalign,
+					  &values, &nulls, &n);
+	if (ARR_NDIM(array) > 1 || n != nholds)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a payout withdraws one amount per hold")));
+	amounts = palloc(sizeof(Credit) * n);
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("a withdrawal amount must not be NULL")));
+		amounts[i] = DatumGetCredit(values[i]);
+		if (amounts[i] <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a withdrawal amount must be positive")));
+	}
+	return amounts;
+}
+
+/*
+ * compay.payout_withdraw(hold_ids, amounts, fee, fee_from, reference): when
+ * a payout transaction is built, amounts[i] of each earmark hold (of the
+ * payees, all in XMR) is captured to $external as a withdrawal; a hold
+ * with some left stays pending for the next part (a settlement paid in
+ * parts under the daily cap), one captured to nothing is posted.  A NULL
+ * amounts (and the 0.1 form without it) captures each hold in full.  The
+ * network fee moves
  * from fee_from ('$fees') to $external (a fee of 0 moves nothing: the
  * payees paid it out of their amounts).  One ledger call, every
  * account locked at once.  Not granted to any role: the payout code calls
@@ -507,27 +550,32 @@ compay_payout_withdraw(PG_FUNCTION_ARGS)
 	Datum	   *ids;
 	bool	   *idnulls;
 	int			n;
+	Credit	   *amounts = NULL;
 	LockedHold *holds;
 	const char **nodes;
 	char	   *currency = NULL;
 	Credit		fee;
 	const char *fee_from;
-	char	   *reference = TextArgOrNull(fcinfo, 3);
+	/* The 0.1 form has no amounts argument: every argument after it moves. */
+	int			a = PG_NARGS() == 5 ? 1 : 0;
+	char	   *reference = TextArgOrNull(fcinfo, 3 + a);
 	LedgerBatch batch;
 	LedgerAccount *external;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1 + a) || PG_ARGISNULL(2 + a))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("hold_ids, fee and fee_from must not be NULL")));
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, true, TYPALIGN_DOUBLE,
 					  &ids, &idnulls, &n);
-	fee = PG_GETARG_CREDIT(1);
-	fee_from = TextArgOrNull(fcinfo, 2);
+	fee = PG_GETARG_CREDIT(1 + a);
+	fee_from = TextArgOrNull(fcinfo, 2 + a);
 	if (n < 1 || n > LEDGER_ACCOUNTS_MAX - 2 || fee < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a payout withdraws 1 to %d holds and a fee >= 0", LEDGER_ACCOUNTS_MAX - 2)));
+	if (a == 1 && !PG_ARGISNULL(1))
+		amounts = PayoutAmounts(PG_GETARG_ARRAYTYPE_P(1), n);
 	holds = palloc0(sizeof(LockedHold) * n);
 	nodes = palloc(sizeof(char *) * (n + 2));
 
@@ -552,21 +600,25 @@ compay_payout_withdraw(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 	{
 		LedgerTransfer *t;
+		Credit		amount;
 
 		holds[i].account = LedgerFindAccount(&batch, nodes[i]);
 		LockHold(&batch, &holds[i]);
 		holds[i].expired = false;
 		RequirePending(&holds[i], "withdraw");
-		t = LedgerAddTransfer(&batch, TRANSFER_WITHDRAWAL, holds[i].account, external,
-							  holds[i].remaining);
+		amount = amounts ? amounts[i] : holds[i].remaining;
+		if (amount > holds[i].remaining)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("withdrawal of %s exceeds the %s that hold " INT64_FORMAT " has left",
+							CreditText(amount), CreditText(holds[i].remaining), holds[i].id)));
+		t = LedgerAddTransfer(&batch, TRANSFER_WITHDRAWAL, holds[i].account, external, amount);
 		t->hold_id = holds[i].id;
 		t->reference = reference;
-		LedgerPost(&batch, holds[i].account, ENTRY_RELEASE, -holds[i].remaining, 0,
-				   holds[i].id, 0);
-		LedgerMove(&batch, t, holds[i].account, external, holds[i].remaining,
-				   ENTRY_DEBIT, ENTRY_CREDIT);
-		holds[i].remaining = 0;
-		UpdateHold(&batch, &holds[i], "posted");
+		LedgerPost(&batch, holds[i].account, ENTRY_RELEASE, -amount, 0, holds[i].id, 0);
+		LedgerMove(&batch, t, holds[i].account, external, amount, ENTRY_DEBIT, ENTRY_CREDIT);
+		holds[i].remaining -= amount;
+		UpdateHold(&batch, &holds[i], holds[i].remaining == 0 ? "posted" : "pending");
 	}
 	if (fee > 0)
 	{

@@ -169,10 +169,33 @@ ALTER TABLE compay.settlements ADD COLUMN payout_id bigint;
 -- less this.
 ALTER TABLE compay.settlements ADD COLUMN held_back compay.credit NOT NULL DEFAULT '0'
     CONSTRAINT settlements_held_back CHECK (held_back >= '0');
+COMMENT ON COLUMN compay.settlements.payout_id IS
+    'XMR: the latest payout that carries a part of it (compay.payout_parts lists them all); NULL while no part is queued or paid';
+
+-- What each payout pays of each settlement.  Under the daily cap a
+-- settlement may be paid in parts on several days; it is completed when
+-- its parts are confirmed and its earmark hold has nothing left.  A payee
+-- item (compay.payout_items) is the sum of its parts.
+CREATE TABLE compay.payout_parts (
+    payout_id     bigint NOT NULL,
+    settlement_id bigint NOT NULL REFERENCES compay.settlements (id),
+    node_id       text NOT NULL,
+    address       text NOT NULL,
+    amount        compay.credit NOT NULL,
+    PRIMARY KEY (payout_id, settlement_id),
+    FOREIGN KEY (payout_id, node_id, address)
+        REFERENCES compay.payout_items (payout_id, node_id, address),
+    CONSTRAINT payout_parts_amount CHECK (amount > '0')
+);
+CREATE INDEX payout_parts_settlement ON compay.payout_parts (settlement_id);
+COMMENT ON TABLE compay.payout_parts IS
+    'what each payout pays of each settlement: a settlement over the daily cap is paid in parts on later days';
 SELECT pg_catalog.pg_extension_config_dump('compay.payout_transactions', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.payout_transactions_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.payout_items', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.payout_parts', '');
 REVOKE ALL ON compay.payout_transactions, compay.payout_items, compay.payout_transactions_id_seq FROM PUBLIC;
+REVOKE ALL ON compay.payout_parts FROM PUBLIC;
 -- The tx key proves the payment to any address (check_tx_key) and the
 -- metadata is the signed transaction: compay_admin only.
 GRANT SELECT (id, status, amount, fee, fee_from, tx_hash, key_images, confirmations, attempts,
@@ -181,22 +204,118 @@ GRANT SELECT (id, status, amount, fee, fee_from, tx_hash, key_images, confirmati
     ON compay.payout_transactions TO compay_reader;
 GRANT SELECT ON compay.payout_transactions TO compay_admin;
 GRANT SELECT ON compay.payout_items TO compay_reader;
+GRANT SELECT ON compay.payout_parts TO compay_reader;
 
-CREATE FUNCTION compay.payout_withdraw(hold_ids bigint[], fee compay.credit, fee_from text,
-    reference text) RETURNS integer
+CREATE FUNCTION compay.payout_withdraw(hold_ids bigint[], amounts compay.credit[],
+    fee compay.credit, fee_from text, reference text) RETURNS integer
     AS 'MODULE_PATHNAME', 'compay_payout_withdraw'
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
-REVOKE ALL ON FUNCTION compay.payout_withdraw(bigint[], compay.credit, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION compay.payout_withdraw(bigint[], compay.credit[], compay.credit, text, text)
+    FROM PUBLIC;
 
 CREATE FUNCTION compay.payout_return(payout_id bigint) RETURNS integer
     AS 'MODULE_PATHNAME', 'compay_payout_return'
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 REVOKE ALL ON FUNCTION compay.payout_return(bigint) FROM PUBLIC;
 
--- Gathers each payee's earmarked XMR settlements into queued payouts,
--- by its policy (auto payout, minimum, interval since its last payout,
--- daily cap: what is over waits), at most compay.payout_batch_max payees
--- a payout.  Returns the payouts queued.
+-- What each processing XMR settlement has left to pay out (the payable
+-- rest): the remaining of its earmark hold, less what disputes hold back
+-- (settlements.held_back), less its parts in payouts still queued (a
+-- built part is withdrawn from the hold already).  started: a part of it
+-- is in a payout that did not fail (queued or paid).  Settlements of a
+-- payee without a primary address are not payable.  node_id NULL: every
+-- payee.
+CREATE FUNCTION compay.payable_settlements(node_id text)
+RETURNS TABLE (settlement_id bigint, payee text, address text, payable compay.credit,
+               started boolean, next_attempt_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT s.id, s.payee, coalesce(v.address, a.address),
+           compay.credit_from_atomic(r.rest), r.started, s.next_attempt_at
+    FROM compay.settlements s
+    JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
+    JOIN compay.payout_addresses a ON a.node_id = s.payee AND a.purpose = 'primary'
+    -- Verifier rewards go to the verification address when there is one.
+    LEFT JOIN compay.payout_addresses v
+      ON v.node_id = s.payee AND v.purpose = 'verification' AND s.purpose = 'verification'
+    CROSS JOIN LATERAL (
+        SELECT compay.atomic(h.remaining) - compay.atomic(s.held_back)
+               - coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'queued'), 0) AS rest,
+               count(*) FILTER (WHERE p.status <> 'failed') > 0 AS started
+        FROM compay.payout_parts pp JOIN compay.payout_transactions p ON p.id = pp.payout_id
+        WHERE pp.settlement_id = s.id) r
+    WHERE s.currency = 'XMR' AND s.status = 'processing'
+      AND ($1 IS NULL OR s.payee = $1)
+      AND r.rest > 0
+$$;
+COMMENT ON FUNCTION compay.payable_settlements(text) IS
+    'the payable rest of each processing XMR settlement: its earmark hold''s remaining less held_back less its queued parts';
+
+-- What a node was paid in the last 24 hours (payouts that did not fail),
+-- the amount its daily cap (max_per_day) counts.
+CREATE FUNCTION compay.payout_paid_today(node_id text) RETURNS compay.credit
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT coalesce(compay.sum(i.amount), '0')
+    FROM compay.payout_items i JOIN compay.payout_transactions p ON p.id = i.payout_id
+    WHERE i.node_id = $1 AND p.status <> 'failed' AND p.created_at > now() - interval '1 day'
+$$;
+
+-- Adds amount of a payee's payable settlements to a queued payout: the
+-- settlements already started first (to finish them), then by id; one
+-- part per settlement, one item per address.  due_only: skips the
+-- settlements whose backoff after a failed payout has not passed.  The
+-- caller holds the queue lock and the payee's settlement rows.
+CREATE FUNCTION compay.queue_payout_parts(payout_id bigint, node_id text, amount compay.credit,
+    due_only boolean) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_left compay.credit := amount;
+    v_part compay.credit;
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM compay.payable_settlements(queue_payout_parts.node_id) s
+             WHERE NOT due_only OR s.next_attempt_at IS NULL OR s.next_attempt_at <= now()
+             ORDER BY s.started DESC, s.settlement_id
+    LOOP
+        EXIT WHEN v_left <= '0';
+        v_part := least(r.payable, v_left);
+        INSERT INTO compay.payout_items AS i (payout_id, node_id, address, amount, settlement_ids)
+        VALUES (queue_payout_parts.payout_id, r.payee, r.address, v_part, ARRAY[r.settlement_id])
+        ON CONFLICT ON CONSTRAINT payout_items_pkey DO UPDATE
+        SET amount = i.amount + EXCLUDED.amount, settlement_ids = i.settlement_ids || EXCLUDED.settlement_ids;
+        INSERT INTO compay.payout_parts (payout_id, settlement_id, node_id, address, amount)
+        VALUES (queue_payout_parts.payout_id, r.settlement_id, r.payee, r.address, v_part);
+        UPDATE compay.settlements SET payout_id = queue_payout_parts.payout_id
+        WHERE id = r.settlement_id;
+        v_left := v_left - v_part;
+    END LOOP;
+    IF v_left <> '0' THEN
+        RAISE EXCEPTION 'node % has % less payable than the % queued', node_id, v_left, amount
+            USING ERRCODE = 'internal_error';
+    END IF;
+    UPDATE compay.payout_transactions p SET amount = p.amount + queue_payout_parts.amount
+    WHERE p.id = queue_payout_parts.payout_id;
+END $$;
+
+-- Locks the settlement rows a payout of the node may take, in id order.
+CREATE FUNCTION compay.lock_payable_settlements(node_id text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    PERFORM NULL FROM compay.settlements s
+    WHERE s.payee = lock_payable_settlements.node_id AND s.currency = 'XMR'
+      AND s.status = 'processing'
+    ORDER BY s.id FOR UPDATE;
+END $$;
+
+-- Gathers each payee's payable settlements into queued payouts, by its
+-- policy: auto payout on, payout_interval since its last payout, and
+-- the daily cap.  What a payee gets is least(its payable, max_per_day less
+-- what it was paid in the last 24 hours): a settlement over the cap is
+-- split and its rest paid on a later day.  A payee is due when its
+-- payable reaches min_payout, or when it holds the rest of a settlement
+-- already started (paid whatever its size, so that every payee is paid in
+-- full); a capped payout waits for a room of least(min_payout,
+-- max_per_day).  At most compay.payout_batch_max payees a payout.  Returns
+-- the payouts queued.
 CREATE FUNCTION compay.queue_payouts() RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
@@ -204,55 +323,130 @@ DECLARE
     v_payout bigint;
     v_n integer := 0;
     v_items integer := 0;
-    r record;
+    v_payable compay.credit;
+    v_started boolean;
+    v_amount compay.credit;
+    n record;
 BEGIN
+    -- One queue at a time: compay.request_payout takes the same lock.
     PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
-    FOR r IN
-        WITH open AS (
-            -- Verifier rewards go to the verification address when there is one.
-            SELECT s.id, s.payee, s.total_amount, coalesce(v.address, a.address) AS address,
-                   compay.sum(s.total_amount) OVER (PARTITION BY s.payee ORDER BY s.id) AS running
-            FROM compay.settlements s
-            JOIN compay.payout_addresses a ON a.node_id = s.payee AND a.purpose = 'primary'
-            LEFT JOIN compay.payout_addresses v
-              ON v.node_id = s.payee AND v.purpose = 'verification' AND s.purpose = 'verification'
-            WHERE s.currency = 'XMR' AND s.status = 'processing' AND s.payout_id IS NULL
-              AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= now())
-        ), node AS (
-            SELECT o.payee, pol.*,
-                   coalesce((SELECT compay.sum(i.amount) FROM compay.payout_items i
-                             JOIN compay.payout_transactions p ON p.id = i.payout_id
-                             WHERE i.node_id = o.payee AND p.status <> 'failed'
-                               AND p.created_at > now() - interval '1 day'), '0') AS paid_today,
-                   (SELECT max(p.created_at) FROM compay.payout_items i
-                    JOIN compay.payout_transactions p ON p.id = i.payout_id
-                    WHERE i.node_id = o.payee AND p.status <> 'failed') AS last_payout
-            FROM (SELECT DISTINCT payee FROM open) o
-            CROSS JOIN LATERAL compay.payout_policy(o.payee) pol
-        )
-        SELECT n.payee, o.address, array_agg(o.id ORDER BY o.id) AS ids,
-               compay.sum(o.total_amount) AS amount
-        FROM node n JOIN open o ON o.payee = n.payee
-        WHERE n.auto_payout
-          AND (n.last_payout IS NULL OR n.last_payout <= now() - n.payout_interval)
-          AND n.paid_today + o.running <= n.max_per_day
-        GROUP BY n.payee, o.address, n.min_payout
-        HAVING compay.sum(o.total_amount) >= n.min_payout
-        ORDER BY n.payee, o.address
+    FOR n IN
+        SELECT d.payee, pol.min_payout, pol.max_per_day
+        FROM (SELECT DISTINCT s.payee FROM compay.payable_settlements(NULL) s) d
+        CROSS JOIN LATERAL compay.payout_policy(d.payee) pol
+        WHERE pol.auto_payout
+          AND NOT EXISTS (SELECT 1 FROM compay.payout_items i
+                          JOIN compay.payout_transactions p ON p.id = i.payout_id
+                          WHERE i.node_id = d.payee AND p.status <> 'failed'
+                            AND p.created_at > now() - pol.payout_interval)
+        ORDER BY d.payee
     LOOP
+        PERFORM compay.lock_payable_settlements(n.payee);
+        SELECT coalesce(compay.sum(s.payable), '0'), coalesce(bool_or(s.started), false)
+        INTO v_payable, v_started
+        FROM compay.payable_settlements(n.payee) s
+        WHERE s.next_attempt_at IS NULL OR s.next_attempt_at <= now();
+        v_amount := least(v_payable, n.max_per_day - compay.payout_paid_today(n.payee));
+        CONTINUE WHEN v_amount <= '0' OR NOT (v_payable >= n.min_payout OR v_started)
+                   OR (v_amount < v_payable AND v_amount < least(n.min_payout, n.max_per_day));
         IF v_payout IS NULL OR v_items >= v_batch THEN
             INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
             v_n := v_n + 1;
             v_items := 0;
         END IF;
-        INSERT INTO compay.payout_items (payout_id, node_id, address, amount, settlement_ids)
-        VALUES (v_payout, r.payee, r.address, r.amount, r.ids);
-        UPDATE compay.payout_transactions SET amount = amount + r.amount WHERE id = v_payout;
-        UPDATE compay.settlements SET payout_id = v_payout WHERE id = ANY (r.ids);
-        v_items := v_items + 1;
+        PERFORM compay.queue_payout_parts(v_payout, n.payee, v_amount, true);
+        v_items := (SELECT count(*) FROM compay.payout_items i WHERE i.payout_id = v_payout);
     END LOOP;
     RETURN v_n;
 END $$;
+COMMENT ON FUNCTION compay.queue_payouts() IS
+    'queues payouts of the payable settlements by each payee''s policy; over the daily cap a settlement is paid in parts on later days';
+
+-- A payout on the node's request, whatever its auto_payout: amount (all
+-- that is payable when NULL, up to the daily cap) to its payout address(es),
+-- honouring min_payout and max_per_day but not payout_interval.  Returns
+-- the payout id; the same idempotency key with the same arguments returns
+-- the same id.
+CREATE FUNCTION compay.request_payout(node_id text, amount compay.credit DEFAULT NULL,
+    idempotency_key text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    pol record;
+    v_payable compay.credit;
+    v_started boolean;
+    v_paid compay.credit;
+    v_room compay.credit;
+    v_amount compay.credit;
+    v_payout bigint;
+BEGIN
+    IF node_id IS NULL THEN
+        RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'a payout amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        v_payout := compay.idempotency_claim(idempotency_key, 'request_payout',
+                                             node_id || E'\n' || coalesce(amount::text, 'all'));
+        IF v_payout IS NOT NULL THEN
+            RETURN v_payout;
+        END IF;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM compay.payout_addresses a
+                   WHERE a.node_id = request_payout.node_id AND a.purpose = 'primary') THEN
+        RAISE EXCEPTION 'node "%" has no payout address', node_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set one with compay.set_payout_address().';
+    END IF;
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    PERFORM compay.lock_payable_settlements(node_id);
+    SELECT * INTO pol FROM compay.payout_policy(node_id);
+    SELECT coalesce(compay.sum(s.payable), '0'), coalesce(bool_or(s.started), false)
+    INTO v_payable, v_started
+    FROM compay.payable_settlements(node_id) s;
+    v_paid := compay.payout_paid_today(node_id);
+    v_room := pol.max_per_day - v_paid;
+    IF v_payable = '0' THEN
+        RAISE EXCEPTION 'node "%" has nothing payable', node_id
+            USING ERRCODE = 'PY019',
+                  DETAIL = 'Only settled XMR earnings (processing settlements) not yet queued or held back by a dispute are paid out.';
+    END IF;
+    IF amount > v_payable THEN
+        RAISE EXCEPTION 'a payout of % exceeds the % payable to node "%"', amount, v_payable, node_id
+            USING ERRCODE = 'PY001';
+    END IF;
+    IF v_room <= '0' THEN
+        RAISE EXCEPTION 'node "%" was paid its daily cap in the last 24 hours', node_id
+            USING ERRCODE = 'PY018',
+                  DETAIL = format('Its max_per_day is %s and it was paid %s.', pol.max_per_day, v_paid),
+                  HINT = 'Ask again once its earlier payouts are 24 hours old.';
+    END IF;
+    v_amount := coalesce(amount, least(v_payable, v_room));
+    IF v_amount > v_room
+       OR (amount IS NULL AND v_amount < least(pol.min_payout, pol.max_per_day)
+           AND v_amount < v_payable) THEN
+        RAISE EXCEPTION 'a payout of % is over the daily cap of node "%"', v_amount, node_id
+            USING ERRCODE = 'PY018',
+                  DETAIL = format('Its max_per_day is %s and it was paid %s in the last 24 hours.',
+                                  pol.max_per_day, v_paid),
+                  HINT = 'Ask for less, or again once its earlier payouts are 24 hours old.';
+    END IF;
+    IF v_amount < least(pol.min_payout, pol.max_per_day) AND NOT (v_amount = v_payable AND v_started) THEN
+        RAISE EXCEPTION 'a payout of % is below the minimum payout of node "%"', v_amount, node_id
+            USING ERRCODE = 'PY017',
+                  DETAIL = format('Its min_payout is %s; %s is payable.', pol.min_payout, v_payable);
+    END IF;
+    INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
+    PERFORM compay.queue_payout_parts(v_payout, node_id, v_amount, false);
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM compay.idempotency_record(idempotency_key, v_payout);
+    END IF;
+    RETURN v_payout;
+END $$;
+COMMENT ON FUNCTION compay.request_payout(text, compay.credit, text) IS
+    'queues a payout of amount (all that is payable up to the daily cap when NULL) to the node, honouring min_payout and max_per_day; returns the payout id';
 
 -- Each payee's share of a payout's network fee when the payees pay it: in
 -- proportion to its amount, rounded down to the piconero; the first payee
@@ -292,7 +486,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
 $$;
 
 -- Built: the transaction exists (not yet relayed); record it and debit
--- the ledger in the same transaction, before anything is sent.  With
+-- the ledger in the same transaction, before anything is sent: each part
+-- is withdrawn from its settlement's earmark hold (in part when the
+-- settlement is split), and the payments it carries get the tx hash.  A
+-- part over its settlement's payable rest (a dispute held money back
+-- since it was queued) fails the payout instead: nothing was sent, and
+-- the settlements are queued again for what is payable.  With
 -- payees_pay_fee the transaction already paid each payee its amount less
 -- its share of the fee (compay.payout_transfer_params(id, fee)): the
 -- shares are recorded and $fees pays nothing.  The transaction must pay
@@ -304,6 +503,7 @@ DECLARE
     p compay.payout_transactions;
     v_fee compay.credit := compay.credit_from_atomic((reply->>'fee')::numeric);
     v_holds bigint[];
+    v_amounts compay.credit[];
     v_sent numeric;
 BEGIN
     -- What the wallet answered is checked before it is kept.
@@ -322,6 +522,18 @@ BEGIN
         RAISE EXCEPTION 'payout % is %, not queued', payout_id, p.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    PERFORM NULL FROM compay.settlements s
+    WHERE s.id IN (SELECT pp.settlement_id FROM compay.payout_parts pp WHERE pp.payout_id = p.id)
+    ORDER BY s.id FOR UPDATE OF s;
+    IF EXISTS (SELECT 1 FROM compay.payout_parts pp
+               JOIN compay.settlements s ON s.id = pp.settlement_id
+               LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
+               WHERE pp.payout_id = p.id
+                 AND (h.id IS NULL OR pp.amount > h.remaining - s.held_back)) THEN
+        PERFORM compay.record_payout_failed(p.id,
+            'a part is over its settlement''s payable rest (held back by a dispute); queued again');
+        RETURN;
+    END IF;
     IF payees_pay_fee THEN
         UPDATE compay.payout_items i SET fee = f.share
         FROM compay.payout_fee_shares(p.id, v_fee) f
@@ -334,10 +546,18 @@ BEGIN
             payout_id, v_sent, reply->>'amount'
             USING ERRCODE = 'data_corrupted';
     END IF;
-    SELECT array_agg(s.earmark_hold_id ORDER BY s.earmark_hold_id) INTO v_holds
-    FROM compay.settlements s WHERE s.payout_id = record_payout_built.payout_id;
-    PERFORM compay.payout_withdraw(v_holds, CASE WHEN payees_pay_fee THEN '0' ELSE v_fee END,
+    SELECT array_agg(s.earmark_hold_id ORDER BY s.earmark_hold_id),
+           array_agg(pp.amount ORDER BY s.earmark_hold_id)
+    INTO v_holds, v_amounts
+    FROM compay.payout_parts pp JOIN compay.settlements s ON s.id = pp.settlement_id
+    WHERE pp.payout_id = p.id;
+    PERFORM compay.payout_withdraw(v_holds, v_amounts,
+                                   CASE WHEN payees_pay_fee THEN '0' ELSE v_fee END,
                                    '$fees', 'payout:' || p.id);
+    UPDATE compay.payments y SET tx_hash = reply->>'tx_hash'
+    WHERE y.settlement_id IN (SELECT pp.settlement_id FROM compay.payout_parts pp
+                              WHERE pp.payout_id = p.id)
+      AND y.status = 'completed';
     UPDATE compay.payout_transactions
     SET status = 'built', fee = v_fee, fee_from = CASE WHEN payees_pay_fee THEN 'payees' ELSE '$fees' END,
         tx_hash = reply->>'tx_hash', tx_key = reply->>'tx_key',
@@ -359,43 +579,68 @@ BEGIN
         RETURN;             -- not queued: built or sent, its settlements stay with it
     END IF;
     -- Queued again after a backoff: 10 s, 20 s, 40 s, ... at most 10 minutes,
-    -- by how many payouts of the settlement have failed.
+    -- by how many payouts of the settlement have failed.  Its payout_id
+    -- goes back to its latest payout that did not fail, if any.
     UPDATE compay.settlements s
-    SET payout_id = NULL,
+    SET payout_id = (SELECT max(pp.payout_id) FROM compay.payout_parts pp
+                     JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                     WHERE pp.settlement_id = s.id AND p.status <> 'failed'),
         next_attempt_at = now() + least(interval '10 seconds' * power(2, least(
-            (SELECT count(*) - 1 FROM compay.payout_items i
-             JOIN compay.payout_transactions p ON p.id = i.payout_id
-             WHERE p.status = 'failed' AND s.id = ANY (i.settlement_ids)), 10)),
+            (SELECT count(*) - 1 FROM compay.payout_parts pp
+             JOIN compay.payout_transactions p ON p.id = pp.payout_id
+             WHERE p.status = 'failed' AND pp.settlement_id = s.id), 10)),
             interval '10 minutes')
-    WHERE s.payout_id = record_payout_failed.payout_id;
+    WHERE s.id IN (SELECT pp.settlement_id FROM compay.payout_parts pp
+                   WHERE pp.payout_id = record_payout_failed.payout_id);
 END $$;
 
 -- Built or relayed, and certain never to reach the chain: the daemon has
 -- not got it (neither pool nor chain) and one of its key images is spent
 -- on chain by another transaction.  The ledger gets the amounts and the
--- fee back, the settlements are earmarked again and queued after a
--- backoff.
+-- fee back, each part is earmarked again (one new hold for the part and
+-- what the settlement's hold had left) and queued after a backoff; the
+-- payments' tx hash goes back to their latest payout still standing.
 CREATE FUNCTION compay.record_payout_voided(payout_id bigint, reason text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
+    v_tx_hash text;
+    v_rest compay.credit;
     s record;
 BEGIN
     UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
                               attempts = attempts + 1
-    WHERE id = payout_id AND status IN ('built', 'relayed');
+    WHERE id = payout_id AND status IN ('built', 'relayed')
+    RETURNING tx_hash INTO v_tx_hash;
     IF NOT FOUND THEN
         RETURN;
     END IF;
     PERFORM compay.payout_return(payout_id);
-    FOR s IN SELECT id, payee, total_amount FROM compay.settlements
-             WHERE settlements.payout_id = record_payout_voided.payout_id ORDER BY id
+    FOR s IN SELECT st.id, st.payee, st.earmark_hold_id, pp.amount
+             FROM compay.payout_parts pp JOIN compay.settlements st ON st.id = pp.settlement_id
+             WHERE pp.payout_id = record_payout_voided.payout_id ORDER BY st.id
+             FOR UPDATE OF st
     LOOP
-        UPDATE compay.settlements
-        SET payout_id = NULL, next_attempt_at = now() + interval '10 seconds',
-            earmark_hold_id = compay.reserve(s.payee, s.total_amount, 'settlement:' || s.id,
-                                             NULL, NULL, 'XMR')
-        WHERE id = s.id;
+        SELECT CASE WHEN h.status = 'pending' THEN h.remaining ELSE '0' END INTO v_rest
+        FROM compay.holds h WHERE h.id = s.earmark_hold_id;
+        IF v_rest > '0' THEN
+            PERFORM compay.release(s.earmark_hold_id);
+        END IF;
+        UPDATE compay.settlements st
+        SET payout_id = (SELECT max(pp.payout_id) FROM compay.payout_parts pp
+                         JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                         WHERE pp.settlement_id = st.id AND p.status <> 'failed'),
+            next_attempt_at = now() + interval '10 seconds',
+            earmark_hold_id = compay.reserve(s.payee, coalesce(v_rest, '0') + s.amount,
+                                             'settlement:' || s.id, NULL, NULL, 'XMR')
+        WHERE st.id = s.id;
     END LOOP;
+    UPDATE compay.payments y
+    SET tx_hash = (SELECT p.tx_hash FROM compay.payout_parts pp
+                   JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                   WHERE pp.settlement_id = y.settlement_id
+                     AND p.status IN ('built', 'relayed', 'confirmed')
+                   ORDER BY p.id DESC LIMIT 1)
+    WHERE y.tx_hash = v_tx_hash;
 END $$;
 
 -- A key image of the payout's transaction is spent on chain by another
@@ -443,9 +688,19 @@ BEGIN
     IF confirmations >= compay.setting('compay.payout_confirmations')::integer THEN
         UPDATE compay.payout_transactions SET status = 'confirmed', confirmed_at = now()
         WHERE id = payout_id AND status = 'relayed';
-        UPDATE compay.settlements SET status = 'completed', completed_at = now()
-        WHERE settlements.payout_id = record_payout_confirmations.payout_id
-          AND status = 'processing';
+        -- A settlement is paid in full when its hold has nothing left and
+        -- every part of it that did not fail is confirmed.
+        UPDATE compay.settlements s SET status = 'completed', completed_at = now()
+        WHERE s.id IN (SELECT pp.settlement_id FROM compay.payout_parts pp
+                       WHERE pp.payout_id = record_payout_confirmations.payout_id)
+          AND s.status = 'processing'
+          AND NOT EXISTS (SELECT 1 FROM compay.holds h
+                          WHERE h.id = s.earmark_hold_id AND h.status = 'pending'
+                            AND h.remaining > '0')
+          AND NOT EXISTS (SELECT 1 FROM compay.payout_parts pp
+                          JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                          WHERE pp.settlement_id = s.id
+                            AND p.status IN ('queued', 'built', 'relayed'));
     END IF;
 END $$;
 
@@ -461,7 +716,48 @@ REVOKE ALL ON FUNCTION compay.queue_payouts(), compay.payout_transfer_params(big
     compay.record_payout_built(bigint, jsonb, boolean), compay.record_payout_failed(bigint, text),
     compay.record_payout_retry(bigint, text), compay.record_payout_relayed(bigint),
     compay.record_payout_voided(bigint, text), compay.record_payout_conflict(bigint, bigint),
-    compay.record_payout_confirmations(bigint, integer) FROM PUBLIC;
+    compay.record_payout_confirmations(bigint, integer), compay.payable_settlements(text),
+    compay.payout_paid_today(text), compay.queue_payout_parts(bigint, text, compay.credit, boolean),
+    compay.lock_payable_settlements(text), compay.request_payout(text, compay.credit, text)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.request_payout(text, compay.credit, text) TO compay_app, compay_node;
+GRANT EXECUTE ON FUNCTION compay.payable_settlements(text) TO compay_reader;
+
+-- From a job to the chain: one row per payment attempt of the task, and
+-- per payout part of its settlement once queued (a settlement over the
+-- daily cap is paid in several parts).  tx_hash and confirmations are the
+-- payout's.
+CREATE FUNCTION compay.payment_trace(task_id text)
+RETURNS TABLE (job_id bigint, job_status compay.job_status, payment_id bigint,
+               payment_status compay.payment_status, amount compay.credit, currency text,
+               settlement_id bigint, settlement_status compay.settlement_status,
+               payout_id bigint, part_amount compay.credit, payout_status compay.payout_status,
+               tx_hash text, confirmations integer)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF payment_trace.task_id IS NULL THEN
+        RAISE EXCEPTION 'task_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RETURN QUERY
+    SELECT j.id, j.status, y.id, y.status, y.amount, y.currency,
+           s.id, s.status, p.id, pp.amount, p.status, p.tx_hash, p.confirmations
+    FROM (SELECT payment_trace.task_id AS id) t
+    LEFT JOIN compay.jobs j ON j.task_id = t.id
+    LEFT JOIN compay.payments y ON y.task_id = t.id
+    LEFT JOIN compay.settlements s ON s.id = y.settlement_id
+    LEFT JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+    LEFT JOIN compay.payout_transactions p ON p.id = pp.payout_id
+    WHERE j.id IS NOT NULL OR y.id IS NOT NULL
+    ORDER BY y.id, p.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', left(payment_trace.task_id, 64)
+            USING ERRCODE = 'PY010';
+    END IF;
+END $$;
+COMMENT ON FUNCTION compay.payment_trace(text) IS
+    'follows a task from its job and payment through its settlement to each payout part, its tx hash and confirmations';
+REVOKE ALL ON FUNCTION compay.payment_trace(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.payment_trace(text) TO compay_reader;
 
 -- Checks a payout on chain: what each payee's address received by the
 -- transaction, from its tx key (check_tx_key).  Calls the wallet: use it

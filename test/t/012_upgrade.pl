@@ -203,6 +203,14 @@ is($node->safe_psql('old', q{
 	'0', 'every 0.1 task with samples has its usage totals, equal to task_metrics()');
 is($node->safe_psql('old', 'SELECT string_agg(check_name, \',\') FROM compay.verify_ledger() WHERE NOT ok'),
 	'', 'updated database: verify_ledger() all ok');
+# 0.1's payout items become payout parts (issue 13): one per settlement,
+# its whole total; the queued payout leaves nothing payable twice.
+is($node->safe_psql('old', q{
+	SELECT (SELECT count(*) FROM compay.payout_items i, unnest(i.settlement_ids)) || ' '
+	       || (SELECT count(*) FROM compay.payout_parts pp
+	           JOIN compay.settlements s ON s.id = pp.settlement_id AND s.total_amount OPERATOR(compay.=) pp.amount) || ' '
+	       || (SELECT count(*) FROM compay.payable_settlements(NULL))}),
+	'1 1 0', '0.1 payout items carried over as payout parts, nothing payable twice');
 # The remedy docs/operations.md gives for a node id the rule refuses:
 # rename the account.
 $node->safe_psql('old', q{UPDATE compay.accounts SET node_id = 'edge' WHERE node_id = 'edge '});

@@ -5,9 +5,10 @@
 #
 #  1. Minimum: 0.005 XMR settled (below the default 0.01) is not paid; with
 #     0.007 more it is paid, the total in one output.
-#  2. Daily cap: of two settlements of 0.2 under a cap of 0.3 only the first
-#     is paid, the second waits (processing, no payout) after the interval
-#     has passed, until the cap is raised.  Interval: a payee whose last
+#  2. Daily cap: of two settlements of 0.2 under a cap of 0.3, 0.3 is paid
+#     (the first and 0.1 of the second: a settlement is split at the cap),
+#     the 0.1 left waits (processing, earmarked) after the interval has
+#     passed, until the cap is raised.  Interval: a payee whose last
 #     payout is recent is paid again only when its payout_interval (10 s)
 #     has passed; one with the default 24 h is not paid again.
 #  3. Batching: 20 payees at once are paid by two transactions, 15 + 5,
@@ -169,27 +170,30 @@ timed('case 2a (daily cap)', sub {
 		'2a: auto_payout off: nothing queued');
 	sql(q{SELECT compay.set_payout_policy('cap-a', true, NULL, '2 seconds', '0.3')});
 	ok(poll(q{SELECT count(*) = 1 FROM compay.payouts WHERE node_id = 'cap-a'}), '2a: one payout queued');
-	is(sql(q{SELECT amount FROM compay.payout_items WHERE node_id = 'cap-a'}), '0.2',
-		'2a: of 0.2 only');
+	is(sql(q{SELECT amount FROM compay.payout_items WHERE node_id = 'cap-a'}), '0.3',
+		'2a: of 0.3, the cap');
+	is(sql(qq{SELECT string_agg(settlement_id || ':' || amount, ',' ORDER BY settlement_id)
+	  FROM compay.payout_parts WHERE node_id = 'cap-a'}), "$s1:0.2,$s2:0.1",
+		'2a: the first settlement and 0.1 of the second');
 	like(settlement($s1), qr{^processing/\d+$}, '2a: the first settlement is paid');
 	relay_mine_confirm('2a', 'cap-a');
 	like(settlement($s1), qr{^completed/\d+$}, '2a: the first settlement completed');
+	like(settlement($s2), qr{^processing/\d+$}, '2a: the second, paid in part, is still processing');
 	# Past the 2 s interval the cap alone holds the second back.
 	ok(poll(q{SELECT now() > max(created_at) + interval '3 seconds' FROM compay.payouts WHERE node_id = 'cap-a'}),
 		'2a: the interval has passed');
 	wait_rounds(3);
 	is(sql(q{SELECT count(*) FROM compay.payout_items WHERE node_id = 'cap-a'}), '1',
-		'2a: 0.2 + 0.2 is over the cap of 0.3: the second waits');
-	is(settlement($s2), 'processing/', '2a: the second settlement stays processing, no payout');
-	is(received($i), atomic('0.2'), '2a: the payee received exactly 0.2 XMR');
+		'2a: 0.3 paid today is the cap of 0.3: the 0.1 left waits');
+	is(received($i), atomic('0.3'), '2a: the payee received exactly 0.3 XMR');
 	is( sql(q{SELECT balance || '/' || reserved FROM compay.accounts WHERE node_id = 'cap-a' AND currency = 'XMR'}),
-		'0.2/0.2', '2a: the second 0.2 stays earmarked');
+		'0.1/0.1', '2a: the 0.1 left stays earmarked');
 	ledger_ok('2a: waiting');
-	# A cap of 0.5 lets it through, once.
+	# A cap of 0.5 lets the rest through, once.
 	sql(q{SELECT compay.set_payout_policy('cap-a', true, NULL, '2 seconds', '0.5')});
 	ok(poll(q{SELECT count(*) = 2 FROM compay.payouts WHERE node_id = 'cap-a'}), '2a: cap raised: paid');
 	relay_mine_confirm('2a raised', 'cap-a');
-	is(received($i), join(',', atomic('0.2'), atomic('0.2')), '2a: two outputs of 0.2 XMR in all');
+	is(received($i), join(',', atomic('0.1'), atomic('0.3')), '2a: outputs of 0.3 and 0.1 XMR in all');
 	like(settlement($s2), qr{^completed/\d+$}, '2a: the second settlement completed');
 	ledger_ok('2a');
 });
