@@ -50,6 +50,11 @@
 #define ERRCODE_COMPAY_WALLET_ERROR			MAKE_SQLSTATE('P','Y','0','1','5')
 /* No payout with that id (SQL: payout.sql). */
 #define ERRCODE_COMPAY_UNKNOWN_PAYOUT		MAKE_SQLSTATE('P','Y','0','1','6')
+/* A provider or verifier whose credit score is below compay.min_score_assign
+ * or compay.min_score_verify (SQL: jobs.sql). */
+#define ERRCODE_COMPAY_INSUFFICIENT_SCORE	MAKE_SQLSTATE('P','Y','0','2','0')
+/* A verifier past its daily vote limit (SQL: jobs.sql). */
+#define ERRCODE_COMPAY_VOTE_LIMIT			MAKE_SQLSTATE('P','Y','0','2','1')
 
 /* Longest piece of user input echoed back in an error message. */
 #define COMPAY_ECHO_LEN_MAX 64

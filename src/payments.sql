@@ -26,8 +26,11 @@ CREATE TABLE compay.payments (
     CONSTRAINT payments_amount CHECK (amount >= '0')
 );
 ALTER SEQUENCE compay.payments_id_seq OWNED BY compay.payments.id;
--- A task is paid at most once: only failed attempts may repeat.
-CREATE UNIQUE INDEX payments_task_once ON compay.payments (task_id) WHERE status <> 'failed';
+-- A task is paid at most once: only failed attempts may repeat.  The
+-- collections of a job's shortfall (src/jobs.sql) are further payments of
+-- the task, each marked with its shortfall_id.
+CREATE UNIQUE INDEX payments_task_once ON compay.payments (task_id)
+    WHERE status <> 'failed' AND (metadata -> 'shortfall_id') IS NULL;
 -- What the next settlement run gathers.
 CREATE INDEX payments_unsettled ON compay.payments (completed_at)
     WHERE status = 'completed' AND settlement_id IS NULL;
