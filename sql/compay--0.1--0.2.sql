@@ -1864,6 +1864,7 @@ DECLARE
 BEGIN
     FOR v IN SELECT * FROM compay.verifications WHERE job_id = j.id ORDER BY verifier LOOP
         IF v.passed <> outcome THEN
+            PERFORM compay.open_account(v.verifier, j.currency);
             PERFORM compay.move_credit_score(v.verifier, j.currency, false);
         ELSIF v.counted THEN
             PERFORM compay.move_credit_score(v.verifier, j.currency, true);

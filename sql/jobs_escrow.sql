@@ -74,8 +74,8 @@ SELECT verify_job('job-1', 'v1', false); \echo :LAST_ERROR_SQLSTATE
 SELECT verify_job('job-1', 'v2', false);
 SELECT verify_job('job-1', 'v3', true);
 -- Paid: 100 + 1.5 x 1000 + 0.5 x 100 = 1650 to bob, the rest of the escrow
--- back to alice; v1 and v3 get 15 % of 1650 = 247.5 each from $rewards, v2
--- nothing.
+-- back to alice; v1 and v3 get 15 % of 1650 = 247.5 each from $rewards and
+-- a higher score; v2, against the outcome, nothing and a lower score.
 SELECT status, amount FROM jobs WHERE id = :job1;
 SELECT task_id, from_node, to_node, amount, currency, method, status,
        completed_at IS NOT NULL AS completed, transfer_id IS NOT NULL AS has_transfer,

@@ -776,7 +776,8 @@ $$;
 
 -- After a job is decided: each counted vote for the outcome raises its
 -- verifier's credit score, each vote against it lowers it
--- (compay.move_credit_score).
+-- (compay.move_credit_score); a verifier without an account in the
+-- currency gets one, so that the lower score sticks.
 CREATE FUNCTION compay.score_votes(j compay.jobs, outcome boolean) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
@@ -784,6 +785,7 @@ DECLARE
 BEGIN
     FOR v IN SELECT * FROM compay.verifications WHERE job_id = j.id ORDER BY verifier LOOP
         IF v.passed <> outcome THEN
+            PERFORM compay.open_account(v.verifier, j.currency);
             PERFORM compay.move_credit_score(v.verifier, j.currency, false);
         ELSIF v.counted THEN
             PERFORM compay.move_credit_score(v.verifier, j.currency, true);
