@@ -96,6 +96,11 @@ SELECT ledger_ok();
 -- + floor(stake / compay.verifier_stake_per_vote)) x 2 x score) votes in
 -- any 24 hours.  vr-e (score 0.5, no stake) with base 1 may vote once; a
 -- second vote is PY021 and writes nothing.
+-- The score scales it: with base 10, vr-b (score below 0.5 after its votes
+-- against the outcome) gets fewer than 10, vr-a (above 0.5) 10 or more.
+SET compay.verifier_votes_per_day = 10;
+SELECT node_id, credit_score, verifier_daily_limit(node_id) FROM accounts
+WHERE node_id IN ('vr-a', 'vr-b', 'vr-e') ORDER BY node_id;
 SET compay.verifier_votes_per_day = 1;
 SELECT verifier_daily_limit('vr-e'), verifier_daily_limit('vr-a');
 SELECT ready('vr-5');
