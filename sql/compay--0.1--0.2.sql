@@ -2370,6 +2370,76 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                           false)) bad
 $$;
 
+-- A retry of process_task_payment returns the task's payment, not a shortfall collection.
+CREATE OR REPLACE FUNCTION compay.process_task_payment(task_id text,
+    method compay.payment_method DEFAULT 'credit') RETURNS compay.payments
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs;
+    p compay.payments;
+    v_currency text;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
+    IF method IS NULL THEN
+        RAISE EXCEPTION 'method must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- Paid at most once: a retry, of any method, gets the payment made
+    -- (not a collection of the job's shortfall, src/jobs.sql).
+    SELECT * INTO p FROM compay.payments
+    WHERE payments.task_id = process_task_payment.task_id AND status <> 'failed'
+      AND (payments.metadata -> 'shortfall_id') IS NULL;
+    IF FOUND THEN
+        RETURN p;
+    END IF;
+    IF j.max_amount IS NOT NULL THEN
+        RAISE EXCEPTION 'job "%" is paid from its escrow after verification', left(task_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Use compay.verify_job().';
+    END IF;
+    IF method = 'fiat' THEN
+        RAISE EXCEPTION 'fiat payments are not supported' USING ERRCODE = 'feature_not_supported',
+            HINT = 'Pay with credit, barter or crypto.';
+    END IF;
+    PERFORM compay.require_job_status(j, 'completed', 'pay');
+    v_currency := CASE method WHEN 'crypto' THEN 'XMR' WHEN 'barter' THEN 'CREDIT' ELSE j.currency END;
+    IF v_currency <> j.currency THEN
+        RAISE EXCEPTION 'task "%" is priced in %, not %', left(task_id, 64), j.currency, v_currency
+            USING ERRCODE = 'PY003',
+                  DETAIL = format('A %s payment moves %s.', method, v_currency),
+                  HINT = 'Map the task type to a pricing model in that currency.';
+    END IF;
+    INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
+                                 resource_metrics)
+    VALUES (task_id, j.requester, j.provider, compay.job_amount(j, NULL), v_currency, method,
+            'processing', compay.task_metrics(task_id))
+    RETURNING * INTO p;
+    BEGIN
+        IF p.amount > '0' THEN
+            IF method = 'barter' THEN
+                p.transfer_id := compay.grant_barter(j.provider, j.requester, p.amount,
+                                                     'payment:' || p.id);
+            ELSE
+                p.transfer_id := compay.transfer(j.requester, j.provider, p.amount,
+                                                 'payment:' || p.id, NULL, v_currency);
+            END IF;
+        END IF;
+        UPDATE compay.payments SET status = 'completed', completed_at = now(),
+                                   transfer_id = p.transfer_id
+        WHERE id = p.id RETURNING * INTO p;
+        UPDATE compay.jobs SET status = 'paid', amount = p.amount, payment_id = p.id,
+                               updated_at = now()
+        WHERE id = j.id;
+    EXCEPTION WHEN SQLSTATE 'PY001' OR SQLSTATE 'PY002' THEN
+        UPDATE compay.payments
+        SET status = 'failed', completed_at = now(),
+            metadata = metadata || jsonb_build_object('sqlstate', SQLSTATE, 'error', SQLERRM)
+        WHERE id = p.id RETURNING * INTO p;
+        PERFORM compay.move_credit_score(j.requester, v_currency, false);
+    END;
+    RETURN p;
+END $$;
+
 REVOKE ALL ON FUNCTION compay.node_score(text, text), compay.require_score(text, text, text, text),
     compay.require_stake(text, text),
     compay.verifier_rewards(compay.jobs, boolean, compay.credit),

@@ -148,9 +148,11 @@ BEGIN
     IF method IS NULL THEN
         RAISE EXCEPTION 'method must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    -- Paid at most once: a retry, of any method, gets the payment made.
+    -- Paid at most once: a retry, of any method, gets the payment made
+    -- (not a collection of the job's shortfall, src/jobs.sql).
     SELECT * INTO p FROM compay.payments
-    WHERE payments.task_id = process_task_payment.task_id AND status <> 'failed';
+    WHERE payments.task_id = process_task_payment.task_id AND status <> 'failed'
+      AND (payments.metadata -> 'shortfall_id') IS NULL;
     IF FOUND THEN
         RETURN p;
     END IF;
