@@ -2361,3 +2361,856 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                      WHEN p.status = 'queued' THEN w.total <> 0
                      ELSE w.total <> r.returned END) bad
 $$;
+
+--------------------------------------------------------------------------
+-- Issue 13 (verifiers): shortfalls, verification rewards for both
+-- outcomes, regions, daily vote limits, minimum scores, the credit-limit
+-- policy.
+--------------------------------------------------------------------------
+
+ALTER TABLE compay.verifications ADD COLUMN region text,
+    ADD COLUMN counted boolean NOT NULL DEFAULT true;
+-- A verifier's votes of the last 24 hours (its daily limit).
+CREATE INDEX verifications_verifier ON compay.verifications (verifier, created_at);
+-- The region each node declares (compay.set_node_region): with
+-- compay.verification_distinct_regions on, a job's quorum counts one vote
+-- per region and none from the provider's region.
+CREATE TABLE compay.node_regions (
+    node_id    text PRIMARY KEY,
+    region     text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT node_regions_region CHECK (region ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')
+);
+COMMENT ON TABLE compay.node_regions IS 'the region each node declared, for distinct-region quorums';
+
+-- The credit-limit policy (compay.apply_credit_limit_policy): a node whose
+-- credit score and paid jobs reach a row's minimums may have that row's
+-- credit limit.  Rows are set by compay_admin.
+CREATE TABLE compay.credit_limit_policy (
+    currency      text NOT NULL DEFAULT 'CREDIT',
+    min_score     numeric(6,5) NOT NULL,
+    min_paid_jobs integer NOT NULL,
+    credit_limit  compay.credit NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (currency, min_score, min_paid_jobs),
+    CONSTRAINT credit_limit_policy_score CHECK (min_score BETWEEN 0 AND 1),
+    CONSTRAINT credit_limit_policy_jobs CHECK (min_paid_jobs >= 0),
+    CONSTRAINT credit_limit_policy_limit CHECK (credit_limit >= '0')
+);
+COMMENT ON TABLE compay.credit_limit_policy IS
+    'credit limit a node may reach with a credit score and paid jobs of at least these; applied by compay.apply_credit_limit_policy()';
+
+-- Shortfalls: what a verified job cost beyond its escrow.  Charged to the
+-- requester at once as far as its funds and credit limit allow; the rest
+-- is owed to the provider and collected from the requester's next
+-- deposits, oldest first.  Each collection is a transfer from requester to
+-- provider (reference 'shortfall:<id>') and a completed payment of the
+-- task (metadata shortfall_id), which settlement pays out as any other.
+CREATE SEQUENCE compay.shortfalls_id_seq;
+CREATE TABLE compay.shortfalls (
+    id           bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.shortfalls_id_seq'),
+    job_id       bigint NOT NULL UNIQUE REFERENCES compay.jobs (id),
+    requester    text NOT NULL,
+    provider     text NOT NULL,
+    currency     text NOT NULL,
+    amount       compay.credit NOT NULL,    -- the verified price less the escrow
+    collected    compay.credit NOT NULL DEFAULT '0',
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    collected_at timestamptz,               -- when the last of it was collected
+    CONSTRAINT shortfalls_amounts CHECK (amount > '0' AND collected >= '0' AND collected <= amount),
+    CONSTRAINT shortfalls_collected CHECK ((collected = amount) = (collected_at IS NOT NULL))
+);
+ALTER SEQUENCE compay.shortfalls_id_seq OWNED BY compay.shortfalls.id;
+CREATE INDEX shortfalls_owed ON compay.shortfalls (requester, currency, id)
+    WHERE collected_at IS NULL;
+COMMENT ON TABLE compay.shortfalls IS
+    'what verified jobs cost beyond their escrow: owed by the requester to the provider, collected from its deposits';
+
+SELECT pg_catalog.pg_extension_config_dump('compay.node_regions', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.credit_limit_policy', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.shortfalls', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.shortfalls_id_seq', '');
+REVOKE ALL ON compay.node_regions, compay.credit_limit_policy, compay.shortfalls,
+    compay.shortfalls_id_seq FROM PUBLIC;
+GRANT SELECT ON compay.node_regions, compay.credit_limit_policy, compay.shortfalls
+    TO compay_reader;
+GRANT INSERT, UPDATE, DELETE ON compay.credit_limit_policy TO compay_admin;
+
+-- The collections of a job's shortfall are further payments of the task.
+DROP INDEX compay.payments_task_once;
+CREATE UNIQUE INDEX payments_task_once ON compay.payments (task_id)
+    WHERE status <> 'failed' AND (metadata -> 'shortfall_id') IS NULL;
+
+-- The same with a reward per verifier (rewards[i] to verifiers[i]).
+CREATE FUNCTION compay.settle_job(hold_id bigint, provider text, amount compay.credit,
+    verifiers text[], rewards compay.credit[], reference text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_settle_job'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+REVOKE ALL ON FUNCTION compay.settle_job(bigint, text, compay.credit, text[], compay.credit[], text)
+    FROM PUBLIC;
+
+CREATE FUNCTION compay.node_score(node_id text, currency text) RETURNS numeric
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT coalesce((SELECT credit_score FROM compay.accounts a
+                     WHERE a.node_id = $1 AND a.currency = $2), 0.5)
+$$;
+
+CREATE FUNCTION compay.require_score(node_id text, currency text, setting text, action text)
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_min numeric := compay.setting(setting)::numeric;
+    v_score numeric := compay.node_score(node_id, currency);
+BEGIN
+    IF v_score < v_min THEN
+        RAISE EXCEPTION 'node "%" has credit score %, less than % %', left(node_id, 64), v_score,
+            setting, v_min
+            USING ERRCODE = 'PY020',
+                  DETAIL = format('A node needs a %s credit score of at least %s to %s.',
+                                  currency, v_min, action),
+                  HINT = 'The score rises with paid jobs and votes that match the outcome.';
+    END IF;
+END $$;
+
+CREATE FUNCTION compay.require_stake(node_id text, currency text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_min compay.credit := compay.setting('compay.min_stake')::compay.credit;
+    v_stake compay.credit;
+BEGIN
+    IF v_min > '0' THEN
+        SELECT amount INTO v_stake FROM compay.stakes s
+        WHERE s.node_id = require_stake.node_id AND s.currency = require_stake.currency FOR SHARE;
+        IF coalesce(v_stake, '0') < v_min THEN
+            RAISE EXCEPTION 'node "%" has staked % %, less than compay.min_stake %',
+                left(node_id, 64), coalesce(v_stake, '0'), currency, v_min
+                USING ERRCODE = 'PY011', HINT = 'Stake more with compay.stake().';
+        END IF;
+    END IF;
+END $$;
+
+CREATE FUNCTION compay.verifier_daily_limit(node_id text, currency text DEFAULT 'CREDIT')
+RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_base integer := compay.setting('compay.verifier_votes_per_day')::integer;
+    v_per compay.credit := compay.setting('compay.verifier_stake_per_vote')::compay.credit;
+    v_stake compay.credit;
+    v_votes numeric;
+BEGIN
+    IF node_id IS NULL OR currency IS NULL THEN
+        RAISE EXCEPTION 'node_id and currency must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.require_node(node_id, false);
+    IF v_base = 0 THEN
+        RETURN NULL;
+    END IF;
+    v_votes := v_base;
+    IF v_per > '0' THEN
+        SELECT amount INTO v_stake FROM compay.stakes s
+        WHERE s.node_id = verifier_daily_limit.node_id AND s.currency = verifier_daily_limit.currency;
+        v_votes := v_votes + floor(compay.atomic(coalesce(v_stake, '0')) / compay.atomic(v_per));
+    END IF;
+    RETURN least(floor(v_votes * 2 * compay.node_score(node_id, currency)), 2147483647)::integer;
+END $$;
+COMMENT ON FUNCTION compay.verifier_daily_limit(text, text) IS
+    'votes a verifier may cast in any 24 hours: floor((compay.verifier_votes_per_day + floor(stake / compay.verifier_stake_per_vote)) x 2 x credit score); NULL: no limit';
+
+CREATE FUNCTION compay.verifier_rewards(j compay.jobs, outcome boolean, base compay.credit,
+    OUT verifiers text[], OUT rewards compay.credit[])
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT coalesce(array_agg(v.verifier ORDER BY v.created_at, v.verifier), '{}'),
+           coalesce(array_agg(base OPERATOR(compay.*)
+                              least(greatest(compay.setting('compay.verification_reward_ratio')::numeric
+                                             * coalesce(v.quality_factor, 1), 0.10), 0.20)
+                              ORDER BY v.created_at, v.verifier), '{}')
+    FROM compay.verifications v
+    WHERE v.job_id = j.id AND v.passed = outcome AND v.counted
+$$;
+
+CREATE FUNCTION compay.lock_job_accounts(j compay.jobs) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT 1 FROM compay.accounts a
+    WHERE a.currency = j.currency
+      AND (a.node_id IN (j.requester, j.provider, '$rewards')
+           OR a.node_id IN (SELECT v.verifier FROM compay.verifications v WHERE v.job_id = j.id))
+    ORDER BY a.id FOR UPDATE
+$$;
+
+CREATE FUNCTION compay.score_votes(j compay.jobs, outcome boolean) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v compay.verifications;
+BEGIN
+    FOR v IN SELECT * FROM compay.verifications WHERE job_id = j.id ORDER BY verifier LOOP
+        IF v.passed <> outcome THEN
+            PERFORM compay.open_account(v.verifier, j.currency);
+            PERFORM compay.move_credit_score(v.verifier, j.currency, false);
+        ELSIF v.counted THEN
+            PERFORM compay.move_credit_score(v.verifier, j.currency, true);
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE FUNCTION compay.fail_verified_job(j compay.jobs) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_base compay.credit;
+    r record;
+BEGIN
+    BEGIN
+        v_base := least(compay.job_amount(j, NULL), j.max_amount);
+    EXCEPTION WHEN data_exception THEN
+        v_base := '0';
+    END;
+    r := compay.verifier_rewards(j, false, v_base);
+    PERFORM compay.settle_job(j.escrow_hold_id, j.provider, '0', r.verifiers, r.rewards,
+                              'job:' || j.task_id);
+    UPDATE compay.verifications v SET reward_amount = x.reward, rewarded_at = now()
+    FROM unnest(r.verifiers, r.rewards) x (verifier, reward)
+    WHERE v.job_id = j.id AND v.verifier = x.verifier;
+    PERFORM compay.move_credit_score(j.provider, j.currency, false);
+    UPDATE compay.jobs SET status = 'failed', updated_at = now() WHERE id = j.id;
+END $$;
+
+CREATE FUNCTION compay.collect_shortfall(shortfall_id bigint, amount compay.credit)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.shortfalls;
+    v_transfer bigint;
+    v_payment bigint;
+BEGIN
+    SELECT * INTO STRICT s FROM compay.shortfalls WHERE id = shortfall_id;
+    ASSERT collect_shortfall.amount > '0' AND collect_shortfall.amount <= s.amount - s.collected,
+        'a collection within what is owed';
+    v_transfer := compay.transfer(s.requester, s.provider, collect_shortfall.amount,
+                                  'shortfall:' || s.id, NULL, s.currency);
+    INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
+                                 completed_at, transfer_id, metadata)
+    SELECT j.task_id, s.requester, s.provider, collect_shortfall.amount, s.currency,
+           (CASE WHEN s.currency = 'XMR' THEN 'crypto' ELSE 'credit' END)::compay.payment_method,
+           'completed', now(), v_transfer, jsonb_build_object('shortfall_id', s.id)
+    FROM compay.jobs j WHERE j.id = s.job_id
+    RETURNING id INTO v_payment;
+    UPDATE compay.shortfalls
+    SET collected = shortfalls.collected + collect_shortfall.amount,
+        collected_at = CASE WHEN shortfalls.collected + collect_shortfall.amount = shortfalls.amount
+                            THEN now() END
+    WHERE id = s.id;
+    RETURN v_payment;
+END $$;
+
+CREATE FUNCTION compay.record_shortfall(j compay.jobs, amount compay.credit) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_id bigint;
+    v_available compay.credit;
+BEGIN
+    INSERT INTO compay.shortfalls (job_id, requester, provider, currency, amount)
+    VALUES (j.id, j.requester, j.provider, j.currency, record_shortfall.amount)
+    RETURNING id INTO v_id;
+    SELECT b.available INTO v_available FROM compay.balance(j.requester, j.currency) b;
+    IF coalesce(v_available, '0') > '0' THEN
+        PERFORM compay.collect_shortfall(v_id, least(record_shortfall.amount, v_available));
+    END IF;
+    RETURN v_id;
+END $$;
+
+CREATE FUNCTION compay.lock_shortfalls(node_id text, currency text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_providers text[];
+BEGIN
+    SELECT array_agg(provider) INTO v_providers
+    FROM (SELECT s.provider FROM compay.shortfalls s
+          WHERE s.requester = lock_shortfalls.node_id AND s.currency = lock_shortfalls.currency
+            AND s.collected_at IS NULL
+          ORDER BY s.id LIMIT 100 FOR UPDATE) o;
+    IF v_providers IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM 1 FROM compay.accounts a
+    WHERE a.currency = lock_shortfalls.currency
+      AND (a.node_id IN (lock_shortfalls.node_id, '$external') OR a.node_id = ANY (v_providers))
+    ORDER BY a.id FOR UPDATE;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION compay.collect_shortfalls(node_id text, currency text, amount compay.credit)
+RETURNS compay.credit
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.shortfalls;
+    v_budget compay.credit;
+    v_part compay.credit;
+    v_total compay.credit := '0';
+BEGIN
+    SELECT least(collect_shortfalls.amount, b.available) INTO v_budget
+    FROM compay.balance(node_id, currency) b;
+    FOR s IN SELECT * FROM compay.shortfalls sf
+             WHERE sf.requester = collect_shortfalls.node_id
+               AND sf.currency = collect_shortfalls.currency AND sf.collected_at IS NULL
+             ORDER BY sf.id LIMIT 100
+    LOOP
+        EXIT WHEN coalesce(v_budget, '0') <= '0';
+        v_part := least(s.amount - s.collected, v_budget);
+        PERFORM compay.collect_shortfall(s.id, v_part);
+        v_budget := v_budget - v_part;
+        v_total := v_total + v_part;
+    END LOOP;
+    RETURN v_total;
+END $$;
+
+CREATE FUNCTION compay.node_shortfalls(node_id text, currency text DEFAULT NULL)
+RETURNS TABLE (shortfall_id bigint, task_id text, role text, requester text, provider text,
+    currency text, amount compay.credit, collected compay.credit, owed compay.credit,
+    created_at timestamptz, collected_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT s.id, j.task_id, CASE WHEN s.requester = $1 THEN 'requester' ELSE 'provider' END,
+           s.requester, s.provider, s.currency, s.amount, s.collected,
+           s.amount OPERATOR(compay.-) s.collected, s.created_at, s.collected_at
+    FROM compay.shortfalls s JOIN compay.jobs j ON j.id = s.job_id
+    WHERE (s.requester = $1 OR s.provider = $1) AND ($2 IS NULL OR s.currency = $2)
+    ORDER BY s.id
+$$;
+COMMENT ON FUNCTION compay.node_shortfalls(text, text) IS
+    'the shortfalls a node owes (role requester) or is owed (role provider): amount, collected, owed';
+
+CREATE FUNCTION compay.set_node_region(node_id text, region text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF node_id IS NULL THEN
+        RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
+    IF region IS NULL THEN
+        DELETE FROM compay.node_regions r WHERE r.node_id = set_node_region.node_id;
+        RETURN;
+    END IF;
+    IF region !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$' THEN
+        RAISE EXCEPTION 'region "%" is not a region name', left(region, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A region has 1 to 64 letters, digits, "_", ".", ":" or "-", and starts with a letter or digit.';
+    END IF;
+    INSERT INTO compay.node_regions AS r (node_id, region) VALUES (node_id, region)
+    ON CONFLICT ON CONSTRAINT node_regions_pkey
+    DO UPDATE SET region = EXCLUDED.region, updated_at = now();
+END $$;
+COMMENT ON FUNCTION compay.set_node_region(text, text) IS
+    'declares the node''s region (NULL: none), for compay.verification_distinct_regions';
+
+CREATE FUNCTION compay.apply_credit_limit_policy(currency text DEFAULT 'CREDIT')
+RETURNS TABLE (node_id text, old_limit compay.credit, new_limit compay.credit)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    IF currency IS NULL THEN
+        RAISE EXCEPTION 'currency must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    FOR r IN
+        SELECT a.node_id, a.credit_limit AS old_limit,
+               (SELECT max(p.credit_limit) FROM compay.credit_limit_policy p
+                WHERE p.currency = a.currency AND p.min_score <= a.credit_score
+                  AND p.min_paid_jobs <= (SELECT count(*) FROM compay.jobs j
+                                          WHERE j.currency = a.currency AND j.status = 'paid'
+                                            AND a.node_id IN (j.requester, j.provider))) AS new_limit
+        FROM compay.accounts a
+        WHERE a.currency = apply_credit_limit_policy.currency AND (a.flags & 1) = 0
+        ORDER BY a.id
+    LOOP
+        CONTINUE WHEN r.new_limit IS NULL OR r.new_limit <= r.old_limit;
+        PERFORM compay.set_credit_limit(r.node_id, r.new_limit, apply_credit_limit_policy.currency);
+        node_id := r.node_id;
+        old_limit := r.old_limit;
+        new_limit := r.new_limit;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION compay.apply_credit_limit_policy(text) IS
+    'raises each account''s credit limit to the highest compay.credit_limit_policy row its credit score and paid jobs reach; never lowers one; returns what it changed';
+
+CREATE OR REPLACE FUNCTION compay.assign_job(task_id text, provider text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs;
+BEGIN
+    PERFORM compay.require_node(NULL);          -- the application assigns jobs
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
+    IF provider IS NULL THEN
+        RAISE EXCEPTION 'provider must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF j.status = 'assigned' AND j.provider = provider THEN
+        RETURN;                                 -- a retry
+    END IF;
+    PERFORM compay.require_job_status(j, 'submitted', 'assign');
+    PERFORM compay.require_not_timed_out(j);
+    PERFORM compay.check_node_id(provider);
+    IF provider = j.requester OR left(provider, 1) = '$' OR length(provider) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'node "%" cannot run job "%"', left(provider, 64), left(task_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The provider must be a node other than the requester.';
+    END IF;
+    PERFORM compay.require_stake(provider, j.currency);
+    PERFORM compay.require_score(provider, j.currency, 'compay.min_score_assign', 'run jobs');
+    UPDATE compay.jobs SET provider = assign_job.provider, status = 'assigned', updated_at = now()
+    WHERE id = j.id;
+END $$;
+COMMENT ON FUNCTION compay.assign_job(text, text) IS
+    'assigns a submitted job to a provider whose stake is at least compay.min_stake and credit score at least compay.min_score_assign';
+
+CREATE OR REPLACE FUNCTION compay.pay_verified_job(j compay.jobs) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_factors numeric[];
+    v_price compay.credit;
+    v_amount compay.credit;
+    r record;
+    v_payment bigint;
+    v_transfer bigint;
+BEGIN
+    SELECT array_agg(quality_factor) INTO v_factors
+    FROM compay.verifications WHERE job_id = j.id AND passed AND counted;
+    v_price := compay.job_amount(j, v_factors);
+    v_amount := least(v_price, j.max_amount);
+    r := compay.verifier_rewards(j, true, v_amount);
+    INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
+                                 resource_metrics, metadata)
+    VALUES (j.task_id, j.requester, j.provider, v_amount, j.currency,
+            (CASE WHEN j.currency = 'XMR' THEN 'crypto' ELSE 'credit' END)::compay.payment_method,
+            'processing',
+            compay.task_metrics(j.task_id),
+            jsonb_build_object('escrow_hold_id', j.escrow_hold_id, 'verifiers', r.verifiers,
+                               'verifier_rewards', r.rewards::text[], 'price', v_price::text))
+    RETURNING id INTO v_payment;
+    v_transfer := compay.settle_job(j.escrow_hold_id, j.provider, v_amount, r.verifiers,
+                                    r.rewards, 'job:' || j.task_id);
+    UPDATE compay.payments SET status = 'completed', completed_at = now(), transfer_id = v_transfer
+    WHERE id = v_payment;
+    UPDATE compay.verifications v SET reward_amount = x.reward, rewarded_at = now()
+    FROM unnest(r.verifiers, r.rewards) x (verifier, reward)
+    WHERE v.job_id = j.id AND v.verifier = x.verifier;
+    UPDATE compay.jobs SET status = 'paid', amount = v_amount, payment_id = v_payment,
+                           updated_at = now()
+    WHERE id = j.id;
+    IF v_price > v_amount THEN
+        PERFORM compay.record_shortfall(j, v_price - v_amount);
+    END IF;
+    RETURN v_payment;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.verify_job(task_id text, verifier text, passed boolean,
+    quality_factor numeric DEFAULT NULL) RETURNS compay.job_status
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs;
+    v_quorum integer := compay.setting('compay.verification_quorum')::integer;
+    v_limit integer;
+    v_region text;
+    v_counted boolean := true;
+    v_passes integer;
+    v_fails integer;
+    v_error text;
+BEGIN
+    PERFORM compay.require_node(NULL);          -- a vote moves other nodes' money
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
+    IF verifier IS NULL OR passed IS NULL THEN
+        RAISE EXCEPTION 'verifier and passed must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF j.max_amount IS NULL THEN
+        RAISE EXCEPTION 'task "%" has no escrow to verify', left(task_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Pay a task without escrow with compay.process_task_payment().';
+    END IF;
+    PERFORM compay.require_job_status(j, 'completed', 'verify');
+    PERFORM compay.require_not_timed_out(j);
+    PERFORM compay.check_node_id(verifier);
+    IF verifier IN (j.requester, j.provider) OR left(verifier, 1) = '$'
+       OR length(verifier) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'node "%" cannot verify job "%"', left(verifier, 64), left(task_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A verifier is neither the requester nor the provider of the job.';
+    END IF;
+    IF quality_factor IS NOT NULL AND NOT quality_factor BETWEEN 0.8 AND 1.5 THEN
+        RAISE EXCEPTION 'quality factor % is outside [0.8, 1.5]', quality_factor
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM compay.verifications v
+               WHERE v.job_id = j.id AND v.verifier = verify_job.verifier) THEN
+        RAISE EXCEPTION 'node "%" has already voted on job "%"', left(verifier, 64), left(task_id, 64)
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    -- Who may vote: the minimum stake and score, within the daily limit.
+    -- One verifier's votes go in one at a time (an advisory lock after the
+    -- job row), so two votes at once on different jobs cannot both pass
+    -- the limit.
+    PERFORM compay.require_stake(verifier, j.currency);
+    PERFORM compay.require_score(verifier, j.currency, 'compay.min_score_verify', 'verify jobs');
+    v_limit := compay.verifier_daily_limit(verifier, j.currency);
+    IF v_limit IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.verifier_votes'),
+                                      pg_catalog.hashtext(verifier));
+        IF (SELECT count(*) FROM compay.verifications v
+            WHERE v.verifier = verify_job.verifier
+              AND v.created_at > pg_catalog.statement_timestamp() - interval '24 hours') >= v_limit THEN
+            RAISE EXCEPTION 'node "%" has cast its % votes of the last 24 hours', left(verifier, 64),
+                v_limit
+                USING ERRCODE = 'PY021',
+                      DETAIL = 'compay.verifier_daily_limit() gives the limit from the node''s stake and credit score.',
+                      HINT = 'Vote again later, or stake more.';
+        END IF;
+    END IF;
+    -- Distinct regions: one vote per region and outcome counts, none from
+    -- the provider's region or from a node without one.
+    SELECT region INTO v_region FROM compay.node_regions WHERE node_id = verifier;
+    IF compay.setting('compay.verification_distinct_regions')::boolean THEN
+        v_counted := v_region IS NOT NULL
+            AND v_region IS DISTINCT FROM (SELECT region FROM compay.node_regions
+                                           WHERE node_id = j.provider)
+            AND NOT EXISTS (SELECT 1 FROM compay.verifications v
+                            WHERE v.job_id = j.id AND v.passed = verify_job.passed
+                              AND v.counted AND v.region = v_region);
+    END IF;
+    INSERT INTO compay.verifications (job_id, verifier, passed, quality_factor, region, counted,
+                                      created_at)
+    VALUES (j.id, verifier, passed, quality_factor, v_region, v_counted,
+            pg_catalog.statement_timestamp());
+    SELECT count(*) FILTER (WHERE v.passed), count(*) FILTER (WHERE NOT v.passed)
+    INTO v_passes, v_fails
+    FROM compay.verifications v WHERE v.job_id = j.id AND v.counted;
+    IF v_passes >= v_quorum THEN
+        BEGIN
+            PERFORM compay.lock_job_accounts(j);
+            PERFORM compay.pay_verified_job(j);
+            PERFORM compay.score_votes(j, true);
+            RETURN 'paid';
+        EXCEPTION WHEN data_exception THEN
+            -- The job cannot be paid as recorded (its usage cannot be
+            -- priced, say, after a price change): it fails now rather than
+            -- at its timeout, the escrow goes back to the requester, and
+            -- the error stays on the job.  Other errors (a lock timeout, a
+            -- missing pricing model) undo the vote, to be retried.
+            GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
+            v_error := SQLSTATE || ': ' || v_error;
+        END;
+        PERFORM compay.release(j.escrow_hold_id);
+        UPDATE compay.jobs SET status = 'failed', payment_error = v_error, updated_at = now()
+        WHERE id = j.id;
+        RAISE WARNING 'job "%" could not be paid; its escrow went back to the requester',
+            left(task_id, 64)
+            USING DETAIL = format('The payment failed with %s.', v_error),
+                  HINT = 'compay.jobs.payment_error keeps the error.';
+        RETURN 'failed';
+    ELSIF v_fails >= v_quorum THEN
+        PERFORM compay.lock_job_accounts(j);
+        PERFORM compay.fail_verified_job(j);
+        PERFORM compay.score_votes(j, false);
+        RETURN 'failed';
+    END IF;
+    RETURN 'completed';
+END $$;
+COMMENT ON FUNCTION compay.verify_job(text, text, boolean, numeric) IS
+    'records one verifier''s vote (minimum stake and score, daily limit); at compay.verification_quorum counted passes the job is paid from its escrow (a price above it is a shortfall), at as many counted failures the escrow goes back to the requester; the verifiers whose vote matches the outcome are rewarded from $rewards, those against it lose score; a payment that fails with a data error fails the job (payment_error) and returns the escrow';
+
+CREATE OR REPLACE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total = 0),
+           coalesce(string_agg(currency || ' sums to ' || trim_scale(total * 0.000000000001)::text, ', ')
+                    FILTER (WHERE total <> 0), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum_atomic(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE compay.atomic(a.balance) <> coalesce(j.b, 0)
+       OR compay.atomic(a.reserved) <> coalesce(j.r, 0)
+       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum_atomic(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE compay.atomic(a.reserved) <> coalesce(h.r, 0)
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq,
+                 lead(j.seq) OVER w IS NULL AS newest
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'), 0) <> 0
+              OR coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                               AND j.amount OPERATOR(compay.>) '0'), 0)
+                 <> CASE WHEN t.kind = 'barter' THEN 0
+                         ELSE compay.atomic(t.amount) - compay.atomic(t.barter_amount) END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum_atomic(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments.
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.amount) <> s.payment_count
+              OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
+    UNION ALL
+    -- 10. Every payout's amount is the sum of its items, and every item's
+    --     the sum of its parts (what it pays of each settlement).
+    SELECT 'payouts_match_parts', count(*) = 0,
+           coalesce('payouts ' || string_agg(DISTINCT id::text, ', '), 'all payouts match their parts')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN (SELECT payout_id, compay.sum_atomic(amount) AS a FROM compay.payout_items
+                     GROUP BY payout_id) i ON i.payout_id = p.id
+          WHERE compay.atomic(p.amount) <> coalesce(i.a, 0)
+          UNION ALL
+          SELECT i.payout_id
+          FROM compay.payout_items i
+          LEFT JOIN (SELECT payout_id, node_id, address, compay.sum_atomic(amount) AS a
+                     FROM compay.payout_parts GROUP BY payout_id, node_id, address) pp
+            ON pp.payout_id = i.payout_id AND pp.node_id = i.node_id AND pp.address = i.address
+          WHERE compay.atomic(i.amount) <> coalesce(pp.a, 0)) bad
+    UNION ALL
+    -- 11. The parts of a settlement (in payouts that did not fail) never
+    --     exceed its total, and are its payee's, in XMR.
+    SELECT 'payout_parts_within_settlements', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'no settlement paid out beyond its total')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+          JOIN compay.payout_transactions p ON p.id = pp.payout_id
+          GROUP BY s.id, s.total_amount, s.currency, s.payee
+          HAVING coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status <> 'failed'), 0)
+                 > compay.atomic(s.total_amount)
+              OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
+    UNION ALL
+    -- 12. A completed XMR settlement has nothing left earmarked and no part
+    --     still open, and its confirmed parts cover its total exactly
+    --     unless a dispute touched it (held_back, or a payment of it no
+    --     longer completed).
+    SELECT 'completed_settlements_paid_out', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'every completed XMR settlement is paid out')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id
+          LEFT JOIN (SELECT pp.settlement_id,
+                            compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'confirmed') AS confirmed,
+                            count(*) FILTER (WHERE p.status IN ('queued', 'built', 'relayed')) AS open
+                     FROM compay.payout_parts pp
+                     JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                     GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          WHERE s.currency = 'XMR' AND s.status = 'completed'
+            AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
+                 OR coalesce(c.open, 0) > 0
+                 OR (coalesce(c.confirmed, 0) <> compay.atomic(s.total_amount)
+                     AND s.held_back OPERATOR(compay.=) '0'
+                     AND NOT EXISTS (SELECT 1 FROM compay.payments y
+                                     WHERE y.settlement_id = s.id AND y.status <> 'completed')))) bad
+    UNION ALL
+    -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
+    --     are its amount (and its fee, when $fees paid it); a queued one
+    --     has none; a voided one got all of them back.
+    SELECT 'payouts_match_ledger', count(*) = 0,
+           coalesce('payouts ' || string_agg(id::text, ', ' ORDER BY id), 'all payouts match the ledger')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id), 0) AS paid,
+                     coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id || ' fee'), 0) AS fee,
+                     coalesce(compay.sum_atomic(t.amount), 0) AS total
+              FROM compay.transfers t
+              WHERE t.kind = 'withdrawal' AND t.reference IN ('payout:' || p.id, 'payout:' || p.id || ' fee')) w
+            ON true
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount), 0) AS returned
+              FROM compay.transfers t
+              WHERE t.kind = 'deposit' AND t.reference = 'payout:' || p.id || ' returned') r
+            ON true
+          WHERE CASE WHEN p.status IN ('built', 'relayed', 'confirmed') THEN
+                         w.paid <> compay.atomic(p.amount)
+                         OR w.fee <> CASE WHEN p.fee_from = '$fees' THEN compay.atomic(p.fee) ELSE 0 END
+                     WHEN p.status = 'queued' THEN w.total <> 0
+                     ELSE w.total <> r.returned END) bad
+    UNION ALL
+    -- 14. What each shortfall says was collected is what its payments
+    -- moved: transfers of its currency from the requester to the provider,
+    -- each of its payment's amount.
+    SELECT 'shortfalls_match_transfers', count(*) = 0,
+           coalesce('shortfalls ' || string_agg(id::text, ', ' ORDER BY id), 'all shortfalls match')
+    FROM (SELECT s.id
+          FROM compay.shortfalls s
+          LEFT JOIN (SELECT p.metadata ->> 'shortfall_id' AS shortfall_id, p.amount AS paid,
+                            t.amount, t.kind, t.currency, fa.node_id AS from_node,
+                            ta.node_id AS to_node
+                     FROM compay.payments p
+                     LEFT JOIN compay.transfers t ON t.id = p.transfer_id
+                     LEFT JOIN compay.accounts fa ON fa.id = t.from_account
+                     LEFT JOIN compay.accounts ta ON ta.id = t.to_account
+                     WHERE p.metadata ? 'shortfall_id') c ON c.shortfall_id = s.id::text
+          GROUP BY s.id, s.collected
+          HAVING coalesce(compay.sum_atomic(c.amount), 0) <> compay.atomic(s.collected)
+              OR coalesce(bool_or(c.shortfall_id IS NOT NULL
+                                  AND (c.amount IS NULL OR c.amount <> c.paid
+                                       OR c.kind <> 'transfer' OR c.currency <> s.currency
+                                       OR c.from_node <> s.requester OR c.to_node <> s.provider)),
+                          false)) bad
+$$;
+
+-- A retry of process_task_payment returns the task's payment, not a shortfall collection.
+CREATE OR REPLACE FUNCTION compay.process_task_payment(task_id text,
+    method compay.payment_method DEFAULT 'credit') RETURNS compay.payments
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs;
+    p compay.payments;
+    v_currency text;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
+    IF method IS NULL THEN
+        RAISE EXCEPTION 'method must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- Paid at most once: a retry, of any method, gets the payment made
+    -- (not a collection of the job's shortfall, src/jobs.sql).
+    SELECT * INTO p FROM compay.payments
+    WHERE payments.task_id = process_task_payment.task_id AND status <> 'failed'
+      AND (payments.metadata -> 'shortfall_id') IS NULL;
+    IF FOUND THEN
+        RETURN p;
+    END IF;
+    IF j.max_amount IS NOT NULL THEN
+        RAISE EXCEPTION 'job "%" is paid from its escrow after verification', left(task_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Use compay.verify_job().';
+    END IF;
+    IF method = 'fiat' THEN
+        RAISE EXCEPTION 'fiat payments are not supported' USING ERRCODE = 'feature_not_supported',
+            HINT = 'Pay with credit, barter or crypto.';
+    END IF;
+    PERFORM compay.require_job_status(j, 'completed', 'pay');
+    v_currency := CASE method WHEN 'crypto' THEN 'XMR' WHEN 'barter' THEN 'CREDIT' ELSE j.currency END;
+    IF v_currency <> j.currency THEN
+        RAISE EXCEPTION 'task "%" is priced in %, not %', left(task_id, 64), j.currency, v_currency
+            USING ERRCODE = 'PY003',
+                  DETAIL = format('A %s payment moves %s.', method, v_currency),
+                  HINT = 'Map the task type to a pricing model in that currency.';
+    END IF;
+    INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
+                                 resource_metrics)
+    VALUES (task_id, j.requester, j.provider, compay.job_amount(j, NULL), v_currency, method,
+            'processing', compay.task_metrics(task_id))
+    RETURNING * INTO p;
+    BEGIN
+        IF p.amount > '0' THEN
+            IF method = 'barter' THEN
+                p.transfer_id := compay.grant_barter(j.provider, j.requester, p.amount,
+                                                     'payment:' || p.id);
+            ELSE
+                p.transfer_id := compay.transfer(j.requester, j.provider, p.amount,
+                                                 'payment:' || p.id, NULL, v_currency);
+            END IF;
+        END IF;
+        UPDATE compay.payments SET status = 'completed', completed_at = now(),
+                                   transfer_id = p.transfer_id
+        WHERE id = p.id RETURNING * INTO p;
+        UPDATE compay.jobs SET status = 'paid', amount = p.amount, payment_id = p.id,
+                               updated_at = now()
+        WHERE id = j.id;
+    EXCEPTION WHEN SQLSTATE 'PY001' OR SQLSTATE 'PY002' THEN
+        UPDATE compay.payments
+        SET status = 'failed', completed_at = now(),
+            metadata = metadata || jsonb_build_object('sqlstate', SQLSTATE, 'error', SQLERRM)
+        WHERE id = p.id RETURNING * INTO p;
+        PERFORM compay.move_credit_score(j.requester, v_currency, false);
+    END;
+    RETURN p;
+END $$;
+
+REVOKE ALL ON FUNCTION compay.node_score(text, text), compay.require_score(text, text, text, text),
+    compay.require_stake(text, text),
+    compay.verifier_rewards(compay.jobs, boolean, compay.credit),
+    compay.lock_job_accounts(compay.jobs), compay.score_votes(compay.jobs, boolean),
+    compay.fail_verified_job(compay.jobs),
+    compay.collect_shortfall(bigint, compay.credit), compay.record_shortfall(compay.jobs, compay.credit),
+    compay.lock_shortfalls(text, text), compay.collect_shortfalls(text, text, compay.credit),
+    compay.verifier_daily_limit(text, text), compay.node_shortfalls(text, text),
+    compay.set_node_region(text, text), compay.apply_credit_limit_policy(text)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.verifier_daily_limit(text, text),
+    compay.node_shortfalls(text, text) TO compay_reader, compay_node;
+GRANT EXECUTE ON FUNCTION compay.set_node_region(text, text) TO compay_app, compay_node;
+GRANT EXECUTE ON FUNCTION compay.apply_credit_limit_policy(text) TO compay_admin;

@@ -74,12 +74,12 @@ SELECT verify_job('job-1', 'v1', false); \echo :LAST_ERROR_SQLSTATE
 SELECT verify_job('job-1', 'v2', false);
 SELECT verify_job('job-1', 'v3', true);
 -- Paid: 100 + 1.5 x 1000 + 0.5 x 100 = 1650 to bob, the rest of the escrow
--- back to alice; v1 and v3 get 15 % of 1650 = 247.5 each from $rewards, v2
--- nothing.
+-- back to alice; v1 and v3 get 15 % of 1650 = 247.5 each from $rewards and
+-- a higher score; v2, against the outcome, nothing and a lower score.
 SELECT status, amount FROM jobs WHERE id = :job1;
 SELECT task_id, from_node, to_node, amount, currency, method, status,
        completed_at IS NOT NULL AS completed, transfer_id IS NOT NULL AS has_transfer,
-       metadata->'verifiers' AS verifiers, metadata->>'verifier_reward' AS reward
+       metadata->'verifiers' AS verifiers, metadata->'verifier_rewards' AS rewards
 FROM payments WHERE task_id = 'job-1';
 SELECT verifier, passed, reward_amount FROM verifications WHERE job_id = :job1 ORDER BY verifier;
 SELECT * FROM show('alice', 'bob', 'v1', 'v2', 'v3', '$rewards');
@@ -90,14 +90,17 @@ SELECT verify_job('job-1', 'v4', true); \echo :LAST_ERROR_SQLSTATE
 SELECT record_usage('job-1', 'bob', 's3', now(), metrics(cpu_seconds => 1)); \echo :LAST_ERROR_SQLSTATE
 SELECT id, status FROM process_task_payment('job-1');
 
--- 2. The escrow caps the payment: 2 CPU-seconds cost 2100, the escrow is 1000.
+-- 2. The escrow caps what it pays: 2 CPU-seconds cost 2100, the escrow is
+-- 1000; the shortfall of 1100 is charged to alice at once (she has the
+-- funds) as a second payment of the task (sql/job_shortfall.sql has the rest).
 SELECT submit_job('job-2', 'alice', 'render', '1000') > 0 AS submitted;
 SELECT assign_job('job-2', 'bob');
 SELECT record_usage('job-2', 'bob', 's1', now(), metrics(cpu_seconds => 2));
 SELECT complete_job('job-2', now() - interval '1 minute', now());
 SELECT verify_job('job-2', 'v1', true);
 SELECT verify_job('job-2', 'v2', true);
-SELECT amount FROM payments WHERE task_id = 'job-2';
+SELECT amount, metadata ? 'shortfall_id' AS shortfall FROM payments WHERE task_id = 'job-2' ORDER BY id;
+SELECT amount, collected, collected_at IS NOT NULL AS collected_all FROM shortfalls;
 SELECT * FROM show('alice', 'bob', '$rewards');
 SELECT ledger_ok();
 
@@ -155,8 +158,11 @@ SELECT stake('dave', '0'); \echo :LAST_ERROR_SQLSTATE
 SELECT stake('dave', '10000'); \echo :LAST_ERROR_SQLSTATE
 SELECT unstake('nobody', '1'); \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM show('dave');
--- Once the job is decided, dave may unstake everything.
+-- Once the job is decided, dave may unstake everything.  Its verifiers
+-- need the minimum stake too (PY011).
 SELECT complete_job('job-6', now() - interval '1 minute', now());
+SELECT verify_job('job-6', 'v1', true); \echo :LAST_ERROR_SQLSTATE
+SELECT deposit(v, '100') > 0 AS funded, stake(v, '100') AS staked FROM unnest(ARRAY['v1', 'v2']) v;
 SELECT verify_job('job-6', 'v1', true);
 SELECT verify_job('job-6', 'v2', true);
 SELECT unstake('dave', '100');
@@ -177,7 +183,7 @@ SELECT assign_job('xmr-1', 'gpu-node');
 SELECT complete_job('xmr-1', '2026-11-01 00:00+00', '2026-11-02 00:00+00', 0.714285714285714285714285714286);
 SELECT verify_job('xmr-1', 'xv1', true, 1.0);
 SELECT verify_job('xmr-1', 'xv2', true, 1.2);
-SELECT amount, currency, method, status, metadata->>'verifier_reward' AS reward
+SELECT amount, currency, method, status, metadata->'verifier_rewards' AS rewards
 FROM payments WHERE task_id = 'xmr-1';
 SELECT * FROM show('xreq', 'gpu-node', 'xv1', 'xv2', '$rewards') WHERE currency = 'XMR';
 SELECT ledger_ok();

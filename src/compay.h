@@ -56,6 +56,11 @@
 #define ERRCODE_COMPAY_PAYOUT_OVER_CAP		MAKE_SQLSTATE('P','Y','0','1','8')
 /* A payout request for a node with nothing payable (SQL: payout.sql). */
 #define ERRCODE_COMPAY_NOTHING_PAYABLE		MAKE_SQLSTATE('P','Y','0','1','9')
+/* A provider or verifier whose credit score is below compay.min_score_assign
+ * or compay.min_score_verify (SQL: jobs.sql). */
+#define ERRCODE_COMPAY_INSUFFICIENT_SCORE	MAKE_SQLSTATE('P','Y','0','2','0')
+/* A verifier past its daily vote limit (SQL: jobs.sql). */
+#define ERRCODE_COMPAY_VOTE_LIMIT			MAKE_SQLSTATE('P','Y','0','2','1')
 
 /* Longest piece of user input echoed back in an error message. */
 #define COMPAY_ECHO_LEN_MAX 64

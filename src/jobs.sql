@@ -56,12 +56,16 @@ CREATE TABLE compay.verifications (
     created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
     rewarded_at    timestamptz,             -- when the reward moved from $rewards
     settlement_id  bigint,                  -- the settlement that gathered the reward
+    region         text,                    -- the verifier's region when it voted
+    counted        boolean NOT NULL DEFAULT true,   -- counted toward the quorum
     PRIMARY KEY (job_id, verifier)
 );
 CREATE INDEX verifications_unsettled ON compay.verifications (rewarded_at)
     WHERE settlement_id IS NULL AND reward_amount > '0';
 CREATE INDEX verifications_settlement ON compay.verifications (settlement_id)
     WHERE settlement_id IS NOT NULL;
+-- A verifier's votes of the last 24 hours (its daily limit).
+CREATE INDEX verifications_verifier ON compay.verifications (verifier, created_at);
 COMMENT ON TABLE compay.verifications IS 'one vote per verifier and job';
 
 CREATE TABLE compay.usage_samples (
@@ -125,12 +129,83 @@ REVOKE ALL ON compay.usage_totals FROM PUBLIC;
 GRANT SELECT ON compay.usage_totals TO compay_reader;
 
 
+-- The region each node declares (compay.set_node_region): with
+-- compay.verification_distinct_regions on, a job's quorum counts one vote
+-- per region and none from the provider's region.
+CREATE TABLE compay.node_regions (
+    node_id    text PRIMARY KEY,
+    region     text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT node_regions_region CHECK (region ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$')
+);
+COMMENT ON TABLE compay.node_regions IS 'the region each node declared, for distinct-region quorums';
+
+-- The credit-limit policy (compay.apply_credit_limit_policy): a node whose
+-- credit score and paid jobs reach a row's minimums may have that row's
+-- credit limit.  Rows are set by compay_admin.
+CREATE TABLE compay.credit_limit_policy (
+    currency      text NOT NULL DEFAULT 'CREDIT',
+    min_score     numeric(6,5) NOT NULL,
+    min_paid_jobs integer NOT NULL,
+    credit_limit  compay.credit NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (currency, min_score, min_paid_jobs),
+    CONSTRAINT credit_limit_policy_score CHECK (min_score BETWEEN 0 AND 1),
+    CONSTRAINT credit_limit_policy_jobs CHECK (min_paid_jobs >= 0),
+    CONSTRAINT credit_limit_policy_limit CHECK (credit_limit >= '0')
+);
+COMMENT ON TABLE compay.credit_limit_policy IS
+    'credit limit a node may reach with a credit score and paid jobs of at least these; applied by compay.apply_credit_limit_policy()';
+
+-- Shortfalls: what a verified job cost beyond its escrow.  Charged to the
+-- requester at once as far as its funds and credit limit allow; the rest
+-- is owed to the provider and collected from the requester's next
+-- deposits, oldest first.  Each collection is a transfer from requester to
+-- provider (reference 'shortfall:<id>') and a completed payment of the
+-- task (metadata shortfall_id), which settlement pays out as any other.
+CREATE SEQUENCE compay.shortfalls_id_seq;
+CREATE TABLE compay.shortfalls (
+    id           bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.shortfalls_id_seq'),
+    job_id       bigint NOT NULL UNIQUE REFERENCES compay.jobs (id),
+    requester    text NOT NULL,
+    provider     text NOT NULL,
+    currency     text NOT NULL,
+    amount       compay.credit NOT NULL,    -- the verified price less the escrow
+    collected    compay.credit NOT NULL DEFAULT '0',
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    collected_at timestamptz,               -- when the last of it was collected
+    CONSTRAINT shortfalls_amounts CHECK (amount > '0' AND collected >= '0' AND collected <= amount),
+    CONSTRAINT shortfalls_collected CHECK ((collected = amount) = (collected_at IS NOT NULL))
+);
+ALTER SEQUENCE compay.shortfalls_id_seq OWNED BY compay.shortfalls.id;
+CREATE INDEX shortfalls_owed ON compay.shortfalls (requester, currency, id)
+    WHERE collected_at IS NULL;
+COMMENT ON TABLE compay.shortfalls IS
+    'what verified jobs cost beyond their escrow: owed by the requester to the provider, collected from its deposits';
+
+SELECT pg_catalog.pg_extension_config_dump('compay.node_regions', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.credit_limit_policy', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.shortfalls', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.shortfalls_id_seq', '');
+REVOKE ALL ON compay.node_regions, compay.credit_limit_policy, compay.shortfalls,
+    compay.shortfalls_id_seq FROM PUBLIC;
+GRANT SELECT ON compay.node_regions, compay.credit_limit_policy, compay.shortfalls
+    TO compay_reader;
+GRANT INSERT, UPDATE, DELETE ON compay.credit_limit_policy TO compay_admin;
+
 -- One ledger call that pays a verified job (src/ledger_holds.c).
 CREATE FUNCTION compay.settle_escrow(hold_id bigint, provider text, amount compay.credit,
     verifiers text[], verifier_reward compay.credit, reference text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_settle_escrow'
     LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 REVOKE ALL ON FUNCTION compay.settle_escrow(bigint, text, compay.credit, text[], compay.credit, text)
+    FROM PUBLIC;
+-- The same with a reward per verifier (rewards[i] to verifiers[i]).
+CREATE FUNCTION compay.settle_job(hold_id bigint, provider text, amount compay.credit,
+    verifiers text[], rewards compay.credit[], reference text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_settle_job'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+REVOKE ALL ON FUNCTION compay.settle_job(bigint, text, compay.credit, text[], compay.credit[], text)
     FROM PUBLIC;
 
 CREATE FUNCTION compay.compute_reward(job_type text, duration interval,
@@ -384,8 +459,6 @@ CREATE FUNCTION compay.assign_job(task_id text, provider text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j compay.jobs;
-    v_min compay.credit := compay.setting('compay.min_stake')::compay.credit;
-    v_stake compay.credit;
 BEGIN
     PERFORM compay.require_node(NULL);          -- the application assigns jobs
     j := compay.lock_job(task_id);      -- after the check: no lock for a refused caller
@@ -403,20 +476,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'The provider must be a node other than the requester.';
     END IF;
-    IF v_min > '0' THEN
-        SELECT amount INTO v_stake FROM compay.stakes
-        WHERE node_id = provider AND currency = j.currency FOR SHARE;
-        IF coalesce(v_stake, '0') < v_min THEN
-            RAISE EXCEPTION 'node "%" has staked % %, less than compay.min_stake %',
-                left(provider, 64), coalesce(v_stake, '0'), j.currency, v_min
-                USING ERRCODE = 'PY011', HINT = 'Stake more with compay.stake().';
-        END IF;
-    END IF;
+    PERFORM compay.require_stake(provider, j.currency);
+    PERFORM compay.require_score(provider, j.currency, 'compay.min_score_assign', 'run jobs');
     UPDATE compay.jobs SET provider = assign_job.provider, status = 'assigned', updated_at = now()
     WHERE id = j.id;
 END $$;
 COMMENT ON FUNCTION compay.assign_job(text, text) IS
-    'assigns a submitted job to a provider whose stake is at least compay.min_stake';
+    'assigns a submitted job to a provider whose stake is at least compay.min_stake and credit score at least compay.min_score_assign';
 
 CREATE FUNCTION compay.complete_job(task_id text, started_at timestamptz,
     completed_at timestamptz, gpu_utilization numeric DEFAULT NULL) RETURNS void
@@ -599,42 +665,201 @@ BEGIN
     RETURN compay.price(compay.task_metrics(j.task_id), j.task_type, j.requester);
 END $$;
 
--- Pays a job whose quorum passed: one ledger call (compay.settle_escrow).
+-- A node's credit score in a currency; a node without an account there has
+-- the score a new account starts with (0.5).
+CREATE FUNCTION compay.node_score(node_id text, currency text) RETURNS numeric
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT coalesce((SELECT credit_score FROM compay.accounts a
+                     WHERE a.node_id = $1 AND a.currency = $2), 0.5)
+$$;
+
+-- PY020 unless the node's credit score in the currency is at least the
+-- setting's minimum (compay.min_score_assign, compay.min_score_verify).
+CREATE FUNCTION compay.require_score(node_id text, currency text, setting text, action text)
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_min numeric := compay.setting(setting)::numeric;
+    v_score numeric := compay.node_score(node_id, currency);
+BEGIN
+    IF v_score < v_min THEN
+        RAISE EXCEPTION 'node "%" has credit score %, less than % %', left(node_id, 64), v_score,
+            setting, v_min
+            USING ERRCODE = 'PY020',
+                  DETAIL = format('A node needs a %s credit score of at least %s to %s.',
+                                  currency, v_min, action),
+                  HINT = 'The score rises with paid jobs and votes that match the outcome.';
+    END IF;
+END $$;
+
+-- PY011 unless the node has staked at least compay.min_stake in the
+-- currency; takes the stake row FOR SHARE (after the job row).
+CREATE FUNCTION compay.require_stake(node_id text, currency text)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_min compay.credit := compay.setting('compay.min_stake')::compay.credit;
+    v_stake compay.credit;
+BEGIN
+    IF v_min > '0' THEN
+        SELECT amount INTO v_stake FROM compay.stakes s
+        WHERE s.node_id = require_stake.node_id AND s.currency = require_stake.currency FOR SHARE;
+        IF coalesce(v_stake, '0') < v_min THEN
+            RAISE EXCEPTION 'node "%" has staked % %, less than compay.min_stake %',
+                left(node_id, 64), coalesce(v_stake, '0'), currency, v_min
+                USING ERRCODE = 'PY011', HINT = 'Stake more with compay.stake().';
+        END IF;
+    END IF;
+END $$;
+
+-- How many votes a verifier may cast in any 24 hours: with
+-- base = compay.verifier_votes_per_day and per = compay.verifier_stake_per_vote,
+--   floor((base + floor(stake / per)) x 2 x credit score)
+-- (no stake term when per is 0), the stake and score those of its account
+-- in the currency.  A new node (score 0.5) without stake gets the base;
+-- NULL: no limit (base 0).
+CREATE FUNCTION compay.verifier_daily_limit(node_id text, currency text DEFAULT 'CREDIT')
+RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_base integer := compay.setting('compay.verifier_votes_per_day')::integer;
+    v_per compay.credit := compay.setting('compay.verifier_stake_per_vote')::compay.credit;
+    v_stake compay.credit;
+    v_votes numeric;
+BEGIN
+    IF node_id IS NULL OR currency IS NULL THEN
+        RAISE EXCEPTION 'node_id and currency must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.require_node(node_id, false);
+    IF v_base = 0 THEN
+        RETURN NULL;
+    END IF;
+    v_votes := v_base;
+    IF v_per > '0' THEN
+        SELECT amount INTO v_stake FROM compay.stakes s
+        WHERE s.node_id = verifier_daily_limit.node_id AND s.currency = verifier_daily_limit.currency;
+        v_votes := v_votes + floor(compay.atomic(coalesce(v_stake, '0')) / compay.atomic(v_per));
+    END IF;
+    RETURN least(floor(v_votes * 2 * compay.node_score(node_id, currency)), 2147483647)::integer;
+END $$;
+COMMENT ON FUNCTION compay.verifier_daily_limit(text, text) IS
+    'votes a verifier may cast in any 24 hours: floor((compay.verifier_votes_per_day + floor(stake / compay.verifier_stake_per_vote)) x 2 x credit score); NULL: no limit';
+
+-- The rewards of a decided job: each counted vote for the outcome earns
+-- base x ratio x its quality factor (1 when it gave none), the product
+-- kept within 0.10 to 0.20, exact, rounded once half to even; ratio is
+-- compay.verification_reward_ratio.  Votes against the outcome, and votes
+-- the quorum did not count, earn nothing.
+CREATE FUNCTION compay.verifier_rewards(j compay.jobs, outcome boolean, base compay.credit,
+    OUT verifiers text[], OUT rewards compay.credit[])
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT coalesce(array_agg(v.verifier ORDER BY v.created_at, v.verifier), '{}'),
+           coalesce(array_agg(base OPERATOR(compay.*)
+                              least(greatest(compay.setting('compay.verification_reward_ratio')::numeric
+                                             * coalesce(v.quality_factor, 1), 0.10), 0.20)
+                              ORDER BY v.created_at, v.verifier), '{}')
+    FROM compay.verifications v
+    WHERE v.job_id = j.id AND v.passed = outcome AND v.counted
+$$;
+
+-- The accounts a decided job moves money or scores on, locked in
+-- ascending id as the ledger does: requester, provider, every voter and
+-- $rewards.  The ledger calls that follow then lock nothing new, so two
+-- jobs between the same nodes cannot deadlock.
+CREATE FUNCTION compay.lock_job_accounts(j compay.jobs) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT 1 FROM compay.accounts a
+    WHERE a.currency = j.currency
+      AND (a.node_id IN (j.requester, j.provider, '$rewards')
+           OR a.node_id IN (SELECT v.verifier FROM compay.verifications v WHERE v.job_id = j.id))
+    ORDER BY a.id FOR UPDATE
+$$;
+
+-- After a job is decided: each counted vote for the outcome raises its
+-- verifier's credit score, each vote against it lowers it
+-- (compay.move_credit_score); a verifier without an account in the
+-- currency gets one, so that the lower score sticks.
+CREATE FUNCTION compay.score_votes(j compay.jobs, outcome boolean) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v compay.verifications;
+BEGIN
+    FOR v IN SELECT * FROM compay.verifications WHERE job_id = j.id ORDER BY verifier LOOP
+        IF v.passed <> outcome THEN
+            PERFORM compay.open_account(v.verifier, j.currency);
+            PERFORM compay.move_credit_score(v.verifier, j.currency, false);
+        ELSIF v.counted THEN
+            PERFORM compay.move_credit_score(v.verifier, j.currency, true);
+        END IF;
+    END LOOP;
+END $$;
+
+-- Pays a job whose quorum passed: one ledger call (compay.settle_job)
+-- captures the verified price, at most the escrow, to the provider and
+-- rewards the verifiers; a price above the escrow is a shortfall
+-- (compay.record_shortfall).
 CREATE FUNCTION compay.pay_verified_job(j compay.jobs) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
-    v_ratio numeric := compay.setting('compay.verification_reward_ratio')::numeric;
-    v_verifiers text[];
     v_factors numeric[];
+    v_price compay.credit;
     v_amount compay.credit;
-    v_reward compay.credit;
+    r record;
     v_payment bigint;
     v_transfer bigint;
 BEGIN
-    SELECT array_agg(verifier ORDER BY created_at, verifier), array_agg(quality_factor)
-    INTO v_verifiers, v_factors
-    FROM compay.verifications WHERE job_id = j.id AND passed;
-    v_amount := least(compay.job_amount(j, v_factors), j.max_amount);
-    v_reward := v_amount * v_ratio;             -- exact, rounded once half to even
+    SELECT array_agg(quality_factor) INTO v_factors
+    FROM compay.verifications WHERE job_id = j.id AND passed AND counted;
+    v_price := compay.job_amount(j, v_factors);
+    v_amount := least(v_price, j.max_amount);
+    r := compay.verifier_rewards(j, true, v_amount);
     INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
                                  resource_metrics, metadata)
     VALUES (j.task_id, j.requester, j.provider, v_amount, j.currency,
             (CASE WHEN j.currency = 'XMR' THEN 'crypto' ELSE 'credit' END)::compay.payment_method,
             'processing',
             compay.task_metrics(j.task_id),
-            jsonb_build_object('escrow_hold_id', j.escrow_hold_id, 'verifiers', v_verifiers,
-                               'verifier_reward', v_reward::text))
+            jsonb_build_object('escrow_hold_id', j.escrow_hold_id, 'verifiers', r.verifiers,
+                               'verifier_rewards', r.rewards::text[], 'price', v_price::text))
     RETURNING id INTO v_payment;
-    v_transfer := compay.settle_escrow(j.escrow_hold_id, j.provider, v_amount, v_verifiers,
-                                       v_reward, 'job:' || j.task_id);
+    v_transfer := compay.settle_job(j.escrow_hold_id, j.provider, v_amount, r.verifiers,
+                                    r.rewards, 'job:' || j.task_id);
     UPDATE compay.payments SET status = 'completed', completed_at = now(), transfer_id = v_transfer
     WHERE id = v_payment;
-    UPDATE compay.verifications SET reward_amount = v_reward, rewarded_at = now()
-    WHERE job_id = j.id AND passed;
+    UPDATE compay.verifications v SET reward_amount = x.reward, rewarded_at = now()
+    FROM unnest(r.verifiers, r.rewards) x (verifier, reward)
+    WHERE v.job_id = j.id AND v.verifier = x.verifier;
     UPDATE compay.jobs SET status = 'paid', amount = v_amount, payment_id = v_payment,
                            updated_at = now()
     WHERE id = j.id;
+    IF v_price > v_amount THEN
+        PERFORM compay.record_shortfall(j, v_price - v_amount);
+    END IF;
     RETURN v_payment;
+END $$;
+
+-- Fails a job whose quorum failed: one ledger call (compay.settle_job with
+-- amount 0) returns the escrow to the requester and pays the verifiers who
+-- voted fail their rewards from $rewards, on the job's price (at most the
+-- escrow; a price that cannot be computed rewards nothing).
+CREATE FUNCTION compay.fail_verified_job(j compay.jobs) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_base compay.credit;
+    r record;
+BEGIN
+    BEGIN
+        v_base := least(compay.job_amount(j, NULL), j.max_amount);
+    EXCEPTION WHEN data_exception THEN
+        v_base := '0';
+    END;
+    r := compay.verifier_rewards(j, false, v_base);
+    PERFORM compay.settle_job(j.escrow_hold_id, j.provider, '0', r.verifiers, r.rewards,
+                              'job:' || j.task_id);
+    UPDATE compay.verifications v SET reward_amount = x.reward, rewarded_at = now()
+    FROM unnest(r.verifiers, r.rewards) x (verifier, reward)
+    WHERE v.job_id = j.id AND v.verifier = x.verifier;
+    PERFORM compay.move_credit_score(j.provider, j.currency, false);
+    UPDATE compay.jobs SET status = 'failed', updated_at = now() WHERE id = j.id;
 END $$;
 
 CREATE FUNCTION compay.verify_job(task_id text, verifier text, passed boolean,
@@ -643,6 +868,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     j compay.jobs;
     v_quorum integer := compay.setting('compay.verification_quorum')::integer;
+    v_limit integer;
+    v_region text;
+    v_counted boolean := true;
     v_passes integer;
     v_fails integer;
     v_error text;
@@ -670,19 +898,54 @@ BEGIN
         RAISE EXCEPTION 'quality factor % is outside [0.8, 1.5]', quality_factor
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO compay.verifications (job_id, verifier, passed, quality_factor)
-    VALUES (j.id, verifier, passed, quality_factor)
-    ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
+    IF EXISTS (SELECT 1 FROM compay.verifications v
+               WHERE v.job_id = j.id AND v.verifier = verify_job.verifier) THEN
         RAISE EXCEPTION 'node "%" has already voted on job "%"', left(verifier, 64), left(task_id, 64)
             USING ERRCODE = 'unique_violation';
     END IF;
+    -- Who may vote: the minimum stake and score, within the daily limit.
+    -- One verifier's votes go in one at a time (an advisory lock after the
+    -- job row), so two votes at once on different jobs cannot both pass
+    -- the limit.
+    PERFORM compay.require_stake(verifier, j.currency);
+    PERFORM compay.require_score(verifier, j.currency, 'compay.min_score_verify', 'verify jobs');
+    v_limit := compay.verifier_daily_limit(verifier, j.currency);
+    IF v_limit IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.verifier_votes'),
+                                      pg_catalog.hashtext(verifier));
+        IF (SELECT count(*) FROM compay.verifications v
+            WHERE v.verifier = verify_job.verifier
+              AND v.created_at > pg_catalog.statement_timestamp() - interval '24 hours') >= v_limit THEN
+            RAISE EXCEPTION 'node "%" has cast its % votes of the last 24 hours', left(verifier, 64),
+                v_limit
+                USING ERRCODE = 'PY021',
+                      DETAIL = 'compay.verifier_daily_limit() gives the limit from the node''s stake and credit score.',
+                      HINT = 'Vote again later, or stake more.';
+        END IF;
+    END IF;
+    -- Distinct regions: one vote per region and outcome counts, none from
+    -- the provider's region or from a node without one.
+    SELECT region INTO v_region FROM compay.node_regions WHERE node_id = verifier;
+    IF compay.setting('compay.verification_distinct_regions')::boolean THEN
+        v_counted := v_region IS NOT NULL
+            AND v_region IS DISTINCT FROM (SELECT region FROM compay.node_regions
+                                           WHERE node_id = j.provider)
+            AND NOT EXISTS (SELECT 1 FROM compay.verifications v
+                            WHERE v.job_id = j.id AND v.passed = verify_job.passed
+                              AND v.counted AND v.region = v_region);
+    END IF;
+    INSERT INTO compay.verifications (job_id, verifier, passed, quality_factor, region, counted,
+                                      created_at)
+    VALUES (j.id, verifier, passed, quality_factor, v_region, v_counted,
+            pg_catalog.statement_timestamp());
     SELECT count(*) FILTER (WHERE v.passed), count(*) FILTER (WHERE NOT v.passed)
     INTO v_passes, v_fails
-    FROM compay.verifications v WHERE v.job_id = j.id;
+    FROM compay.verifications v WHERE v.job_id = j.id AND v.counted;
     IF v_passes >= v_quorum THEN
         BEGIN
+            PERFORM compay.lock_job_accounts(j);
             PERFORM compay.pay_verified_job(j);
+            PERFORM compay.score_votes(j, true);
             RETURN 'paid';
         EXCEPTION WHEN data_exception THEN
             -- The job cannot be paid as recorded (its usage cannot be
@@ -702,22 +965,15 @@ BEGIN
                   HINT = 'compay.jobs.payment_error keeps the error.';
         RETURN 'failed';
     ELSIF v_fails >= v_quorum THEN
-        -- Two calls touch the requester's and the provider's accounts:
-        -- lock both first, in ascending id as the ledger does, so that two
-        -- jobs failing between the same nodes in opposite roles cannot
-        -- deadlock.
-        PERFORM 1 FROM compay.accounts
-        WHERE currency = j.currency AND node_id IN (j.requester, j.provider)
-        ORDER BY id FOR UPDATE;
-        PERFORM compay.release(j.escrow_hold_id);
-        PERFORM compay.move_credit_score(j.provider, j.currency, false);
-        UPDATE compay.jobs SET status = 'failed', updated_at = now() WHERE id = j.id;
+        PERFORM compay.lock_job_accounts(j);
+        PERFORM compay.fail_verified_job(j);
+        PERFORM compay.score_votes(j, false);
         RETURN 'failed';
     END IF;
     RETURN 'completed';
 END $$;
 COMMENT ON FUNCTION compay.verify_job(text, text, boolean, numeric) IS
-    'records one verifier''s vote; at compay.verification_quorum passes the job is paid from its escrow and the passing verifiers rewarded, at as many failures the escrow goes back to the requester; a payment that fails with a data error fails the job (payment_error) and returns the escrow';
+    'records one verifier''s vote (minimum stake and score, daily limit); at compay.verification_quorum counted passes the job is paid from its escrow (a price above it is a shortfall), at as many counted failures the escrow goes back to the requester; the verifiers whose vote matches the outcome are rewarded from $rewards, those against it lose score; a payment that fails with a data error fails the job (payment_error) and returns the escrow';
 
 CREATE FUNCTION compay.expire_jobs() RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -744,13 +1000,209 @@ END $$;
 COMMENT ON FUNCTION compay.expire_jobs() IS
     'releases the escrow of every open job past its timeout to the requester; returns how many';
 
+--------------------------------------------------------------------------
+-- Shortfalls (the table is above): charged at once as far as the
+-- requester can pay, the rest collected from its next deposits.
+--------------------------------------------------------------------------
+
+-- Collects amount of a shortfall: a transfer from the requester to the
+-- provider and a completed payment of the task that settlement pays out.
+-- The caller has locked the shortfall and both accounts.
+CREATE FUNCTION compay.collect_shortfall(shortfall_id bigint, amount compay.credit)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.shortfalls;
+    v_transfer bigint;
+    v_payment bigint;
+BEGIN
+    SELECT * INTO STRICT s FROM compay.shortfalls WHERE id = shortfall_id;
+    ASSERT collect_shortfall.amount > '0' AND collect_shortfall.amount <= s.amount - s.collected,
+        'a collection within what is owed';
+    v_transfer := compay.transfer(s.requester, s.provider, collect_shortfall.amount,
+                                  'shortfall:' || s.id, NULL, s.currency);
+    INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
+                                 completed_at, transfer_id, metadata)
+    SELECT j.task_id, s.requester, s.provider, collect_shortfall.amount, s.currency,
+           (CASE WHEN s.currency = 'XMR' THEN 'crypto' ELSE 'credit' END)::compay.payment_method,
+           'completed', now(), v_transfer, jsonb_build_object('shortfall_id', s.id)
+    FROM compay.jobs j WHERE j.id = s.job_id
+    RETURNING id INTO v_payment;
+    UPDATE compay.shortfalls
+    SET collected = shortfalls.collected + collect_shortfall.amount,
+        collected_at = CASE WHEN shortfalls.collected + collect_shortfall.amount = shortfalls.amount
+                            THEN now() END
+    WHERE id = s.id;
+    RETURN v_payment;
+END $$;
+
+-- Records what a verified job cost beyond its escrow and charges the
+-- requester at once as much of it as its funds and credit limit allow
+-- (compay.pay_verified_job, which has locked both accounts).
+CREATE FUNCTION compay.record_shortfall(j compay.jobs, amount compay.credit) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_id bigint;
+    v_available compay.credit;
+BEGIN
+    INSERT INTO compay.shortfalls (job_id, requester, provider, currency, amount)
+    VALUES (j.id, j.requester, j.provider, j.currency, record_shortfall.amount)
+    RETURNING id INTO v_id;
+    SELECT b.available INTO v_available FROM compay.balance(j.requester, j.currency) b;
+    IF coalesce(v_available, '0') > '0' THEN
+        PERFORM compay.collect_shortfall(v_id, least(record_shortfall.amount, v_available));
+    END IF;
+    RETURN v_id;
+END $$;
+
+-- Before a deposit of node in currency locks its accounts (src/ledger_accounts.c):
+-- locks the node's owed shortfalls (oldest 100), then the accounts their
+-- collection moves money between and $external, in ascending id.  Returns
+-- whether the node owes any.
+CREATE FUNCTION compay.lock_shortfalls(node_id text, currency text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_providers text[];
+BEGIN
+    SELECT array_agg(provider) INTO v_providers
+    FROM (SELECT s.provider FROM compay.shortfalls s
+          WHERE s.requester = lock_shortfalls.node_id AND s.currency = lock_shortfalls.currency
+            AND s.collected_at IS NULL
+          ORDER BY s.id LIMIT 100 FOR UPDATE) o;
+    IF v_providers IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM 1 FROM compay.accounts a
+    WHERE a.currency = lock_shortfalls.currency
+      AND (a.node_id IN (lock_shortfalls.node_id, '$external') OR a.node_id = ANY (v_providers))
+    ORDER BY a.id FOR UPDATE;
+    RETURN true;
+END $$;
+
+-- After a deposit of amount to node (src/ledger_accounts.c): collects the
+-- node's owed shortfalls in currency, oldest first, from at most that
+-- amount (and what the node has available); returns what it collected.
+CREATE FUNCTION compay.collect_shortfalls(node_id text, currency text, amount compay.credit)
+RETURNS compay.credit
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.shortfalls;
+    v_budget compay.credit;
+    v_part compay.credit;
+    v_total compay.credit := '0';
+BEGIN
+    SELECT least(collect_shortfalls.amount, b.available) INTO v_budget
+    FROM compay.balance(node_id, currency) b;
+    FOR s IN SELECT * FROM compay.shortfalls sf
+             WHERE sf.requester = collect_shortfalls.node_id
+               AND sf.currency = collect_shortfalls.currency AND sf.collected_at IS NULL
+             ORDER BY sf.id LIMIT 100
+    LOOP
+        EXIT WHEN coalesce(v_budget, '0') <= '0';
+        v_part := least(s.amount - s.collected, v_budget);
+        PERFORM compay.collect_shortfall(s.id, v_part);
+        v_budget := v_budget - v_part;
+        v_total := v_total + v_part;
+    END LOOP;
+    RETURN v_total;
+END $$;
+
+-- What a node owes others and is owed by them, for the node itself.
+CREATE FUNCTION compay.node_shortfalls(node_id text, currency text DEFAULT NULL)
+RETURNS TABLE (shortfall_id bigint, task_id text, role text, requester text, provider text,
+    currency text, amount compay.credit, collected compay.credit, owed compay.credit,
+    created_at timestamptz, collected_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT s.id, j.task_id, CASE WHEN s.requester = $1 THEN 'requester' ELSE 'provider' END,
+           s.requester, s.provider, s.currency, s.amount, s.collected,
+           s.amount OPERATOR(compay.-) s.collected, s.created_at, s.collected_at
+    FROM compay.shortfalls s JOIN compay.jobs j ON j.id = s.job_id
+    WHERE (s.requester = $1 OR s.provider = $1) AND ($2 IS NULL OR s.currency = $2)
+    ORDER BY s.id
+$$;
+COMMENT ON FUNCTION compay.node_shortfalls(text, text) IS
+    'the shortfalls a node owes (role requester) or is owed (role provider): amount, collected, owed';
+
+--------------------------------------------------------------------------
+-- Regions and the credit-limit policy.
+--------------------------------------------------------------------------
+
+CREATE FUNCTION compay.set_node_region(node_id text, region text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF node_id IS NULL THEN
+        RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
+    IF region IS NULL THEN
+        DELETE FROM compay.node_regions r WHERE r.node_id = set_node_region.node_id;
+        RETURN;
+    END IF;
+    IF region !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$' THEN
+        RAISE EXCEPTION 'region "%" is not a region name', left(region, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A region has 1 to 64 letters, digits, "_", ".", ":" or "-", and starts with a letter or digit.';
+    END IF;
+    INSERT INTO compay.node_regions AS r (node_id, region) VALUES (node_id, region)
+    ON CONFLICT ON CONSTRAINT node_regions_pkey
+    DO UPDATE SET region = EXCLUDED.region, updated_at = now();
+END $$;
+COMMENT ON FUNCTION compay.set_node_region(text, text) IS
+    'declares the node''s region (NULL: none), for compay.verification_distinct_regions';
+
+-- Raises the credit limit of every ordinary account in currency to the
+-- highest limit of the policy rows it qualifies for: credit score at least
+-- min_score and at least min_paid_jobs paid jobs in that currency, as
+-- requester or provider.  Never lowers a limit.  Each change goes through
+-- compay.set_credit_limit (journaled in compay.admin_journal).
+CREATE FUNCTION compay.apply_credit_limit_policy(currency text DEFAULT 'CREDIT')
+RETURNS TABLE (node_id text, old_limit compay.credit, new_limit compay.credit)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    IF currency IS NULL THEN
+        RAISE EXCEPTION 'currency must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    FOR r IN
+        SELECT a.node_id, a.credit_limit AS old_limit,
+               (SELECT max(p.credit_limit) FROM compay.credit_limit_policy p
+                WHERE p.currency = a.currency AND p.min_score <= a.credit_score
+                  AND p.min_paid_jobs <= (SELECT count(*) FROM compay.jobs j
+                                          WHERE j.currency = a.currency AND j.status = 'paid'
+                                            AND a.node_id IN (j.requester, j.provider))) AS new_limit
+        FROM compay.accounts a
+        WHERE a.currency = apply_credit_limit_policy.currency AND (a.flags & 1) = 0
+        ORDER BY a.id
+    LOOP
+        CONTINUE WHEN r.new_limit IS NULL OR r.new_limit <= r.old_limit;
+        PERFORM compay.set_credit_limit(r.node_id, r.new_limit, apply_credit_limit_policy.currency);
+        node_id := r.node_id;
+        old_limit := r.old_limit;
+        new_limit := r.new_limit;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+COMMENT ON FUNCTION compay.apply_credit_limit_policy(text) IS
+    'raises each account''s credit limit to the highest compay.credit_limit_policy row its credit score and paid jobs reach; never lowers one; returns what it changed';
+
 -- Internal helpers: no role may call them directly.
 REVOKE ALL ON FUNCTION compay.lock_job(text, boolean), compay.require_not_timed_out(compay.jobs),
     compay.task_currency(text),
     compay.require_job_status(compay.jobs, compay.job_status, text),
     compay.move_credit_score(text, text, boolean), compay.job_amount(compay.jobs, numeric[]),
     compay.pay_verified_job(compay.jobs),
-    compay.check_usage(compay.jobs, compay.resource_metrics) FROM PUBLIC;
+    compay.check_usage(compay.jobs, compay.resource_metrics),
+    compay.node_score(text, text), compay.require_score(text, text, text, text),
+    compay.require_stake(text, text),
+    compay.verifier_rewards(compay.jobs, boolean, compay.credit),
+    compay.lock_job_accounts(compay.jobs), compay.score_votes(compay.jobs, boolean),
+    compay.fail_verified_job(compay.jobs),
+    compay.collect_shortfall(bigint, compay.credit), compay.record_shortfall(compay.jobs, compay.credit),
+    compay.lock_shortfalls(text, text), compay.collect_shortfalls(text, text, compay.credit)
+    FROM PUBLIC;
 REVOKE ALL ON FUNCTION compay.submit_job(text, text, text, compay.credit, interval),
     compay.submit_task(text, text, text, text),
     compay.stake(text, compay.credit, text), compay.unstake(text, compay.credit, text),
@@ -758,9 +1210,15 @@ REVOKE ALL ON FUNCTION compay.submit_job(text, text, text, compay.credit, interv
     compay.complete_job(text, timestamptz, timestamptz, numeric),
     compay.record_usage(text, text, text, timestamptz, compay.resource_metrics),
     compay.task_metrics(text), compay.verify_job(text, text, boolean, numeric),
-    compay.expire_jobs()
+    compay.expire_jobs(),
+    compay.verifier_daily_limit(text, text), compay.node_shortfalls(text, text),
+    compay.set_node_region(text, text), compay.apply_credit_limit_policy(text)
     FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.task_metrics(text) TO compay_reader;
+GRANT EXECUTE ON FUNCTION compay.verifier_daily_limit(text, text),
+    compay.node_shortfalls(text, text) TO compay_reader, compay_node;
+GRANT EXECUTE ON FUNCTION compay.set_node_region(text, text) TO compay_app, compay_node;
+GRANT EXECUTE ON FUNCTION compay.apply_credit_limit_policy(text) TO compay_admin;
 GRANT EXECUTE ON FUNCTION compay.submit_job(text, text, text, compay.credit, interval),
     compay.submit_task(text, text, text, text),
     compay.stake(text, compay.credit, text), compay.unstake(text, compay.credit, text),

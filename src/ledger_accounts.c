@@ -90,6 +90,64 @@ AdminJournal(const char *action, const char *node, const char *currency,
 	SpiRun(&admin_journal_stmt, args, nulls, false, 0);
 }
 
+static SpiStatement shortfalls_owed_stmt = {
+	.sql = "SELECT 1 FROM compay.shortfalls WHERE requester = $1 AND currency = $2 "
+	"AND collected_at IS NULL LIMIT 1",
+	.nargs = 2,
+	.argtypes = {TEXTOID, TEXTOID}
+};
+
+static SpiStatement shortfalls_lock_stmt = {
+	.sql = "SELECT compay.lock_shortfalls($1, $2)",
+	.nargs = 2,
+	.argtypes = {TEXTOID, TEXTOID}
+};
+
+static SpiStatement shortfalls_collect_stmt = {
+	.sql = "SELECT compay.collect_shortfalls($1, $2, $3)",
+	.nargs = 3,
+	.argtypes = {TEXTOID, TEXTOID, SPI_ARG_CREDIT}
+};
+
+/*
+ * Shortfalls (src/jobs.sql): what a requester owes providers beyond the
+ * escrow of its jobs, collected from its next deposits.  Before the deposit
+ * locks its accounts, ShortfallsLock locks the requester's owed shortfalls
+ * and then every account the collection moves money between, in ascending
+ * id (the ledger's lock order); after it, ShortfallsCollect collects.  Both
+ * run inside SPI.  A 0.1 database running this library before ALTER
+ * EXTENSION compay UPDATE has no shortfalls: nothing to do.
+ */
+static bool
+ShortfallsLock(const char *node, const char *currency)
+{
+	Datum		args[2];
+	bool		isnull;
+
+	if (!OidIsValid(get_relname_relid("shortfalls", get_namespace_oid("compay", false))))
+		return false;
+	args[0] = CStringGetTextDatum(node);
+	args[1] = CStringGetTextDatum(currency);
+	/* Most deposits owe nothing: one index probe, no PL/pgSQL call. */
+	if (SpiRun(&shortfalls_owed_stmt, args, NULL, false, 1) == 0)
+		return false;
+	SpiRun(&shortfalls_lock_stmt, args, NULL, false, 1);
+	return DatumGetBool(SpiGetDatum(0, 1, &isnull));
+}
+
+static void
+ShortfallsCollect(const char *node, const char *currency, Credit amount)
+{
+	Datum		args[3];
+
+	SPI_connect();
+	args[0] = CStringGetTextDatum(node);
+	args[1] = CStringGetTextDatum(currency);
+	args[2] = CreditGetDatum(amount);
+	SpiRun(&shortfalls_collect_stmt, args, NULL, false, 1);
+	SPI_finish();
+}
+
 /* Raises 22004 naming the first of the first n arguments that is NULL. */
 void
 LedgerRequireArgs(FunctionCallInfo fcinfo, int n, const char *const *names)
@@ -201,6 +259,7 @@ Deposit(FunctionCallInfo fcinfo, DepositPath path)
 	char	   *reference = TextArgOrNull(fcinfo, 3);
 	char	   *key = TextArgOrNull(fcinfo, 4);
 	int64		result;
+	bool		owes;
 	LedgerBatch batch;
 	LedgerTransfer *t;
 
@@ -222,6 +281,7 @@ Deposit(FunctionCallInfo fcinfo, DepositPath path)
 		SPI_finish();
 		PG_RETURN_INT64(result);
 	}
+	owes = ShortfallsLock(nodes[0], batch.currency);
 	LedgerLockAccounts(&batch, nodes, 2, 0, LedgerAutoCreate());
 	t = LedgerAddTransfer(&batch, TRANSFER_DEPOSIT, LedgerFindAccount(&batch, nodes[1]),
 						  LedgerFindAccount(&batch, nodes[0]), amount);
@@ -233,6 +293,8 @@ Deposit(FunctionCallInfo fcinfo, DepositPath path)
 	if (path == DEPOSIT_ADMIN)
 		AdminJournal("deposit", nodes[0], batch.currency, amount, reference, result);
 	LedgerFinish(&batch, key, result);
+	if (owes)
+		ShortfallsCollect(nodes[0], batch.currency, amount);
 	PG_RETURN_INT64(result);
 }
 

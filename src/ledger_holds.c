@@ -29,6 +29,7 @@ PG_FUNCTION_INFO_V1(compay_capture);
 PG_FUNCTION_INFO_V1(compay_release);
 PG_FUNCTION_INFO_V1(compay_expire_holds);
 PG_FUNCTION_INFO_V1(compay_settle_escrow);
+PG_FUNCTION_INFO_V1(compay_settle_job);
 PG_FUNCTION_INFO_V1(compay_payout_withdraw);
 PG_FUNCTION_INFO_V1(compay_payout_return);
 
@@ -386,59 +387,44 @@ compay_expire_holds(PG_FUNCTION_ARGS)
 }
 
 /*
- * compay.settle_escrow(hold_id, provider, amount, verifiers, verifier_reward,
- * reference): pays a verified job in one ledger call.  Captures amount of
- * the escrow hold to the provider, releases the rest to its holder, and
- * pays each verifier verifier_reward from $rewards.  Every account is
- * locked by the one LedgerLockAccounts, so this cannot deadlock with
- * another call; the caller (compay.verify_job) has locked the job row
- * first, so a job is settled once.  Not granted to any role: only the
- * job functions call it.
+ * Pays a verified job in one ledger call: captures amount of the escrow
+ * hold to the provider, releases the rest to its holder, and pays verifier
+ * i rewards[i] from $rewards.  Every account is locked by the one
+ * LedgerLockAccounts, so this cannot deadlock with another call; the caller
+ * (compay.verify_job) has locked the job row first, so a job is settled
+ * once.  An amount of 0 voids the hold: a failed job whose verifiers are
+ * rewarded.
  */
-Datum
-compay_settle_escrow(PG_FUNCTION_ARGS)
+static int64
+SettleEscrow(int64 hold_id, const char *provider_node, Credit amount, Datum *verifiers,
+			 Credit *rewards, int nverifiers, const char *reference)
 {
 	LockedHold	h = {0};
 	const char **nodes;
 	char	   *currency;
-	char	   *reference = TextArgOrNull(fcinfo, 5);
-	Credit		amount;
-	Credit		reward;
-	Datum	   *verifiers;
-	bool	   *vnulls;
-	int			nverifiers;
 	int64		result = 0;
 	LedgerBatch batch;
 	LedgerAccount *provider;
-	LedgerAccount *rewards;
+	LedgerAccount *rewards_account;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3) ||
-		PG_ARGISNULL(4))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("hold_id, provider, amount, verifiers and verifier_reward must not be NULL")));
-	h.id = PG_GETARG_INT64(0);
-	amount = PG_GETARG_CREDIT(2);
-	reward = PG_GETARG_CREDIT(4);
-	if (amount < 0 || reward < 0)
+	if (amount < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("escrow amounts cannot be negative")));
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(3), TEXTOID, -1, false, TYPALIGN_INT,
-					  &verifiers, &vnulls, &nverifiers);
 	if (nverifiers > LEDGER_ACCOUNTS_MAX - 3)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("too many verifiers")));
+	h.id = hold_id;
 	nodes = palloc(sizeof(char *) * (nverifiers + 3));
-	nodes[1] = LedgerCheckNode(TextArgOrNull(fcinfo, 1));
+	nodes[1] = LedgerCheckNode(provider_node);
 	nodes[2] = "$rewards";
 	for (int i = 0; i < nverifiers; i++)
 	{
-		if (vnulls[i])
+		if (rewards[i] < 0)
 			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("a verifier must not be NULL")));
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("escrow amounts cannot be negative")));
 		nodes[3 + i] = LedgerCheckNode(TextDatumGetCString(verifiers[i]));
 	}
 
@@ -448,7 +434,7 @@ compay_settle_escrow(PG_FUNCTION_ARGS)
 	LedgerLockAccounts(&batch, nodes, nverifiers + 3, 1, LedgerAutoCreate());
 	h.account = LedgerFindAccount(&batch, nodes[0]);
 	provider = LedgerFindAccount(&batch, nodes[1]);
-	rewards = LedgerFindAccount(&batch, nodes[2]);
+	rewards_account = LedgerFindAccount(&batch, nodes[2]);
 	if (provider == h.account)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -474,20 +460,115 @@ compay_settle_escrow(PG_FUNCTION_ARGS)
 		h.remaining -= amount;
 	}
 	ReleaseRest(&batch, &h, amount > 0 ? "posted" : "voided");
-	for (int i = 0; i < nverifiers && reward > 0; i++)
+	for (int i = 0; i < nverifiers; i++)
 	{
 		LedgerAccount *v = LedgerFindAccount(&batch, nodes[3 + i]);
 		LedgerTransfer *t;
 
-		if (v == h.account || v == provider || v == rewards)
+		if (v == h.account || v == provider || v == rewards_account)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("verifier \"%s\" is a party to the job", v->node_id)));
-		t = LedgerAddTransfer(&batch, TRANSFER_TRANSFER, rewards, v, reward);
+		if (rewards[i] == 0)
+			continue;
+		t = LedgerAddTransfer(&batch, TRANSFER_TRANSFER, rewards_account, v, rewards[i]);
 		t->reference = reference;
-		LedgerMove(&batch, t, rewards, v, reward, ENTRY_DEBIT, ENTRY_CREDIT);
+		LedgerMove(&batch, t, rewards_account, v, rewards[i], ENTRY_DEBIT, ENTRY_CREDIT);
 	}
 	LedgerFinish(&batch, NULL, result);
+	return result;
+}
+
+/* The text elements of array argument n, none NULL. */
+static int
+VerifierArg(FunctionCallInfo fcinfo, int n, Datum **verifiers)
+{
+	bool	   *vnulls;
+	int			nverifiers;
+
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(n), TEXTOID, -1, false, TYPALIGN_INT,
+					  verifiers, &vnulls, &nverifiers);
+	for (int i = 0; i < nverifiers; i++)
+		if (vnulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("a verifier must not be NULL")));
+	return nverifiers;
+}
+
+/*
+ * compay.settle_escrow(hold_id, provider, amount, verifiers, verifier_reward,
+ * reference): SettleEscrow with one reward for every verifier (0.1; kept
+ * for the 0.1 install script).  Not granted to any role.
+ */
+Datum
+compay_settle_escrow(PG_FUNCTION_ARGS)
+{
+	Datum	   *verifiers;
+	Credit	   *rewards;
+	Credit		reward;
+	int			nverifiers;
+	int64		result;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3) ||
+		PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("hold_id, provider, amount, verifiers and verifier_reward must not be NULL")));
+	reward = PG_GETARG_CREDIT(4);
+	nverifiers = VerifierArg(fcinfo, 3, &verifiers);
+	rewards = palloc(sizeof(Credit) * Max(nverifiers, 1));
+	for (int i = 0; i < nverifiers; i++)
+		rewards[i] = reward;
+	result = SettleEscrow(PG_GETARG_INT64(0), TextArgOrNull(fcinfo, 1), PG_GETARG_CREDIT(2),
+						  verifiers, rewards, nverifiers, TextArgOrNull(fcinfo, 5));
+	if (result == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(result);
+}
+
+/*
+ * compay.settle_job(hold_id, provider, amount, verifiers, rewards,
+ * reference): SettleEscrow with a reward per verifier (rewards[i] to
+ * verifiers[i]; 0 pays nothing).  amount 0 returns the whole escrow to the
+ * requester.  Not granted to any role: compay.verify_job calls it.
+ */
+Datum
+compay_settle_job(PG_FUNCTION_ARGS)
+{
+	Datum	   *verifiers;
+	Datum	   *reward_datums;
+	bool	   *rnulls;
+	Credit	   *rewards;
+	int			nverifiers;
+	int			nrewards;
+	ArrayType  *a;
+	int64		result;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3) ||
+		PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("hold_id, provider, amount, verifiers and rewards must not be NULL")));
+	nverifiers = VerifierArg(fcinfo, 3, &verifiers);
+	a = PG_GETARG_ARRAYTYPE_P(4);
+	deconstruct_array(a, ARR_ELEMTYPE(a), sizeof(Credit), false, TYPALIGN_DOUBLE,
+					  &reward_datums, &rnulls, &nrewards);
+	if (nrewards != nverifiers)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%d verifiers but %d rewards", nverifiers, nrewards)));
+	rewards = palloc(sizeof(Credit) * Max(nverifiers, 1));
+	for (int i = 0; i < nrewards; i++)
+	{
+		if (rnulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("a reward must not be NULL")));
+		rewards[i] = DatumGetCredit(reward_datums[i]);
+	}
+	result = SettleEscrow(PG_GETARG_INT64(0), TextArgOrNull(fcinfo, 1), PG_GETARG_CREDIT(2),
+						  verifiers, rewards, nverifiers, TextArgOrNull(fcinfo, 5));
 	if (result == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(result);

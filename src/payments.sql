@@ -26,8 +26,11 @@ CREATE TABLE compay.payments (
     CONSTRAINT payments_amount CHECK (amount >= '0')
 );
 ALTER SEQUENCE compay.payments_id_seq OWNED BY compay.payments.id;
--- A task is paid at most once: only failed attempts may repeat.
-CREATE UNIQUE INDEX payments_task_once ON compay.payments (task_id) WHERE status <> 'failed';
+-- A task is paid at most once: only failed attempts may repeat.  The
+-- collections of a job's shortfall (src/jobs.sql) are further payments of
+-- the task, each marked with its shortfall_id.
+CREATE UNIQUE INDEX payments_task_once ON compay.payments (task_id)
+    WHERE status <> 'failed' AND (metadata -> 'shortfall_id') IS NULL;
 -- What the next settlement run gathers.
 CREATE INDEX payments_unsettled ON compay.payments (completed_at)
     WHERE status = 'completed' AND settlement_id IS NULL;
@@ -145,9 +148,11 @@ BEGIN
     IF method IS NULL THEN
         RAISE EXCEPTION 'method must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    -- Paid at most once: a retry, of any method, gets the payment made.
+    -- Paid at most once: a retry, of any method, gets the payment made
+    -- (not a collection of the job's shortfall, src/jobs.sql).
     SELECT * INTO p FROM compay.payments
-    WHERE payments.task_id = process_task_payment.task_id AND status <> 'failed';
+    WHERE payments.task_id = process_task_payment.task_id AND status <> 'failed'
+      AND (payments.metadata -> 'shortfall_id') IS NULL;
     IF FOUND THEN
         RETURN p;
     END IF;

@@ -195,6 +195,29 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                          OR w.fee <> CASE WHEN p.fee_from = '$fees' THEN compay.atomic(p.fee) ELSE 0 END
                      WHEN p.status = 'queued' THEN w.total <> 0
                      ELSE w.total <> r.returned END) bad
+    UNION ALL
+    -- 14. What each shortfall says was collected is what its payments
+    -- moved: transfers of its currency from the requester to the provider,
+    -- each of its payment's amount.
+    SELECT 'shortfalls_match_transfers', count(*) = 0,
+           coalesce('shortfalls ' || string_agg(id::text, ', ' ORDER BY id), 'all shortfalls match')
+    FROM (SELECT s.id
+          FROM compay.shortfalls s
+          LEFT JOIN (SELECT p.metadata ->> 'shortfall_id' AS shortfall_id, p.amount AS paid,
+                            t.amount, t.kind, t.currency, fa.node_id AS from_node,
+                            ta.node_id AS to_node
+                     FROM compay.payments p
+                     LEFT JOIN compay.transfers t ON t.id = p.transfer_id
+                     LEFT JOIN compay.accounts fa ON fa.id = t.from_account
+                     LEFT JOIN compay.accounts ta ON ta.id = t.to_account
+                     WHERE p.metadata ? 'shortfall_id') c ON c.shortfall_id = s.id::text
+          GROUP BY s.id, s.collected
+          HAVING coalesce(compay.sum_atomic(c.amount), 0) <> compay.atomic(s.collected)
+              OR coalesce(bool_or(c.shortfall_id IS NOT NULL
+                                  AND (c.amount IS NULL OR c.amount <> c.paid
+                                       OR c.kind <> 'transfer' OR c.currency <> s.currency
+                                       OR c.from_node <> s.requester OR c.to_node <> s.provider)),
+                          false)) bad
 $$;
 COMMENT ON FUNCTION compay.verify_ledger() IS
     'checks every ledger invariant; each row is one check';

@@ -44,12 +44,14 @@ SELECT col_type_is('compay', 'pricing_models', 'cpu_price', 'compay', 'credit', 
 SELECT has_trigger('compay', 'discount_tiers', 'discount_tiers_no_overlap',
                    'trigger discount_tiers_no_overlap on discount_tiers');
 
--- A task is paid at most once: a unique index over the payments that did not fail.
+-- A task is paid at most once: a unique index over the payments that did
+-- not fail, but for the collections of its shortfall (src/jobs.sql).
 SELECT has_index('compay', 'payments', 'payments_task_once', 'task_id', 'index payments_task_once on task_id');
 SELECT index_is_unique('compay', 'payments', 'payments_task_once');
 SELECT is((SELECT pg_get_expr(indpred, indrelid) FROM pg_index
            WHERE indexrelid = 'compay.payments_task_once'::regclass),
-          '(status <> ''failed''::payment_status)', 'payments_task_once covers every payment but failed ones');
+          '((status <> ''failed''::payment_status) AND ((metadata -> ''shortfall_id''::text) IS NULL))',
+          'payments_task_once covers every payment but failed ones and shortfall collections');
 
 -- Functions and their signatures.
 SELECT has_function('compay', 'price', ARRAY['compay.resource_metrics', 'text', 'text']);

@@ -160,7 +160,7 @@ for my $verifier ('ver-1', 'ver-2')
 is($node->safe_psql('postgres', q{SELECT status FROM compay.jobs WHERE task_id = 'job-1'}),
 	'paid', 'the quorum (compay.verification_quorum, 2) paid the job');
 my ($rc, $out, $e) = fresh(
-	q{SELECT (compay.dispute_payment(id, 'late')).status FROM compay.payments WHERE task_id = 'job-1'});
+	q{SELECT (compay.dispute_payment(payment_id, 'late')).status FROM compay.jobs WHERE task_id = 'job-1'});
 is($rc . $out, '0disputed', "a fresh session's first call dispute_payment() works") or diag($e);
 
 # 5. compay.setting(): every setting, as the first call of a session, is
