@@ -210,13 +210,19 @@ BEGIN
     FOR r IN
         WITH open AS (
             -- Verifier rewards go to the verification address when there is one.
-            SELECT s.id, s.payee, s.total_amount, coalesce(v.address, a.address) AS address,
-                   compay.sum(s.total_amount) OVER (PARTITION BY s.payee ORDER BY s.id) AS running
+            -- What is earmarked (clawback repayments and refunds leave the
+            -- hold below the total); a settlement holding back a disputed
+            -- payment waits until the dispute is resolved.
+            SELECT s.id, s.payee, h.remaining AS total_amount,
+                   coalesce(v.address, a.address) AS address,
+                   compay.sum(h.remaining) OVER (PARTITION BY s.payee ORDER BY s.id) AS running
             FROM compay.settlements s
+            JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
             JOIN compay.payout_addresses a ON a.node_id = s.payee AND a.purpose = 'primary'
             LEFT JOIN compay.payout_addresses v
               ON v.node_id = s.payee AND v.purpose = 'verification' AND s.purpose = 'verification'
             WHERE s.currency = 'XMR' AND s.status = 'processing' AND s.payout_id IS NULL
+              AND s.held_back = '0'
               AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= now())
         ), node AS (
             SELECT o.payee, pol.*,
@@ -387,12 +393,15 @@ BEGIN
         RETURN;
     END IF;
     PERFORM compay.payout_return(payout_id);
-    FOR s IN SELECT id, payee, total_amount FROM compay.settlements
-             WHERE settlements.payout_id = record_payout_voided.payout_id ORDER BY id
+    -- Each earmarked again with what its hold had when it was withdrawn.
+    FOR s IN SELECT settlements.id, settlements.payee, h.amount FROM compay.settlements
+             JOIN compay.transfers h ON h.hold_id = settlements.earmark_hold_id
+                                    AND h.kind = 'withdrawal'
+             WHERE settlements.payout_id = record_payout_voided.payout_id ORDER BY settlements.id
     LOOP
         UPDATE compay.settlements
         SET payout_id = NULL, next_attempt_at = now() + interval '10 seconds',
-            earmark_hold_id = compay.reserve(s.payee, s.total_amount, 'settlement:' || s.id,
+            earmark_hold_id = compay.reserve(s.payee, s.amount, 'settlement:' || s.id,
                                              NULL, NULL, 'XMR')
         WHERE id = s.id;
     END LOOP;
