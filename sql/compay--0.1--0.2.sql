@@ -1686,6 +1686,10 @@ ALTER TABLE compay.settlements ADD COLUMN held_back compay.credit NOT NULL DEFAU
 -- Issue 13 (disputes): disputes hold money; refunds at every stage;
 -- clawbacks repaid from the payee's next settlements.
 --------------------------------------------------------------------------
+-- Refunded in part before settlement: the rest is settled too (rare).
+CREATE INDEX payments_unsettled_refunded ON compay.payments (completed_at)
+    WHERE status = 'refunded' AND settlement_id IS NULL;
+
 CREATE SEQUENCE compay.clawbacks_id_seq;
 CREATE TABLE compay.clawbacks (
     id          bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.clawbacks_id_seq'),

@@ -171,6 +171,26 @@ SELECT status FROM resolve_dispute(:d1, '5');
 SELECT balance FROM accounts WHERE node_id = 'prov' AND currency = 'CREDIT';
 SELECT count(*) AS clawbacks FROM clawbacks;
 
+-- The internal ledger calls check what they are given (called here as a
+-- superuser; no role is granted them): nothing is written on an error.
+SELECT transfer_id AS f1 FROM payments WHERE id = :c2 \gset
+SELECT earmark_hold_id AS h1 FROM settlements s JOIN payments p ON p.settlement_id = s.id WHERE p.id = :c2 \gset
+SELECT count(*) AS transfers_before FROM transfers \gset
+SELECT dispute_refund(NULL, '1', NULL, 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT dispute_refund(:f1, '0', NULL, 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT dispute_refund(99999, '0.1', NULL, 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT dispute_refund(:f1, '0.8', NULL, 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT dispute_refund(:f1, '0.5', :h1, 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT dispute_refund(:f1, '0.1', 99999, 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT dispute_refund(:f1, '0.1', reserve('req', '0.2', 'not the payee''s', NULL, NULL, 'XMR'), 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT dispute_refund(:f1, '0.1', (SELECT max(id) FROM holds WHERE status = 'posted'), 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT clawback_repay('prov', '100', 'XMR', 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT clawback_repay('$fees', '1', 'XMR', 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT clawback_repay('prov', '-1', 'XMR', 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT clawback_repay(NULL, '1', 'XMR', 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT count(*) = :transfers_before AS nothing_written FROM transfers;
+SELECT dispute_ledger_ok();
+
 -- The internal functions are no role's.
 SELECT has_function_privilege('compay_app', 'compay.dispute_refund(bigint, compay.credit, bigint, text)', 'EXECUTE') AS app_refund,
        has_function_privilege('compay_app', 'compay.clawback_repay(text, compay.credit, text, text)', 'EXECUTE') AS app_repay,

@@ -2,7 +2,9 @@
  *
  * ledger_holds.c
  *	  Two-phase holds: reserve, then capture (in full, in part, or in
- *	  several streaming parts) or release; expiry.
+ *	  several streaming parts) or release; expiry.  The escrow settlement,
+ *	  payout withdrawals, and a dispute's refund from part of an earmark
+ *	  hold (or from $clawbacks).
  *
  * Lock order: the accounts (by LedgerLockAccounts), then the hold row.  A
  * hold's status is read only after both locks are held, so a capture, a
@@ -692,8 +694,8 @@ ReleasePart(LedgerBatch *batch, LedgerAccount *account, int64 hold_id, Credit am
 	if (strcmp(holder, payee) != 0 || strcmp(hold_currency, currency) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("hold " INT64_FORMAT " is not a %s hold of node \"%s\"", hold_id,
-						currency, CompayEchoInput(payee))));
+				 errmsg("hold " INT64_FORMAT " is not held by node \"%s\" in %s", hold_id,
+						CompayEchoInput(payee), currency)));
 	h.account = account;
 	LockHold(batch, &h);
 	RequirePending(&h, "refund from");

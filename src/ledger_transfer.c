@@ -2,7 +2,8 @@
  *
  * ledger_transfer.c
  *	  SQL-callable money movements between nodes: transfer, transfer_batch,
- *	  refund, grant_barter (accounts and deposits: ledger_accounts.c).
+ *	  refund, grant_barter, and clawback_repay (a payee repaying $clawbacks)
+ *	  (accounts and deposits: ledger_accounts.c).
  *
  * Each checks that the caller may act for the node it takes money from
  * (NodeRequire).

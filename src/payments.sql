@@ -31,6 +31,9 @@ CREATE UNIQUE INDEX payments_task_once ON compay.payments (task_id) WHERE status
 -- What the next settlement run gathers.
 CREATE INDEX payments_unsettled ON compay.payments (completed_at)
     WHERE status = 'completed' AND settlement_id IS NULL;
+-- Refunded in part before settlement: the rest is settled too (rare).
+CREATE INDEX payments_unsettled_refunded ON compay.payments (completed_at)
+    WHERE status = 'refunded' AND settlement_id IS NULL;
 CREATE INDEX payments_settlement ON compay.payments (settlement_id) WHERE settlement_id IS NOT NULL;
 -- The requester's volume for discount tiers (src/pricing_config.c).
 CREATE INDEX payments_volume ON compay.payments (from_node, completed_at)
