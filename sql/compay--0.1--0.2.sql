@@ -1766,8 +1766,11 @@ BEGIN
     END IF;
     -- Settled already: its settlement holds the amount back from payouts.
     -- The payment row is locked first, then the settlement, as
-    -- compay.run_settlement does.
+    -- compay.run_settlement does.  A payout queue run in progress is waited
+    -- for (its lock), and one after this commit sees held_back: a payout
+    -- never takes a payment disputed before it was queued.
     IF p.settlement_id IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
         UPDATE compay.settlements SET held_back = held_back + p.amount
         WHERE id = p.settlement_id;
     END IF;
