@@ -3214,3 +3214,703 @@ GRANT EXECUTE ON FUNCTION compay.verifier_daily_limit(text, text),
     compay.node_shortfalls(text, text) TO compay_reader, compay_node;
 GRANT EXECUTE ON FUNCTION compay.set_node_region(text, text) TO compay_app, compay_node;
 GRANT EXECUTE ON FUNCTION compay.apply_credit_limit_policy(text) TO compay_admin;
+
+--------------------------------------------------------------------------
+-- Issue 13 (disputes): disputes hold money; refunds at every stage;
+-- clawbacks repaid from the payee's next settlements.
+--------------------------------------------------------------------------
+-- Refunded in part before settlement: the rest is settled too (rare).
+CREATE INDEX payments_unsettled_refunded ON compay.payments (completed_at)
+    WHERE status = 'refunded' AND settlement_id IS NULL;
+
+CREATE SEQUENCE compay.clawbacks_id_seq;
+CREATE TABLE compay.clawbacks (
+    id          bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.clawbacks_id_seq'),
+    node_id     text NOT NULL,                  -- the payee who owes it
+    currency    text NOT NULL,
+    payment_id  bigint NOT NULL,                -- the refunded payment
+    amount      compay.credit NOT NULL,         -- what $clawbacks fronted to the payer
+    repaid      compay.credit NOT NULL DEFAULT '0',
+    transfer_id bigint NOT NULL,                -- the refund from $clawbacks
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    repaid_at   timestamptz,                    -- when the last of it was repaid
+    CONSTRAINT clawbacks_amounts CHECK (amount > '0' AND repaid >= '0' AND repaid <= amount),
+    CONSTRAINT clawbacks_repaid_at CHECK ((repaid_at IS NOT NULL) = (repaid = amount))
+);
+ALTER SEQUENCE compay.clawbacks_id_seq OWNED BY compay.clawbacks.id;
+CREATE INDEX clawbacks_open ON compay.clawbacks (node_id, currency, id) WHERE repaid_at IS NULL;
+CREATE INDEX clawbacks_payment ON compay.clawbacks (payment_id);
+COMMENT ON TABLE compay.clawbacks IS
+    'refunds of payments whose money had left on chain: fronted by $clawbacks, owed by the payee, repaid first from its next settlements';
+SELECT pg_catalog.pg_extension_config_dump('compay.clawbacks', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.clawbacks_id_seq', '');
+REVOKE ALL ON compay.clawbacks, compay.clawbacks_id_seq FROM PUBLIC;
+GRANT SELECT ON compay.clawbacks TO compay_reader;
+
+CREATE FUNCTION compay.dispute_refund(transfer_id bigint, amount compay.credit, hold_id bigint,
+    reason text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_dispute_refund'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+COMMENT ON FUNCTION compay.dispute_refund(bigint, compay.credit, bigint, text) IS
+    'refunds part of a transfer to its payer from a pending hold of its payee, or, with no hold, fronted by $clawbacks; for compay.resolve_dispute()';
+
+CREATE FUNCTION compay.clawback_repay(node_id text, amount compay.credit, currency text,
+    reference text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_clawback_repay'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+COMMENT ON FUNCTION compay.clawback_repay(text, compay.credit, text, text) IS
+    'moves what a node repays of a clawback from its balance to $clawbacks; for compay.process_settlement()';
+
+CREATE FUNCTION compay.clawbacks_owed(node_id text, currency text DEFAULT 'XMR')
+RETURNS compay.credit
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT coalesce(compay.sum(c.amount OPERATOR(compay.-) c.repaid), '0'::compay.credit)
+    FROM compay.clawbacks c
+    WHERE c.node_id = $1 AND c.currency = $2 AND c.repaid_at IS NULL
+$$;
+COMMENT ON FUNCTION compay.clawbacks_owed(text, text) IS
+    'what a node still owes of refunds fronted by $clawbacks; its next settlements repay it first';
+
+CREATE OR REPLACE FUNCTION compay.dispute_payment(payment_id bigint, reason text) RETURNS compay.payments
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    p compay.payments;
+    v_window interval := compay.setting('compay.dispute_window')::interval;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
+    IF reason IS NULL OR length(reason) = 0 THEN
+        RAISE EXCEPTION 'a dispute needs a reason' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(reason) > 1000 THEN
+        RAISE EXCEPTION 'a dispute reason has at most 1000 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p.status <> 'completed' THEN
+        RAISE EXCEPTION 'cannot dispute payment %: it is %', payment_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF now() > p.completed_at + v_window THEN
+        RAISE EXCEPTION 'the dispute window of payment % has closed', payment_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Payments can be disputed for %s after they complete (compay.dispute_window).',
+                                  compay.setting('compay.dispute_window'));
+    END IF;
+    -- Settled already: its settlement holds the amount back from payouts.
+    -- The payment row is locked first, then the settlement, as
+    -- compay.run_settlement does.  A payout queue run in progress is waited
+    -- for (its lock), and one after this commit sees held_back: a payout
+    -- never takes a payment disputed before it was queued.
+    IF p.settlement_id IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+        UPDATE compay.settlements SET held_back = held_back + p.amount
+        WHERE id = p.settlement_id;
+    END IF;
+    UPDATE compay.payments SET status = 'disputed', dispute_reason = reason, disputed_at = now()
+    WHERE id = payment_id RETURNING * INTO p;
+    PERFORM compay.move_credit_score(p.to_node, p.currency, false);
+    RETURN p;
+END $$;
+COMMENT ON FUNCTION compay.dispute_payment(bigint, text) IS
+    'disputes a completed payment within compay.dispute_window: unsettled, it is kept out of settlement; settled, its settlement holds it back from payouts';
+
+CREATE FUNCTION compay.refund_disputed(p compay.payments, refund_amount compay.credit)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.settlements;
+    v_reason text := 'dispute:' || p.id;
+    v_hold bigint;
+    v_unpaid compay.credit;
+    v_part compay.credit;
+    v_transfer bigint;
+BEGIN
+    IF p.currency <> 'XMR' THEN
+        RETURN compay.refund(p.transfer_id, refund_amount, v_reason);
+    END IF;
+    IF p.settlement_id IS NOT NULL THEN
+        SELECT * INTO s FROM compay.settlements WHERE id = p.settlement_id FOR UPDATE;
+        IF s.status IN ('pending', 'failed') THEN
+            -- Not earmarked yet: earmark it now, so that its unpaid rest is in its hold.
+            PERFORM compay.process_settlement(s.id);
+            SELECT * INTO s FROM compay.settlements WHERE id = p.settlement_id;
+        END IF;
+        IF s.status = 'processing' AND s.payout_id IS NULL THEN
+            v_hold := s.earmark_hold_id;
+            SELECT h.remaining INTO v_unpaid FROM compay.holds h
+            WHERE h.id = v_hold AND h.status = 'pending';
+        ELSIF s.status IN ('processing', 'completed') THEN
+            v_unpaid := '0';           -- queued for payout or paid out
+        END IF;
+    END IF;
+    IF v_unpaid IS NULL AND v_hold IS NULL THEN
+        -- Unsettled, or a settlement the payee's balance could not earmark.
+        SELECT a.balance - a.reserved INTO v_unpaid FROM compay.accounts a
+        WHERE a.node_id = p.to_node AND a.currency = p.currency;
+    END IF;
+    v_part := least(refund_amount, greatest(coalesce(v_unpaid, '0'), '0'));
+    IF v_part > '0' AND v_hold IS NULL THEN
+        v_transfer := compay.refund(p.transfer_id, v_part, v_reason);
+    ELSIF v_part > '0' THEN
+        v_transfer := compay.dispute_refund(p.transfer_id, v_part, v_hold, v_reason);
+        -- Refunded to the last piconero: nothing is left to pay out.
+        UPDATE compay.settlements SET status = 'completed', completed_at = now()
+        WHERE id = s.id AND held_back = '0'
+          AND NOT EXISTS (SELECT FROM compay.holds h WHERE h.id = v_hold AND h.status = 'pending');
+    END IF;
+    v_part := refund_amount - v_part;
+    IF v_part > '0' THEN
+        v_transfer := compay.dispute_refund(p.transfer_id, v_part, NULL, v_reason);
+        INSERT INTO compay.clawbacks (node_id, currency, payment_id, amount, transfer_id)
+        VALUES (p.to_node, p.currency, p.id, v_part, v_transfer);
+    END IF;
+    RETURN v_transfer;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.resolve_dispute(payment_id bigint, refund_amount compay.credit)
+RETURNS compay.payments
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    p compay.payments;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
+    IF refund_amount IS NULL THEN
+        RAISE EXCEPTION 'refund_amount must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p.status <> 'disputed' THEN
+        RAISE EXCEPTION 'cannot resolve payment %: it is %', payment_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF refund_amount < '0' THEN
+        RAISE EXCEPTION 'a refund cannot be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF refund_amount > p.amount THEN
+        RAISE EXCEPTION 'refund of % exceeds payment % of %', refund_amount, payment_id, p.amount
+            USING ERRCODE = 'PY008';
+    END IF;
+    IF refund_amount > '0' AND p.method = 'barter' THEN
+        RAISE EXCEPTION 'barter payments cannot be refunded' USING ERRCODE = 'feature_not_supported',
+            DETAIL = 'Barter credits are not money the ledger can move back.',
+            HINT = 'Resolve with refund 0, or grant barter credits back with compay.grant_barter().';
+    END IF;
+    -- The settlement no longer holds it back: what is not refunded is paid out.
+    IF p.settlement_id IS NOT NULL THEN
+        UPDATE compay.settlements SET held_back = held_back - p.amount
+        WHERE id = p.settlement_id;
+    END IF;
+    IF refund_amount = '0' THEN
+        UPDATE compay.payments SET status = 'completed' WHERE id = payment_id RETURNING * INTO p;
+        RETURN p;
+    END IF;
+    UPDATE compay.payments
+    SET status = 'refunded',
+        refund_transfer_id = compay.refund_disputed(p, refund_amount),
+        metadata = metadata || jsonb_build_object('refund_amount', refund_amount::text)
+    WHERE id = payment_id RETURNING * INTO p;
+    RETURN p;
+END $$;
+COMMENT ON FUNCTION compay.resolve_dispute(bigint, compay.credit) IS
+    'ends a dispute: refund 0 puts the payment back to completed; more refunds it from the unpaid rest and claws back what has left on chain';
+REVOKE ALL ON FUNCTION compay.refund_disputed(compay.payments, compay.credit),
+    compay.dispute_refund(bigint, compay.credit, bigint, text),
+    compay.clawback_repay(text, compay.credit, text, text),
+    compay.clawbacks_owed(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.clawbacks_owed(text, text) TO compay_reader, compay_node;
+
+CREATE FUNCTION compay.repay_clawbacks(s compay.settlements, amount compay.credit)
+RETURNS compay.credit
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    c compay.clawbacks;
+    v_part compay.credit;
+BEGIN
+    FOR c IN SELECT * FROM compay.clawbacks
+             WHERE node_id = s.payee AND currency = s.currency AND repaid_at IS NULL
+             ORDER BY id FOR UPDATE
+    LOOP
+        EXIT WHEN amount = '0';
+        v_part := least(amount, c.amount - c.repaid);
+        PERFORM compay.clawback_repay(s.payee, v_part, s.currency,
+                                      'clawback:' || c.id || ' settlement:' || s.id);
+        UPDATE compay.clawbacks
+        SET repaid = repaid + v_part,
+            repaid_at = CASE WHEN repaid + v_part = c.amount THEN now() END
+        WHERE id = c.id;
+        amount := amount - v_part;
+    END LOOP;
+    RETURN amount;
+END $$;
+REVOKE ALL ON FUNCTION compay.repay_clawbacks(compay.settlements, compay.credit) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION compay.process_settlement(settlement_id bigint, as_of timestamptz DEFAULT now())
+RETURNS compay.settlement_status
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.settlements;
+    v_count bigint;
+    v_total compay.credit;
+    v_net compay.credit;
+BEGIN
+    SELECT * INTO s FROM compay.settlements WHERE id = settlement_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'settlement % does not exist', settlement_id USING ERRCODE = 'PY013';
+    END IF;
+    IF s.status IN ('processing', 'completed') THEN
+        RETURN s.status;
+    END IF;
+    BEGIN
+        IF s.purpose = 'verification' THEN
+            SELECT count(*), coalesce(compay.sum(reward_amount), '0') INTO v_count, v_total
+            FROM compay.verifications v WHERE v.settlement_id = s.id;
+        ELSE
+            SELECT count(*), coalesce(compay.sum(amount), '0') INTO v_count, v_total
+            FROM compay.payments p WHERE p.settlement_id = s.id;
+        END IF;
+        IF v_count <> s.payment_count OR v_total <> s.total_amount THEN
+            RAISE EXCEPTION 'settlement % records % payments of %, its payments are % of %',
+                s.id, s.payment_count, s.total_amount, v_count, v_total
+                USING ERRCODE = 'data_corrupted';
+        END IF;
+        IF s.currency = 'XMR' THEN
+            -- Earmarked: what its payments kept (refunds before settlement
+            -- came from the payee's balance), less what repays its clawbacks.
+            v_net := compay.repay_clawbacks(s, s.total_amount OPERATOR(compay.-) coalesce(
+                (SELECT compay.sum(t.amount) FROM compay.payments p
+                 JOIN compay.transfers t ON t.refund_of = p.transfer_id AND t.kind = 'refund'
+                 JOIN compay.accounts a ON a.id = t.from_account
+                 WHERE p.settlement_id = s.id AND a.node_id = s.payee), '0'));
+            IF v_net > '0' THEN
+                s.earmark_hold_id := compay.reserve(s.payee, v_net, 'settlement:' || s.id,
+                                                    NULL, NULL, 'XMR');
+                s.status := 'processing';
+            ELSE
+                s.status := 'completed';        -- all of it repaid clawbacks
+            END IF;
+        ELSE
+            s.status := 'completed';
+        END IF;
+        UPDATE compay.settlements
+        SET status = s.status, attempts = attempts + 1, last_error = NULL, next_attempt_at = NULL,
+            earmark_hold_id = s.earmark_hold_id,
+            completed_at = CASE WHEN s.status = 'completed' THEN now() END
+        WHERE id = s.id;
+    EXCEPTION WHEN OTHERS THEN
+        -- Backoff: 1, 2, 4, ... minutes after each failure, at most an hour.
+        UPDATE compay.settlements
+        SET status = 'failed', attempts = attempts + 1,
+            last_error = SQLSTATE || ': ' || SQLERRM,
+            next_attempt_at = as_of + least(interval '1 minute' * power(2, attempts), interval '1 hour')
+        WHERE id = s.id;
+        RETURN 'failed';
+    END;
+    RETURN s.status;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.run_settlement(period compay.settlement_period DEFAULT 'hourly',
+    as_of timestamptz DEFAULT now()) RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_cutoff timestamptz;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    IF period IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION 'period and as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Only closed periods: everything completed before the start of the
+    -- period that holds as_of.
+    v_cutoff := compay.period_start(period, as_of);
+    -- One run at a time.  A second run waits here, then reads the payments
+    -- again and finds them settled; a payment committed after this point is
+    -- left for the next run.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.run_settlement'));
+    WITH eligible AS (
+        SELECT p.id, p.to_node, p.currency, p.amount,
+               compay.period_start(run_settlement.period, p.completed_at) AS ps
+        FROM compay.payments p
+        WHERE p.settlement_id IS NULL AND p.completed_at < v_cutoff
+          AND (p.status = 'completed'
+               -- Partly refunded by a dispute before settlement: the rest is the payee's.
+               OR (p.status = 'refunded' AND p.amount > coalesce(
+                      (SELECT compay.sum(t.amount) FROM compay.transfers t
+                       WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'), '0')))
+        FOR UPDATE
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee,
+                                        payment_count, total_amount)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, to_node, count(*), compay.sum(amount)
+        FROM eligible GROUP BY ps, currency, to_node
+        RETURNING id, period_start, currency, payee
+    )
+    UPDATE compay.payments p SET settlement_id = g.id
+    FROM eligible e JOIN groups g
+      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.to_node
+    WHERE p.id = e.id;
+    -- Verifier rewards: their own settlements (purpose verification), paid
+    -- out to the verifier's verification address when it has one.
+    WITH eligible AS (
+        SELECT v.job_id, v.verifier, j.currency, v.reward_amount AS amount,
+               compay.period_start(run_settlement.period, v.rewarded_at) AS ps
+        FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
+        WHERE v.settlement_id IS NULL AND v.reward_amount > '0' AND v.rewarded_at < v_cutoff
+        FOR UPDATE OF v
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee, purpose,
+                                        payment_count, total_amount)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, verifier, 'verification', count(*), compay.sum(amount)
+        FROM eligible GROUP BY ps, currency, verifier
+        RETURNING id, period_start, currency, payee
+    )
+    UPDATE compay.verifications v SET settlement_id = g.id
+    FROM eligible e JOIN groups g
+      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
+    WHERE v.job_id = e.job_id AND v.verifier = e.verifier;
+    RETURN QUERY SELECT compay.process_due_settlements(as_of);
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.queue_payouts() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_batch integer := compay.setting('compay.payout_batch_max')::integer;
+    v_payout bigint;
+    v_n integer := 0;
+    v_items integer := 0;
+    v_payable compay.credit;
+    v_started boolean;
+    v_amount compay.credit;
+    n record;
+BEGIN
+    -- One queue at a time: compay.request_payout takes the same lock.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    FOR n IN
+        SELECT d.payee, pol.min_payout, pol.max_per_day
+        FROM (SELECT DISTINCT s.payee FROM compay.payable_settlements(NULL) s) d
+        CROSS JOIN LATERAL compay.payout_policy(d.payee) pol
+        WHERE pol.auto_payout
+          AND NOT EXISTS (SELECT 1 FROM compay.payout_items i
+                          JOIN compay.payout_transactions p ON p.id = i.payout_id
+                          WHERE i.node_id = d.payee AND p.status <> 'failed'
+                            AND p.created_at > now() - pol.payout_interval)
+        ORDER BY d.payee
+    LOOP
+        PERFORM compay.lock_payable_settlements(n.payee);
+        SELECT coalesce(compay.sum(s.payable), '0'), coalesce(bool_or(s.started), false)
+        INTO v_payable, v_started
+        FROM compay.payable_settlements(n.payee) s
+        WHERE s.next_attempt_at IS NULL OR s.next_attempt_at <= now();
+        v_amount := least(v_payable, n.max_per_day - compay.payout_paid_today(n.payee));
+        CONTINUE WHEN v_amount <= '0' OR NOT (v_payable >= n.min_payout OR v_started)
+                   OR (v_amount < v_payable AND v_amount < least(n.min_payout, n.max_per_day));
+        IF v_payout IS NULL OR v_items >= v_batch THEN
+            INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
+            v_n := v_n + 1;
+            v_items := 0;
+        END IF;
+        PERFORM compay.queue_payout_parts(v_payout, n.payee, v_amount, true);
+        v_items := (SELECT count(*) FROM compay.payout_items i WHERE i.payout_id = v_payout);
+    END LOOP;
+    RETURN v_n;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.record_payout_voided(payout_id bigint, reason text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_tx_hash text;
+    v_rest compay.credit;
+    s record;
+BEGIN
+    UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
+                              attempts = attempts + 1
+    WHERE id = payout_id AND status IN ('built', 'relayed')
+    RETURNING tx_hash INTO v_tx_hash;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM compay.payout_return(payout_id);
+    FOR s IN SELECT st.id, st.payee, st.earmark_hold_id, pp.amount
+             FROM compay.payout_parts pp JOIN compay.settlements st ON st.id = pp.settlement_id
+             WHERE pp.payout_id = record_payout_voided.payout_id ORDER BY st.id
+             FOR UPDATE OF st
+    LOOP
+        SELECT CASE WHEN h.status = 'pending' THEN h.remaining ELSE '0' END INTO v_rest
+        FROM compay.holds h WHERE h.id = s.earmark_hold_id;
+        IF v_rest > '0' THEN
+            PERFORM compay.release(s.earmark_hold_id);
+        END IF;
+        UPDATE compay.settlements st
+        SET payout_id = (SELECT max(pp.payout_id) FROM compay.payout_parts pp
+                         JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                         WHERE pp.settlement_id = st.id AND p.status <> 'failed'),
+            next_attempt_at = now() + interval '10 seconds',
+            earmark_hold_id = compay.reserve(s.payee, coalesce(v_rest, '0') + s.amount,
+                                             'settlement:' || s.id, NULL, NULL, 'XMR')
+        WHERE st.id = s.id;
+    END LOOP;
+    UPDATE compay.payments y
+    SET tx_hash = (SELECT p.tx_hash FROM compay.payout_parts pp
+                   JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                   WHERE pp.settlement_id = y.settlement_id
+                     AND p.status IN ('built', 'relayed', 'confirmed')
+                   ORDER BY p.id DESC LIMIT 1)
+    WHERE y.tx_hash = v_tx_hash;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total = 0),
+           coalesce(string_agg(currency || ' sums to ' || trim_scale(total * 0.000000000001)::text, ', ')
+                    FILTER (WHERE total <> 0), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum_atomic(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE compay.atomic(a.balance) <> coalesce(j.b, 0)
+       OR compay.atomic(a.reserved) <> coalesce(j.r, 0)
+       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum_atomic(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE compay.atomic(a.reserved) <> coalesce(h.r, 0)
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq,
+                 lead(j.seq) OVER w IS NULL AS newest
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'), 0) <> 0
+              OR coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                               AND j.amount OPERATOR(compay.>) '0'), 0)
+                 <> CASE WHEN t.kind = 'barter' THEN 0
+                         ELSE compay.atomic(t.amount) - compay.atomic(t.barter_amount) END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum_atomic(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments.
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.amount) <> s.payment_count
+              OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
+    UNION ALL
+    -- 10. Every payout's amount is the sum of its items, and every item's
+    --     the sum of its parts (what it pays of each settlement).
+    SELECT 'payouts_match_parts', count(*) = 0,
+           coalesce('payouts ' || string_agg(DISTINCT id::text, ', '), 'all payouts match their parts')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN (SELECT payout_id, compay.sum_atomic(amount) AS a FROM compay.payout_items
+                     GROUP BY payout_id) i ON i.payout_id = p.id
+          WHERE compay.atomic(p.amount) <> coalesce(i.a, 0)
+          UNION ALL
+          SELECT i.payout_id
+          FROM compay.payout_items i
+          LEFT JOIN (SELECT payout_id, node_id, address, compay.sum_atomic(amount) AS a
+                     FROM compay.payout_parts GROUP BY payout_id, node_id, address) pp
+            ON pp.payout_id = i.payout_id AND pp.node_id = i.node_id AND pp.address = i.address
+          WHERE compay.atomic(i.amount) <> coalesce(pp.a, 0)) bad
+    UNION ALL
+    -- 11. The parts of a settlement (in payouts that did not fail) never
+    --     exceed its total, and are its payee's, in XMR.
+    SELECT 'payout_parts_within_settlements', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'no settlement paid out beyond its total')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+          JOIN compay.payout_transactions p ON p.id = pp.payout_id
+          GROUP BY s.id, s.total_amount, s.currency, s.payee
+          HAVING coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status <> 'failed'), 0)
+                 > compay.atomic(s.total_amount)
+              OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
+    UNION ALL
+    -- 12. A completed XMR settlement has nothing left earmarked and no part
+    --     still open, and its confirmed parts cover its total exactly
+    --     unless a dispute touched it (held_back, or a payment of it no
+    --     longer completed).
+    SELECT 'completed_settlements_paid_out', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'every completed XMR settlement is paid out')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id
+          LEFT JOIN (SELECT pp.settlement_id,
+                            compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'confirmed') AS confirmed,
+                            count(*) FILTER (WHERE p.status IN ('queued', 'built', 'relayed')) AS open
+                     FROM compay.payout_parts pp
+                     JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                     GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          WHERE s.currency = 'XMR' AND s.status = 'completed'
+            AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
+                 OR coalesce(c.open, 0) > 0
+                 OR (coalesce(c.confirmed, 0) <> compay.atomic(s.total_amount)
+                     AND s.held_back OPERATOR(compay.=) '0'
+                     AND NOT EXISTS (SELECT 1 FROM compay.payments y
+                                     WHERE y.settlement_id = s.id AND y.status <> 'completed')))) bad
+    UNION ALL
+    -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
+    --     are its amount (and its fee, when $fees paid it); a queued one
+    --     has none; a voided one got all of them back.
+    SELECT 'payouts_match_ledger', count(*) = 0,
+           coalesce('payouts ' || string_agg(id::text, ', ' ORDER BY id), 'all payouts match the ledger')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id), 0) AS paid,
+                     coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id || ' fee'), 0) AS fee,
+                     coalesce(compay.sum_atomic(t.amount), 0) AS total
+              FROM compay.transfers t
+              WHERE t.kind = 'withdrawal' AND t.reference IN ('payout:' || p.id, 'payout:' || p.id || ' fee')) w
+            ON true
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount), 0) AS returned
+              FROM compay.transfers t
+              WHERE t.kind = 'deposit' AND t.reference = 'payout:' || p.id || ' returned') r
+            ON true
+          WHERE CASE WHEN p.status IN ('built', 'relayed', 'confirmed') THEN
+                         w.paid <> compay.atomic(p.amount)
+                         OR w.fee <> CASE WHEN p.fee_from = '$fees' THEN compay.atomic(p.fee) ELSE 0 END
+                     WHEN p.status = 'queued' THEN w.total <> 0
+                     ELSE w.total <> r.returned END) bad
+    UNION ALL
+    -- 14. What each shortfall says was collected is what its payments
+    -- moved: transfers of its currency from the requester to the provider,
+    -- each of its payment's amount.
+    SELECT 'shortfalls_match_transfers', count(*) = 0,
+           coalesce('shortfalls ' || string_agg(id::text, ', ' ORDER BY id), 'all shortfalls match')
+    FROM (SELECT s.id
+          FROM compay.shortfalls s
+          LEFT JOIN (SELECT p.metadata ->> 'shortfall_id' AS shortfall_id, p.amount AS paid,
+                            t.amount, t.kind, t.currency, fa.node_id AS from_node,
+                            ta.node_id AS to_node
+                     FROM compay.payments p
+                     LEFT JOIN compay.transfers t ON t.id = p.transfer_id
+                     LEFT JOIN compay.accounts fa ON fa.id = t.from_account
+                     LEFT JOIN compay.accounts ta ON ta.id = t.to_account
+                     WHERE p.metadata ? 'shortfall_id') c ON c.shortfall_id = s.id::text
+          GROUP BY s.id, s.collected
+          HAVING coalesce(compay.sum_atomic(c.amount), 0) <> compay.atomic(s.collected)
+              OR coalesce(bool_or(c.shortfall_id IS NOT NULL
+                                  AND (c.amount IS NULL OR c.amount <> c.paid
+                                       OR c.kind <> 'transfer' OR c.currency <> s.currency
+                                       OR c.from_node <> s.requester OR c.to_node <> s.provider)),
+                          false)) bad
+    UNION ALL
+    -- 15. What the payees owe of their clawbacks is what $clawbacks fronted
+    --     and has not got back: per currency its balance is minus what is
+    --     owed; each clawback's amount is its refund's, its repaid the sum of
+    --     its repayments (references 'clawback:<id> settlement:<id>').
+    SELECT 'clawbacks_match_ledger', count(*) = 0,
+           coalesce(string_agg(what, ', '), 'all clawbacks match')
+    FROM (SELECT 'currency ' || coalesce(a.currency, c.currency) AS what
+          FROM (SELECT currency, compay.atomic(balance) AS b FROM compay.accounts
+                WHERE node_id = '$clawbacks') a
+          FULL JOIN (SELECT currency, sum(compay.atomic(amount) - compay.atomic(repaid)) AS owed
+                     FROM compay.clawbacks GROUP BY currency) c ON c.currency = a.currency
+          WHERE coalesce(a.b, 0) <> -coalesce(c.owed, 0)
+          UNION ALL
+          SELECT 'clawback ' || c.id
+          FROM compay.clawbacks c
+          LEFT JOIN compay.transfers t ON t.id = c.transfer_id
+          LEFT JOIN (SELECT substring(reference FROM '^clawback:([0-9]+) ')::bigint AS id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:%' GROUP BY 1) r
+            ON r.id = c.id
+          WHERE t.id IS NULL OR compay.atomic(t.amount) <> compay.atomic(c.amount)
+             OR compay.atomic(c.repaid) <> coalesce(r.repaid, 0)) bad
+    UNION ALL
+    -- 16. A settlement holds back exactly its disputed payments.
+    SELECT 'held_back_matches_disputes', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.payments p ON p.settlement_id = s.id AND p.status = 'disputed'
+          GROUP BY s.id, s.held_back
+          HAVING coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.held_back)) bad
+$$;
+
+-- 0.1's disputed payments: one not settled stays out of settlement (as in
+-- 0.1); one settled is held back by its settlement from now on.
+UPDATE compay.settlements s SET held_back = d.amount
+FROM (SELECT settlement_id, compay.sum(amount) AS amount FROM compay.payments
+      WHERE status = 'disputed' AND settlement_id IS NOT NULL GROUP BY settlement_id) d
+WHERE s.id = d.settlement_id;

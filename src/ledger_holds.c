@@ -2,7 +2,9 @@
  *
  * ledger_holds.c
  *	  Two-phase holds: reserve, then capture (in full, in part, or in
- *	  several streaming parts) or release; expiry.
+ *	  several streaming parts) or release; expiry.  The escrow settlement,
+ *	  payout withdrawals, and a dispute's refund from part of an earmark
+ *	  hold (or from $clawbacks).
  *
  * Lock order: the accounts (by LedgerLockAccounts), then the hold row.  A
  * hold's status is read only after both locks are held, so a capture, a
@@ -32,6 +34,7 @@ PG_FUNCTION_INFO_V1(compay_settle_escrow);
 PG_FUNCTION_INFO_V1(compay_settle_job);
 PG_FUNCTION_INFO_V1(compay_payout_withdraw);
 PG_FUNCTION_INFO_V1(compay_payout_return);
+PG_FUNCTION_INFO_V1(compay_dispute_refund);
 
 /* Most holds one expire_holds() call expires. */
 #define EXPIRE_BATCH_MAX 10000
@@ -69,6 +72,18 @@ static SpiStatement payout_withdrawals_stmt = {
 	"WHERE t.kind = 'withdrawal' AND t.reference IN ($1, $1 || ' fee') ORDER BY t.id",
 	.nargs = 1,
 	.argtypes = {TEXTOID}
+};
+
+/* Both sides of a refundable transfer and what it has left to refund. */
+static SpiStatement refundable_stmt = {
+	.sql = "SELECT f.node_id, p.node_id, t.currency, t.amount - t.barter_amount - "
+	"coalesce((SELECT compay.sum(r.amount) FROM compay.transfers r WHERE r.refund_of = t.id), "
+	"'0'::compay.credit) FROM compay.transfers t "
+	"JOIN compay.accounts f ON f.id = t.from_account "
+	"JOIN compay.accounts p ON p.id = t.to_account "
+	"WHERE t.id = $1 AND t.kind IN ('transfer', 'capture')",
+	.nargs = 1,
+	.argtypes = {INT8OID}
 };
 
 static SpiStatement due_holds_stmt = {
@@ -773,4 +788,124 @@ compay_payout_return(PG_FUNCTION_ARGS)
 	}
 	LedgerFinish(&batch, NULL, 0);
 	PG_RETURN_INT32((int32) n);
+}
+
+/*
+ * The payer and payee of a transfer or capture, its currency and what is
+ * left to refund of it; PY007 when there is no such transfer.
+ */
+static Credit
+ReadRefundable(int64 transfer_id, char **payer, char **payee, char **currency)
+{
+	Datum		arg = Int64GetDatum(transfer_id);
+	bool		isnull;
+
+	if (SpiRun(&refundable_stmt, &arg, NULL, false, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_UNKNOWN_TRANSFER),
+				 errmsg("transfer " INT64_FORMAT " is not a transfer or capture", transfer_id)));
+	*payer = SpiGetText(0, 1);
+	*payee = SpiGetText(0, 2);
+	*currency = SpiGetText(0, 3);
+	return DatumGetCredit(SpiGetDatum(0, 4, &isnull));
+}
+
+/*
+ * Releases amount of a pending hold of account (locked) without capturing
+ * it: the hold keeps the rest, or is voided when nothing is left.
+ */
+static void
+ReleasePart(LedgerBatch *batch, LedgerAccount *account, int64 hold_id, Credit amount,
+			const char *payee, const char *currency)
+{
+	LockedHold	h = {0};
+	char	   *holder;
+	char	   *hold_currency;
+
+	h.id = hold_id;
+	HoldOwner(h.id, &holder, &hold_currency);
+	if (strcmp(holder, payee) != 0 || strcmp(hold_currency, currency) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("hold " INT64_FORMAT " is not held by node \"%s\" in %s", hold_id,
+						CompayEchoInput(payee), currency)));
+	h.account = account;
+	LockHold(batch, &h);
+	RequirePending(&h, "refund from");
+	if (amount > h.remaining)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("refund of %s exceeds the %s that hold " INT64_FORMAT " has left",
+						CreditText(amount), CreditText(h.remaining), h.id)));
+	LedgerPost(batch, account, ENTRY_RELEASE, -amount, 0, h.id, 0);
+	h.remaining -= amount;
+	UpdateHold(batch, &h, h.remaining == 0 ? "voided" : "pending");
+}
+
+/*
+ * compay.dispute_refund(transfer_id, amount, hold_id, reason): refunds
+ * amount of a transfer or capture to its payer for compay.resolve_dispute(),
+ * as a refund of it (refund_of), so that compay.refund() counts it.  With
+ * hold_id the money is the payee's unpaid rest, released from that pending
+ * hold of the payee (a settlement's earmark); without, $clawbacks fronts it
+ * (the money already left on chain) and the caller records what the payee
+ * owes in compay.clawbacks.  One ledger call.  Not granted to any role.
+ * Returns the refund's transfer id.
+ */
+Datum
+compay_dispute_refund(PG_FUNCTION_ARGS)
+{
+	int64		original_id;
+	Credit		amount;
+	char	   *reason = TextArgOrNull(fcinfo, 3);
+	char	   *payer;
+	char	   *payee;
+	char	   *currency;
+	Credit		refundable;
+	const char *nodes[2];
+	LedgerBatch batch;
+	LedgerAccount *from;
+	LedgerAccount *to;
+	LedgerTransfer *t;
+	int64		result;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("transfer_id and amount must not be NULL")));
+	original_id = PG_GETARG_INT64(0);
+	amount = PG_GETARG_CREDIT(1);
+	LedgerCheckAmount(amount, "a refund amount");
+	LedgerCheckReference(reason, "reason");
+	NodeRequire(NULL, true);
+
+	SPI_connect();
+	ReadRefundable(original_id, &payer, &payee, &currency);
+	LedgerBegin(&batch, currency);
+	nodes[0] = payer;
+	nodes[1] = PG_ARGISNULL(2) ? "$clawbacks" : payee;
+	LedgerLockAccounts(&batch, nodes, 2, 0, false);
+	/* Read again under the locks: a concurrent refund is seen. */
+	refundable = ReadRefundable(original_id, &payer, &payee, &currency);
+	if (amount > refundable)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_REFUND_EXCEEDS),
+				 errmsg("refund of %s exceeds what transfer " INT64_FORMAT " has left",
+						CreditText(amount), original_id),
+				 errdetail("At most %s can still be refunded.",
+						   CreditText(Max(refundable, 0)))));
+	to = LedgerFindAccount(&batch, payer);
+	from = LedgerFindAccount(&batch, nodes[1]);
+	if (!PG_ARGISNULL(2))
+	{
+		ReleasePart(&batch, from, PG_GETARG_INT64(2), amount, payee, currency);
+		from->score_change = -1;
+	}
+	t = LedgerAddTransfer(&batch, TRANSFER_REFUND, from, to, amount);
+	t->refund_of = original_id;
+	t->reference = reason;
+	result = t->id;
+	LedgerMove(&batch, t, from, to, amount, ENTRY_REFUND, ENTRY_REFUND);
+	LedgerFinish(&batch, NULL, 0);
+	PG_RETURN_INT64(result);
 }

@@ -2,7 +2,8 @@
  *
  * ledger_transfer.c
  *	  SQL-callable money movements between nodes: transfer, transfer_batch,
- *	  refund, grant_barter (accounts and deposits: ledger_accounts.c).
+ *	  refund, grant_barter, and clawback_repay (a payee repaying $clawbacks)
+ *	  (accounts and deposits: ledger_accounts.c).
  *
  * Each checks that the caller may act for the node it takes money from
  * (NodeRequire).
@@ -31,6 +32,7 @@ PG_FUNCTION_INFO_V1(compay_transfer);
 PG_FUNCTION_INFO_V1(compay_transfer_batch);
 PG_FUNCTION_INFO_V1(compay_refund);
 PG_FUNCTION_INFO_V1(compay_grant_barter);
+PG_FUNCTION_INFO_V1(compay_clawback_repay);
 
 static SpiStatement barter_lock_stmt = {
 	.sql = "SELECT amount FROM compay.barter_credits "
@@ -585,5 +587,38 @@ compay_grant_barter(PG_FUNCTION_ARGS)
 	holder->flags |= ACCOUNT_FLAG_BARTER;
 	ChangeBarter(&batch, holder, counterparty, amount, true);
 	LedgerFinish(&batch, key, result);
+	PG_RETURN_INT64(result);
+}
+
+/*
+ * compay.clawback_repay(node_id, amount, currency, reference): the node
+ * pays amount of what it owes back to $clawbacks from its available
+ * balance (PY001 when it cannot), for compay.process_settlement().  Not
+ * granted to any role.  Returns the transfer id.
+ */
+Datum
+compay_clawback_repay(PG_FUNCTION_ARGS)
+{
+	static const char *const names[] = {"node_id", "amount", "currency"};
+	const char *nodes[2];
+	char	   *reference = TextArgOrNull(fcinfo, 3);
+	Credit		amount;
+	int64		result;
+	LedgerBatch batch;
+
+	LedgerRequireArgs(fcinfo, 3, names);
+	nodes[0] = LedgerCheckNode(TextArgOrNull(fcinfo, 0));
+	nodes[1] = "$clawbacks";
+	amount = PG_GETARG_CREDIT(1);
+	LedgerCheckAmount(amount, "a repayment");
+	LedgerCheckReference(reference, "reference");
+	LedgerBegin(&batch, LedgerCheckCurrency(TextArgOrNull(fcinfo, 2)));
+	NodeRequire(NULL, true);
+
+	SPI_connect();
+	LedgerLockAccounts(&batch, nodes, 2, 1, false);
+	result = PostTransfer(&batch, LedgerFindAccount(&batch, nodes[0]),
+						  LedgerFindAccount(&batch, nodes[1]), amount, reference, NULL);
+	LedgerFinish(&batch, NULL, 0);
 	PG_RETURN_INT64(result);
 }

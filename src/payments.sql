@@ -34,6 +34,9 @@ CREATE UNIQUE INDEX payments_task_once ON compay.payments (task_id)
 -- What the next settlement run gathers.
 CREATE INDEX payments_unsettled ON compay.payments (completed_at)
     WHERE status = 'completed' AND settlement_id IS NULL;
+-- Refunded in part before settlement: the rest is settled too (rare).
+CREATE INDEX payments_unsettled_refunded ON compay.payments (completed_at)
+    WHERE status = 'refunded' AND settlement_id IS NULL;
 CREATE INDEX payments_settlement ON compay.payments (settlement_id) WHERE settlement_id IS NOT NULL;
 -- The requester's volume for discount tiers (src/pricing_config.c).
 CREATE INDEX payments_volume ON compay.payments (from_node, completed_at)
@@ -222,6 +225,68 @@ BEGIN
     RETURN p;
 END $$;
 
+--------------------------------------------------------------------------
+-- Disputes hold money.  A disputed payment is kept out of settlement
+-- (compay.run_settlement gathers completed payments only); one already
+-- settled is held back: its settlement's held_back is the sum of its
+-- disputed payments, and a payout pays at most the earmark hold's
+-- remaining less held_back.  A refund comes from the unpaid rest (the
+-- payee's balance before settlement, the settlement's earmark hold after);
+-- what has left on chain already is fronted to the payer by $clawbacks and
+-- recorded here as owed by the payee, whose next XMR settlements repay it
+-- first (compay.process_settlement).
+--------------------------------------------------------------------------
+
+CREATE SEQUENCE compay.clawbacks_id_seq;
+CREATE TABLE compay.clawbacks (
+    id          bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.clawbacks_id_seq'),
+    node_id     text NOT NULL,                  -- the payee who owes it
+    currency    text NOT NULL,
+    payment_id  bigint NOT NULL,                -- the refunded payment
+    amount      compay.credit NOT NULL,         -- what $clawbacks fronted to the payer
+    repaid      compay.credit NOT NULL DEFAULT '0',
+    transfer_id bigint NOT NULL,                -- the refund from $clawbacks
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    repaid_at   timestamptz,                    -- when the last of it was repaid
+    CONSTRAINT clawbacks_amounts CHECK (amount > '0' AND repaid >= '0' AND repaid <= amount),
+    CONSTRAINT clawbacks_repaid_at CHECK ((repaid_at IS NOT NULL) = (repaid = amount))
+);
+ALTER SEQUENCE compay.clawbacks_id_seq OWNED BY compay.clawbacks.id;
+CREATE INDEX clawbacks_open ON compay.clawbacks (node_id, currency, id) WHERE repaid_at IS NULL;
+CREATE INDEX clawbacks_payment ON compay.clawbacks (payment_id);
+COMMENT ON TABLE compay.clawbacks IS
+    'refunds of payments whose money had left on chain: fronted by $clawbacks, owed by the payee, repaid first from its next settlements';
+SELECT pg_catalog.pg_extension_config_dump('compay.clawbacks', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.clawbacks_id_seq', '');
+REVOKE ALL ON compay.clawbacks, compay.clawbacks_id_seq FROM PUBLIC;
+GRANT SELECT ON compay.clawbacks TO compay_reader;
+
+CREATE FUNCTION compay.dispute_refund(transfer_id bigint, amount compay.credit, hold_id bigint,
+    reason text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_dispute_refund'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+COMMENT ON FUNCTION compay.dispute_refund(bigint, compay.credit, bigint, text) IS
+    'refunds part of a transfer to its payer from a pending hold of its payee, or, with no hold, fronted by $clawbacks; for compay.resolve_dispute()';
+
+CREATE FUNCTION compay.clawback_repay(node_id text, amount compay.credit, currency text,
+    reference text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_clawback_repay'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+COMMENT ON FUNCTION compay.clawback_repay(text, compay.credit, text, text) IS
+    'moves what a node repays of a clawback from its balance to $clawbacks; for compay.process_settlement()';
+
+-- What a node still owes of its clawbacks in a currency.
+CREATE FUNCTION compay.clawbacks_owed(node_id text, currency text DEFAULT 'XMR')
+RETURNS compay.credit
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT coalesce(compay.sum(c.amount OPERATOR(compay.-) c.repaid), '0'::compay.credit)
+    FROM compay.clawbacks c
+    WHERE c.node_id = $1 AND c.currency = $2 AND c.repaid_at IS NULL
+$$;
+COMMENT ON FUNCTION compay.clawbacks_owed(text, text) IS
+    'what a node still owes of refunds fronted by $clawbacks; its next settlements repay it first';
+
 CREATE FUNCTION compay.dispute_payment(payment_id bigint, reason text) RETURNS compay.payments
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
@@ -247,13 +312,92 @@ BEGIN
                   DETAIL = format('Payments can be disputed for %s after they complete (compay.dispute_window).',
                                   compay.setting('compay.dispute_window'));
     END IF;
+    -- Settled already: its settlement holds the amount back from payouts.
+    -- The payment row is locked first, then the settlement, as
+    -- compay.run_settlement does.  A payout queue run in progress is waited
+    -- for (its lock), and one after this commit sees held_back: a payout
+    -- never takes a payment disputed before it was queued.
+    IF p.settlement_id IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+        UPDATE compay.settlements SET held_back = held_back + p.amount
+        WHERE id = p.settlement_id;
+    END IF;
     UPDATE compay.payments SET status = 'disputed', dispute_reason = reason, disputed_at = now()
     WHERE id = payment_id RETURNING * INTO p;
     PERFORM compay.move_credit_score(p.to_node, p.currency, false);
     RETURN p;
 END $$;
 COMMENT ON FUNCTION compay.dispute_payment(bigint, text) IS
-    'disputes a completed payment within compay.dispute_window';
+    'disputes a completed payment within compay.dispute_window: unsettled, it is kept out of settlement; settled, its settlement holds it back from payouts';
+
+-- The refund of a disputed payment, from where its money is.  Other
+-- currencies than XMR: from the payee's balance (compay.refund), as any
+-- refund.  XMR: what is still unpaid comes back from the payee (settled
+-- and not queued for payout: from the settlement's earmark hold;
+-- unsettled: from its available balance); the rest has left, or is about
+-- to leave, on chain: $clawbacks fronts it and the payee owes it.
+-- Returns the transfer of the last part.
+CREATE FUNCTION compay.refund_disputed(p compay.payments, refund_amount compay.credit)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.settlements;
+    v_reason text := 'dispute:' || p.id;
+    v_hold bigint;
+    v_unpaid compay.credit;
+    v_part compay.credit;
+    v_transfer bigint;
+BEGIN
+    IF p.currency <> 'XMR' THEN
+        RETURN compay.refund(p.transfer_id, refund_amount, v_reason);
+    END IF;
+    IF p.settlement_id IS NOT NULL THEN
+        SELECT * INTO s FROM compay.settlements WHERE id = p.settlement_id FOR UPDATE;
+        IF s.status IN ('pending', 'failed') THEN
+            -- Not earmarked yet: earmark it now, so that its unpaid rest is in its hold.
+            PERFORM compay.process_settlement(s.id);
+            SELECT * INTO s FROM compay.settlements WHERE id = p.settlement_id;
+        END IF;
+        IF s.status = 'processing' THEN
+            -- What its hold keeps that no payout carries yet (parts of a
+            -- queued payout are paid as queued; built ones left the hold).
+            v_hold := s.earmark_hold_id;
+            SELECT h.remaining - coalesce((SELECT compay.sum(pp.amount) FROM compay.payout_parts pp
+                                           JOIN compay.payout_transactions t ON t.id = pp.payout_id
+                                           WHERE pp.settlement_id = s.id AND t.status = 'queued'), '0')
+            INTO v_unpaid FROM compay.holds h
+            WHERE h.id = v_hold AND h.status = 'pending';
+            v_unpaid := coalesce(v_unpaid, '0');
+        ELSIF s.status = 'completed' THEN
+            v_unpaid := '0';           -- paid out
+        END IF;
+    END IF;
+    IF v_unpaid IS NULL AND v_hold IS NULL THEN
+        -- Unsettled, or a settlement the payee's balance could not earmark.
+        SELECT a.balance - a.reserved INTO v_unpaid FROM compay.accounts a
+        WHERE a.node_id = p.to_node AND a.currency = p.currency;
+    END IF;
+    v_part := least(refund_amount, greatest(coalesce(v_unpaid, '0'), '0'));
+    IF v_part > '0' AND v_hold IS NULL THEN
+        v_transfer := compay.refund(p.transfer_id, v_part, v_reason);
+    ELSIF v_part > '0' THEN
+        v_transfer := compay.dispute_refund(p.transfer_id, v_part, v_hold, v_reason);
+        -- Refunded to the last piconero: nothing is left to pay out.
+        UPDATE compay.settlements SET status = 'completed', completed_at = now()
+        WHERE id = s.id AND held_back = '0'
+          AND NOT EXISTS (SELECT FROM compay.holds h WHERE h.id = v_hold AND h.status = 'pending')
+          AND NOT EXISTS (SELECT FROM compay.payout_parts pp
+                          JOIN compay.payout_transactions t ON t.id = pp.payout_id
+                          WHERE pp.settlement_id = s.id AND t.status IN ('queued', 'built', 'relayed'));
+    END IF;
+    v_part := refund_amount - v_part;
+    IF v_part > '0' THEN
+        v_transfer := compay.dispute_refund(p.transfer_id, v_part, NULL, v_reason);
+        INSERT INTO compay.clawbacks (node_id, currency, payment_id, amount, transfer_id)
+        VALUES (p.to_node, p.currency, p.id, v_part, v_transfer);
+    END IF;
+    RETURN v_transfer;
+END $$;
 
 CREATE FUNCTION compay.resolve_dispute(payment_id bigint, refund_amount compay.credit)
 RETURNS compay.payments
@@ -277,27 +421,37 @@ BEGIN
         RAISE EXCEPTION 'refund of % exceeds payment % of %', refund_amount, payment_id, p.amount
             USING ERRCODE = 'PY008';
     END IF;
-    IF refund_amount = '0' THEN
-        UPDATE compay.payments SET status = 'completed' WHERE id = payment_id RETURNING * INTO p;
-        RETURN p;
-    END IF;
-    IF p.method = 'barter' THEN
+    IF refund_amount > '0' AND p.method = 'barter' THEN
         RAISE EXCEPTION 'barter payments cannot be refunded' USING ERRCODE = 'feature_not_supported',
             DETAIL = 'Barter credits are not money the ledger can move back.',
             HINT = 'Resolve with refund 0, or grant barter credits back with compay.grant_barter().';
     END IF;
+    -- The settlement no longer holds it back: what is not refunded is paid out.
+    IF p.settlement_id IS NOT NULL THEN
+        UPDATE compay.settlements SET held_back = held_back - p.amount
+        WHERE id = p.settlement_id;
+    END IF;
+    IF refund_amount = '0' THEN
+        UPDATE compay.payments SET status = 'completed' WHERE id = payment_id RETURNING * INTO p;
+        RETURN p;
+    END IF;
     UPDATE compay.payments
     SET status = 'refunded',
-        refund_transfer_id = compay.refund(p.transfer_id, refund_amount, 'dispute:' || payment_id),
+        refund_transfer_id = compay.refund_disputed(p, refund_amount),
         metadata = metadata || jsonb_build_object('refund_amount', refund_amount::text)
     WHERE id = payment_id RETURNING * INTO p;
     RETURN p;
 END $$;
 COMMENT ON FUNCTION compay.resolve_dispute(bigint, compay.credit) IS
-    'ends a dispute: refund 0 puts the payment back to completed, more refunds it through the ledger';
+    'ends a dispute: refund 0 puts the payment back to completed; more refunds it from the unpaid rest and claws back what has left on chain';
 
 -- Internal helpers: no role may call them directly.
-REVOKE ALL ON FUNCTION compay.lock_payment(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION compay.lock_payment(bigint),
+    compay.refund_disputed(compay.payments, compay.credit),
+    compay.dispute_refund(bigint, compay.credit, bigint, text),
+    compay.clawback_repay(text, compay.credit, text, text),
+    compay.clawbacks_owed(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.clawbacks_owed(text, text) TO compay_reader, compay_node;
 REVOKE ALL ON FUNCTION compay.process_task_payment(text, compay.payment_method),
     compay.dispute_payment(bigint, text), compay.resolve_dispute(bigint, compay.credit)
     FROM PUBLIC;

@@ -57,6 +57,35 @@ $$;
 COMMENT ON FUNCTION compay.period_start(compay.settlement_period, timestamptz) IS
     'start of the settlement period holding ts, in UTC; weeks start on Monday';
 
+-- Repays the payee's open clawbacks in the settlement's currency, oldest
+-- first, from amount (what the settlement earns it): each part moves from
+-- the payee to $clawbacks, referenced 'clawback:<id> settlement:<id>', and
+-- is counted in compay.clawbacks.  Returns what is left of amount.
+CREATE FUNCTION compay.repay_clawbacks(s compay.settlements, amount compay.credit)
+RETURNS compay.credit
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    c compay.clawbacks;
+    v_part compay.credit;
+BEGIN
+    FOR c IN SELECT * FROM compay.clawbacks
+             WHERE node_id = s.payee AND currency = s.currency AND repaid_at IS NULL
+             ORDER BY id FOR UPDATE
+    LOOP
+        EXIT WHEN amount = '0';
+        v_part := least(amount, c.amount - c.repaid);
+        PERFORM compay.clawback_repay(s.payee, v_part, s.currency,
+                                      'clawback:' || c.id || ' settlement:' || s.id);
+        UPDATE compay.clawbacks
+        SET repaid = repaid + v_part,
+            repaid_at = CASE WHEN repaid + v_part = c.amount THEN now() END
+        WHERE id = c.id;
+        amount := amount - v_part;
+    END LOOP;
+    RETURN amount;
+END $$;
+REVOKE ALL ON FUNCTION compay.repay_clawbacks(compay.settlements, compay.credit) FROM PUBLIC;
+
 -- Processes one settlement: credit and barter complete at once (the money
 -- moved when each payment was made); XMR is earmarked for payout by a
 -- hold on the payee's XMR account and stays processing until the payout.
@@ -68,6 +97,7 @@ DECLARE
     s compay.settlements;
     v_count bigint;
     v_total compay.credit;
+    v_net compay.credit;
 BEGIN
     SELECT * INTO s FROM compay.settlements WHERE id = settlement_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -90,9 +120,20 @@ BEGIN
                 USING ERRCODE = 'data_corrupted';
         END IF;
         IF s.currency = 'XMR' THEN
-            s.earmark_hold_id := compay.reserve(s.payee, s.total_amount, 'settlement:' || s.id,
-                                                NULL, NULL, 'XMR');
-            s.status := 'processing';
+            -- Earmarked: what its payments kept (refunds before settlement
+            -- came from the payee's balance), less what repays its clawbacks.
+            v_net := compay.repay_clawbacks(s, s.total_amount OPERATOR(compay.-) coalesce(
+                (SELECT compay.sum(t.amount) FROM compay.payments p
+                 JOIN compay.transfers t ON t.refund_of = p.transfer_id AND t.kind = 'refund'
+                 JOIN compay.accounts a ON a.id = t.from_account
+                 WHERE p.settlement_id = s.id AND a.node_id = s.payee), '0'));
+            IF v_net > '0' THEN
+                s.earmark_hold_id := compay.reserve(s.payee, v_net, 'settlement:' || s.id,
+                                                    NULL, NULL, 'XMR');
+                s.status := 'processing';
+            ELSE
+                s.status := 'completed';        -- all of it repaid clawbacks
+            END IF;
         ELSE
             s.status := 'completed';
         END IF;
@@ -163,7 +204,12 @@ BEGIN
         SELECT p.id, p.to_node, p.currency, p.amount,
                compay.period_start(run_settlement.period, p.completed_at) AS ps
         FROM compay.payments p
-        WHERE p.status = 'completed' AND p.settlement_id IS NULL AND p.completed_at < v_cutoff
+        WHERE p.settlement_id IS NULL AND p.completed_at < v_cutoff
+          AND (p.status = 'completed'
+               -- Partly refunded by a dispute before settlement: the rest is the payee's.
+               OR (p.status = 'refunded' AND p.amount > coalesce(
+                      (SELECT compay.sum(t.amount) FROM compay.transfers t
+                       WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'), '0')))
         FOR UPDATE
     ), groups AS (
         INSERT INTO compay.settlements (period, period_start, period_end, currency, payee,

@@ -218,6 +218,38 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                                        OR c.kind <> 'transfer' OR c.currency <> s.currency
                                        OR c.from_node <> s.requester OR c.to_node <> s.provider)),
                           false)) bad
+    UNION ALL
+    -- 15. What the payees owe of their clawbacks is what $clawbacks fronted
+    --     and has not got back: per currency its balance is minus what is
+    --     owed; each clawback's amount is its refund's, its repaid the sum of
+    --     its repayments (references 'clawback:<id> settlement:<id>').
+    SELECT 'clawbacks_match_ledger', count(*) = 0,
+           coalesce(string_agg(what, ', '), 'all clawbacks match')
+    FROM (SELECT 'currency ' || coalesce(a.currency, c.currency) AS what
+          FROM (SELECT currency, compay.atomic(balance) AS b FROM compay.accounts
+                WHERE node_id = '$clawbacks') a
+          FULL JOIN (SELECT currency, sum(compay.atomic(amount) - compay.atomic(repaid)) AS owed
+                     FROM compay.clawbacks GROUP BY currency) c ON c.currency = a.currency
+          WHERE coalesce(a.b, 0) <> -coalesce(c.owed, 0)
+          UNION ALL
+          SELECT 'clawback ' || c.id
+          FROM compay.clawbacks c
+          LEFT JOIN compay.transfers t ON t.id = c.transfer_id
+          LEFT JOIN (SELECT substring(reference FROM '^clawback:([0-9]+) ')::bigint AS id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:%' GROUP BY 1) r
+            ON r.id = c.id
+          WHERE t.id IS NULL OR compay.atomic(t.amount) <> compay.atomic(c.amount)
+             OR compay.atomic(c.repaid) <> coalesce(r.repaid, 0)) bad
+    UNION ALL
+    -- 16. A settlement holds back exactly its disputed payments.
+    SELECT 'held_back_matches_disputes', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.payments p ON p.settlement_id = s.id AND p.status = 'disputed'
+          GROUP BY s.id, s.held_back
+          HAVING coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.held_back)) bad
 $$;
 COMMENT ON FUNCTION compay.verify_ledger() IS
     'checks every ledger invariant; each row is one check';

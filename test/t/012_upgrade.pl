@@ -4,7 +4,7 @@
 # 1. A 0.1 database is filled through the 0.1 API (accounts, deposits in
 #    CREDIT and XMR, transfers, holds in every state, refunds, barter, jobs
 #    with escrow verified and paid, a failed job, a task paid without
-#    escrow, a dispute, stakes, usage samples, settlements, a queued
+#    escrow, disputes (one of a settled XMR payment), stakes, usage samples, settlements, a queued
 #    payout, a deposit address and a credited XMR deposit).
 # 2. It is updated; its extension objects, read from the catalogs by
 #    test/lib/catalog.sql (functions with their full definitions and
@@ -106,6 +106,15 @@ SELECT compay.set_payout_address('prov', '$payee_address');
 SELECT compay.set_payout_policy('prov', true, '0', '1 second', '100');
 SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '2 hours');
 SELECT compay.queue_payouts();
+-- A second XMR job, settled (not queued), then disputed: 0.1 would pay it
+-- out; the update holds it back.
+SELECT compay.submit_job('job-y', 'req', 'Basic Training', '0.25', '1 day');
+SELECT compay.assign_job('job-y', 'prov');
+SELECT compay.complete_job('job-y', now() - interval '2 hours', now());
+SELECT compay.verify_job('job-y', 'ver-1', true);
+SELECT compay.verify_job('job-y', 'ver-2', true);
+SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '2 hours');
+SELECT (compay.dispute_payment(p.id, 'wrong model')).status FROM compay.payments p WHERE task_id = 'job-y';
 -- A deposit address and a credited deposit's row, written directly: the
 -- wallet makes the one, and 0.1's record_deposits() credits through
 -- compay.deposit(), which the current library refuses in XMR until the
@@ -201,6 +210,11 @@ is($node->safe_psql('old', q{
 	                                       m.custom)
 	                            FROM compay.task_metrics(j.task_id) m))}),
 	'0', 'every 0.1 task with samples has its usage totals, equal to task_metrics()');
+is($node->safe_psql('old', q{
+	SELECT s.held_back OPERATOR(compay.=) p.amount AND p.amount OPERATOR(compay.>) '0' AND s.status = 'processing'
+	FROM compay.payments p JOIN compay.settlements s ON s.id = p.settlement_id
+	WHERE p.task_id = 'job-y' AND p.status = 'disputed'}),
+	't', 'a settled payment disputed in 0.1 is held back by its settlement after the update');
 is($node->safe_psql('old', 'SELECT string_agg(check_name, \',\') FROM compay.verify_ledger() WHERE NOT ok'),
 	'', 'updated database: verify_ledger() all ok');
 # 0.1's payout items become payout parts (issue 13): one per settlement,
