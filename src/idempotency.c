@@ -12,6 +12,9 @@
  * did not happen.  A key reused with other arguments is an error: the
  * request is fingerprinted as SHA-256 of the operation and its arguments.
  *
+ * The PL/pgSQL money functions (stake, unstake) use the same two steps
+ * through compay.idempotency_claim() and compay.idempotency_record().
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -26,6 +29,9 @@
 #include "ledger.h"
 #include "node_roles.h"
 #include "spi_util.h"
+
+PG_FUNCTION_INFO_V1(compay_idempotency_claim);
+PG_FUNCTION_INFO_V1(compay_idempotency_record);
 
 static SpiStatement claim_stmt = {
 	.sql = "INSERT INTO compay.idempotency_keys (key, operation, request_hash) "
@@ -135,4 +141,45 @@ IdempotencyRecord(const char *key, int64 result_id)
 	args[1] = Int64GetDatum(result_id);
 	if (SpiRun(&record_stmt, args, NULL, false, 0) != 1)
 		elog(ERROR, "idempotency key \"%s\" was not claimed", key);
+}
+
+/*
+ * compay.idempotency_claim(key, operation, request): IdempotencyClaim for
+ * the PL/pgSQL money functions.  NULL: the key is claimed, do the work and
+ * call compay.idempotency_record(); otherwise the first call's result id
+ * (never NULL: those functions record 0 for "none").  A key used with
+ * another operation or request: PY005.
+ */
+Datum
+compay_idempotency_claim(PG_FUNCTION_ARGS)
+{
+	int64		result_id = 0;
+	bool		done;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("key, operation and request must not be NULL")));
+	SPI_connect();
+	done = IdempotencyClaim(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							text_to_cstring(PG_GETARG_TEXT_PP(1)),
+							text_to_cstring(PG_GETARG_TEXT_PP(2)), &result_id);
+	SPI_finish();
+	if (!done)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(result_id);
+}
+
+/* compay.idempotency_record(key, result_id): IdempotencyRecord. */
+Datum
+compay_idempotency_record(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("key and result_id must not be NULL")));
+	SPI_connect();
+	IdempotencyRecord(text_to_cstring(PG_GETARG_TEXT_PP(0)), PG_GETARG_INT64(1));
+	SPI_finish();
+	PG_RETURN_VOID();
 }

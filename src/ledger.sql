@@ -280,6 +280,22 @@ CREATE FUNCTION compay.check_node_id(node_id text) RETURNS text
 COMMENT ON FUNCTION compay.check_node_id(text) IS
     'returns the node id, or raises 22023 unless it has 1 to 200 characters, no control character, no white space at either end and no leading $';
 
+-- Idempotency keys for the PL/pgSQL money functions (compay.stake,
+-- compay.unstake): the claim and record of src/idempotency.c, with the
+-- same node-role prefix and the same PY005.  No role may call them.
+CREATE FUNCTION compay.idempotency_claim(key text, operation text, request text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_idempotency_claim'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION compay.idempotency_claim(text, text, text) IS
+    'claims an idempotency key: NULL, do the work and record its result; or the first call''s result id; another request with the key: PY005';
+CREATE FUNCTION compay.idempotency_record(key text, result_id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_idempotency_record'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION compay.idempotency_record(text, bigint) IS
+    'records the result id of the work done under a key claimed with compay.idempotency_claim()';
+REVOKE ALL ON FUNCTION compay.idempotency_claim(text, text, text),
+    compay.idempotency_record(text, bigint) FROM PUBLIC;
+
 -- Read functions: SECURITY DEFINER, so that a node role (compay_node),
 -- which cannot read the tables, reads its own accounts; compay_reader
 -- reads every node's.
