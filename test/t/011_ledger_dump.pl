@@ -93,11 +93,12 @@ sub ledger_ok
 {
 	my ($db) = @_;
 	return $node->safe_psql($db,
-		q{SELECT count(*) FILTER (WHERE ok) || '/' || count(*) FROM compay.verify_ledger()});
+		q{SELECT coalesce(string_agg(check_name, ',') FILTER (WHERE NOT ok), 'all ok')
+		  FROM compay.verify_ledger()});
 }
 
 # The source is sane and has what this test means to dump.
-is(ledger_ok('src'), '9/9', 'source ledger verifies');
+is(ledger_ok('src'), 'all ok', 'source ledger verifies');
 # This cluster does not preload compay: everything works without the
 # worker, whose status says it is not loaded.
 is($node->safe_psql('src', q{SELECT state FROM compay.worker_status}),
@@ -145,7 +146,7 @@ for my $s (@sequences)
 	is($node->safe_psql('dst', "SELECT last_value || ' ' || is_called FROM compay.$s"),
 		$src{$s}, "compay.$s restored");
 }
-is(ledger_ok('dst'), '9/9', 'restored ledger verifies');
+is(ledger_ok('dst'), 'all ok', 'restored ledger verifies');
 is($node->safe_psql('dst', q{SELECT count(*) || ' ' || count(*) FILTER (WHERE builtin) FROM compay.job_types}),
 	'5 4', 'job types: the four shipped ones once, and ours');
 # updated_at of the shipped rows is the time CREATE EXTENSION ran, so it differs.
@@ -201,7 +202,7 @@ is($node->safe_psql('dst',
 		   SELECT barter_amount || ' ' || compay.barter_balance('carol', 'dave')
 		   FROM compay.transfers WHERE id = $barter_transfer}),
 	'4 5', 'the restored barter credits are spent');
-is(ledger_ok('dst'), '9/9', 'restored ledger verifies after new work');
+is(ledger_ok('dst'), 'all ok', 'restored ledger verifies after new work');
 
 # The source was not touched by any of this.
 for my $t (@tables)
