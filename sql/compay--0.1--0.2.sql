@@ -3336,12 +3336,18 @@ BEGIN
             PERFORM compay.process_settlement(s.id);
             SELECT * INTO s FROM compay.settlements WHERE id = p.settlement_id;
         END IF;
-        IF s.status = 'processing' AND s.payout_id IS NULL THEN
+        IF s.status = 'processing' THEN
+            -- What its hold keeps that no payout carries yet (parts of a
+            -- queued payout are paid as queued; built ones left the hold).
             v_hold := s.earmark_hold_id;
-            SELECT h.remaining INTO v_unpaid FROM compay.holds h
+            SELECT h.remaining - coalesce((SELECT compay.sum(pp.amount) FROM compay.payout_parts pp
+                                           JOIN compay.payout_transactions t ON t.id = pp.payout_id
+                                           WHERE pp.settlement_id = s.id AND t.status = 'queued'), '0')
+            INTO v_unpaid FROM compay.holds h
             WHERE h.id = v_hold AND h.status = 'pending';
-        ELSIF s.status IN ('processing', 'completed') THEN
-            v_unpaid := '0';           -- queued for payout or paid out
+            v_unpaid := coalesce(v_unpaid, '0');
+        ELSIF s.status = 'completed' THEN
+            v_unpaid := '0';           -- paid out
         END IF;
     END IF;
     IF v_unpaid IS NULL AND v_hold IS NULL THEN
@@ -3357,7 +3363,10 @@ BEGIN
         -- Refunded to the last piconero: nothing is left to pay out.
         UPDATE compay.settlements SET status = 'completed', completed_at = now()
         WHERE id = s.id AND held_back = '0'
-          AND NOT EXISTS (SELECT FROM compay.holds h WHERE h.id = v_hold AND h.status = 'pending');
+          AND NOT EXISTS (SELECT FROM compay.holds h WHERE h.id = v_hold AND h.status = 'pending')
+          AND NOT EXISTS (SELECT FROM compay.payout_parts pp
+                          JOIN compay.payout_transactions t ON t.id = pp.payout_id
+                          WHERE pp.settlement_id = s.id AND t.status IN ('queued', 'built', 'relayed'));
     END IF;
     v_part := refund_amount - v_part;
     IF v_part > '0' THEN
@@ -3914,3 +3923,667 @@ UPDATE compay.settlements s SET held_back = d.amount
 FROM (SELECT settlement_id, compay.sum(amount) AS amount FROM compay.payments
       WHERE status = 'disputed' AND settlement_id IS NOT NULL GROUP BY settlement_id) d
 WHERE s.id = d.settlement_id;
+
+--------------------------------------------------------------------------
+-- Issue 13 (deposits): no orphaned deposit subaddress (item 8), idempotent
+-- stake and unstake (item 9), verify_ledger() check 17: deposits match the
+-- wallet's outputs.
+--------------------------------------------------------------------------
+
+-- The idempotency claim and record (created with request_payout above)
+-- serve stake and unstake too.
+COMMENT ON FUNCTION compay.idempotency_claim(text, text, text) IS
+    'claims an idempotency key: NULL, do the work and record its result; or the first call''s result id; another request with the key: PY005';
+COMMENT ON FUNCTION compay.idempotency_record(text, bigint) IS
+    'records the result id of the work done under a key claimed with compay.idempotency_claim()';
+
+-- stake and unstake take an idempotency key: the old signatures go, and
+-- their numeric twins with them; the grants are given again.
+DROP FUNCTION compay.stake(text, numeric, text), compay.unstake(text, numeric, text),
+    compay.stake(text, compay.credit, text), compay.unstake(text, compay.credit, text);
+
+CREATE FUNCTION compay.stake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT',
+                             idempotency_key text DEFAULT NULL)
+RETURNS compay.credit
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.stakes;
+    v_done bigint;
+BEGIN
+    IF node_id IS NULL OR amount IS NULL OR currency IS NULL THEN
+        RAISE EXCEPTION 'node_id, amount and currency must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'a stake must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.require_node(node_id);
+    -- A retry returns the first call's new stake: the amount of the hold it made.
+    IF idempotency_key IS NOT NULL THEN
+        v_done := compay.idempotency_claim(idempotency_key, 'stake',
+                                           jsonb_build_array(node_id, amount::text, currency)::text);
+        IF v_done IS NOT NULL THEN
+            RETURN (SELECT h.amount FROM compay.holds h WHERE h.id = v_done);
+        END IF;
+    END IF;
+    INSERT INTO compay.stakes (node_id, currency, amount) VALUES (node_id, currency, '0')
+    ON CONFLICT DO NOTHING;
+    SELECT * INTO STRICT s FROM compay.stakes
+    WHERE stakes.node_id = stake.node_id AND stakes.currency = stake.currency FOR UPDATE;
+    -- One hold carries the whole stake: free the old one, hold the new total.
+    IF s.hold_id IS NOT NULL THEN
+        PERFORM compay.release(s.hold_id);
+    END IF;
+    s.amount := s.amount + amount;
+    s.hold_id := compay.reserve(node_id, s.amount, 'stake', NULL, NULL, currency);
+    UPDATE compay.stakes SET amount = s.amount, hold_id = s.hold_id, updated_at = now()
+    WHERE stakes.node_id = stake.node_id AND stakes.currency = stake.currency;
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM compay.idempotency_record(idempotency_key, s.hold_id);
+    END IF;
+    RETURN s.amount;
+END $$;
+COMMENT ON FUNCTION compay.stake(text, compay.credit, text, text) IS
+    'adds to a node''s stake, held on its account; returns the new stake (a retry with the same idempotency key: the first call''s)';
+
+CREATE FUNCTION compay.unstake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT',
+                               idempotency_key text DEFAULT NULL)
+RETURNS compay.credit
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.stakes;
+    v_min compay.credit := compay.setting('compay.min_stake')::compay.credit;
+    v_done bigint;
+BEGIN
+    IF node_id IS NULL OR amount IS NULL OR currency IS NULL THEN
+        RAISE EXCEPTION 'node_id, amount and currency must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'an unstake amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.require_node(node_id);
+    -- A retry returns the first call's new stake: the amount of the hold it
+    -- made, or 0 (recorded as result 0) when it freed the whole stake.
+    IF idempotency_key IS NOT NULL THEN
+        v_done := compay.idempotency_claim(idempotency_key, 'unstake',
+                                           jsonb_build_array(node_id, amount::text, currency)::text);
+        IF v_done IS NOT NULL THEN
+            RETURN coalesce((SELECT h.amount FROM compay.holds h WHERE h.id = v_done), '0');
+        END IF;
+    END IF;
+    SELECT * INTO s FROM compay.stakes
+    WHERE stakes.node_id = unstake.node_id AND stakes.currency = unstake.currency FOR UPDATE;
+    IF NOT FOUND OR s.amount < amount THEN
+        RAISE EXCEPTION 'cannot unstake % %: node "%" has % staked', amount, currency,
+            left(node_id, 64), coalesce(s.amount, '0')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF s.amount - amount < v_min AND EXISTS (
+        SELECT 1 FROM compay.jobs
+        WHERE provider = node_id AND jobs.currency = unstake.currency
+          AND status IN ('submitted', 'assigned', 'completed')) THEN
+        RAISE EXCEPTION 'cannot unstake below compay.min_stake % while a job of node "%" is open',
+            v_min, left(node_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Unstake after the node''s open jobs are paid, failed or timed out.';
+    END IF;
+    PERFORM compay.release(s.hold_id);
+    s.amount := s.amount - amount;
+    s.hold_id := CASE WHEN s.amount > '0'
+                      THEN compay.reserve(node_id, s.amount, 'stake', NULL, NULL, currency) END;
+    UPDATE compay.stakes SET amount = s.amount, hold_id = s.hold_id, updated_at = now()
+    WHERE stakes.node_id = unstake.node_id AND stakes.currency = unstake.currency;
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM compay.idempotency_record(idempotency_key, coalesce(s.hold_id, 0));
+    END IF;
+    RETURN s.amount;
+END $$;
+COMMENT ON FUNCTION compay.unstake(text, compay.credit, text, text) IS
+    'frees part of a node''s stake; not below compay.min_stake while one of its jobs is open; returns the new stake (a retry with the same idempotency key: the first call''s)';
+REVOKE ALL ON FUNCTION compay.stake(text, compay.credit, text, text),
+    compay.unstake(text, compay.credit, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.stake(text, compay.credit, text, text),
+    compay.unstake(text, compay.credit, text, text) TO compay_app;
+
+CREATE FUNCTION compay.stake(node_id text, amount numeric, currency text DEFAULT 'CREDIT',
+                             idempotency_key text DEFAULT NULL)
+    RETURNS compay.credit LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp
+    RETURN compay.stake(node_id, amount::compay.credit, currency, idempotency_key);
+
+CREATE FUNCTION compay.unstake(node_id text, amount numeric, currency text DEFAULT 'CREDIT',
+                               idempotency_key text DEFAULT NULL)
+    RETURNS compay.credit LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp
+    RETURN compay.unstake(node_id, amount::compay.credit, currency, idempotency_key);
+REVOKE ALL ON FUNCTION compay.stake(text, numeric, text, text),
+    compay.unstake(text, numeric, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.stake(text, numeric, text, text),
+    compay.unstake(text, numeric, text, text) TO compay_app;
+
+--------------------------------------------------------------------------
+-- Orphaned deposit subaddresses (issue 13, item 8).  compay.deposit_address()
+-- counts its create_address calls in a sequence (not rolled back); the
+-- deposit poll, when a call was made since it last looked and none is
+-- under way, lists the wallet's subaddresses (get_address) and adopts every
+-- one labelled with this installation's prefix and a node id that compay
+-- does not know, for a node without a deposit address.  Other labels are
+-- never adopted: 0.1's bare node id labels only by
+-- compay.adopt_deposit_address() (compay_admin).
+--------------------------------------------------------------------------
+
+-- The prefix is random per installation, so that a treasury wallet that
+-- served another database (or this one before DROP EXTENSION) never has
+-- its subaddresses, and their deposits, adopted here.  Not dumped: a
+-- restored database gets a prefix of its own.
+CREATE TABLE compay.deposit_label (
+    wallet       boolean PRIMARY KEY DEFAULT true CHECK (wallet),
+    label_prefix text NOT NULL CHECK (label_prefix ~ '^compay:[0-9a-f]{16}:$')
+);
+COMMENT ON TABLE compay.deposit_label IS
+    'one row: the label prefix of this installation''s deposit subaddresses (the label is prefix || node id)';
+INSERT INTO compay.deposit_label (label_prefix)
+VALUES ('compay:' || left(replace(pg_catalog.gen_random_uuid()::text, '-', ''), 16) || ':');
+REVOKE ALL ON compay.deposit_label FROM PUBLIC;
+GRANT SELECT ON compay.deposit_label TO compay_reader;
+
+CREATE SEQUENCE compay.deposit_address_calls;
+COMMENT ON SEQUENCE compay.deposit_address_calls IS
+    'create_address calls compay.deposit_address() made, committed or rolled back';
+SELECT pg_catalog.pg_extension_config_dump('compay.deposit_address_calls', '');
+ALTER TABLE compay.deposit_scan
+    ADD COLUMN checked_calls bigint NOT NULL DEFAULT 0,
+    ADD COLUMN checked_height bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN compay.deposit_scan.checked_calls IS
+    'compay.deposit_address_calls when the wallet''s subaddresses were last looked through for orphans';
+COMMENT ON COLUMN compay.deposit_scan.checked_height IS
+    'scanned_height then: an orphan made later has no deposit below it, so adopting one rescans from there';
+
+-- One subaddress the wallet listed, adopted for node_id if it is a valid
+-- deposit subaddress compay does not know and the node has none; the scan
+-- goes back to rescan_from so that deposits already made to it are read.
+-- Returns whether it was adopted; a warning says why not.
+CREATE FUNCTION compay.adopt_subaddress(node_id text, address text, address_index text,
+                                        rescan_from bigint) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    a record;
+BEGIN
+    SELECT * INTO a FROM compay.monero_address_info(coalesce(address, ''));
+    IF NOT a.valid OR a.network IS DISTINCT FROM compay.setting('compay.monero_network')
+       OR a.kind IS DISTINCT FROM 'subaddress' OR coalesce(address_index, '') !~ '^[1-9][0-9]{0,8}$'
+       OR node_id IS NULL OR compay.check_node_id(node_id) IS NULL THEN
+        RAISE WARNING 'wallet subaddress % labelled for node "%" is not adopted: not a deposit subaddress',
+            left(coalesce(address_index, 'NULL'), 20), left(node_id, 64)
+            USING DETAIL = 'A deposit address is a subaddress of compay.monero_network with a positive address_index.';
+        RETURN false;
+    END IF;
+    INSERT INTO compay.deposit_addresses AS d (node_id, address, address_index)
+    VALUES (node_id, address, address_index::integer) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE WARNING 'wallet subaddress % labelled for node "%" is not adopted: the node has another deposit address',
+            address_index, left(node_id, 64)
+            USING DETAIL = 'Deposits to it are not credited; credit them with compay.admin_deposit().';
+        RETURN false;
+    END IF;
+    UPDATE compay.deposit_scan SET scanned_height = least(scanned_height, greatest(rescan_from, 0));
+    RAISE LOG 'compay: adopted wallet subaddress % as the deposit address of node "%"',
+        address_index, left(node_id, 64);
+    RETURN true;
+EXCEPTION WHEN invalid_parameter_value THEN
+    RAISE WARNING 'wallet subaddress % labelled for node "%" is not adopted: %',
+        left(coalesce(address_index, 'NULL'), 20), left(node_id, 64), SQLERRM;
+    RETURN false;
+END $$;
+
+-- The poll: the count of deposit_address() calls to look for orphans of,
+-- or NULL when there is none, or when a call is still under way (its
+-- subaddress might not be listed yet: the next round looks).
+CREATE FUNCTION compay.deposit_recovery_due() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_calls bigint;
+BEGIN
+    SELECT c.last_value INTO v_calls FROM compay.deposit_address_calls c
+    WHERE c.is_called AND c.last_value > coalesce((SELECT checked_calls FROM compay.deposit_scan), 0);
+    IF v_calls IS NULL
+       OR NOT pg_try_advisory_xact_lock(pg_catalog.hashtext('compay.deposit_address_calls')) THEN
+        RETURN NULL;
+    END IF;
+    -- No call under way: every one counted so far has made its subaddress.
+    RETURN (SELECT c.last_value FROM compay.deposit_address_calls c);
+END $$;
+
+-- Adopts the orphans in the wallet's get_address reply (account 0): every
+-- subaddress labelled with compay.deposit_label's prefix and a node id
+-- that compay does not know.
+-- A node whose deposit_address() call is under way is left to it.  With
+-- checked_calls (the poll, from compay.deposit_recovery_due()), and every
+-- candidate looked at, records that those calls are checked.  Returns how
+-- many were adopted.
+CREATE FUNCTION compay.recover_deposit_addresses(reply jsonb, checked_calls bigint DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    c record;
+    v_n integer := 0;
+    v_all boolean := true;
+    v_from bigint := coalesce((SELECT s.checked_height FROM compay.deposit_scan s), 0);
+    v_prefix text := (SELECT l.label_prefix FROM compay.deposit_label l);
+BEGIN
+    IF jsonb_typeof(reply->'addresses') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'bad reply from the wallet to get_address'
+            USING ERRCODE = 'PY015',
+                  DETAIL = 'The reply lists the subaddresses in "addresses"; nothing was adopted.';
+    END IF;
+    FOR c IN
+        SELECT substr(e->>'label', length(v_prefix) + 1) AS node_id, e->>'address' AS address,
+               e->>'address_index' AS idx
+        FROM jsonb_array_elements(reply->'addresses') e
+        WHERE jsonb_typeof(e) = 'object' AND left(e->>'label', length(v_prefix)) = v_prefix
+          AND NOT EXISTS (SELECT 1 FROM compay.deposit_addresses d
+                          WHERE d.address = e->>'address' OR d.address_index::text = e->>'address_index')
+        ORDER BY e->'address_index'
+        LIMIT 1000
+    LOOP
+        IF NOT pg_try_advisory_xact_lock(pg_catalog.hashtext('compay.deposit_address:' || c.node_id)) THEN
+            v_all := false;
+            CONTINUE;
+        END IF;
+        IF compay.adopt_subaddress(c.node_id, c.address, c.idx, v_from) THEN
+            v_n := v_n + 1;
+        END IF;
+    END LOOP;
+    IF checked_calls IS NOT NULL AND v_all THEN
+        INSERT INTO compay.deposit_scan AS s (scanned_height, checked_calls) VALUES (0, checked_calls)
+        ON CONFLICT (wallet) DO UPDATE
+        SET checked_calls = greatest(s.checked_calls, excluded.checked_calls),
+            checked_height = s.scanned_height;
+    END IF;
+    RETURN v_n;
+END $$;
+COMMENT ON FUNCTION compay.recover_deposit_addresses(jsonb, bigint) IS
+    'the deposit poll: adopts the wallet subaddresses labelled with compay.deposit_label''s prefix that a rolled-back compay.deposit_address() left; returns how many';
+
+-- 0.1 labelled a deposit subaddress with the bare node id, which the
+-- operator's own subaddresses may carry too: such an orphan is adopted
+-- only by compay_admin, by index, after checking it (the wallet's label
+-- must be the node id).  The whole chain is read again for it.
+CREATE FUNCTION compay.adopt_deposit_address(node_id text, address_index integer) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    r jsonb;
+    e jsonb;
+BEGIN
+    IF node_id IS NULL OR address_index IS NULL THEN
+        RAISE EXCEPTION 'node_id and address_index must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    IF left(node_id, 1) = '$' OR address_index < 1 THEN
+        RAISE EXCEPTION 'subaddress % cannot be the deposit address of node "%"', address_index, left(node_id, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.deposit_address:' || node_id));
+    IF EXISTS (SELECT 1 FROM compay.deposit_addresses d WHERE d.node_id = adopt_deposit_address.node_id) THEN
+        RAISE EXCEPTION 'node "%" already has a deposit address', left(node_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF EXISTS (SELECT 1 FROM compay.deposit_addresses d WHERE d.address_index = adopt_deposit_address.address_index) THEN
+        RAISE EXCEPTION 'subaddress % is already the deposit address of another node', address_index
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    r := compay.wallet_rpc('get_address', jsonb_build_object('account_index', 0,
+                                                             'address_index', jsonb_build_array(address_index)));
+    e := r->'addresses'->0;
+    IF e->>'label' IS DISTINCT FROM node_id
+       AND e->>'label' IS DISTINCT FROM (SELECT l.label_prefix FROM compay.deposit_label l) || node_id THEN
+        RAISE EXCEPTION 'subaddress % is not labelled for node "%"', address_index, left(node_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The wallet labels it %s; compay labels a deposit subaddress with the node id (0.1) or compay.deposit_label''s prefix and the node id.',
+                                  left(coalesce(e->>'label', 'NULL'), 64));
+    END IF;
+    IF NOT compay.adopt_subaddress(node_id, e->>'address', e->>'address_index', 0) THEN
+        RAISE EXCEPTION 'subaddress % cannot be the deposit address of node "%"', address_index, left(node_id, 64)
+            USING ERRCODE = 'PY015', DETAIL = 'The wallet answered ' || left(r::text, 200) || '.';
+    END IF;
+    RETURN e->>'address';
+END $$;
+COMMENT ON FUNCTION compay.adopt_deposit_address(text, integer) IS
+    'compay_admin: makes a wallet subaddress labelled with the node id (a 0.1 deposit_address() that rolled back) the node''s deposit address; deposits are read again from the first block';
+
+REVOKE ALL ON FUNCTION compay.adopt_subaddress(text, text, text, bigint),
+    compay.deposit_recovery_due(), compay.recover_deposit_addresses(jsonb, bigint),
+    compay.adopt_deposit_address(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.adopt_deposit_address(text, integer) TO compay_admin;
+
+-- A deposit subaddress carries the label compay.deposit_label's prefix
+-- || node_id (0.1 labelled it with the bare node id).  create_address is a wallet
+-- call inside the caller's transaction: if that transaction rolls back,
+-- the wallet keeps the subaddress and compay forgets it.  Such an orphan
+-- is adopted (compay.recover_deposit_addresses) by this node's next call,
+-- or by the next deposit poll, so deposits to it are credited too.
+CREATE OR REPLACE FUNCTION compay.deposit_address(node_id text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_address text;
+    r jsonb;
+    a record;
+BEGIN
+    IF node_id IS NULL OR length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
+        RAISE EXCEPTION 'node id "%" cannot have a deposit address', left(coalesce(node_id, 'NULL'), 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
+    -- One address per node, even for two calls at once.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.deposit_address:' || node_id));
+    SELECT address INTO v_address FROM compay.deposit_addresses d WHERE d.node_id = deposit_address.node_id;
+    IF FOUND THEN
+        RETURN v_address;
+    END IF;
+    -- A subaddress an earlier call made for this node and rolled back is
+    -- adopted, not made a second time.
+    IF EXISTS (SELECT 1 FROM compay.deposit_address_calls c
+               WHERE c.is_called AND c.last_value > coalesce((SELECT checked_calls FROM compay.deposit_scan), 0)) THEN
+        PERFORM compay.recover_deposit_addresses(compay.wallet_rpc('get_address', '{"account_index": 0}'));
+        SELECT address INTO v_address FROM compay.deposit_addresses d WHERE d.node_id = deposit_address.node_id;
+        IF FOUND THEN
+            RETURN v_address;
+        END IF;
+    END IF;
+    -- Counted before the wallet call, and never rolled back: the poll looks
+    -- for orphans only after such a call (compay.deposit_recovery_due).  The
+    -- shared lock tells the poll a call is still under way.
+    PERFORM pg_advisory_xact_lock_shared(pg_catalog.hashtext('compay.deposit_address_calls'));
+    PERFORM nextval('compay.deposit_address_calls');
+    r := compay.wallet_rpc('create_address', jsonb_build_object('account_index', 0, 'label',
+                           (SELECT l.label_prefix FROM compay.deposit_label l) || node_id));
+    -- What the wallet answered is checked before it is kept.
+    SELECT * INTO a FROM compay.monero_address_info(coalesce(r->>'address', ''));
+    IF jsonb_typeof(r->'address') IS DISTINCT FROM 'string' OR NOT a.valid
+       OR a.network IS DISTINCT FROM compay.setting('compay.monero_network')
+       OR a.kind IS DISTINCT FROM 'subaddress'
+       OR coalesce(r->>'address_index', '') !~ '^[1-9][0-9]{0,8}$' THEN
+        RAISE EXCEPTION 'bad reply from the wallet to create_address'
+            USING ERRCODE = 'PY015',
+                  DETAIL = 'A deposit address is a subaddress of compay.monero_network with a positive address_index; the wallet answered '
+                           || left(r::text, 200) || '.';
+    END IF;
+    PERFORM compay.wallet_rpc('store');
+    INSERT INTO compay.deposit_addresses (node_id, address, address_index)
+    VALUES (node_id, r->>'address', (r->>'address_index')::integer);
+    RETURN r->>'address';
+END $$;
+COMMENT ON FUNCTION compay.deposit_address(text) IS
+    'the node''s deposit subaddress of the treasury wallet, made (create_address, then store) on first use, or adopted if a rolled-back call made it';
+
+CREATE OR REPLACE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total = 0),
+           coalesce(string_agg(currency || ' sums to ' || trim_scale(total * 0.000000000001)::text, ', ')
+                    FILTER (WHERE total <> 0), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum_atomic(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE compay.atomic(a.balance) <> coalesce(j.b, 0)
+       OR compay.atomic(a.reserved) <> coalesce(j.r, 0)
+       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum_atomic(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE compay.atomic(a.reserved) <> coalesce(h.r, 0)
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq,
+                 lead(j.seq) OVER w IS NULL AS newest
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'), 0) <> 0
+              OR coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                               AND j.amount OPERATOR(compay.>) '0'), 0)
+                 <> CASE WHEN t.kind = 'barter' THEN 0
+                         ELSE compay.atomic(t.amount) - compay.atomic(t.barter_amount) END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum_atomic(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments.
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.amount) <> s.payment_count
+              OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
+    UNION ALL
+    -- 10. Every payout's amount is the sum of its items, and every item's
+    --     the sum of its parts (what it pays of each settlement).
+    SELECT 'payouts_match_parts', count(*) = 0,
+           coalesce('payouts ' || string_agg(DISTINCT id::text, ', '), 'all payouts match their parts')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN (SELECT payout_id, compay.sum_atomic(amount) AS a FROM compay.payout_items
+                     GROUP BY payout_id) i ON i.payout_id = p.id
+          WHERE compay.atomic(p.amount) <> coalesce(i.a, 0)
+          UNION ALL
+          SELECT i.payout_id
+          FROM compay.payout_items i
+          LEFT JOIN (SELECT payout_id, node_id, address, compay.sum_atomic(amount) AS a
+                     FROM compay.payout_parts GROUP BY payout_id, node_id, address) pp
+            ON pp.payout_id = i.payout_id AND pp.node_id = i.node_id AND pp.address = i.address
+          WHERE compay.atomic(i.amount) <> coalesce(pp.a, 0)) bad
+    UNION ALL
+    -- 11. The parts of a settlement (in payouts that did not fail) never
+    --     exceed its total, and are its payee's, in XMR.
+    SELECT 'payout_parts_within_settlements', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'no settlement paid out beyond its total')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+          JOIN compay.payout_transactions p ON p.id = pp.payout_id
+          GROUP BY s.id, s.total_amount, s.currency, s.payee
+          HAVING coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status <> 'failed'), 0)
+                 > compay.atomic(s.total_amount)
+              OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
+    UNION ALL
+    -- 12. A completed XMR settlement has nothing left earmarked and no part
+    --     still open, and its confirmed parts cover its total exactly
+    --     unless a dispute touched it (held_back, or a payment of it no
+    --     longer completed).
+    SELECT 'completed_settlements_paid_out', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'every completed XMR settlement is paid out')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id
+          LEFT JOIN (SELECT pp.settlement_id,
+                            compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'confirmed') AS confirmed,
+                            count(*) FILTER (WHERE p.status IN ('queued', 'built', 'relayed')) AS open
+                     FROM compay.payout_parts pp
+                     JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                     GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          WHERE s.currency = 'XMR' AND s.status = 'completed'
+            AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
+                 OR coalesce(c.open, 0) > 0
+                 OR (coalesce(c.confirmed, 0) <> compay.atomic(s.total_amount)
+                     AND s.held_back OPERATOR(compay.=) '0'
+                     AND NOT EXISTS (SELECT 1 FROM compay.payments y
+                                     WHERE y.settlement_id = s.id AND y.status <> 'completed')))) bad
+    UNION ALL
+    -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
+    --     are its amount (and its fee, when $fees paid it); a queued one
+    --     has none; a voided one got all of them back.
+    SELECT 'payouts_match_ledger', count(*) = 0,
+           coalesce('payouts ' || string_agg(id::text, ', ' ORDER BY id), 'all payouts match the ledger')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id), 0) AS paid,
+                     coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id || ' fee'), 0) AS fee,
+                     coalesce(compay.sum_atomic(t.amount), 0) AS total
+              FROM compay.transfers t
+              WHERE t.kind = 'withdrawal' AND t.reference IN ('payout:' || p.id, 'payout:' || p.id || ' fee')) w
+            ON true
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount), 0) AS returned
+              FROM compay.transfers t
+              WHERE t.kind = 'deposit' AND t.reference = 'payout:' || p.id || ' returned') r
+            ON true
+          WHERE CASE WHEN p.status IN ('built', 'relayed', 'confirmed') THEN
+                         w.paid <> compay.atomic(p.amount)
+                         OR w.fee <> CASE WHEN p.fee_from = '$fees' THEN compay.atomic(p.fee) ELSE 0 END
+                     WHEN p.status = 'queued' THEN w.total <> 0
+                     ELSE w.total <> r.returned END) bad
+    UNION ALL
+    -- 14. What each shortfall says was collected is what its payments
+    -- moved: transfers of its currency from the requester to the provider,
+    -- each of its payment's amount.
+    SELECT 'shortfalls_match_transfers', count(*) = 0,
+           coalesce('shortfalls ' || string_agg(id::text, ', ' ORDER BY id), 'all shortfalls match')
+    FROM (SELECT s.id
+          FROM compay.shortfalls s
+          LEFT JOIN (SELECT p.metadata ->> 'shortfall_id' AS shortfall_id, p.amount AS paid,
+                            t.amount, t.kind, t.currency, fa.node_id AS from_node,
+                            ta.node_id AS to_node
+                     FROM compay.payments p
+                     LEFT JOIN compay.transfers t ON t.id = p.transfer_id
+                     LEFT JOIN compay.accounts fa ON fa.id = t.from_account
+                     LEFT JOIN compay.accounts ta ON ta.id = t.to_account
+                     WHERE p.metadata ? 'shortfall_id') c ON c.shortfall_id = s.id::text
+          GROUP BY s.id, s.collected
+          HAVING coalesce(compay.sum_atomic(c.amount), 0) <> compay.atomic(s.collected)
+              OR coalesce(bool_or(c.shortfall_id IS NOT NULL
+                                  AND (c.amount IS NULL OR c.amount <> c.paid
+                                       OR c.kind <> 'transfer' OR c.currency <> s.currency
+                                       OR c.from_node <> s.requester OR c.to_node <> s.provider)),
+                          false)) bad
+    UNION ALL
+    -- 15. What the payees owe of their clawbacks is what $clawbacks fronted
+    --     and has not got back: per currency its balance is minus what is
+    --     owed; each clawback's amount is its refund's, its repaid the sum of
+    --     its repayments (references 'clawback:<id> settlement:<id>').
+    SELECT 'clawbacks_match_ledger', count(*) = 0,
+           coalesce(string_agg(what, ', '), 'all clawbacks match')
+    FROM (SELECT 'currency ' || coalesce(a.currency, c.currency) AS what
+          FROM (SELECT currency, compay.atomic(balance) AS b FROM compay.accounts
+                WHERE node_id = '$clawbacks') a
+          FULL JOIN (SELECT currency, sum(compay.atomic(amount) - compay.atomic(repaid)) AS owed
+                     FROM compay.clawbacks GROUP BY currency) c ON c.currency = a.currency
+          WHERE coalesce(a.b, 0) <> -coalesce(c.owed, 0)
+          UNION ALL
+          SELECT 'clawback ' || c.id
+          FROM compay.clawbacks c
+          LEFT JOIN compay.transfers t ON t.id = c.transfer_id
+          LEFT JOIN (SELECT substring(reference FROM '^clawback:([0-9]+) ')::bigint AS id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:%' GROUP BY 1) r
+            ON r.id = c.id
+          WHERE t.id IS NULL OR compay.atomic(t.amount) <> compay.atomic(c.amount)
+             OR compay.atomic(c.repaid) <> coalesce(r.repaid, 0)) bad
+    UNION ALL
+    -- 16. A settlement holds back exactly its disputed payments.
+    SELECT 'held_back_matches_disputes', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.payments p ON p.settlement_id = s.id AND p.status = 'disputed'
+          GROUP BY s.id, s.held_back
+          HAVING coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.held_back)) bad
+    UNION ALL
+    -- 17. Deposits match the wallet's outputs: each compay.xmr_deposits row
+    -- (an output, by tx hash and global output index, credited once) has a
+    -- credit of its own, of exactly its amount, to its node's XMR account;
+    -- every wallet deposit credit in the ledger (an XMR deposit with
+    -- reference xmr:<tx hash> that compay_admin did not make) has its row.
+    SELECT 'deposits_match_wallet_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposits match their outputs')
+    FROM (SELECT 'output ' || x.tx_hash || ':' || x.global_index AS what
+          FROM (SELECT x.*, count(*) OVER (PARTITION BY x.transfer_id) AS per_transfer,
+                       count(*) OVER (PARTITION BY x.global_index) AS per_output
+                FROM compay.xmr_deposits x) x
+          LEFT JOIN compay.transfers t ON t.id = x.transfer_id
+          LEFT JOIN compay.accounts a ON a.id = t.to_account
+          WHERE t.id IS NULL OR t.kind <> 'deposit' OR t.currency <> 'XMR'
+             OR t.amount OPERATOR(compay.<>) x.amount
+             OR t.reference IS DISTINCT FROM 'xmr:' || x.tx_hash
+             OR a.node_id IS DISTINCT FROM x.node_id OR a.currency IS DISTINCT FROM 'XMR'
+             OR x.per_transfer > 1 OR x.per_output > 1
+          UNION ALL
+          SELECT 'transfer ' || t.id
+          FROM compay.transfers t
+          WHERE t.kind = 'deposit' AND t.currency = 'XMR' AND t.reference LIKE 'xmr:%'
+            AND NOT EXISTS (SELECT 1 FROM compay.admin_journal j WHERE j.transfer_id = t.id)
+            AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x WHERE x.transfer_id = t.id)) bad
+$$;

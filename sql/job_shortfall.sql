@@ -3,7 +3,7 @@
 -- credit limit allow (a transfer and a second payment of the task, in the
 -- same transaction); the rest is owed to the provider, shown to both, and
 -- collected from the requester's next deposits (deposit, admin_deposit,
--- deposit_from_wallet), oldest first, exactly.  verify_ledger() check 10
+-- deposit_from_wallet), oldest first, exactly.  verify_ledger() check 14
 -- ties what shortfalls say was collected to the ledger's transfers.
 \i sql/include/fresh_extension.sql
 \set VERBOSITY default
@@ -108,7 +108,12 @@ SELECT verify_job('sf-x1', 'sf-v1', true), verify_job('sf-x1', 'sf-v2', true);
 SELECT task_id, amount, collected, owed FROM node_shortfalls('sf-xreq', 'XMR');
 SELECT admin_deposit('sf-xreq', '0.01', 'XMR', 'sf test top-up') > 0 AS funded;
 SELECT task_id, amount, collected, owed FROM node_shortfalls('sf-xreq', 'XMR');
-SELECT deposit_from_wallet('sf-xreq', '0.03', 'XMR', 'xmr:sf-test', 'sf-wallet-1') > 0 AS credited;
+-- As the deposit poll credits a wallet output: the credit and its
+-- compay.xmr_deposits row (verify_ledger() ties the two).
+INSERT INTO xmr_deposits (tx_hash, global_index, address_index, node_id, amount, block_height, transfer_id)
+SELECT repeat('5f', 32), 1, 1, 'sf-xreq', '0.03', 10,
+       deposit_from_wallet('sf-xreq', '0.03', 'XMR', 'xmr:' || repeat('5f', 32), 'sf-wallet-1')
+RETURNING transfer_id > 0 AS credited;
 SELECT task_id, amount, collected, owed, collected_at IS NOT NULL AS done
 FROM node_shortfalls('sf-xreq', 'XMR');
 SELECT method, amount FROM payments WHERE task_id = 'sf-x1' ORDER BY id;

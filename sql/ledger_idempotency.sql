@@ -81,3 +81,33 @@ SELECT check_name, ok FROM verify_ledger();
 -- (The new extension has no accounts: li_a, the payer, is opened first.)
 SELECT open_account('li_a') IS NOT NULL AS opened;
 SELECT transfer('li_a', 'li_b', '1', idempotency_key => 'li-after-recreate') IS NOT NULL AS works_after_recreate;
+
+-- stake and unstake take a key too: a retried stake('li_s', '10', ..., key)
+-- stakes 10 once and returns the first call's stake; other arguments under
+-- the key are PY005 (the numeric twin's 10 is the same request as '10');
+-- an unstake retried after more staking still returns its first result.
+SELECT deposit('li_s', '100') IS NOT NULL AS funded;
+SELECT stake('li_s', '10', 'CREDIT', 'li-stake-1') AS first_stake;
+SELECT stake('li_s', '10', 'CREDIT', 'li-stake-1') AS retried;
+SELECT stake('li_s', 10, idempotency_key => 'li-stake-1') AS retried_numeric;
+SELECT amount FROM stakes WHERE node_id = 'li_s';
+SELECT reserved FROM balance('li_s');
+SELECT stake('li_s', '11', 'CREDIT', 'li-stake-1'); \echo :LAST_ERROR_SQLSTATE
+SELECT stake('li_b', '10', 'CREDIT', 'li-stake-1'); \echo :LAST_ERROR_SQLSTATE
+SELECT unstake('li_s', '10', 'CREDIT', 'li-stake-1'); \echo :LAST_ERROR_SQLSTATE
+SELECT stake('li_s', '5', 'CREDIT', 'li-stake-2') AS second_stake;
+SELECT unstake('li_s', '3', 'CREDIT', 'li-unstake-1') AS unstaked;
+SELECT stake('li_s', '1', 'CREDIT', 'li-stake-3') AS third_stake;
+SELECT unstake('li_s', '3', 'CREDIT', 'li-unstake-1') AS unstake_retried;
+SELECT unstake('li_s', 3, idempotency_key => 'li-unstake-1') AS unstake_retried_numeric;
+SELECT unstake('li_s', '4', 'CREDIT', 'li-unstake-1'); \echo :LAST_ERROR_SQLSTATE
+-- An unstake of everything returns 0 on a retry too; a failed call
+-- (more than is staked) claims nothing, so its key is free afterwards.
+SELECT unstake('li_s', '13', 'CREDIT', 'li-unstake-2') AS all_unstaked;
+SELECT unstake('li_s', '13', 'CREDIT', 'li-unstake-2') AS all_unstaked_retried;
+SELECT unstake('li_s', '1', 'CREDIT', 'li-unstake-3'); \echo :LAST_ERROR_SQLSTATE
+SELECT stake('li_s', '1', 'CREDIT', 'li-unstake-3') AS key_free_after_failure;
+SELECT amount, (SELECT reserved FROM balance('li_s')) AS reserved FROM stakes WHERE node_id = 'li_s';
+SELECT stake('li_s', '1', 'CREDIT', ''); \echo :LAST_ERROR_SQLSTATE
+SELECT operation, count(*) FROM idempotency_keys WHERE key LIKE 'li-%stake-%' GROUP BY 1 ORDER BY 1;
+SELECT check_name, ok FROM verify_ledger();

@@ -53,4 +53,46 @@ SELECT journal_entry_hash(decode(repeat('00', 32), 'hex'), 1, 1, 'bogus', '1', '
 SELECT length(journal_entry_hash(decode(repeat('00', 32), 'hex'), 1, 1, 'debit', '1', '1', '0',
                                  NULL, NULL, NULL, '2026-01-01 00:00:00+00')) AS hash_bytes;
 
+-- Deposits match the wallet's outputs (check 10).  Two outputs of one
+-- transaction to lv_x's subaddress, as the worker reads them, are credited
+-- (compay.record_deposits); then each kind of mismatch is found.  An XMR
+-- admin_deposit whose reason looks like a wallet credit is not one.
+INSERT INTO deposit_addresses (node_id, address, address_index) VALUES ('lv_x', 'lv-x-subaddress', 7);
+SELECT record_deposits(jsonb_build_object('transfers', jsonb_build_array(
+    jsonb_build_object('tx_hash', repeat('ab', 32), 'global_index', 100, 'amount', 700000000000,
+                       'subaddr_index', jsonb_build_object('major', 0, 'minor', 7), 'block_height', 10),
+    jsonb_build_object('tx_hash', repeat('ab', 32), 'global_index', 101, 'amount', 200000000000,
+                       'subaddr_index', jsonb_build_object('major', 0, 'minor', 7), 'block_height', 10))),
+    30) AS credited;
+SELECT admin_deposit('lv_x', '1', 'XMR', 'xmr:' || repeat('cd', 32)) IS NOT NULL AS admin_credit;
+SELECT balance FROM balance('lv_x', 'XMR');
+SELECT check_name, ok, detail FROM verify_ledger() WHERE check_name = 'deposits_match_wallet_outputs';
+-- An output's amount is not its credit's.
+BEGIN;
+UPDATE xmr_deposits SET amount = '0.8' WHERE global_index = 100;
+SELECT check_name, detail FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+-- A wallet credit whose output row is gone.
+BEGIN;
+DELETE FROM xmr_deposits WHERE global_index = 101;
+SELECT check_name, ok, detail ~ '^transfer [0-9]+$' AS names_the_transfer FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+-- Two outputs on one credit, and an output credited to another node.
+BEGIN;
+UPDATE xmr_deposits SET transfer_id = (SELECT transfer_id FROM xmr_deposits WHERE global_index = 100)
+WHERE global_index = 101;
+SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+BEGIN;
+UPDATE xmr_deposits SET node_id = 'lv_a' WHERE global_index = 101;
+SELECT check_name, detail FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+-- One output (global index) recorded under two transactions.
+BEGIN;
+INSERT INTO xmr_deposits (tx_hash, global_index, address_index, node_id, amount, transfer_id)
+SELECT repeat('ef', 32), global_index, address_index, node_id, amount, transfer_id
+FROM xmr_deposits WHERE global_index = 100;
+SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+
 SELECT check_name, ok FROM verify_ledger();

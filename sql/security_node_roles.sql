@@ -106,7 +106,7 @@ SET search_path = public, compay;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 GRANT EXECUTE ON FUNCTION reserve(text, credit, text, interval, text, text),
-    release(bigint, text), stake(text, credit, text), expire_holds(),
+    release(bigint, text), stake(text, credit, text, text), expire_holds(),
     transfer_batch(text[], text[], credit[], text[], text[], text) TO sn_node_a;
 SELECT reserve('sn-b', '1') AS hold_b \gset
 \c - sn_node_a
@@ -161,7 +161,7 @@ WHERE node_id LIKE 'sn-%' AND currency = 'CREDIT' ORDER BY node_id;
 SELECT count(*) AS samples FROM usage_samples s JOIN jobs j ON j.id = s.job_id WHERE j.task_id LIKE 'sn-%';
 SELECT bool_and(ok) AS ledger_ok FROM verify_ledger();
 REVOKE EXECUTE ON FUNCTION reserve(text, credit, text, interval, text, text),
-    release(bigint, text), stake(text, credit, text), expire_holds(),
+    release(bigint, text), stake(text, credit, text, text), expire_holds(),
     transfer_batch(text[], text[], credit[], text[], text[], text) FROM sn_node_a;
 DELETE FROM node_roles WHERE role_name LIKE 'sn\_%';
 DROP ROLE sn_node_a, sn_node_b, sn_app, sn_group;

@@ -82,13 +82,15 @@ CREATE FUNCTION compay.submit_job(task_id text, requester text, task_type text, 
     RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp
     RETURN compay.submit_job(task_id, requester, task_type, max_amount::compay.credit, timeout);
 
-CREATE FUNCTION compay.stake(node_id text, amount numeric, currency text DEFAULT 'CREDIT')
+CREATE FUNCTION compay.stake(node_id text, amount numeric, currency text DEFAULT 'CREDIT',
+                             idempotency_key text DEFAULT NULL)
     RETURNS compay.credit LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp
-    RETURN compay.stake(node_id, amount::compay.credit, currency);
+    RETURN compay.stake(node_id, amount::compay.credit, currency, idempotency_key);
 
-CREATE FUNCTION compay.unstake(node_id text, amount numeric, currency text DEFAULT 'CREDIT')
+CREATE FUNCTION compay.unstake(node_id text, amount numeric, currency text DEFAULT 'CREDIT',
+                               idempotency_key text DEFAULT NULL)
     RETURNS compay.credit LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp
-    RETURN compay.unstake(node_id, amount::compay.credit, currency);
+    RETURN compay.unstake(node_id, amount::compay.credit, currency, idempotency_key);
 
 CREATE FUNCTION compay.resolve_dispute(payment_id bigint, refund_amount numeric)
     RETURNS compay.payments LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp
@@ -111,8 +113,8 @@ REVOKE ALL ON FUNCTION
     compay.grant_barter(text, text, numeric, text, text),
     compay.set_credit_limit(text, numeric, text),
     compay.submit_job(text, text, text, numeric, interval),
-    compay.stake(text, numeric, text),
-    compay.unstake(text, numeric, text),
+    compay.stake(text, numeric, text, text),
+    compay.unstake(text, numeric, text, text),
     compay.resolve_dispute(bigint, numeric),
     compay.set_payout_policy(text, boolean, numeric, interval, numeric)
     FROM PUBLIC;
@@ -125,8 +127,8 @@ GRANT EXECUTE ON FUNCTION
     compay.refund(bigint, numeric, text, text),
     compay.grant_barter(text, text, numeric, text, text),
     compay.submit_job(text, text, text, numeric, interval),
-    compay.stake(text, numeric, text),
-    compay.unstake(text, numeric, text),
+    compay.stake(text, numeric, text, text),
+    compay.unstake(text, numeric, text, text),
     compay.set_payout_policy(text, boolean, numeric, interval, numeric)
     TO compay_app;
 GRANT EXECUTE ON FUNCTION

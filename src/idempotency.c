@@ -12,6 +12,9 @@
  * did not happen.  A key reused with other arguments is an error: the
  * request is fingerprinted as SHA-256 of the operation and its arguments.
  *
+ * The PL/pgSQL money functions (request_payout, stake, unstake) use the same two steps
+ * through compay.idempotency_claim() and compay.idempotency_record().
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -26,6 +29,9 @@
 #include "ledger.h"
 #include "node_roles.h"
 #include "spi_util.h"
+
+PG_FUNCTION_INFO_V1(compay_idempotency_claim);
+PG_FUNCTION_INFO_V1(compay_idempotency_record);
 
 static SpiStatement claim_stmt = {
 	.sql = "INSERT INTO compay.idempotency_keys (key, operation, request_hash) "
@@ -137,12 +143,9 @@ IdempotencyRecord(const char *key, int64 result_id)
 		elog(ERROR, "idempotency key \"%s\" was not claimed", key);
 }
 
-PG_FUNCTION_INFO_V1(compay_idempotency_claim);
-PG_FUNCTION_INFO_V1(compay_idempotency_record);
-
 /*
  * compay.idempotency_claim(key, operation, request): IdempotencyClaim for
- * the PL/pgSQL money functions (compay.request_payout), with the caller's
+ * the PL/pgSQL money functions (request_payout, stake, unstake), with the caller's
  * key scope.  NULL: the key is claimed, do the work and record its result
  * with compay.idempotency_record; otherwise the first call's result.  A
  * key reused with another request is PY005.  Not granted to any role.

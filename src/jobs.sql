@@ -382,11 +382,13 @@ END $$;
 COMMENT ON FUNCTION compay.submit_task(text, text, text, text) IS
     'records a task without escrow, already assigned; paid by compay.process_task_payment()';
 
-CREATE FUNCTION compay.stake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT')
+CREATE FUNCTION compay.stake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT',
+                             idempotency_key text DEFAULT NULL)
 RETURNS compay.credit
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     s compay.stakes;
+    v_done bigint;
 BEGIN
     IF node_id IS NULL OR amount IS NULL OR currency IS NULL THEN
         RAISE EXCEPTION 'node_id, amount and currency must not be NULL'
@@ -396,6 +398,14 @@ BEGIN
         RAISE EXCEPTION 'a stake must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM compay.require_node(node_id);
+    -- A retry returns the first call's new stake: the amount of the hold it made.
+    IF idempotency_key IS NOT NULL THEN
+        v_done := compay.idempotency_claim(idempotency_key, 'stake',
+                                           jsonb_build_array(node_id, amount::text, currency)::text);
+        IF v_done IS NOT NULL THEN
+            RETURN (SELECT h.amount FROM compay.holds h WHERE h.id = v_done);
+        END IF;
+    END IF;
     INSERT INTO compay.stakes (node_id, currency, amount) VALUES (node_id, currency, '0')
     ON CONFLICT DO NOTHING;
     SELECT * INTO STRICT s FROM compay.stakes
@@ -408,17 +418,22 @@ BEGIN
     s.hold_id := compay.reserve(node_id, s.amount, 'stake', NULL, NULL, currency);
     UPDATE compay.stakes SET amount = s.amount, hold_id = s.hold_id, updated_at = now()
     WHERE stakes.node_id = stake.node_id AND stakes.currency = stake.currency;
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM compay.idempotency_record(idempotency_key, s.hold_id);
+    END IF;
     RETURN s.amount;
 END $$;
-COMMENT ON FUNCTION compay.stake(text, compay.credit, text) IS
-    'adds to a node''s stake, held on its account; returns the new stake';
+COMMENT ON FUNCTION compay.stake(text, compay.credit, text, text) IS
+    'adds to a node''s stake, held on its account; returns the new stake (a retry with the same idempotency key: the first call''s)';
 
-CREATE FUNCTION compay.unstake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT')
+CREATE FUNCTION compay.unstake(node_id text, amount compay.credit, currency text DEFAULT 'CREDIT',
+                               idempotency_key text DEFAULT NULL)
 RETURNS compay.credit
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     s compay.stakes;
     v_min compay.credit := compay.setting('compay.min_stake')::compay.credit;
+    v_done bigint;
 BEGIN
     IF node_id IS NULL OR amount IS NULL OR currency IS NULL THEN
         RAISE EXCEPTION 'node_id, amount and currency must not be NULL'
@@ -428,6 +443,15 @@ BEGIN
         RAISE EXCEPTION 'an unstake amount must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM compay.require_node(node_id);
+    -- A retry returns the first call's new stake: the amount of the hold it
+    -- made, or 0 (recorded as result 0) when it freed the whole stake.
+    IF idempotency_key IS NOT NULL THEN
+        v_done := compay.idempotency_claim(idempotency_key, 'unstake',
+                                           jsonb_build_array(node_id, amount::text, currency)::text);
+        IF v_done IS NOT NULL THEN
+            RETURN coalesce((SELECT h.amount FROM compay.holds h WHERE h.id = v_done), '0');
+        END IF;
+    END IF;
     SELECT * INTO s FROM compay.stakes
     WHERE stakes.node_id = unstake.node_id AND stakes.currency = unstake.currency FOR UPDATE;
     IF NOT FOUND OR s.amount < amount THEN
@@ -450,10 +474,13 @@ BEGIN
                       THEN compay.reserve(node_id, s.amount, 'stake', NULL, NULL, currency) END;
     UPDATE compay.stakes SET amount = s.amount, hold_id = s.hold_id, updated_at = now()
     WHERE stakes.node_id = unstake.node_id AND stakes.currency = unstake.currency;
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM compay.idempotency_record(idempotency_key, coalesce(s.hold_id, 0));
+    END IF;
     RETURN s.amount;
 END $$;
-COMMENT ON FUNCTION compay.unstake(text, compay.credit, text) IS
-    'frees part of a node''s stake; not below compay.min_stake while one of its jobs is open';
+COMMENT ON FUNCTION compay.unstake(text, compay.credit, text, text) IS
+    'frees part of a node''s stake; not below compay.min_stake while one of its jobs is open; returns the new stake (a retry with the same idempotency key: the first call''s)';
 
 CREATE FUNCTION compay.assign_job(task_id text, provider text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -1205,7 +1232,7 @@ REVOKE ALL ON FUNCTION compay.lock_job(text, boolean), compay.require_not_timed_
     FROM PUBLIC;
 REVOKE ALL ON FUNCTION compay.submit_job(text, text, text, compay.credit, interval),
     compay.submit_task(text, text, text, text),
-    compay.stake(text, compay.credit, text), compay.unstake(text, compay.credit, text),
+    compay.stake(text, compay.credit, text, text), compay.unstake(text, compay.credit, text, text),
     compay.assign_job(text, text),
     compay.complete_job(text, timestamptz, timestamptz, numeric),
     compay.record_usage(text, text, text, timestamptz, compay.resource_metrics),
@@ -1221,7 +1248,7 @@ GRANT EXECUTE ON FUNCTION compay.set_node_region(text, text) TO compay_app, comp
 GRANT EXECUTE ON FUNCTION compay.apply_credit_limit_policy(text) TO compay_admin;
 GRANT EXECUTE ON FUNCTION compay.submit_job(text, text, text, compay.credit, interval),
     compay.submit_task(text, text, text, text),
-    compay.stake(text, compay.credit, text), compay.unstake(text, compay.credit, text),
+    compay.stake(text, compay.credit, text, text), compay.unstake(text, compay.credit, text, text),
     compay.assign_job(text, text),
     compay.complete_job(text, timestamptz, timestamptz, numeric),
     compay.record_usage(text, text, text, timestamptz, compay.resource_metrics),

@@ -257,13 +257,18 @@ CREATE FUNCTION compay.release(hold_id bigint, idempotency_key text DEFAULT NULL
 -- Idempotency keys for the PL/pgSQL money functions (src/idempotency.c):
 -- claim returns NULL when the caller is to do the work and record its
 -- result, or the first call's result; another request under the key is
--- PY005.  The key is scoped to the calling node role, as in C.
+-- PY005.  The key is scoped to the calling node role, as in C.  Used by
+-- request_payout, stake and unstake; no role may call them.
 CREATE FUNCTION compay.idempotency_claim(key text, operation text, request text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'compay_idempotency_claim' LANGUAGE C VOLATILE;
 CREATE FUNCTION compay.idempotency_record(key text, result_id bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'compay_idempotency_record' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION compay.idempotency_claim(text, text, text),
     compay.idempotency_record(text, bigint) FROM PUBLIC;
+COMMENT ON FUNCTION compay.idempotency_claim(text, text, text) IS
+    'claims an idempotency key: NULL, do the work and record its result; or the first call''s result id; another request with the key: PY005';
+COMMENT ON FUNCTION compay.idempotency_record(text, bigint) IS
+    'records the result id of the work done under a key claimed with compay.idempotency_claim()';
 
 CREATE FUNCTION compay.expire_holds() RETURNS integer
     AS 'MODULE_PATHNAME', 'compay_expire_holds'
@@ -290,6 +295,7 @@ CREATE FUNCTION compay.check_node_id(node_id text) RETURNS text
     LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION compay.check_node_id(text) IS
     'returns the node id, or raises 22023 unless it has 1 to 200 characters, no control character, no white space at either end and no leading $';
+
 
 -- Read functions: SECURITY DEFINER, so that a node role (compay_node),
 -- which cannot read the tables, reads its own accounts; compay_reader

@@ -538,6 +538,7 @@ PollDeposits(void)
 	char	   *to_read = NULL;
 	char	   *credited = NULL;
 	char	   *first_gap = NULL;
+	char	   *due = NULL;
 	char	   *listed;
 	char	   *height;
 	int64		wallet_height;
@@ -545,6 +546,19 @@ PollDeposits(void)
 	int64		from;
 	WalletRpcResult r;
 
+	/* Adopt what a rolled-back deposit_address() left (src/deposit.sql). */
+	PayoutQuery("SELECT compay.deposit_recovery_due()::text", 0, NULL, NULL, &due, 1);
+	if (due != NULL)
+	{
+		WalletRpcCall("get_address", "{\"account_index\":0}", &r);
+		if (r.status == WALLET_RPC_OK)
+			PayoutQuery("SELECT compay.recover_deposit_addresses($1::jsonb, $2::bigint)", 2,
+						ResultText(&r), due, NULL, 0);
+		else
+			ereport(LOG,
+					(errmsg("compay worker: could not look for orphaned deposit addresses: %s",
+							Describe(&r))));
+	}
 	PayoutQuery("SELECT string_agg(address_index::text, ',' ORDER BY address_index), "
 				"(SELECT coalesce(max(scanned_height), 0) FROM compay.deposit_scan)::text, "
 				"current_setting('compay.deposit_confirmations') "

@@ -250,6 +250,31 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
           LEFT JOIN compay.payments p ON p.settlement_id = s.id AND p.status = 'disputed'
           GROUP BY s.id, s.held_back
           HAVING coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.held_back)) bad
+    UNION ALL
+    -- 17. Deposits match the wallet's outputs: each compay.xmr_deposits row
+    -- (an output, by tx hash and global output index, credited once) has a
+    -- credit of its own, of exactly its amount, to its node's XMR account;
+    -- every wallet deposit credit in the ledger (an XMR deposit with
+    -- reference xmr:<tx hash> that compay_admin did not make) has its row.
+    SELECT 'deposits_match_wallet_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposits match their outputs')
+    FROM (SELECT 'output ' || x.tx_hash || ':' || x.global_index AS what
+          FROM (SELECT x.*, count(*) OVER (PARTITION BY x.transfer_id) AS per_transfer,
+                       count(*) OVER (PARTITION BY x.global_index) AS per_output
+                FROM compay.xmr_deposits x) x
+          LEFT JOIN compay.transfers t ON t.id = x.transfer_id
+          LEFT JOIN compay.accounts a ON a.id = t.to_account
+          WHERE t.id IS NULL OR t.kind <> 'deposit' OR t.currency <> 'XMR'
+             OR t.amount OPERATOR(compay.<>) x.amount
+             OR t.reference IS DISTINCT FROM 'xmr:' || x.tx_hash
+             OR a.node_id IS DISTINCT FROM x.node_id OR a.currency IS DISTINCT FROM 'XMR'
+             OR x.per_transfer > 1 OR x.per_output > 1
+          UNION ALL
+          SELECT 'transfer ' || t.id
+          FROM compay.transfers t
+          WHERE t.kind = 'deposit' AND t.currency = 'XMR' AND t.reference LIKE 'xmr:%'
+            AND NOT EXISTS (SELECT 1 FROM compay.admin_journal j WHERE j.transfer_id = t.id)
+            AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x WHERE x.transfer_id = t.id)) bad
 $$;
 COMMENT ON FUNCTION compay.verify_ledger() IS
     'checks every ledger invariant; each row is one check';

@@ -115,13 +115,17 @@ SELECT compay.verify_job('job-y', 'ver-1', true);
 SELECT compay.verify_job('job-y', 'ver-2', true);
 SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '2 hours');
 SELECT (compay.dispute_payment(p.id, 'wrong model')).status FROM compay.payments p WHERE task_id = 'job-y';
--- A deposit address and a credited deposit's row, written directly: the
--- wallet makes the one, and 0.1's record_deposits() credits through
--- compay.deposit(), which the current library refuses in XMR until the
--- update (the worker's next poll after it credits what waited).
+-- A deposit address, written directly (the wallet makes it), and a
+-- credited deposit as 0.1's record_deposits() left it: an XMR deposit with
+-- reference xmr:<tx hash> and its row.  0.1 credited through
+-- compay.deposit(), which the current library refuses in XMR, so the credit
+-- is made by the library's wallet path under a temporary name.
 INSERT INTO compay.deposit_addresses (node_id, address, address_index) VALUES ('dep', '$deposit_address', 1);
+CREATE FUNCTION pg_temp.deposit_from_wallet(text, compay.credit, text, text, text) RETURNS bigint
+    AS '\$libdir/compay', 'compay_deposit_from_wallet' LANGUAGE C;
 INSERT INTO compay.xmr_deposits (tx_hash, global_index, address_index, node_id, amount, block_height, transfer_id)
-    VALUES ('aa', 7, 1, 'dep', '2', 10, 1);
+    VALUES (repeat('aa', 32), 7, 1, 'dep', '2', 10,
+            pg_temp.deposit_from_wallet('dep', '2', 'XMR', 'xmr:' || repeat('aa', 32), NULL));
 });
 
 my @tables = qw(accounts transfers journal holds barter_credits idempotency_keys jobs
