@@ -123,8 +123,12 @@ my $bare_address = $rt->rpc('treasury', 'get_address',
 	qq({"account_index":0,"address_index":[$bare]}), 'result.addresses.0.address');
 is(sql(qq{SELECT compay.adopt_deposit_address('orphan-c', $bare)}), $bare_address,
 	'compay_admin adopts the bare-labelled subaddress');
-$rt->rpc('provider', 'transfer',
-	qq({"destinations":[{"amount":200000000000,"address":"$bare_address"}],"priority":0}));
+# The change of the first transfer unlocks after 10 blocks.
+$rt->run('mine', 10);
+like( $rt->rpc('provider', 'transfer',
+		qq({"destinations":[{"amount":200000000000,"address":"$bare_address"}],"priority":0}),
+		'result.tx_hash'),
+	qr/^[0-9a-f]{64}$/, '0.2 XMR sent to the adopted subaddress');
 $rt->run('mine', 3);
 ok( $node->poll_query_until('postgres',
 		q{SELECT balance::text = '0.2' FROM compay.balance('orphan-c', 'XMR')}),
