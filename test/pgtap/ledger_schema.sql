@@ -12,7 +12,7 @@ SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
                                   'usage_samples', 'usage_totals', 'stakes', 'payments', 'settlements',
                                   'payout_addresses', 'payout_policies', 'payout_transactions',
                                   'payout_items', 'deposit_addresses', 'xmr_deposits', 'deposit_scan',
-                                  'requester_volume', 'node_roles', 'admin_journal']);
+                                  'requester_volume', 'node_roles', 'admin_journal', 'runner_status']);
 SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
 SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
@@ -55,7 +55,7 @@ SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_
 -- Every table and sequence is dumped with its rows; the tables with rows
 -- of their own (builtin) only with the others.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 36, '36 tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 37, '37 tables and sequences are registered for pg_dump');
 SELECT set_eq($$SELECT c::regclass, w
                 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x (c, w)
                 WHERE e.extname = 'compay'$$,
@@ -94,7 +94,8 @@ SELECT set_eq($$SELECT c::regclass, w
                       ('compay.node_roles'::regclass, ''),
                       ('compay.admin_journal'::regclass, ''),
                       ('compay.admin_journal_id_seq'::regclass, ''),
-                      ('compay.deposit_scan'::regclass, '')$$,
+                      ('compay.deposit_scan'::regclass, ''),
+                      ('compay.runner_status'::regclass, '')$$,
               'the registered tables and sequences, and the filter of each');
 
 -- Functions: the money-moving ones are SECURITY DEFINER with a pinned search_path.
