@@ -67,10 +67,10 @@ sql(q{SELECT compay.admin_deposit('req', '1', 'XMR', 'test funds');
   SELECT compay.complete_job('t-cron', now() - interval '1 minute', now());
   SELECT (compay.process_task_payment('t-cron', 'crypto')).status;
   UPDATE compay.payments SET completed_at = now() - interval '2 hours' WHERE task_id = 't-cron';});
-# A deposit of 0.3 XMR to a node's deposit subaddress.
+# A deposit of 0.05 XMR to a node's deposit subaddress.
 my $daddr = sql(q{SELECT compay.deposit_address('dep-cron')});
 my $dtx = $rt->rpc('provider', 'transfer',
-	qq({"destinations":[{"amount":300000000000,"address":"$daddr"}],"priority":0}),
+	qq({"destinations":[{"amount":50000000000,"address":"$daddr"}],"priority":0}),
 	'result.tx_hash');
 like($dtx, qr/^[0-9a-f]{64}$/, 'deposit sent');
 
@@ -86,8 +86,8 @@ is( sql(q{SELECT string_agg(status::text, ',') FROM compay.settlements WHERE pay
 my @in = $rt->incoming($index);
 is(scalar @in, 1, 'the payee wallet received one output');
 is($in[0]{amount}, '125000000000', 'of exactly 0.125 XMR');
-is(sql(q{SELECT balance FROM compay.balance('dep-cron', 'XMR')}), '0.3',
-	'the deposit is credited once: 0.3 XMR');
+is(sql(q{SELECT balance FROM compay.balance('dep-cron', 'XMR')}), '0.05',
+	'the deposit is credited once: 0.05 XMR');
 is( sql(q{SELECT count(*) FILTER (WHERE status = 'succeeded') > 0
 		   AND count(*) FILTER (WHERE status = 'failed') = 0
 		  FROM cron.job_run_details WHERE command LIKE 'CALL compay.%'}),
@@ -95,7 +95,7 @@ is( sql(q{SELECT count(*) FILTER (WHERE status = 'succeeded') > 0
 is( sql(q{SELECT string_agg(runner || ':' || state, ',' ORDER BY runner) FROM compay.runner_status}),
 	'poll_deposits:done,run_payouts:done', 'compay.runner_status shows both runners');
 is( sql(q{SELECT wallet_height > 100 AND abs(wallet_height - daemon_height) <= 1
-		   AND unlocked_balance > '0' AND oldest_stuck_payout IS NULL
+		   AND unlocked_balance::text::numeric > 0 AND oldest_stuck_payout IS NULL
 		  FROM compay.runner_status WHERE runner = 'run_payouts'}),
 	't', 'health: the wallet height against the daemon, the unlocked balance, nothing stuck');
 sql(q{SELECT cron.unschedule(jobname) FROM cron.job});
@@ -126,7 +126,7 @@ sql(q{SELECT compay.set_payout_policy('gpu-big', true, '0.01', '1 minute', '1000
 $rt->earn($cron, 'gpu-big', '1000000');
 is(sql(q{SELECT compay.queue_payouts()}), '1', 'a payout of 1000000 XMR is queued');
 sql(q{CALL compay.poll_deposits()});
-is( sql(q{SELECT queued_payouts || ' ' || (unlocked_balance < queued_payouts) || ' '
+is( sql(q{SELECT queued_payouts || ' ' || (unlocked_balance::text::numeric < queued_payouts::text::numeric) || ' '
 		  || (oldest_stuck_payout = (SELECT max(id) FROM compay.payout_transactions))
 		  FROM compay.runner_status WHERE runner = 'poll_deposits'}),
 	'1000000 true true', 'the queued payout above the unlocked balance is the oldest stuck one');
