@@ -14,6 +14,11 @@
  * either committed or did not happen, and the postmaster restarts the
  * worker, which simply runs the next round.
  *
+ * The payout round and the deposit poll are the code CALL
+ * compay.run_payouts() and compay.poll_deposits() run (src/payout_run.c,
+ * with this worker's transaction driver): they take the same advisory
+ * try-lock, so the worker and pg_cron jobs never run one at once.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
