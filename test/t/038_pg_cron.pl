@@ -101,6 +101,38 @@ is( sql(q{SELECT wallet_height > 100 AND abs(wallet_height - daemon_height) <= 1
 sql(q{SELECT cron.unschedule(jobname) FROM cron.job});
 sleep 2;
 
+# Two CALLs at once.  The first takes the runners' lock, then waits on the
+# payouts a third session locks; the second returns at once, doing
+# nothing.  Without the lock it would wait as well, then build the same
+# payout (the psql timeout fails this test first).
+my $two = $rt->earn_at($cron, 'gpu-two', '0.03125');
+my $blocker = $cron->background_psql('postgres');
+$blocker->query_safe(q{BEGIN; LOCK compay.payout_transactions IN ACCESS EXCLUSIVE MODE;});
+my $first = $cron->background_psql('postgres');
+$first->query_until(qr/calling/, "\\echo calling\nCALL compay.run_payouts();\n");
+ok( $cron->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity
+		  WHERE wait_event_type = 'Lock' AND query LIKE 'CALL compay.run_payouts()%'}),
+	'the first CALL holds the lock and waits on the payouts');
+my ($rc, $out, $err) = $cron->psql('postgres', 'CALL compay.run_payouts()', timeout => 20);
+is($rc, 0, 'the second CALL returns at once');
+like($err, qr/another compay.run_payouts is under way; this call did nothing/, 'saying so');
+$blocker->query_safe('COMMIT');
+$blocker->quit;
+$first->quit;
+is( sql(q{SELECT string_agg(status::text, ',') FROM compay.payout_transactions t
+		  JOIN compay.payout_items i ON i.payout_id = t.id WHERE i.node_id = 'gpu-two'}),
+	'relayed', 'the first CALL built and relayed the payout, once');
+is(sql(q{SELECT skipped FROM compay.runner_status WHERE runner = 'run_payouts'}), '1',
+	'the skipped call is counted');
+ok( mine_until($cron,
+		q{CALL compay.run_payouts();
+		  SELECT bool_and(status = 'confirmed') FROM compay.payout_transactions}, 60),
+	'confirmed');
+my @two = $rt->incoming($two);
+is(scalar @two, 1, 'the payee wallet received one output');
+is($two[0]{amount}, '31250000000', 'of exactly 0.03125 XMR');
+
 # 2. The wallet URL.
 sql(qq{ALTER SYSTEM SET compay.wallet_rpc_url = '$env{XMR_TREASURY_URL}/json_rpc'});
 $cron->reload;
@@ -110,6 +142,15 @@ sql(q{CALL compay.run_payouts()});
 is( sql(q{SELECT state || ' ' || (wallet_height IS NOT NULL) FROM compay.runner_status
 		  WHERE runner = 'run_payouts'}),
 	'done true', 'the procedure too');
+sql(qq{ALTER SYSTEM SET compay.wallet_rpc_url = '$env{XMR_TREASURY_URL}/json_rpc/'});
+$cron->reload;
+like(sql(q{SELECT compay.wallet_rpc('get_height')->>'height'}), qr/^\d+$/,
+	'and with a trailing slash');
+sql(qq{ALTER SYSTEM SET compay.wallet_rpc_url = '$env{XMR_TREASURY_URL}/wrong'});
+$cron->reload;
+sql(q{CALL compay.run_payouts()});
+is( sql(q{SELECT wallet_error FROM compay.runner_status WHERE runner = 'run_payouts'}),
+	'get_balance: bad reply: HTTP status 404', 'a wrong path: HTTP 404, in the status');
 sql(q{ALTER SYSTEM SET compay.wallet_rpc_url = 'http://127.0.0.1:1'});
 $cron->reload;
 sql(q{CALL compay.run_payouts()});
