@@ -56,6 +56,9 @@ static bool curl_ready = false;
 static char last_error[LAST_ERROR_LEN];
 static TimestampTz last_error_at = 0;
 
+/* Calls made by this process, wallet and daemon. */
+static uint64 calls_made = 0;
+
 /* The reply body, capped; the callback never ereports. */
 typedef struct ReplyBuffer
 {
@@ -465,6 +468,13 @@ WalletRpcLastError(TimestampTz *at)
 	return last_error_at == 0 ? NULL : last_error;
 }
 
+/* How many wallet and daemon calls this process has made. */
+uint64
+WalletRpcCallCount(void)
+{
+	return calls_made;
+}
+
 void
 WalletRpcClearLastError(void)
 {
@@ -498,6 +508,7 @@ WalletRpcCallOnce(const char *method, const char *params, WalletRpcResult *out)
 void
 WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
 {
+	calls_made++;
 	WalletRpcCallOnce(method, params, out);
 	NoteFailure(method, out);
 }
@@ -558,6 +569,7 @@ DaemonRpcCallOnce(const char *path, const char *params, WalletRpcResult *out)
 void
 DaemonRpcCall(const char *path, const char *params, WalletRpcResult *out)
 {
+	calls_made++;
 	DaemonRpcCallOnce(path, params, out);
 	NoteFailure(psprintf("daemon %s", path), out);
 }

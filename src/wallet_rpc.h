@@ -46,5 +46,6 @@ extern void DaemonRpcCall(const char *path, const char *params, WalletRpcResult 
 extern const char *WalletRpcStatusName(WalletRpcStatus status);
 extern const char *WalletRpcLastError(TimestampTz *at);
 extern void WalletRpcClearLastError(void);
+extern uint64 WalletRpcCallCount(void);
 
 #endif							/* COMPAY_WALLET_RPC_H */

@@ -324,16 +324,19 @@ RunPayoutKind(PayoutRunKind kind, const char *step)
 /*
  * Payouts, then deposits, then, at most every
  * compay.wallet_health_interval, the wallet health recorded in
- * compay.runner_status (row worker).
+ * compay.runner_status (row worker).  Only after a round that called the
+ * wallet: with nothing to pay and no deposit address the worker makes no
+ * wallet call at all.
  */
 static void
 RunPayouts(void)
 {
 	MemoryContext context = CurrentMemoryContext;
+	uint64		calls = WalletRpcCallCount();
 	int64		payouts = RunPayoutKind(PAYOUT_RUN_PAYOUTS, "payouts");
 	int64		deposits = RunPayoutKind(PAYOUT_RUN_DEPOSITS, "deposits");
 
-	if (!PayoutRunHealthDue())
+	if (WalletRpcCallCount() == calls || !PayoutRunHealthDue())
 		return;
 	PG_TRY();
 	{
