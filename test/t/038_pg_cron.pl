@@ -5,6 +5,8 @@
 #    expiry, CALL compay.run_payouts() and CALL compay.poll_deposits() every
 #    minute (Debian 12's pg_cron 1.4 has minute ticks).  An XMR job is paid
 #    once, received on the payee's wallet; a deposit is credited once.
+#  - two CALL compay.run_payouts() at once: the second returns at once
+#    (the runners' advisory try-lock), the payout is built and paid once.
 #  - compay.wallet_rpc_url written as the Monero docs write it (ending in
 #    /json_rpc) works; a wrong URL shows its error in compay.runner_status;
 #    a queued payout larger than the wallet's unlocked balance is shown
