@@ -20,6 +20,7 @@ OBJS = \
 	src/monero_address.o \
 	src/node_roles.o \
 	src/payout.o \
+	src/payout_run.o \
 	src/pricing.o \
 	src/pricing_config.o \
 	src/rational.o \
@@ -46,6 +47,7 @@ SQL_PIECES = \
 	src/monero_address.sql \
 	src/wallet_rpc.sql \
 	src/payout.sql \
+	src/payout_run.sql \
 	src/deposit.sql \
 	src/verify.sql \
 	src/amounts.sql

@@ -97,7 +97,7 @@ SELECT ledger_ok();
 
 -- 4. The collections are payments of the task: settlement gathers them.
 SELECT count(*) > 0 AS settled FROM run_settlement('hourly', now() + interval '2 hours');
-SELECT payee, payment_count, total_amount FROM settlements ORDER BY id;
+SELECT payee, payment_count, total_amount FROM settlements ORDER BY payee, id;
 
 -- 5. XMR: admin_deposit and the wallet's deposits collect too.
 SELECT admin_deposit('sf-xreq', '0.001', 'XMR', 'sf test funds') > 0 AS funded;

@@ -16,6 +16,7 @@
 #include "jobs.h"
 #include "ledger.h"
 #include "payout.h"
+#include "payout_run.h"
 #include "pricing.h"
 #include "wallet_rpc.h"
 #include "worker.h"
@@ -32,6 +33,7 @@ _PG_init(void)
 	JobsInit();					/* jobs.c: stakes, verification, disputes */
 	WorkerInit();				/* worker.c: the background worker, settlement */
 	PayoutInit();				/* payout.c: Monero network, payouts, deposits */
+	PayoutRunInit();			/* payout_run.c: how payouts and deposits run, health */
 	WalletRpcInit();			/* wallet_rpc.c: the wallet and daemon RPC */
 
 	MarkGUCPrefixReserved("compay");

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * payout.c
- *	  The payout state machine, driven by the worker: queue payouts from
+ *	  The payout state machine, run by the worker or by CALL
+ *	  compay.run_payouts() (src/payout_run.c): queue payouts from
  *	  earmarked XMR settlements, build each transaction (not relayed),
  *	  relay it, follow its confirmations.  The states live in
  *	  compay.payout_transactions; the SQL functions that record each step
@@ -47,6 +48,7 @@
 
 #include "credit.h"
 #include "payout.h"
+#include "payout_run.h"
 #include "wallet_rpc.h"
 
 static int	deposit_rescan_blocks = 10;
@@ -134,47 +136,6 @@ PayoutInit(void)
 							   "Default most XMR paid to one node in a day; the rest waits.",
 							   NULL, &payout_max_per_day, "0.5", PGC_SUSET, 0,
 							   CreditCheckAmountSetting, NULL, NULL);
-}
-
-/*
- * Runs sql with up to two text arguments in a transaction of its own and
- * returns the first row's first nfields columns as text (NULLs as NULL)
- * in the caller's context; false if there was no row.  Errors propagate.
- */
-static bool
-PayoutQuery(const char *sql, int nargs, const char *arg1, const char *arg2,
-			char **fields, int nfields)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
-	bool		found = false;
-
-	values[0] = arg1 ? CStringGetTextDatum(arg1) : (Datum) 0;
-	values[1] = arg2 ? CStringGetTextDatum(arg2) : (Datum) 0;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, sql);
-	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 1) < 0)
-		elog(ERROR, "compay payout: \"%s\" failed", sql);
-	if (SPI_processed > 0)
-	{
-		MemoryContext old = MemoryContextSwitchTo(caller);
-
-		for (int i = 0; i < nfields; i++)
-			fields[i] = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, i + 1);
-		MemoryContextSwitchTo(old);
-		found = true;
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	/* The commit leaves TopMemoryContext current: back to the round's. */
-	MemoryContextSwitchTo(caller);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	return found;
 }
 
 static char *
@@ -531,7 +492,7 @@ ConfirmOne(int64 after_id, int64 *id)
 	"  AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x " \
 	"                  WHERE x.tx_hash = e->>'txid' AND x.address_index = d.address_index)"
 
-static int64
+int64
 PollDeposits(void)
 {
 	char	   *f[3] = {NULL, NULL, NULL};
@@ -628,8 +589,9 @@ PollDeposits(void)
 }
 
 /*
- * One payout round; called by the worker between its other steps, with no
- * transaction open.  Errors propagate to the worker's step handler.
+ * One payout round, with no transaction open, each statement a step of
+ * the current driver (src/payout_run.c).  Errors propagate to the runner.
+ * Deposits are polled apart (PollDeposits), under a lock of their own.
  */
 int64
 PayoutRound(void)
@@ -646,5 +608,5 @@ PayoutRound(void)
 		moved++;
 	for (int i = 0; i < PAYOUT_ROUND_MAX && ConfirmOne(last, &last); i++)
 		moved++;
-	return moved + PollDeposits();
+	return moved;
 }

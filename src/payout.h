@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * payout.h
- *	  The payout state machine (src/payout.c), driven by the worker.
+ *	  The payout state machine and the deposit poll (src/payout.c), run
+ *	  by the worker or the procedures of src/payout_run.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -10,5 +11,6 @@
 
 extern void PayoutInit(void);
 extern int64 PayoutRound(void);
+extern int64 PollDeposits(void);
 
 #endif							/* COMPAY_PAYOUT_H */

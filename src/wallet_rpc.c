@@ -34,6 +34,7 @@
 #include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
 #include "compay.h"
 #include "wallet_rpc.h"
@@ -50,6 +51,14 @@ static int	wallet_rpc_reply_max_kb = 4096;
 
 static bool curl_ready = false;
 
+/* The last failed call of this process (wallet or daemon), for the health fields. */
+#define LAST_ERROR_LEN 512
+static char last_error[LAST_ERROR_LEN];
+static TimestampTz last_error_at = 0;
+
+/* Calls made by this process, wallet and daemon. */
+static uint64 calls_made = 0;
+
 /* The reply body, capped; the callback never ereports. */
 typedef struct ReplyBuffer
 {
@@ -65,7 +74,7 @@ WalletRpcInit(void)
 {
 	DefineCustomStringVariable("compay.wallet_rpc_url",
 							   "Base URL of the treasury's monero-wallet-rpc (http or https).",
-							   "JSON-RPC calls go to URL/json_rpc.",
+							   "JSON-RPC calls go to URL/json_rpc; a URL that already ends in /json_rpc is taken as it is.",
 							   &wallet_rpc_url, "http://127.0.0.1:18083", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 	DefineCustomStringVariable("compay.wallet_rpc_user",
@@ -417,9 +426,64 @@ IsHttpUrl(const char *url)
 	return strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0;
 }
 
-/* Calls method with params (JSON text of an object) on the wallet RPC. */
+/*
+ * The JSON-RPC endpoint of compay.wallet_rpc_url: URL/json_rpc, or the URL
+ * itself when it already ends in /json_rpc (as the Monero docs write it);
+ * trailing slashes do not matter.
+ */
+static char *
+WalletRpcEndpoint(void)
+{
+	size_t		len = strlen(wallet_rpc_url);
+
+	while (len > 0 && wallet_rpc_url[len - 1] == '/')
+		len--;
+	if (len >= 9 && strncmp(wallet_rpc_url + len - 9, "/json_rpc", 9) == 0)
+		len -= 9;
+	while (len > 0 && wallet_rpc_url[len - 1] == '/')
+		len--;
+	return psprintf("%.*s/json_rpc", (int) len, wallet_rpc_url);
+}
+
+/* Keeps what a failed call says, for WalletRpcLastError. */
+static void
+NoteFailure(const char *what, WalletRpcResult *out)
+{
+	if (out->status == WALLET_RPC_OK)
+		return;
+	snprintf(last_error, LAST_ERROR_LEN, "%s: %s: %s", what, WalletRpcStatusName(out->status),
+			 out->error ? out->error : "");
+	last_error_at = GetCurrentTimestamp();
+}
+
+/*
+ * The last failed wallet or daemon call of this process since
+ * WalletRpcClearLastError ("method: status: why") and when it failed; NULL
+ * if none.
+ */
+const char *
+WalletRpcLastError(TimestampTz *at)
+{
+	*at = last_error_at;
+	return last_error_at == 0 ? NULL : last_error;
+}
+
+/* How many wallet and daemon calls this process has made. */
+uint64
+WalletRpcCallCount(void)
+{
+	return calls_made;
+}
+
 void
-WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
+WalletRpcClearLastError(void)
+{
+	last_error[0] = '\0';
+	last_error_at = 0;
+}
+
+static void
+WalletRpcCallOnce(const char *method, const char *params, WalletRpcResult *out)
 {
 	StringInfoData request;
 	char	   *body;
@@ -435,10 +499,18 @@ WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
 	appendStringInfo(&request, "{\"jsonrpc\":\"2.0\",\"id\":\"0\",\"method\":");
 	escape_json(&request, method);
 	appendStringInfo(&request, ",\"params\":%s}", params ? params : "{}");
-	body = HttpPostJson(psprintf("%s/json_rpc", wallet_rpc_url), request.data, request.len,
-						true, out);
+	body = HttpPostJson(WalletRpcEndpoint(), request.data, request.len, true, out);
 	if (body != NULL)
 		ParseReply(body, out);
+}
+
+/* Calls method with params (JSON text of an object) on the wallet RPC. */
+void
+WalletRpcCall(const char *method, const char *params, WalletRpcResult *out)
+{
+	calls_made++;
+	WalletRpcCallOnce(method, params, out);
+	NoteFailure(method, out);
 }
 
 /*
@@ -456,8 +528,8 @@ DaemonRpcConfigured(void)
  * /get_transactions; OK when the reply is an object whose "status" is
  * "OK", and then result is the whole reply.
  */
-void
-DaemonRpcCall(const char *path, const char *params, WalletRpcResult *out)
+static void
+DaemonRpcCallOnce(const char *path, const char *params, WalletRpcResult *out)
 {
 	char	   *body;
 	Jsonb	   *reply;
@@ -492,6 +564,14 @@ DaemonRpcCall(const char *path, const char *params, WalletRpcResult *out)
 	}
 	out->status = WALLET_RPC_OK;
 	out->result = reply;
+}
+
+void
+DaemonRpcCall(const char *path, const char *params, WalletRpcResult *out)
+{
+	calls_made++;
+	DaemonRpcCallOnce(path, params, out);
+	NoteFailure(psprintf("daemon %s", path), out);
 }
 
 const char *

@@ -8,6 +8,7 @@
 #ifndef COMPAY_WALLET_RPC_H
 #define COMPAY_WALLET_RPC_H
 
+#include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
 #include "compay.h"
@@ -43,5 +44,8 @@ extern void WalletRpcCall(const char *method, const char *params, WalletRpcResul
 extern bool DaemonRpcConfigured(void);
 extern void DaemonRpcCall(const char *path, const char *params, WalletRpcResult *out);
 extern const char *WalletRpcStatusName(WalletRpcStatus status);
+extern const char *WalletRpcLastError(TimestampTz *at);
+extern void WalletRpcClearLastError(void);
+extern uint64 WalletRpcCallCount(void);
 
 #endif							/* COMPAY_WALLET_RPC_H */

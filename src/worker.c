@@ -14,6 +14,11 @@
  * either committed or did not happen, and the postmaster restarts the
  * worker, which simply runs the next round.
  *
+ * The payout round and the deposit poll are the code CALL
+ * compay.run_payouts() and compay.poll_deposits() run (src/payout_run.c,
+ * with this worker's transaction driver): they take the same advisory
+ * try-lock, so the worker and pg_cron jobs never run one at once.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -39,6 +44,7 @@
 #include "utils/timestamp.h"
 
 #include "payout.h"
+#include "payout_run.h"
 #include "wallet_rpc.h"
 #include "worker.h"
 
@@ -283,26 +289,67 @@ RunStep(const char *step, const char *sql)
 	return count;
 }
 
-/* The payout round (src/payout.c), caught like a step. */
+/*
+ * The payout round and the deposit poll (src/payout.c), each under the
+ * runners' lock (src/payout_run.c): while CALL compay.run_payouts() or
+ * compay.poll_deposits() holds it, the worker skips that part of its
+ * round.  Caught like a step.
+ */
 static int64
-RunPayouts(void)
+RunPayoutKind(PayoutRunKind kind, const char *step)
 {
 	MemoryContext context = CurrentMemoryContext;
 	volatile int64 moved = 0;
 
 	PG_TRY();
 	{
-		moved = PayoutRound();
+		int64		n = 0;
+
+		if (!PayoutRunLocked(kind, &n))
+			ereport(DEBUG1,
+					(errmsg("compay worker: %s skipped: another runner holds its lock", step)));
+		moved = n;
 		MemoryContextSwitchTo(context);
 	}
 	PG_CATCH();
 	{
-		StepFailed("payouts", context);
+		StepFailed(step, context);
 		moved = -1;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return moved;
+}
+
+/*
+ * Payouts, then deposits, then, at most every
+ * compay.wallet_health_interval, the wallet health recorded in
+ * compay.runner_status (row worker).  Only after a round that called the
+ * wallet: with nothing to pay and no deposit address the worker makes no
+ * wallet call at all.
+ */
+static void
+RunPayouts(void)
+{
+	MemoryContext context = CurrentMemoryContext;
+	uint64		calls = WalletRpcCallCount();
+	int64		payouts = RunPayoutKind(PAYOUT_RUN_PAYOUTS, "payouts");
+	int64		deposits = RunPayoutKind(PAYOUT_RUN_DEPOSITS, "deposits");
+
+	if (WalletRpcCallCount() == calls || !PayoutRunHealthDue())
+		return;
+	PG_TRY();
+	{
+		PayoutRunRecordHealth("worker", payouts < 0 || deposits < 0 ? "failed" : "done",
+							  Max(payouts, 0) + Max(deposits, 0), NULL);
+		MemoryContextSwitchTo(context);
+	}
+	PG_CATCH();
+	{
+		StepFailed("wallet health", context);
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 static const char *
@@ -408,7 +455,7 @@ WorkerRound(void)
 	WalletRpcSetWaitHook(LedgerStepsWhileWaiting);
 	PG_TRY();
 	{
-		(void) RunPayouts();
+		RunPayouts();
 	}
 	PG_FINALLY();
 	{

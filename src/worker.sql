@@ -12,10 +12,7 @@ CREATE FUNCTION compay.worker_status(OUT state text, OUT pid integer,
     OUT jobs_expired bigint, OUT settlements_processed bigint,
     OUT last_error text, OUT last_error_at timestamptz)
     AS 'MODULE_PATHNAME', 'compay_worker_status' LANGUAGE C VOLATILE;
-CREATE VIEW compay.worker_status AS SELECT * FROM compay.worker_status();
-COMMENT ON VIEW compay.worker_status IS
-    'the settlement worker: state, last round, next settlement, what the last round did, last error';
 REVOKE ALL ON FUNCTION compay.wake_worker(), compay.worker_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.wake_worker() TO compay_app;
 GRANT EXECUTE ON FUNCTION compay.worker_status() TO compay_reader;
-GRANT SELECT ON compay.worker_status TO compay_reader;
+-- The view compay.worker_status, with the wallet health, is in payout_run.sql.

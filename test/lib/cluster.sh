@@ -34,6 +34,9 @@ cluster_pick_port() {
 }
 
 # cluster_init DATADIR PORT [postgresql.conf lines...]
+# CLUSTER_PRELOAD (default 'compay,pg_cron') is shared_preload_libraries:
+# 'pg_cron' alone gives a cluster where compay is loaded by its first call
+# (no worker), as under pg_cron without the preload.
 cluster_init() {
     local data=$1 port=$2
     shift 2
@@ -52,7 +55,7 @@ cluster_init() {
             "listen_addresses = '127.0.0.1'" \
             "port = $port" \
             "unix_socket_directories = ''" \
-            "shared_preload_libraries = 'compay,pg_cron'" \
+            "shared_preload_libraries = '${CLUSTER_PRELOAD-compay,pg_cron}'" \
             "cron.database_name = 'postgres'" \
             "fsync = off" \
             "max_connections = 100" \
