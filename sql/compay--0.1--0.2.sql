@@ -3336,12 +3336,18 @@ BEGIN
             PERFORM compay.process_settlement(s.id);
             SELECT * INTO s FROM compay.settlements WHERE id = p.settlement_id;
         END IF;
-        IF s.status = 'processing' AND s.payout_id IS NULL THEN
+        IF s.status = 'processing' THEN
+            -- What its hold keeps that no payout carries yet (parts of a
+            -- queued payout are paid as queued; built ones left the hold).
             v_hold := s.earmark_hold_id;
-            SELECT h.remaining INTO v_unpaid FROM compay.holds h
+            SELECT h.remaining - coalesce((SELECT compay.sum(pp.amount) FROM compay.payout_parts pp
+                                           JOIN compay.payout_transactions t ON t.id = pp.payout_id
+                                           WHERE pp.settlement_id = s.id AND t.status = 'queued'), '0')
+            INTO v_unpaid FROM compay.holds h
             WHERE h.id = v_hold AND h.status = 'pending';
-        ELSIF s.status IN ('processing', 'completed') THEN
-            v_unpaid := '0';           -- queued for payout or paid out
+            v_unpaid := coalesce(v_unpaid, '0');
+        ELSIF s.status = 'completed' THEN
+            v_unpaid := '0';           -- paid out
         END IF;
     END IF;
     IF v_unpaid IS NULL AND v_hold IS NULL THEN
@@ -3354,10 +3360,16 @@ BEGIN
         v_transfer := compay.refund(p.transfer_id, v_part, v_reason);
     ELSIF v_part > '0' THEN
         v_transfer := compay.dispute_refund(p.transfer_id, v_part, v_hold, v_reason);
-        -- Refunded to the last piconero: nothing is left to pay out.
+        -- Its hold refunded to the last piconero and no part open: nothing
+        -- is left to pay out, whatever other disputes still hold back (a
+        -- refund of theirs is a clawback now).  A part still built or
+        -- relayed completes it when confirmed.
         UPDATE compay.settlements SET status = 'completed', completed_at = now()
-        WHERE id = s.id AND held_back = '0'
-          AND NOT EXISTS (SELECT FROM compay.holds h WHERE h.id = v_hold AND h.status = 'pending');
+        WHERE id = s.id
+          AND NOT EXISTS (SELECT FROM compay.holds h WHERE h.id = v_hold AND h.status = 'pending')
+          AND NOT EXISTS (SELECT FROM compay.payout_parts pp
+                          JOIN compay.payout_transactions t ON t.id = pp.payout_id
+                          WHERE pp.settlement_id = s.id AND t.status IN ('queued', 'built', 'relayed'));
     END IF;
     v_part := refund_amount - v_part;
     IF v_part > '0' THEN
@@ -3804,9 +3816,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
               OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
     UNION ALL
     -- 12. A completed XMR settlement has nothing left earmarked and no part
-    --     still open, and its confirmed parts cover its total exactly
-    --     unless a dispute touched it (held_back, or a payment of it no
-    --     longer completed).
+    --     still open, and its total is accounted for exactly: its confirmed
+    --     parts, what it repaid of its payee's clawbacks (references
+    --     'clawback:<id> settlement:<id>') and what its payee refunded of
+    --     its payments until it completed (from the balance before it was
+    --     earmarked, from its earmark hold after: compay.resolve_dispute).
     SELECT 'completed_settlements_paid_out', count(*) = 0,
            coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
                     'every completed XMR settlement is paid out')
@@ -3819,13 +3833,22 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                      FROM compay.payout_parts pp
                      JOIN compay.payout_transactions p ON p.id = pp.payout_id
                      GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          LEFT JOIN (SELECT substring(reference FROM ' settlement:([0-9]+)$')::bigint AS settlement_id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:% settlement:%'
+                     GROUP BY 1) r ON r.settlement_id = s.id
+          LEFT JOIN LATERAL (
+              SELECT compay.sum_atomic(t.amount) AS refunded
+              FROM compay.payments y
+              JOIN compay.transfers t ON t.refund_of = y.transfer_id AND t.kind = 'refund'
+              JOIN compay.accounts a ON a.id = t.from_account
+              WHERE y.settlement_id = s.id AND a.node_id = s.payee
+                AND t.created_at <= s.completed_at) f ON true
           WHERE s.currency = 'XMR' AND s.status = 'completed'
             AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
                  OR coalesce(c.open, 0) > 0
-                 OR (coalesce(c.confirmed, 0) <> compay.atomic(s.total_amount)
-                     AND s.held_back OPERATOR(compay.=) '0'
-                     AND NOT EXISTS (SELECT 1 FROM compay.payments y
-                                     WHERE y.settlement_id = s.id AND y.status <> 'completed')))) bad
+                 OR coalesce(c.confirmed, 0) + coalesce(r.repaid, 0) + coalesce(f.refunded, 0)
+                    <> compay.atomic(s.total_amount))) bad
     UNION ALL
     -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
     --     are its amount (and its fee, when $fees paid it); a queued one
