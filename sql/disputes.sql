@@ -209,6 +209,23 @@ SELECT dispute_pay_on_chain(:h_payout);
 SELECT * FROM dispute_settled(:h1);
 SELECT clawbacks_owed('prov2') AS owed;
 SELECT dispute_ledger_ok();
+-- A dispute after a part was queued: the build fails that payout (nothing
+-- was sent) rather than pay the held-back money; the undisputed rest is
+-- payable again, and, resolved without refund, all of it.
+SELECT set_payout_address('prov3', :'payee_address');
+SELECT set_payout_policy('prov3', false, '0', '1 microsecond', '100');
+SELECT dispute_paid('k1', 'prov3', '0.3') AS k1 \gset
+SELECT dispute_paid('k2', 'prov3', '0.2') AS k2 \gset
+SELECT dispute_settle() AS settled;
+SELECT request_payout('prov3') AS k_payout \gset
+SELECT status FROM dispute_payment(:k1, 'wrong');
+SELECT dispute_build(:k_payout);
+SELECT status, last_error FROM payout_transactions WHERE id = :k_payout;
+SELECT held_back, hold_remaining, payable FROM dispute_settled(:k1);
+SELECT status FROM resolve_dispute(:k1, '0');
+SELECT dispute_pay_on_chain(request_payout('prov3'));
+SELECT * FROM dispute_settled(:k1);
+SELECT dispute_ledger_ok();
 -- verify_ledger() counts only the refunds a settlement's payee made
 -- until it completed: one said completed before its refund from the hold
 -- is not paid out in full.
