@@ -209,6 +209,25 @@ SELECT dispute_pay_on_chain(:h_payout);
 SELECT * FROM dispute_settled(:h1);
 SELECT clawbacks_owed('prov2') AS owed;
 SELECT dispute_ledger_ok();
+-- Two payments of a settlement paid in part both disputed: the refund
+-- that empties the hold completes the settlement although the other
+-- dispute still holds back (nothing is left to pay; its refund is a
+-- clawback).
+SELECT set_payout_address('prov4', :'payee_address');
+SELECT set_payout_policy('prov4', false, '0', '1 microsecond', '100');
+SELECT dispute_paid('m1', 'prov4', '1') AS m1 \gset
+SELECT dispute_paid('m2', 'prov4', '1') AS m2 \gset
+SELECT dispute_settle() AS settled;
+SELECT dispute_pay_on_chain(request_payout('prov4', '1'));
+SELECT status FROM dispute_payment(:m1, 'wrong');
+SELECT status FROM dispute_payment(:m2, 'wrong too');
+SELECT status FROM resolve_dispute(:m1, '1');
+SELECT * FROM dispute_settled(:m2);
+SELECT status FROM resolve_dispute(:m2, '0.5');
+SELECT * FROM dispute_settled(:m2);
+SELECT amount FROM clawbacks WHERE payment_id IN (:m1, :m2);
+SELECT dispute_ledger_ok();
+
 -- A dispute after a part was queued: the build fails that payout (nothing
 -- was sent) rather than pay the held-back money; the undisputed rest is
 -- payable again, and, resolved without refund, all of it.
