@@ -245,6 +245,42 @@ SELECT status FROM resolve_dispute(:k1, '0');
 SELECT dispute_pay_on_chain(request_payout('prov3'));
 SELECT * FROM dispute_settled(:k1);
 SELECT dispute_ledger_ok();
+-- Built, disputed and refunded (clawed back), then the payout is voided
+-- (it never reached the chain): what comes back repays the clawback first,
+-- and only the undisputed 0.4 is earmarked again, then paid.
+SELECT set_payout_address('prov5', :'payee_address');
+SELECT set_payout_policy('prov5', false, '0', '1 microsecond', '100');
+SELECT dispute_paid('n1', 'prov5', '0.6') AS n1 \gset
+SELECT dispute_paid('n2', 'prov5', '0.4') AS n2 \gset
+SELECT dispute_settle() AS settled;
+SELECT request_payout('prov5') AS n_payout \gset
+SELECT dispute_build(:n_payout);
+SELECT status FROM dispute_payment(:n1, 'wrong');
+SELECT status FROM resolve_dispute(:n1, '0.6');
+SELECT clawbacks_owed('prov5') AS owed;
+SELECT record_payout_voided(:n_payout, 'inputs spent elsewhere');
+SELECT clawbacks_owed('prov5') AS owed;
+SELECT * FROM dispute_settled(:n1);
+SELECT * FROM dispute_xmr('prov5');
+SELECT kind, amount, counterparty, reference FROM history('prov5', 'XMR', 20)
+WHERE reference LIKE 'clawback:%' ORDER BY seq;
+SELECT dispute_pay_on_chain(request_payout('prov5'));
+SELECT * FROM dispute_settled(:n1);
+SELECT dispute_ledger_ok();
+
+-- The same with all of it refunded: the voided payout's return repays all
+-- it earned, and the settlement is completed with nothing to pay.
+SELECT dispute_paid('o1', 'prov5', '0.3') AS o1 \gset
+SELECT dispute_settle() AS settled;
+SELECT request_payout('prov5') AS o_payout \gset
+SELECT dispute_build(:o_payout);
+SELECT status FROM dispute_payment(:o1, 'wrong');
+SELECT status FROM resolve_dispute(:o1, '0.3');
+SELECT record_payout_voided(:o_payout, 'inputs spent elsewhere');
+SELECT clawbacks_owed('prov5') AS owed;
+SELECT * FROM dispute_settled(:o1);
+SELECT dispute_ledger_ok();
+
 -- verify_ledger() counts only the refunds a settlement's payee made
 -- until it completed: one said completed before its refund from the hold
 -- is not paid out in full.
