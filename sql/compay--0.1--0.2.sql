@@ -3360,9 +3360,12 @@ BEGIN
         v_transfer := compay.refund(p.transfer_id, v_part, v_reason);
     ELSIF v_part > '0' THEN
         v_transfer := compay.dispute_refund(p.transfer_id, v_part, v_hold, v_reason);
-        -- Refunded to the last piconero: nothing is left to pay out.
+        -- Its hold refunded to the last piconero and no part open: nothing
+        -- is left to pay out, whatever other disputes still hold back (a
+        -- refund of theirs is a clawback now).  A part still built or
+        -- relayed completes it when confirmed.
         UPDATE compay.settlements SET status = 'completed', completed_at = now()
-        WHERE id = s.id AND held_back = '0'
+        WHERE id = s.id
           AND NOT EXISTS (SELECT FROM compay.holds h WHERE h.id = v_hold AND h.status = 'pending')
           AND NOT EXISTS (SELECT FROM compay.payout_parts pp
                           JOIN compay.payout_transactions t ON t.id = pp.payout_id
@@ -3632,6 +3635,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     v_tx_hash text;
     v_rest compay.credit;
+    v_net compay.credit;
+    v_settlement compay.settlements;
     s record;
 BEGIN
     UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
@@ -3652,14 +3657,26 @@ BEGIN
         IF v_rest > '0' THEN
             PERFORM compay.release(s.earmark_hold_id);
         END IF;
+        SELECT * INTO v_settlement FROM compay.settlements st WHERE st.id = s.id;
+        v_net := compay.repay_clawbacks(v_settlement, coalesce(v_rest, '0') + s.amount);
         UPDATE compay.settlements st
         SET payout_id = (SELECT max(pp.payout_id) FROM compay.payout_parts pp
                          JOIN compay.payout_transactions p ON p.id = pp.payout_id
                          WHERE pp.settlement_id = st.id AND p.status <> 'failed'),
             next_attempt_at = now() + interval '10 seconds',
-            earmark_hold_id = compay.reserve(s.payee, coalesce(v_rest, '0') + s.amount,
-                                             'settlement:' || s.id, NULL, NULL, 'XMR')
+            earmark_hold_id = CASE WHEN v_net > '0'
+                                   THEN compay.reserve(s.payee, v_net, 'settlement:' || s.id,
+                                                       NULL, NULL, 'XMR')
+                                   ELSE st.earmark_hold_id END
         WHERE st.id = s.id;
+        IF v_net = '0' THEN
+            UPDATE compay.settlements st SET status = 'completed', completed_at = now()
+            WHERE st.id = s.id AND st.status = 'processing'
+              AND NOT EXISTS (SELECT 1 FROM compay.payout_parts pp
+                              JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                              WHERE pp.settlement_id = st.id
+                                AND p.status IN ('queued', 'built', 'relayed'));
+        END IF;
     END LOOP;
     UPDATE compay.payments y
     SET tx_hash = (SELECT p.tx_hash FROM compay.payout_parts pp
@@ -4459,9 +4476,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
               OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
     UNION ALL
     -- 12. A completed XMR settlement has nothing left earmarked and no part
-    --     still open, and its confirmed parts cover its total exactly
-    --     unless a dispute touched it (held_back, or a payment of it no
-    --     longer completed).
+    --     still open, and its total is accounted for exactly: its confirmed
+    --     parts, what it repaid of its payee's clawbacks (references
+    --     'clawback:<id> settlement:<id>') and what its payee refunded of
+    --     its payments until it completed (from the balance before it was
+    --     earmarked, from its earmark hold after: compay.resolve_dispute).
     SELECT 'completed_settlements_paid_out', count(*) = 0,
            coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
                     'every completed XMR settlement is paid out')
@@ -4474,13 +4493,22 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                      FROM compay.payout_parts pp
                      JOIN compay.payout_transactions p ON p.id = pp.payout_id
                      GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          LEFT JOIN (SELECT substring(reference FROM ' settlement:([0-9]+)$')::bigint AS settlement_id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:% settlement:%'
+                     GROUP BY 1) r ON r.settlement_id = s.id
+          LEFT JOIN LATERAL (
+              SELECT compay.sum_atomic(t.amount) AS refunded
+              FROM compay.payments y
+              JOIN compay.transfers t ON t.refund_of = y.transfer_id AND t.kind = 'refund'
+              JOIN compay.accounts a ON a.id = t.from_account
+              WHERE y.settlement_id = s.id AND a.node_id = s.payee
+                AND t.created_at <= s.completed_at) f ON true
           WHERE s.currency = 'XMR' AND s.status = 'completed'
             AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
                  OR coalesce(c.open, 0) > 0
-                 OR (coalesce(c.confirmed, 0) <> compay.atomic(s.total_amount)
-                     AND s.held_back OPERATOR(compay.=) '0'
-                     AND NOT EXISTS (SELECT 1 FROM compay.payments y
-                                     WHERE y.settlement_id = s.id AND y.status <> 'completed')))) bad
+                 OR coalesce(c.confirmed, 0) + coalesce(r.repaid, 0) + coalesce(f.refunded, 0)
+                    <> compay.atomic(s.total_amount))) bad
     UNION ALL
     -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
     --     are its amount (and its fee, when $fees paid it); a queued one

@@ -44,7 +44,23 @@ LANGUAGE sql AS $$
     LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
     WHERE p.id = payment
 $$;
-SELECT admin_deposit('req', '10', 'XMR', 'test funds') > 0 AS funded;
+-- A payout built with a reply as the wallet would give it (the XMR leaves
+-- the ledger), and one built, relayed and confirmed.
+CREATE OR REPLACE FUNCTION dispute_build(payout bigint) RETURNS void LANGUAGE sql AS $$
+    SELECT compay.record_payout_built(payout, jsonb_build_object(
+        'tx_hash', encode(sha256(('tx' || payout)::bytea), 'hex'),
+        'tx_key', repeat('b', 64), 'tx_metadata', 'ab',
+        'spent_key_images', jsonb_build_object('key_images',
+            jsonb_build_array(encode(sha256(('ki' || payout)::bytea), 'hex'))),
+        'amount', (SELECT compay.atomic(amount) FROM compay.payout_transactions WHERE id = payout),
+        'fee', 1000))
+$$;
+CREATE OR REPLACE FUNCTION dispute_pay_on_chain(payout bigint) RETURNS void LANGUAGE sql AS $$
+    SELECT dispute_build(payout);
+    SELECT compay.record_payout_relayed(payout);
+    SELECT compay.record_payout_confirmations(payout, 10);
+$$;
+SELECT admin_deposit('req', '12', 'XMR', 'test funds') > 0 AS funded;
 SELECT set_payout_address('prov', :'payee_address');
 SELECT set_payout_policy('prov', true, '0', '1 microsecond', '100');
 
@@ -79,12 +95,13 @@ SELECT dispute_settle() AS settled;
 SELECT status FROM dispute_payment(:b1, 'never delivered');
 SELECT * FROM dispute_settled(:b1);
 SELECT dispute_ledger_ok();
--- Nothing of it is queued while disputed (the other settlements are,
--- with what their holds keep: 0.6 of a1's 1).
+-- Nothing of it is queued while disputed: its settlement's part is the
+-- undisputed rest (b2's 0.5); the other settlements pay what their holds
+-- keep (0.6 of a1's 1).
 SELECT queue_payouts() AS payouts;
 SELECT s.total_amount, s.id IN (SELECT settlement_id FROM payments WHERE id = :b1) AS has_b1,
-       i.amount AS payout_item
-FROM payout_items i CROSS JOIN unnest(i.settlement_ids) u JOIN settlements s ON s.id = u
+       pp.amount AS part
+FROM payout_parts pp JOIN settlements s ON s.id = pp.settlement_id
 ORDER BY s.id;
 -- Resolved with a partial refund: 1 of 3.5 comes back from the earmark
 -- hold, the rest is no longer held back.
@@ -101,16 +118,12 @@ SELECT status FROM resolve_dispute(:b2, '0');
 SELECT held_back, payable FROM dispute_settled(:b2);
 SELECT dispute_ledger_ok();
 
--- Stage 3: paid out (a payout built: the XMR left the ledger).  The
--- settlement of b1 and b2 is queued and built with a reply as the wallet
--- would give it.
+-- Stage 3: paid out (payouts built: the XMR left the ledger).  The rest
+-- of the settlement of b1 and b2 is queued, and both payouts are built.
 SELECT queue_payouts() AS payouts;
-SELECT id AS payout, amount FROM payout_transactions WHERE status = 'queued' ORDER BY id DESC LIMIT 1 \gset
-SELECT :'amount' AS queued_amount;
-SELECT record_payout_built(:payout, jsonb_build_object(
-    'tx_hash', repeat('a', 64), 'tx_key', repeat('b', 64), 'tx_metadata', 'ab',
-    'spent_key_images', jsonb_build_object('key_images', jsonb_build_array(repeat('c', 64))),
-    'amount', compay.atomic(:'amount'::compay.credit), 'fee', 1000));
+SELECT id, amount FROM payout_transactions WHERE status = 'queued' ORDER BY id;
+SELECT dispute_build(id) FROM payout_transactions WHERE status = 'queued' ORDER BY id;
+SELECT id, status FROM payout_transactions ORDER BY id;
 SELECT status FROM dispute_payment(:b2, 'broken after all');
 SELECT * FROM dispute_settled(:b2);
 -- The refund of 0.5 left on chain: $clawbacks fronts it, prov owes it.
@@ -159,6 +172,124 @@ SELECT h.status, h.remaining FROM holds h JOIN settlements s ON s.earmark_hold_i
 JOIN payments p ON p.settlement_id = s.id WHERE p.id = :e1;
 SELECT dispute_ledger_ok();
 
+-- Settled, a part paid out (confirmed on chain), the rest disputed and
+-- refunded: the 0.5 its hold keeps comes back from the hold, the 0.5 paid
+-- is clawed back, and the settlement is completed (nothing is left to
+-- pay).  prov2 is paid on request only.
+SELECT set_payout_address('prov2', :'payee_address');
+SELECT set_payout_policy('prov2', false, '0', '1 microsecond', '100');
+SELECT dispute_paid('g1', 'prov2', '1') AS g1 \gset
+SELECT dispute_paid('g2', 'prov2', '1') AS g2 \gset
+SELECT dispute_settle() AS settled;
+SELECT dispute_pay_on_chain(request_payout('prov2', '1.5'));
+SELECT * FROM dispute_settled(:g2);
+SELECT status FROM dispute_payment(:g2, 'half of it was wrong');
+SELECT * FROM dispute_settled(:g2);
+SELECT request_payout('prov2'); \echo :LAST_ERROR_SQLSTATE
+SELECT status FROM resolve_dispute(:g2, '1');
+SELECT * FROM dispute_settled(:g2);
+SELECT a.node_id AS refunded_by, t.amount FROM transfers t JOIN accounts a ON a.id = t.from_account
+WHERE t.refund_of = (SELECT transfer_id FROM payments WHERE id = :g2) ORDER BY t.id;
+SELECT amount, repaid FROM clawbacks WHERE payment_id = :g2;
+SELECT * FROM dispute_xmr('prov2');
+SELECT dispute_ledger_ok();
+-- A part queued before the dispute is paid as queued.  h1's settlement
+-- first repays g2's clawback (0.5), its hold keeps the other 0.5, of which
+-- 0.4 is queued: the refund takes the 0.1 no queued part carries from the
+-- hold and claws back 0.9.  The settlement is completed once that part is
+-- confirmed.
+SELECT dispute_paid('h1', 'prov2', '1') AS h1 \gset
+SELECT dispute_settle() AS settled;
+SELECT request_payout('prov2', '0.4') AS h_payout \gset
+SELECT status FROM dispute_payment(:h1, 'wrong');
+SELECT status FROM resolve_dispute(:h1, '1');
+SELECT * FROM dispute_settled(:h1);
+SELECT amount, repaid FROM clawbacks WHERE payment_id = :h1;
+SELECT dispute_pay_on_chain(:h_payout);
+SELECT * FROM dispute_settled(:h1);
+SELECT clawbacks_owed('prov2') AS owed;
+SELECT dispute_ledger_ok();
+-- Two payments of a settlement paid in part both disputed: the refund
+-- that empties the hold completes the settlement although the other
+-- dispute still holds back (nothing is left to pay; its refund is a
+-- clawback).
+SELECT set_payout_address('prov4', :'payee_address');
+SELECT set_payout_policy('prov4', false, '0', '1 microsecond', '100');
+SELECT dispute_paid('m1', 'prov4', '1') AS m1 \gset
+SELECT dispute_paid('m2', 'prov4', '1') AS m2 \gset
+SELECT dispute_settle() AS settled;
+SELECT dispute_pay_on_chain(request_payout('prov4', '1'));
+SELECT status FROM dispute_payment(:m1, 'wrong');
+SELECT status FROM dispute_payment(:m2, 'wrong too');
+SELECT status FROM resolve_dispute(:m1, '1');
+SELECT * FROM dispute_settled(:m2);
+SELECT status FROM resolve_dispute(:m2, '0.5');
+SELECT * FROM dispute_settled(:m2);
+SELECT amount FROM clawbacks WHERE payment_id IN (:m1, :m2);
+SELECT dispute_ledger_ok();
+
+-- A dispute after a part was queued: the build fails that payout (nothing
+-- was sent) rather than pay the held-back money; the undisputed rest is
+-- payable again, and, resolved without refund, all of it.
+SELECT set_payout_address('prov3', :'payee_address');
+SELECT set_payout_policy('prov3', false, '0', '1 microsecond', '100');
+SELECT dispute_paid('k1', 'prov3', '0.3') AS k1 \gset
+SELECT dispute_paid('k2', 'prov3', '0.2') AS k2 \gset
+SELECT dispute_settle() AS settled;
+SELECT request_payout('prov3') AS k_payout \gset
+SELECT status FROM dispute_payment(:k1, 'wrong');
+SELECT dispute_build(:k_payout);
+SELECT status, last_error FROM payout_transactions WHERE id = :k_payout;
+SELECT held_back, hold_remaining, payable FROM dispute_settled(:k1);
+SELECT status FROM resolve_dispute(:k1, '0');
+SELECT dispute_pay_on_chain(request_payout('prov3'));
+SELECT * FROM dispute_settled(:k1);
+SELECT dispute_ledger_ok();
+-- Built, disputed and refunded (clawed back), then the payout is voided
+-- (it never reached the chain): what comes back repays the clawback first,
+-- and only the undisputed 0.4 is earmarked again, then paid.
+SELECT set_payout_address('prov5', :'payee_address');
+SELECT set_payout_policy('prov5', false, '0', '1 microsecond', '100');
+SELECT dispute_paid('n1', 'prov5', '0.6') AS n1 \gset
+SELECT dispute_paid('n2', 'prov5', '0.4') AS n2 \gset
+SELECT dispute_settle() AS settled;
+SELECT request_payout('prov5') AS n_payout \gset
+SELECT dispute_build(:n_payout);
+SELECT status FROM dispute_payment(:n1, 'wrong');
+SELECT status FROM resolve_dispute(:n1, '0.6');
+SELECT clawbacks_owed('prov5') AS owed;
+SELECT record_payout_voided(:n_payout, 'inputs spent elsewhere');
+SELECT clawbacks_owed('prov5') AS owed;
+SELECT * FROM dispute_settled(:n1);
+SELECT * FROM dispute_xmr('prov5');
+SELECT kind, amount, counterparty, reference FROM history('prov5', 'XMR', 20)
+WHERE reference LIKE 'clawback:%' ORDER BY seq;
+SELECT dispute_pay_on_chain(request_payout('prov5'));
+SELECT * FROM dispute_settled(:n1);
+SELECT dispute_ledger_ok();
+
+-- The same with all of it refunded: the voided payout's return repays all
+-- it earned, and the settlement is completed with nothing to pay.
+SELECT dispute_paid('o1', 'prov5', '0.3') AS o1 \gset
+SELECT dispute_settle() AS settled;
+SELECT request_payout('prov5') AS o_payout \gset
+SELECT dispute_build(:o_payout);
+SELECT status FROM dispute_payment(:o1, 'wrong');
+SELECT status FROM resolve_dispute(:o1, '0.3');
+SELECT record_payout_voided(:o_payout, 'inputs spent elsewhere');
+SELECT clawbacks_owed('prov5') AS owed;
+SELECT * FROM dispute_settled(:o1);
+SELECT dispute_ledger_ok();
+
+-- verify_ledger() counts only the refunds a settlement's payee made
+-- until it completed: one said completed before its refund from the hold
+-- is not paid out in full.
+BEGIN;
+UPDATE settlements SET completed_at = completed_at - interval '1 hour'
+WHERE id = (SELECT settlement_id FROM payments WHERE id = :g2);
+SELECT check_name, detail FROM verify_ledger() WHERE NOT ok;
+ROLLBACK;
+
 -- A CREDIT payment is refunded from the payee's balance as before.
 SELECT deposit('req', '100') > 0 AS funded;
 INSERT INTO compay.pricing_models (name, currency, base_price) VALUES ('m-d1', 'CREDIT', '5');
@@ -183,7 +314,7 @@ SELECT dispute_refund(:f1, '0.8', NULL, 'x'); \echo :LAST_ERROR_SQLSTATE
 SELECT dispute_refund(:f1, '0.5', :h1, 'x'); \echo :LAST_ERROR_SQLSTATE
 SELECT dispute_refund(:f1, '0.1', 99999, 'x'); \echo :LAST_ERROR_SQLSTATE
 SELECT dispute_refund(:f1, '0.1', reserve('req', '0.2', 'not the payee''s', NULL, NULL, 'XMR'), 'x'); \echo :LAST_ERROR_SQLSTATE
-SELECT dispute_refund(:f1, '0.1', (SELECT max(id) FROM holds WHERE status = 'posted'), 'x'); \echo :LAST_ERROR_SQLSTATE
+SELECT dispute_refund(:f1, '0.1', (SELECT min(id) FROM holds WHERE status = 'posted'), 'x'); \echo :LAST_ERROR_SQLSTATE
 SELECT clawback_repay('prov', '100', 'XMR', 'x'); \echo :LAST_ERROR_SQLSTATE
 SELECT clawback_repay('$fees', '1', 'XMR', 'x'); \echo :LAST_ERROR_SQLSTATE
 SELECT clawback_repay('prov', '-1', 'XMR', 'x'); \echo :LAST_ERROR_SQLSTATE

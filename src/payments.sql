@@ -332,11 +332,12 @@ COMMENT ON FUNCTION compay.dispute_payment(bigint, text) IS
 
 -- The refund of a disputed payment, from where its money is.  Other
 -- currencies than XMR: from the payee's balance (compay.refund), as any
--- refund.  XMR: what is still unpaid comes back from the payee (settled
--- and not queued for payout: from the settlement's earmark hold;
--- unsettled: from its available balance); the rest has left, or is about
--- to leave, on chain: $clawbacks fronts it and the payee owes it.
--- Returns the transfer of the last part.
+-- refund.  XMR: what is still unpaid comes back from the payee (settled:
+-- from what the settlement's earmark hold keeps that no queued payout part
+-- carries; unsettled: from its available balance); the rest has left, or
+-- is about to leave, on chain (built or queued parts, a paid settlement):
+-- $clawbacks fronts it and the payee owes it.  Returns the transfer of the
+-- last part.
 CREATE FUNCTION compay.refund_disputed(p compay.payments, refund_amount compay.credit)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -382,9 +383,12 @@ BEGIN
         v_transfer := compay.refund(p.transfer_id, v_part, v_reason);
     ELSIF v_part > '0' THEN
         v_transfer := compay.dispute_refund(p.transfer_id, v_part, v_hold, v_reason);
-        -- Refunded to the last piconero: nothing is left to pay out.
+        -- Its hold refunded to the last piconero and no part open: nothing
+        -- is left to pay out, whatever other disputes still hold back (a
+        -- refund of theirs is a clawback now).  A part still built or
+        -- relayed completes it when confirmed.
         UPDATE compay.settlements SET status = 'completed', completed_at = now()
-        WHERE id = s.id AND held_back = '0'
+        WHERE id = s.id
           AND NOT EXISTS (SELECT FROM compay.holds h WHERE h.id = v_hold AND h.status = 'pending')
           AND NOT EXISTS (SELECT FROM compay.payout_parts pp
                           JOIN compay.payout_transactions t ON t.id = pp.payout_id

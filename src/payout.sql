@@ -600,11 +600,17 @@ END $$;
 -- fee back, each part is earmarked again (one new hold for the part and
 -- what the settlement's hold had left) and queued after a backoff; the
 -- payments' tx hash goes back to their latest payout still standing.
+-- What comes back repays the payee's clawbacks first, as a settlement's
+-- earnings do (a dispute refunded since the part was built clawed it
+-- back); a settlement left with nothing to pay and no part open is
+-- completed.
 CREATE FUNCTION compay.record_payout_voided(payout_id bigint, reason text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_tx_hash text;
     v_rest compay.credit;
+    v_net compay.credit;
+    v_settlement compay.settlements;
     s record;
 BEGIN
     UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
@@ -625,14 +631,26 @@ BEGIN
         IF v_rest > '0' THEN
             PERFORM compay.release(s.earmark_hold_id);
         END IF;
+        SELECT * INTO v_settlement FROM compay.settlements st WHERE st.id = s.id;
+        v_net := compay.repay_clawbacks(v_settlement, coalesce(v_rest, '0') + s.amount);
         UPDATE compay.settlements st
         SET payout_id = (SELECT max(pp.payout_id) FROM compay.payout_parts pp
                          JOIN compay.payout_transactions p ON p.id = pp.payout_id
                          WHERE pp.settlement_id = st.id AND p.status <> 'failed'),
             next_attempt_at = now() + interval '10 seconds',
-            earmark_hold_id = compay.reserve(s.payee, coalesce(v_rest, '0') + s.amount,
-                                             'settlement:' || s.id, NULL, NULL, 'XMR')
+            earmark_hold_id = CASE WHEN v_net > '0'
+                                   THEN compay.reserve(s.payee, v_net, 'settlement:' || s.id,
+                                                       NULL, NULL, 'XMR')
+                                   ELSE st.earmark_hold_id END
         WHERE st.id = s.id;
+        IF v_net = '0' THEN
+            UPDATE compay.settlements st SET status = 'completed', completed_at = now()
+            WHERE st.id = s.id AND st.status = 'processing'
+              AND NOT EXISTS (SELECT 1 FROM compay.payout_parts pp
+                              JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                              WHERE pp.settlement_id = st.id
+                                AND p.status IN ('queued', 'built', 'relayed'));
+        END IF;
     END LOOP;
     UPDATE compay.payments y
     SET tx_hash = (SELECT p.tx_hash FROM compay.payout_parts pp

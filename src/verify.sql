@@ -148,9 +148,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
               OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
     UNION ALL
     -- 12. A completed XMR settlement has nothing left earmarked and no part
-    --     still open, and its confirmed parts cover its total exactly
-    --     unless a dispute touched it (held_back, or a payment of it no
-    --     longer completed).
+    --     still open, and its total is accounted for exactly: its confirmed
+    --     parts, what it repaid of its payee's clawbacks (references
+    --     'clawback:<id> settlement:<id>') and what its payee refunded of
+    --     its payments until it completed (from the balance before it was
+    --     earmarked, from its earmark hold after: compay.resolve_dispute).
     SELECT 'completed_settlements_paid_out', count(*) = 0,
            coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
                     'every completed XMR settlement is paid out')
@@ -163,13 +165,22 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                      FROM compay.payout_parts pp
                      JOIN compay.payout_transactions p ON p.id = pp.payout_id
                      GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          LEFT JOIN (SELECT substring(reference FROM ' settlement:([0-9]+)$')::bigint AS settlement_id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:% settlement:%'
+                     GROUP BY 1) r ON r.settlement_id = s.id
+          LEFT JOIN LATERAL (
+              SELECT compay.sum_atomic(t.amount) AS refunded
+              FROM compay.payments y
+              JOIN compay.transfers t ON t.refund_of = y.transfer_id AND t.kind = 'refund'
+              JOIN compay.accounts a ON a.id = t.from_account
+              WHERE y.settlement_id = s.id AND a.node_id = s.payee
+                AND t.created_at <= s.completed_at) f ON true
           WHERE s.currency = 'XMR' AND s.status = 'completed'
             AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
                  OR coalesce(c.open, 0) > 0
-                 OR (coalesce(c.confirmed, 0) <> compay.atomic(s.total_amount)
-                     AND s.held_back OPERATOR(compay.=) '0'
-                     AND NOT EXISTS (SELECT 1 FROM compay.payments y
-                                     WHERE y.settlement_id = s.id AND y.status <> 'completed')))) bad
+                 OR coalesce(c.confirmed, 0) + coalesce(r.repaid, 0) + coalesce(f.refunded, 0)
+                    <> compay.atomic(s.total_amount))) bad
     UNION ALL
     -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
     --     are its amount (and its fee, when $fees paid it); a queued one
