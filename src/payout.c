@@ -6,7 +6,9 @@
  *	  earmarked XMR settlements, build each transaction (not relayed),
  *	  relay it, follow its confirmations.  The states live in
  *	  compay.payout_transactions; the SQL functions that record each step
- *	  are in the install script.
+ *	  are in src/payout.sql.  Also the deposit poll (PollDeposits), run
+ *	  apart, by the worker or by CALL compay.poll_deposits(), under a lock
+ *	  of its own.
  *
  * Every wallet call is made outside any transaction, and its outcome is
  * recorded in a transaction of its own afterwards:

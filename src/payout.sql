@@ -113,11 +113,13 @@ GRANT EXECUTE ON FUNCTION compay.set_payout_address(text, text, compay.address_p
 
 --------------------------------------------------------------------------
 -- Payouts: settled XMR paid to payees through the treasury wallet, driven
--- by the worker (src/payout.c) through a state machine kept here:
+-- by the payout round (src/payout.c; the worker or CALL
+-- compay.run_payouts()) through a state machine kept here:
 --   queued -> built (transfer with do_not_relay; the tx and its metadata
 --   committed, the ledger debited) -> relayed (relay_tx, then store)
---   -> confirmed (compay.payout_confirmations), or failed (only when the
---   wallet refused to build it: nothing reached the network).
+--   -> confirmed (compay.payout_confirmations), or failed (only when
+--   nothing can reach the network: the wallet refused to build it, or a
+--   built or relayed one is void because an input is spent elsewhere).
 --------------------------------------------------------------------------
 
 CREATE TYPE compay.payout_status AS ENUM ('queued', 'built', 'relayed', 'confirmed', 'failed');
