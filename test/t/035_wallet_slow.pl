@@ -81,6 +81,10 @@ sub wait_calls
 }
 
 sql(q{CREATE EXTENSION compay; CREATE ROLE app LOGIN IN ROLE compay_app});
+# The deposit_address() calls below fail: none may make the worker look
+# for orphaned subaddresses (a get_address call that would trickle too and
+# hold the proxy), so the orphan check is marked done far ahead.
+sql(q{INSERT INTO compay.deposit_scan (scanned_height, checked_calls) VALUES (0, 1000)});
 
 # 1a. statement_timeout on deposit_address(), as the application.
 my $t0 = time;
@@ -93,7 +97,10 @@ like($err, qr/57014: canceling statement due to statement timeout/,
 ok($took >= 2.9 && $took < 4.5,
 	sprintf('1a: stopped %.2f s after the start, statement_timeout 3 s', $took));
 diag(sprintf('slow wallet: statement_timeout 3 s stopped deposit_address() after %.2f s', $took));
-is(sql(q{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'}), '0',
+# (The worker's own session locks, held while it waits for the same slow
+# wallet, are not deposit_address()'s.)
+is(sql(q{SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		 WHERE l.locktype = 'advisory' AND a.backend_type = 'client backend'}), '0',
 	'1a: its advisory lock is released');
 is(sql(q{SELECT count(*) FROM compay.deposit_addresses}), '0', '1a: no deposit address kept');
 
