@@ -49,6 +49,7 @@ SQL_PIECES = \
 	src/payout.sql \
 	src/payout_run.sql \
 	src/deposit.sql \
+	src/dashboard.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
