@@ -354,19 +354,21 @@ DECLARE
     cells text[];
 BEGIN
     PERFORM compay.dashboard_check_range("from", "to");
-    -- Payments per currency: rates are exact ratios, shown to 0.01 %.
+    -- Payments per currency: the failure rate of all, the dispute rate of
+    -- those that completed (refunded ones included), shown to 0.01 %.
     SELECT pg_catalog.array_agg(compay.dashboard_row(t.currency, t.n::text, t.paid::text,
                t.volume::text, t.failed::text,
                pg_catalog.round(100.0 * t.failed / t.n, 2)::text || ' %',
                t.disputed::text,
-               CASE WHEN t.paid = 0 THEN '-'
-                    ELSE pg_catalog.round(100.0 * t.disputed / t.paid, 2)::text || ' %' END,
+               CASE WHEN t.completed = 0 THEN '-'
+                    ELSE pg_catalog.round(100.0 * t.disputed / t.completed, 2)::text || ' %' END,
                t.refunded::text) ORDER BY t.currency)
     INTO cells
     FROM (SELECT p.currency, pg_catalog.count(*) AS n,
                  pg_catalog.count(*) FILTER (WHERE p.status IN ('completed', 'disputed')) AS paid,
                  COALESCE(compay.sum(p.amount) FILTER (WHERE p.status IN ('completed', 'disputed')),
                                      '0') AS volume,
+                 pg_catalog.count(*) FILTER (WHERE p.completed_at IS NOT NULL) AS completed,
                  pg_catalog.count(*) FILTER (WHERE p.status = 'failed') AS failed,
                  pg_catalog.count(*) FILTER (WHERE p.disputed_at IS NOT NULL) AS disputed,
                  pg_catalog.count(*) FILTER (WHERE p.status = 'refunded') AS refunded
