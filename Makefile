@@ -50,6 +50,7 @@ SQL_PIECES = \
 	src/payout_run.sql \
 	src/deposit.sql \
 	src/reports.sql \
+	src/dashboard.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

@@ -22,6 +22,7 @@ PACKAGES=(
     libpostgresql-jdbc-java
     openjdk-17-jre-headless
     nodejs
+    chromium
 )
 
 die() {
