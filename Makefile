@@ -49,6 +49,7 @@ SQL_PIECES = \
 	src/payout.sql \
 	src/payout_run.sql \
 	src/deposit.sql \
+	src/wallet_tools.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
