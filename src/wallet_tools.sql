@@ -116,6 +116,10 @@ BEGIN
             conf := (compay.daemon_rpc('/get_height')->>'height')::bigint - hgt;
         END IF;
     END IF;
+    -- A payout built but not relayed is known to nobody yet.
+    IF loc = 'unknown' AND p.status IN ('queued', 'built') THEN
+        loc := 'not sent';
+    END IF;
     ours := p.id IS NOT NULL OR w IS NOT NULL;
     payout_id := p.id;
     payout_status := p.status;
