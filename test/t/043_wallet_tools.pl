@@ -3,7 +3,8 @@
 #  1. wallet_balance() and the daemon agree; a payout made by the worker
 #     is seen by wallet_transfers() (out, its payout id) and verify_tx()
 #     (ours, its payee, amount received by the tx key, its settlement, on
-#     chain with its confirmations); an unknown tx is not ours.
+#     chain with its confirmations); an unknown tx is not ours; a payout
+#     built and not relayed is ours and not sent, then in the pool.
 #  2. diagnose() is ok in every check with a healthy wallet and worker.
 #  3. Worker disabled and the wallet not refreshing while the daemon mines:
 #     runner fail, wallet sync warn (blocks behind).
@@ -60,6 +61,23 @@ is( sql(q{SELECT direction || ' ' || kind || ' ' || amount || ' ' || (fee > '0')
 is(sql(q{SELECT count(*) FROM compay.wallet_transfers(3)}), '3', '1: wallet_transfers: at most max_rows');
 is( sql(q{SELECT ours, payout_id IS NULL, location, node_id IS NULL FROM compay.verify_tx(repeat('ab', 32))}),
 	'f|t|unknown|t', '1: verify_tx: an unknown tx is not ours, nowhere');
+
+# A payout built, not relayed (payout_auto_relay off): nobody knows it yet.
+$rt->set($node, 'compay.payout_auto_relay', 'off');
+$rt->pay_to($node, 'wt-held');
+$rt->earn($node, 'wt-held', '0.05');
+ok(poll(q{SELECT status = 'built' FROM compay.payouts WHERE node_id = 'wt-held'}), '1: a payout is built, not relayed');
+my $held = sql(q{SELECT tx_hash FROM compay.payouts WHERE node_id = 'wt-held'});
+is(sql(qq{SELECT ours, payout_status, location, node_id, amount, received IS NULL FROM compay.verify_tx('$held')}),
+	't|built|not sent|wt-held|0.05|t', '1: verify_tx: ours, built, not sent, nothing received');
+is(sql(q{SELECT status FROM compay.diagnose() WHERE name = 'settings'}), 'warn',
+	'1: diagnose: settings warn while payout_auto_relay is off');
+$rt->set($node, 'compay.payout_auto_relay', 'on');
+ok(poll(q{SELECT status = 'relayed' FROM compay.payouts WHERE node_id = 'wt-held'}), '1: relayed once on again');
+is(sql(qq{SELECT location || ' ' || received FROM compay.verify_tx('$held')}), 'pool 0.05',
+	'1: verify_tx: in the pool, 0.05 received by the tx key');
+$rt->run('mine', 2);
+ok(poll(q{SELECT status = 'confirmed' FROM compay.payouts WHERE node_id = 'wt-held'}), '1: confirmed');
 
 # 2. Healthy.
 is(diagnose(),
