@@ -27,6 +27,13 @@ FROM (VALUES ('compay_admin'), ('compay_reader'), ('compay_app')) r(rolname),
 ORDER BY 1, 2;
 SELECT has_table_privilege('compay_admin', 'compay.pending_payouts', 'SELECT') AS admin,
        has_table_privilege('compay_reader', 'compay.pending_payouts', 'SELECT') AS reader;
+-- compay_admin runs them (as their owner); compay_reader cannot.
+SET ROLE compay_admin;
+SELECT count(*) AS checks FROM compay.diagnose();
+SELECT count(*) AS pending FROM compay.pending_payouts;
+SET ROLE compay_reader;
+SELECT count(*) FROM compay.diagnose(); \echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
 
 -- The checks that read no wallet, all ok on a fresh ledger.
 SELECT name, status, advice, regexp_replace(detail, '^\d+ checks ok$', 'N checks ok') AS detail
