@@ -51,6 +51,7 @@ SQL_PIECES = \
 	src/deposit.sql \
 	src/reports.sql \
 	src/dashboard.sql \
+	src/wallet_tools.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

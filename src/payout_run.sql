@@ -73,7 +73,31 @@ $$;
 -- built (a built transaction that is not relayed reserves nothing in the
 -- wallet).  The oldest stuck payout: the oldest open one with an error
 -- recorded, or the first queued or built one the unlocked balance does
--- not cover (with those before it).
+-- not cover (with those before it).  Shared by the runners' health and
+-- compay.diagnose().
+CREATE FUNCTION compay.payout_health(unlocked compay.credit, OUT queued compay.credit,
+    OUT stuck_payout bigint, OUT stuck_reason text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT (SELECT coalesce(compay.sum(amount), '0') FROM compay.payout_transactions
+            WHERE status IN ('queued', 'built')),
+           s.id, s.reason
+    FROM (SELECT 1) one
+    LEFT JOIN LATERAL (
+        SELECT p.id, CASE WHEN p.last_error IS NOT NULL THEN p.last_error
+                          ELSE format('the wallet''s unlocked balance (%s XMR) does not cover it: %s XMR are queued up to it',
+                                      unlocked, p.upto) END AS reason
+        FROM (SELECT t.id, t.status, t.last_error,
+                     compay.sum(t.amount) FILTER (WHERE t.status IN ('queued', 'built'))
+                         OVER (ORDER BY t.id) AS upto
+              FROM compay.payout_transactions t
+              WHERE t.status IN ('queued', 'built', 'relayed')) p
+        WHERE p.last_error IS NOT NULL
+           OR (p.status IN ('queued', 'built') AND unlocked IS NOT NULL AND p.upto > unlocked)
+        ORDER BY p.id LIMIT 1) s ON true
+$$;
+COMMENT ON FUNCTION compay.payout_health(compay.credit) IS
+    'what the unlocked balance must cover (payouts queued or built) and the oldest stuck payout with its reason';
+
 CREATE FUNCTION compay.record_runner_status(runner text, health jsonb) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
@@ -82,20 +106,8 @@ DECLARE
     stuck_id bigint;
     stuck_reason text;
 BEGIN
-    SELECT coalesce(compay.sum(amount), '0') INTO queued
-    FROM compay.payout_transactions WHERE status IN ('queued', 'built');
-    SELECT p.id, CASE WHEN p.last_error IS NOT NULL THEN p.last_error
-                      ELSE format('the wallet''s unlocked balance (%s XMR) does not cover it: %s XMR are queued up to it',
-                                  unlocked, p.upto) END
-    INTO stuck_id, stuck_reason
-    FROM (SELECT t.id, t.status, t.last_error,
-                 compay.sum(t.amount) FILTER (WHERE t.status IN ('queued', 'built'))
-                     OVER (ORDER BY t.id) AS upto
-          FROM compay.payout_transactions t
-          WHERE t.status IN ('queued', 'built', 'relayed')) p
-    WHERE p.last_error IS NOT NULL
-       OR (p.status IN ('queued', 'built') AND unlocked IS NOT NULL AND p.upto > unlocked)
-    ORDER BY p.id LIMIT 1;
+    SELECT h.queued, h.stuck_payout, h.stuck_reason INTO queued, stuck_id, stuck_reason
+    FROM compay.payout_health(unlocked) h;
     INSERT INTO compay.runner_status AS s (runner, state) VALUES (record_runner_status.runner, 'done')
     ON CONFLICT ON CONSTRAINT runner_status_pkey DO NOTHING;
     UPDATE compay.runner_status AS s
@@ -118,6 +130,7 @@ END
 $$;
 COMMENT ON FUNCTION compay.record_runner_status(text, jsonb) IS
     'records a runner''s outcome and the wallet health it saw (called by the worker and the procedures)';
+REVOKE ALL ON FUNCTION compay.payout_health(compay.credit) FROM PUBLIC;
 REVOKE ALL ON FUNCTION compay.record_runner_start(text), compay.record_runner_skipped(text),
     compay.record_runner_failed(text, text), compay.record_runner_status(text, jsonb) FROM PUBLIC;
 

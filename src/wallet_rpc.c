@@ -40,6 +40,7 @@
 #include "wallet_rpc.h"
 
 PG_FUNCTION_INFO_V1(compay_wallet_rpc);
+PG_FUNCTION_INFO_V1(compay_daemon_rpc);
 
 static char *wallet_rpc_url = NULL;
 static char *wallet_rpc_user = NULL;
@@ -670,5 +671,75 @@ compay_wallet_rpc(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_COMPAY_WALLET_UNAVAILABLE),
 				 errmsg("wallet RPC %s: %s", WalletRpcStatusName(r.status), r.error),
 				 errhint("Check compay.wallet_rpc_url, the login and that monero-wallet-rpc is running.")));
+	PG_RETURN_JSONB_P(r.result);
+}
+
+/*
+ * The daemon endpoints compay.daemon_rpc() takes: read-only ones, so that
+ * the call cannot change the daemon (no /send_raw_transaction, no mining).
+ */
+static void
+RefuseDaemonPath(const char *path)
+{
+	static const char *const reading[] = {
+		"/get_height", "/get_info", "/get_transactions", "/get_transaction_pool_hashes",
+		"/is_key_image_spent"
+	};
+
+	for (int i = 0; i < (int) lengthof(reading); i++)
+		if (strcmp(path, reading[i]) == 0)
+			return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("compay.daemon_rpc() does not call %s", path),
+			 errdetail("It calls the daemon's read-only endpoints only."),
+			 errhint("Use /get_height, /get_info, /get_transactions, /get_transaction_pool_hashes or /is_key_image_spent.")));
+}
+
+/*
+ * compay.daemon_rpc(path, params jsonb DEFAULT '{}') -> jsonb: one call to
+ * a read-only endpoint of compay.daemon_rpc_url, the whole reply (superuser
+ * only; the wallet tools and compay.diagnose() use it).  As
+ * compay.wallet_rpc(), not inside a transaction that holds ledger locks.
+ */
+Datum
+compay_daemon_rpc(PG_FUNCTION_ARGS)
+{
+	WalletRpcResult r;
+	char	   *path;
+	char	   *params = "{}";
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("path must not be NULL")));
+	path = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	RefuseDaemonPath(path);
+	if (!PG_ARGISNULL(1))
+	{
+		Jsonb	   *p = PG_GETARG_JSONB_P(1);
+
+		if (!JB_ROOT_IS_OBJECT(p))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("daemon RPC params must be a JSON object")));
+		params = JsonbToCString(NULL, &p->root, VARSIZE(p));
+	}
+	if (!DaemonRpcConfigured())
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_WALLET_UNAVAILABLE),
+				 errmsg("compay.daemon_rpc_url is not set"),
+				 errhint("Set compay.daemon_rpc_url to the monerod RPC the wallet uses.")));
+	DaemonRpcCall(path, params, &r);
+	if (r.status == WALLET_RPC_ERROR)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_WALLET_ERROR),
+				 errmsg("the daemon refused %s", path),
+				 errdetail("%s.", r.error)));
+	if (r.status != WALLET_RPC_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_WALLET_UNAVAILABLE),
+				 errmsg("daemon RPC %s: %s", WalletRpcStatusName(r.status), r.error),
+				 errhint("Check compay.daemon_rpc_url and that monerod is running.")));
 	PG_RETURN_JSONB_P(r.result);
 }
