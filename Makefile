@@ -49,6 +49,7 @@ SQL_PIECES = \
 	src/payout.sql \
 	src/payout_run.sql \
 	src/deposit.sql \
+	src/earnings.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
