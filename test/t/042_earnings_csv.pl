@@ -6,6 +6,8 @@
 # then loaded with \copy FROM into a table of the same column types, equals
 # the function's rows both ways (EXCEPT), amounts to the last atomic unit.
 # No wallet: payouts are built with made-up replies as in sql/payout_caps.sql.
+# On a streaming standby every earnings function reads the same as on the
+# primary and the export writes the same file (read-only functions).
 #
 # Run: bash /work/tools/runperl.sh REPO PGROOT test/t/042_earnings_csv.pl
 
@@ -17,7 +19,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('earnings_csv');
-$node->init;
+$node->init(allows_streaming => 1);
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'compay'\n");
 $node->start;
 
@@ -47,7 +49,12 @@ BEGIN
     INSERT INTO compay.task_type_models VALUES ('xmr-' || md5(task), v_model);
     PERFORM compay.submit_task(task, 'csv-xreq', 'csv-prov', 'xmr-' || md5(task));
     PERFORM compay.complete_job(task, now() - interval '1 minute', now());
-    RETURN (compay.process_task_payment(task, 'crypto')).id;
+    PERFORM compay.process_task_payment(task, 'crypto');
+    -- All in one hour (the last one closed), so that one hourly
+    -- settlement gathers them whenever the test runs.
+    UPDATE compay.payments SET completed_at = date_trunc('hour', now()) - interval '30 minutes'
+    WHERE task_id = task;
+    RETURN (SELECT id FROM compay.payments WHERE task_id = task);
 END \$\$;
 CREATE FUNCTION build(id bigint) RETURNS void LANGUAGE sql AS \$\$
     SELECT compay.record_payout_built(id, jsonb_build_object(
@@ -130,6 +137,37 @@ is( sql(q{SELECT count(*) FROM (SELECT * FROM compay.earnings_history('csv-prov'
                                  EXCEPT ALL SELECT * FROM earnings_back) d}),
 	'1', 'a row off by one atomic unit differs');
 is(sql(q{SELECT bool_and(ok) FROM compay.verify_ledger()}), 't', 'verify_ledger() ok');
+
+# On a streaming standby: every function reads the same as on the
+# primary (read-only: no write, no temporary table), and the export runs.
+$node->backup('earnings_backup');
+my $standby = PostgreSQL::Test::Cluster->new('earnings_standby');
+$standby->init_from_backup($node, 'earnings_backup', has_streaming => 1);
+$standby->start;
+$node->wait_for_catchup($standby);
+is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'it is a standby');
+for my $query (
+	q{SELECT * FROM compay.earnings('csv-prov')},
+	q{SELECT * FROM compay.earnings('csv-prov', 'XMR')},
+	q{SELECT * FROM compay.earnings_breakdown('csv-prov', NULL, NULL, 'day')},
+	q{SELECT * FROM compay.earnings_breakdown('csv-prov', '-infinity', 'infinity', 'payer')},
+	q{SELECT * FROM compay.earnings_history('csv-prov')},
+	q{SELECT * FROM compay.payment_history('csv-prov', 3)})
+{
+	my ($src) = $query =~ /FROM (compay\.\w+\(.*\))/;
+	my $primary = sql($query);
+	isnt($primary, '', "$src has rows on the primary");
+	is($standby->safe_psql('postgres', $query), $primary, "$src reads the same on the standby");
+}
+my $standby_csv = "$PostgreSQL::Test::Utils::tmp_check/earnings_standby.csv";
+($rc, $out, $err) = $standby->psql('postgres',
+	qq{\\copy (SELECT * FROM compay.earnings_history('csv-prov')) TO '$standby_csv' CSV HEADER});
+is($rc, 0, 'the export runs on the standby') or diag($err);
+open($fh, '<', $standby_csv) or die "cannot read $standby_csv: $!";
+my @standby_lines = <$fh>;
+close($fh);
+is_deeply(\@standby_lines, \@lines, 'the standby writes the same file');
+$standby->stop;
 
 $node->stop;
 done_testing();
