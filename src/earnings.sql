@@ -210,7 +210,7 @@ BEGIN
            compay.sum(e.earned)
     FROM compay.earning_events(v_node) e
     CROSS JOIN LATERAL (SELECT CASE v_by
-        WHEN 'job_type' THEN coalesce(e.job_type, '')
+        WHEN 'job_type' THEN e.job_type
         WHEN 'purpose' THEN e.purpose
         WHEN 'payer' THEN e.payer
         ELSE to_char(date_trunc(v_by, e.earned_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') END AS key) k
