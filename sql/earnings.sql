@@ -14,12 +14,12 @@ DROP ROLE IF EXISTS ea_node_prov, ea_node_other;
 RESET client_min_messages;
 \set addr '4AJwEKR6JfT2hPh1wxvCowa2zpVcMG94Ha5Z6qTuadcnHZ3QFnB1dX2j3JJtkTYNBpWvPMFAh6GKsYUnBXCzjjPP1biZiq1'
 
-CREATE OR REPLACE FUNCTION ledger_ok() RETURNS text LANGUAGE sql AS $$
+CREATE OR REPLACE FUNCTION ea_ledger_ok() RETURNS text LANGUAGE sql AS $$
     SELECT coalesce(string_agg(check_name || ': ' || detail, '; ') FILTER (WHERE NOT ok), 'ok')
     FROM compay.verify_ledger()
 $$;
 -- earnings() of a node, each row with its identity checked.
-CREATE OR REPLACE FUNCTION earned(node text, cur text DEFAULT NULL) RETURNS TABLE (
+CREATE OR REPLACE FUNCTION ea_earned(node text, cur text DEFAULT NULL) RETURNS TABLE (
     currency text, earned compay.credit, refunded compay.credit, rewards compay.credit,
     pending compay.credit, settled_unpaid compay.credit, in_flight compay.credit,
     paid compay.credit, clawbacks compay.credit, sf_owed_to compay.credit,
@@ -30,7 +30,7 @@ LANGUAGE sql AS $$
 $$;
 -- A CREDIT job of the default model (100 + 1000 per CPU-second) run by
 -- provider and verified by two verifiers.
-CREATE OR REPLACE FUNCTION run_job(task text, requester text, provider text, escrow compay.credit,
+CREATE OR REPLACE FUNCTION ea_run_job(task text, requester text, provider text, escrow compay.credit,
     cpu numeric, v1 text, v2 text) RETURNS compay.job_status LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM compay.submit_job(task, requester, 'render', escrow);
@@ -41,13 +41,13 @@ BEGIN
     RETURN compay.verify_job(task, v2, true);
 END $$;
 -- Moves a task's payments and rewards to a fixed time.
-CREATE OR REPLACE FUNCTION at_time(task text, ts timestamptz) RETURNS void LANGUAGE sql AS $$
+CREATE OR REPLACE FUNCTION ea_at_time(task text, ts timestamptz) RETURNS void LANGUAGE sql AS $$
     UPDATE compay.payments SET created_at = ts, completed_at = ts WHERE task_id = task;
     UPDATE compay.verifications v SET rewarded_at = ts FROM compay.jobs j
     WHERE j.id = v.job_id AND j.task_id = task AND v.rewarded_at IS NOT NULL;
 $$;
 -- An XMR task without escrow paid by crypto from ea-xreq; the payment id.
-CREATE OR REPLACE FUNCTION xmr_task(task text, payee text, amount compay.credit) RETURNS bigint
+CREATE OR REPLACE FUNCTION ea_xmr_task(task text, payee text, amount compay.credit) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_model bigint;
@@ -64,7 +64,7 @@ BEGIN
     WHERE task_id = task;
     RETURN (SELECT id FROM compay.payments WHERE task_id = task);
 END $$;
-CREATE OR REPLACE FUNCTION build(id bigint) RETURNS void LANGUAGE sql AS $$
+CREATE OR REPLACE FUNCTION ea_build(id bigint) RETURNS void LANGUAGE sql AS $$
     SELECT compay.record_payout_built(id, jsonb_build_object(
         'tx_hash', encode(sha256(('tx' || id)::bytea), 'hex'),
         'tx_key', encode(sha256(('key' || id)::bytea), 'hex'),
@@ -76,14 +76,14 @@ CREATE OR REPLACE FUNCTION build(id bigint) RETURNS void LANGUAGE sql AS $$
                    WHERE i.payout_id = id)));
     SELECT compay.record_payout_relayed(id);
 $$;
-CREATE OR REPLACE FUNCTION next_day() RETURNS void LANGUAGE sql AS $$
+CREATE OR REPLACE FUNCTION ea_next_day() RETURNS void LANGUAGE sql AS $$
     UPDATE compay.payout_transactions SET created_at = created_at - interval '1 day 1 minute'
 $$;
 
 -- A node with no earnings: no row, or one row of zeros for a currency;
 -- the other functions return nothing.
-SELECT * FROM earned('ea-nobody');
-SELECT * FROM earned('ea-nobody', 'XMR');
+SELECT * FROM ea_earned('ea-nobody');
+SELECT * FROM ea_earned('ea-nobody', 'XMR');
 SELECT count(*) FROM earnings_history('ea-nobody');
 SELECT count(*) FROM earnings_breakdown('ea-nobody', NULL, NULL, 'day');
 SELECT count(*) FROM payment_history('ea-nobody');
@@ -96,9 +96,9 @@ SELECT count(*) FROM payment_history('ea-nobody');
 SELECT open_account(n, 'CREDIT', '0') > 0 AS opened
 FROM unnest(ARRAY['ea-req', 'ea-r3', 'ea-prov', 'ea-v1', 'ea-v2', 'ea-other']) n;
 SELECT deposit('ea-req', '2600') > 0 AS funded, deposit('ea-r3', '1500') > 0 AS funded_r3;
-SELECT run_job('ea-1', 'ea-req', 'ea-prov', '1500', 1, 'ea-v1', 'ea-v2');
-SELECT run_job('ea-2', 'ea-req', 'ea-prov', '1000', 2, 'ea-v1', 'ea-v2');
-SELECT run_job('ea-3', 'ea-r3', 'ea-other', '1500', 1, 'ea-prov', 'ea-v1');
+SELECT ea_run_job('ea-1', 'ea-req', 'ea-prov', '1500', 1, 'ea-v1', 'ea-v2');
+SELECT ea_run_job('ea-2', 'ea-req', 'ea-prov', '1000', 2, 'ea-v1', 'ea-v2');
+SELECT ea_run_job('ea-3', 'ea-r3', 'ea-other', '1500', 1, 'ea-prov', 'ea-v1');
 SELECT task_id, amount, metadata ? 'shortfall_id' AS collection FROM payments
 WHERE to_node = 'ea-prov' ORDER BY id;
 SELECT requester, provider, amount, collected FROM shortfalls;
@@ -107,22 +107,22 @@ SELECT status FROM dispute_payment((SELECT id FROM payments WHERE task_id = 'ea-
 SELECT status FROM resolve_dispute((SELECT id FROM payments WHERE task_id = 'ea-1'), '100');
 -- The days they happened on, for the breakdown: ea-1 on 5 January 2026,
 -- ea-2 on 12 January, ea-3 on 3 February.
-SELECT at_time('ea-1', '2026-01-05 10:00+00'), at_time('ea-2', '2026-01-12 23:59:59+00'),
-       at_time('ea-3', '2026-02-03 00:00+00');
+SELECT ea_at_time('ea-1', '2026-01-05 10:00+00'), ea_at_time('ea-2', '2026-01-12 23:59:59+00'),
+       ea_at_time('ea-3', '2026-02-03 00:00+00');
 -- Earned 1100 - 100 + 1000 + 500 + 165 = 2665, nothing settled yet; 600
 -- owed to it by ea-req.
-SELECT * FROM earned('ea-prov');
-SELECT * FROM earned('ea-req');
+SELECT * FROM ea_earned('ea-prov');
+SELECT * FROM ea_earned('ea-req');
 -- ea-v1 only verifies: 165 (ea-1) + 150 (15 % of the 1000 ea-2's escrow
 -- paid) + 165 (ea-3) = 480, all rewards.
-SELECT earned, rewards, adds_up FROM earned('ea-v1');
+SELECT earned, rewards, adds_up FROM ea_earned('ea-v1');
 SELECT earned_at, kind, purpose, task_id, job_type, payer, currency, amount, refunded, earned,
        settlement_id IS NULL AS unsettled, payout_ids, tx_hashes, status
 FROM earnings_history('ea-prov');
 -- Settled: CREDIT settlements complete at once (the money is in the
 -- balance already): paid.
 SELECT count(*) > 0 AS settled FROM run_settlement('hourly', now() + interval '1 hour');
-SELECT * FROM earned('ea-prov');
+SELECT * FROM ea_earned('ea-prov');
 SELECT task_id, status FROM earnings_history('ea-prov', '2026-01-01', '2026-02-01');
 
 -- The breakdown over January and over the two months, every grouping.
@@ -146,20 +146,20 @@ SELECT count(*) FROM earnings_history('ea-prov', '2026-01-06', '2026-01-12');
 SELECT admin_deposit('ea-xreq', '10', 'XMR', 'test funds') > 0 AS funded;
 SELECT set_payout_address('ea-prov', :'addr');
 SELECT set_payout_policy('ea-prov', true, '0', '1 microsecond', '0.5');
-SELECT xmr_task('ea-x1', 'ea-prov', '0.8') AS x1 \gset
-SELECT xmr_task('ea-x2', 'ea-prov', '0.3') AS x2 \gset
-SELECT currency, earned, pending, settled_unpaid, in_flight, paid, adds_up FROM earned('ea-prov', 'XMR');
+SELECT ea_xmr_task('ea-x1', 'ea-prov', '0.8') AS x1 \gset
+SELECT ea_xmr_task('ea-x2', 'ea-prov', '0.3') AS x2 \gset
+SELECT currency, earned, pending, settled_unpaid, in_flight, paid, adds_up FROM ea_earned('ea-prov', 'XMR');
 SELECT count(*) > 0 AS settled FROM run_settlement('hourly', now() + interval '1 hour');
-SELECT currency, earned, pending, settled_unpaid, in_flight, paid, adds_up FROM earned('ea-prov', 'XMR');
+SELECT currency, earned, pending, settled_unpaid, in_flight, paid, adds_up FROM ea_earned('ea-prov', 'XMR');
 -- Day one: a part of 0.5 built, relayed and confirmed.
 SELECT queue_payouts() AS queued;
-SELECT build(1);
+SELECT ea_build(1);
 SELECT record_payout_confirmations(1, 10);
 -- Day two: the next 0.5 built and relayed, not confirmed: in flight.
-SELECT next_day();
+SELECT ea_next_day();
 SELECT queue_payouts() AS queued;
-SELECT build(2);
-SELECT currency, earned, pending, settled_unpaid, in_flight, paid, adds_up FROM earned('ea-prov', 'XMR');
+SELECT ea_build(2);
+SELECT currency, earned, pending, settled_unpaid, in_flight, paid, adds_up FROM ea_earned('ea-prov', 'XMR');
 SELECT task_id, amount, earned, payout_ids,
        tx_hashes = ARRAY[encode(sha256('tx1'::bytea), 'hex'), encode(sha256('tx2'::bytea), 'hex')] AS hashes,
        status
@@ -169,20 +169,20 @@ FROM earnings_history('ea-prov') WHERE currency = 'XMR';
 SELECT status FROM dispute_payment(:x2, 'wrong');
 SELECT status FROM resolve_dispute(:x2, '0.3');
 SELECT amount, repaid FROM clawbacks;
-SELECT * FROM earned('ea-prov', 'XMR');
+SELECT * FROM ea_earned('ea-prov', 'XMR');
 -- Confirmed: everything paid, 0.2 still owed.
 SELECT record_payout_confirmations(2, 10);
 SELECT currency, earned, refunded, settled_unpaid, in_flight, paid, clawbacks, adds_up
-FROM earned('ea-prov', 'XMR');
+FROM ea_earned('ea-prov', 'XMR');
 SELECT task_id, earned, status FROM earnings_history('ea-prov') WHERE currency = 'XMR';
 -- The next 0.5 is pending, then settled: it repays the 0.2 first, its
 -- hold keeps 0.3.
-SELECT xmr_task('ea-x3', 'ea-prov', '0.5') > 0 AS earned;
-SELECT currency, earned, pending, settled_unpaid, paid, clawbacks, adds_up FROM earned('ea-prov', 'XMR');
+SELECT ea_xmr_task('ea-x3', 'ea-prov', '0.5') > 0 AS earned;
+SELECT currency, earned, pending, settled_unpaid, paid, clawbacks, adds_up FROM ea_earned('ea-prov', 'XMR');
 SELECT count(*) > 0 AS settled FROM run_settlement('hourly', now() + interval '1 hour');
-SELECT currency, earned, pending, settled_unpaid, paid, clawbacks, adds_up FROM earned('ea-prov', 'XMR');
+SELECT currency, earned, pending, settled_unpaid, paid, clawbacks, adds_up FROM ea_earned('ea-prov', 'XMR');
 -- Both currencies.
-SELECT currency, earned, refunded, rewards, adds_up FROM earned('ea-prov');
+SELECT currency, earned, refunded, rewards, adds_up FROM ea_earned('ea-prov');
 
 -- The payments ea-prov received and ea-req made, newest first.
 SELECT direction, task_id, counterparty, amount, refunded, currency, method, status
@@ -227,5 +227,9 @@ FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = 'compay'
   AND p.proname IN ('earnings', 'earnings_breakdown', 'earnings_history', 'payment_history')
 ORDER BY 1;
-SELECT ledger_ok();
+SELECT ea_ledger_ok();
 DROP ROLE ea_node_prov, ea_node_other;
+DROP FUNCTION ea_ledger_ok(), ea_earned(text, text),
+    ea_run_job(text, text, text, compay.credit, numeric, text, text),
+    ea_at_time(text, timestamptz), ea_xmr_task(text, text, compay.credit), ea_build(bigint),
+    ea_next_day();
