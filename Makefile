@@ -52,6 +52,7 @@ SQL_PIECES = \
 	src/reports.sql \
 	src/dashboard.sql \
 	src/wallet_tools.sql \
+	src/earnings.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
