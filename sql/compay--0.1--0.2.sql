@@ -5401,7 +5401,7 @@ BEGIN
         compay.dashboard_time("from") || ' to ' || compay.dashboard_time("to"), body);
 END $$;
 COMMENT ON FUNCTION compay.earnings_dashboard(text, timestamptz, timestamptz) IS
-    'a self-contained HTML page of a node''s earnings in [from, to): per day with the running total, by job type, pending and paid, recent jobs and payouts';
+    'a self-contained HTML page of a node''s earnings in [from, to): per day with the running total, by job type; its totals now as compay.earnings reports them (refunds, clawbacks, shortfalls); recent jobs and payouts';
 
 -- The operator's page: volume, failure and dispute rates, payouts,
 -- treasury, top providers.
