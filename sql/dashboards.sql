@@ -74,6 +74,40 @@ RESET ROLE;
 DROP ROLE dash_node;
 DROP ROLE dash_reader;
 
+-- Refunds and shortfalls, with the figures of compay.earnings().  <i>n</i>
+-- receives 1 CREDIT by a real transfer and 0.25 of it is refunded: 0.75
+-- net.  Shortfalls: 0.000000000002 XMR owed to <i>n</i> for d1; 0.3
+-- CREDIT owed by dash-poor (a node with no earnings) to <i>n</i> for d3,
+-- 0.1 of it collected: 0.2 owed.
+SELECT compay.admin_deposit('dash-req', '1', 'CREDIT', 'funds') > 0 AS funded;
+INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
+                             completed_at, transfer_id)
+VALUES ('d2', 'dash-req', '<i>n</i>', '1', 'CREDIT', 'credit', 'completed', now() - interval '30 minutes',
+        compay.transfer('dash-req', '<i>n</i>', '1'::compay.credit, 'd2', NULL, 'CREDIT'));
+SELECT compay.refund((SELECT transfer_id FROM compay.payments WHERE task_id = 'd2'), '0.25') > 0 AS refunded;
+INSERT INTO compay.jobs (task_id, requester, provider, task_type, currency, status, amount, created_at)
+VALUES ('d3', 'dash-poor', '<i>n</i>', 'render', 'CREDIT', 'paid', '1', now() - interval '3 days');
+INSERT INTO compay.shortfalls (job_id, requester, provider, currency, amount, collected)
+VALUES ((SELECT id FROM compay.jobs WHERE task_id = 'd1'), 'req', '<i>n</i>', 'XMR', '0.000000000002', '0'),
+       ((SELECT id FROM compay.jobs WHERE task_id = 'd3'), 'dash-poor', '<i>n</i>', 'CREDIT', '0.3', '0.1');
+-- Each currency's two rows: the range (earned net, earnings, refunded,
+-- unsettled, disputed, settling, completed) and all time now (earned,
+-- refunded, rewards, pending, settled not paid, in flight, paid,
+-- clawbacks owed, shortfalls owed to, owed by).
+SELECT m[1] AS currency, m[2] AS in_range, m[3] AS all_time
+FROM compay.earnings_dashboard('<i>n</i>', now() - interval '1 day', now()) p,
+     regexp_matches(p, '<h2>(\w+)</h2><h3>In this range</h3><table><tr>[^/]*(?:/th><th>[^/]*)*/th></tr>(<tr>(?:<td>[^<]*</td>)*</tr>)</table><h3>All time, now</h3><table><tr>[^/]*(?:/th><th>[^/]*)*/th></tr>(<tr>(?:<td>[^<]*</td>)*</tr>)', 'g') m;
+SELECT currency_code, earned, refunded, pending, clawbacks_owed, shortfalls_owed_to, shortfalls_owed_by
+FROM compay.earnings('<i>n</i>');
+-- dash-poor earned nothing and owes 0.2 CREDIT: its CREDIT section says
+-- so; the pending-and-paid chart carries the figure.
+SELECT m[1] AS currency, m[2] AS in_range, m[3] AS all_time
+FROM compay.earnings_dashboard('dash-poor', now() - interval '1 day', now()) p,
+     regexp_matches(p, '<h2>(\w+)</h2><h3>In this range</h3><table><tr>[^/]*(?:/th><th>[^/]*)*/th></tr>(<tr>(?:<td>[^<]*</td>)*</tr>)</table><h3>All time, now</h3><table><tr>[^/]*(?:/th><th>[^/]*)*/th></tr>(<tr>(?:<td>[^<]*</td>)*</tr>)', 'g') m;
+SELECT p LIKE '%>shortfalls owed by the node</text><rect class="bar bar-2" x="300" y="250" width="560.0" height="20"/><text class="tick" x="868.0" y="265">0.2</text>%' AS owed_bar,
+       p NOT LIKE '%No earnings in this range.%' AS has_section
+FROM compay.earnings_dashboard('dash-poor', now() - interval '1 day', now()) p;
+
 -- Read only: the pages run in a read-only transaction (as on a standby).
 BEGIN TRANSACTION READ ONLY;
 SELECT length(compay.earnings_dashboard('<i>n</i>', now() - interval '1 day', now())) > 1000 AS read_only_earnings,

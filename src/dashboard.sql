@@ -56,29 +56,37 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, compay, pg_temp AS $$
         ((to_ts - interval '1 microsecond') AT TIME ZONE 'UTC')::date::timestamp, interval '1 day') d
 $$;
 
--- One earning of a node: a payment it received (completed or disputed) or
--- a verification reward, with its job type and how far it has gone:
--- 'unsettled', 'disputed', 'settling' (settled, the payout not complete)
--- or 'completed' (its settlement completed: paid out on chain for XMR).
+-- One earning of a node: a payment it received (completed, disputed or
+-- refunded) or a verification reward, with its job type, its amount net
+-- of refunds (as compay.earning_events counts them), what refunds took
+-- back, and how far it has gone: 'unsettled', 'disputed', 'settling'
+-- (settled, the payout not complete) or 'completed' (its settlement
+-- completed: paid out on chain for XMR).
 CREATE FUNCTION compay.dashboard_earnings(node_id text, from_ts timestamptz, to_ts timestamptz)
 RETURNS TABLE (earned_at timestamptz, currency text, amount compay.credit, job_type text,
-               stage text)
+               stage text, refunded compay.credit)
 LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
-    SELECT p.completed_at, p.currency, p.amount, COALESCE(j.task_type, '(no job)'),
+    SELECT p.completed_at, p.currency, p.amount - r.refunded, COALESCE(j.task_type, '(no job)'),
            CASE WHEN p.status = 'disputed' THEN 'disputed'
                 WHEN s.id IS NULL THEN 'unsettled'
                 WHEN s.status = 'completed' THEN 'completed'
-                ELSE 'settling' END
+                ELSE 'settling' END,
+           r.refunded
     FROM compay.payments p
+    CROSS JOIN LATERAL (SELECT COALESCE(compay.sum(t.amount), '0'::compay.credit) AS refunded
+                        FROM compay.transfers t
+                        WHERE t.refund_of = p.transfer_id AND t.kind = 'refund') r
     LEFT JOIN compay.jobs j ON j.task_id = p.task_id
     LEFT JOIN compay.settlements s ON s.id = p.settlement_id
-    WHERE p.to_node = dashboard_earnings.node_id AND p.status IN ('completed', 'disputed')
+    WHERE p.to_node = dashboard_earnings.node_id
+      AND p.status IN ('completed', 'disputed', 'refunded')
       AND p.completed_at >= from_ts AND p.completed_at < to_ts
     UNION ALL
     SELECT v.rewarded_at, j.currency, v.reward_amount, 'verification',
            CASE WHEN s.id IS NULL THEN 'unsettled'
                 WHEN s.status = 'completed' THEN 'completed'
-                ELSE 'settling' END
+                ELSE 'settling' END,
+           '0'::compay.credit
     FROM compay.verifications v
     JOIN compay.jobs j ON j.id = v.job_id
     LEFT JOIN compay.settlements s ON s.id = v.settlement_id
@@ -86,15 +94,17 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
       AND v.rewarded_at >= from_ts AND v.rewarded_at < to_ts
 $$;
 
--- Bars per day with the running total as a line (its own scale, on the
--- right).  Heights are drawn from numeric; every figure written is the
+-- Bars per day with the running total as a line.  Two scales, both
+-- drawn: the bars' on the left (0 to the largest day), the line's on the
+-- right in the line's colour (0 to the total), and the legend says which
+-- is which.  Heights are drawn from numeric; every figure written is the
 -- exact compay.credit text.
 CREATE FUNCTION compay.dashboard_day_chart(title text, days date[], amounts compay.credit[])
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     n integer := pg_catalog.cardinality(days);
-    plot_w constant numeric := 880;
+    plot_w constant numeric := 850;
     plot_h constant numeric := 220;
     left_x constant numeric := 110;
     top_y constant numeric := 50;
@@ -140,21 +150,27 @@ BEGIN
     RETURN pg_catalog.format(
         '<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="1100" height="320" viewBox="0 0 1100 320">'
         '<text class="ctitle" x="%s" y="24">%s</text>'
-        '<rect class="key-bar" x="700" y="12" width="14" height="14"/><text class="tick" x="720" y="24">per day</text>'
-        '<line class="key-line" x1="800" y1="19" x2="824" y2="19"/><text class="tick" x="830" y="24">running total</text>'
+        '<rect class="key-bar" x="640" y="12" width="14" height="14"/><text class="tick" x="660" y="24">per day (left scale)</text>'
+        '<line class="key-line" x1="810" y1="19" x2="834" y2="19"/><text class="tick line-label" x="840" y="24">running total (right scale)</text>'
+        '<line class="axis" x1="%s" y1="%s" x2="%s" y2="%s"/>'
         '<line class="axis" x1="%s" y1="%s" x2="%s" y2="%s"/>'
         '<line class="grid" x1="%s" y1="%s" x2="%s" y2="%s"/>'
         '<text class="tick" x="%s" y="%s" text-anchor="end">%s</text>'
         '<text class="tick" x="%s" y="%s" text-anchor="end">0</text>'
+        '%s<polyline class="line" points="%s"/>%s'
+        '<line class="right-axis" x1="%s" y1="%s" x2="%s" y2="%s"/>'
         '<text class="tick line-label" x="%s" y="%s">%s</text>'
-        '%s<polyline class="line" points="%s"/>%s</svg>',
+        '<text class="tick line-label" x="%s" y="%s">0</text></svg>',
         left_x, compay.html_escape(title),
         left_x, top_y + plot_h, left_x + plot_w, top_y + plot_h,
+        left_x, top_y, left_x, top_y + plot_h,
         left_x, top_y, left_x + plot_w, top_y,
         left_x - 6, top_y + 4, max_day,
         left_x - 6, top_y + plot_h + 4,
+        bars, pg_catalog.rtrim(points), labels,
+        left_x + plot_w, top_y, left_x + plot_w, top_y + plot_h,
         left_x + plot_w + 6, top_y + 4, total,
-        bars, pg_catalog.rtrim(points), labels);
+        left_x + plot_w + 6, top_y + plot_h + 4);
 END $$;
 
 -- Horizontal bars, one per label, each with its exact amount.
@@ -221,6 +237,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
         '<title>' || compay.html_escape(title) || '</title><style>'
         'body{font-family:sans-serif;margin:24px;color:#1b1f24;background:#fff;width:1120px}'
         'h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:28px 0 8px;border-bottom:2px solid #d0d7de}'
+        'h3{font-size:16px;margin:12px 0 4px}'
         'p.sub{color:#57606a;margin:0 0 16px}'
         'table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}'
         'th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left}th{background:#f6f8fa}'
@@ -230,6 +247,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
         '.bar,.key-bar{fill:#4c78a8}.bar-1{fill:#4c78a8}.bar-2{fill:#f58518}.bar-3{fill:#54a24b}'
         '.bar-4{fill:#e45756}.bar-5{fill:#72b7b2}.bar-0{fill:#b279a2}'
         '.line,.key-line{fill:none;stroke:#f58518;stroke-width:3}.line-label{fill:#c45f00;font-weight:bold}'
+        '.right-axis{stroke:#f58518;stroke-width:2}'
         '.axis{stroke:#57606a;stroke-width:1}.grid{stroke:#d0d7de;stroke-dasharray:4 4}'
         '</style></head><body><h1>' || compay.html_escape(title) || '</h1><p class="sub">' ||
         compay.html_escape(subtitle) || ' &middot; generated ' ||
@@ -237,19 +255,22 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
         '</body></html>'
 $$;
 
--- One currency's section of a provider's page: totals, the day chart,
--- job types, how far the money has gone.
+-- One currency's section of a provider's page: the range's totals, the
+-- node's totals now (compay.earnings: refunds, clawbacks and shortfalls
+-- included, so that the page and earnings() agree), the day chart, job
+-- types, how far the money has gone.
 CREATE FUNCTION compay.dashboard_earnings_section(node_id text, currency text,
     from_ts timestamptz, to_ts timestamptz) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     e record;
+    tot record;
     d record;
     s record;
     st record;
     out text;
 BEGIN
-    SELECT pg_catalog.count(*) AS n, compay.sum(amount) AS total
+    SELECT pg_catalog.count(*) AS n, compay.sum(x.amount) AS total, compay.sum(x.refunded) AS refunded
     INTO e FROM compay.dashboard_earnings(node_id, from_ts, to_ts) x
     WHERE x.currency = dashboard_earnings_section.currency;
     SELECT pg_catalog.array_agg(day ORDER BY day) AS days,
@@ -268,11 +289,23 @@ BEGIN
                FROM compay.dashboard_earnings(node_id, from_ts, to_ts) x
                WHERE x.currency = dashboard_earnings_section.currency GROUP BY 1) t
       ON t.stage = k.stage;
-    out := '<h2>' || compay.html_escape(currency) || '</h2>' ||
-        compay.dashboard_table(ARRAY['earned', 'earnings', 'unsettled', 'disputed',
-                                     'settling (payout pending)', 'completed (paid out)'],
-            ARRAY[compay.dashboard_row(e.total::text, e.n::text, st.amounts[1]::text,
-                  st.amounts[2]::text, st.amounts[3]::text, st.amounts[4]::text)]);
+    out := '<h2>' || compay.html_escape(currency) || '</h2><h3>In this range</h3>' ||
+        compay.dashboard_table(ARRAY['earned (net of refunds)', 'earnings', 'refunded',
+                                     'unsettled', 'disputed', 'settling (payout pending)',
+                                     'completed (paid out)'],
+            ARRAY[compay.dashboard_row(COALESCE(e.total, '0'::compay.credit)::text, e.n::text,
+                  COALESCE(e.refunded, '0'::compay.credit)::text, st.amounts[1]::text, st.amounts[2]::text, st.amounts[3]::text,
+                  st.amounts[4]::text)]);
+    SELECT * INTO tot FROM compay.earnings(node_id, currency);
+    out := out || '<h3>All time, now</h3>' ||
+        compay.dashboard_table(ARRAY['earned (net of refunds)', 'refunded', 'verification rewards',
+                                     'pending', 'settled, not paid out', 'in flight', 'paid',
+                                     'clawbacks owed', 'shortfalls owed to the node',
+                                     'shortfalls owed by the node'],
+            ARRAY[compay.dashboard_row(tot.earned::text, tot.refunded::text, tot.rewards::text,
+                  tot.pending::text, tot.settled_unpaid::text, tot.in_flight::text, tot.paid::text,
+                  tot.clawbacks_owed::text, tot.shortfalls_owed_to::text,
+                  tot.shortfalls_owed_by::text)]);
     out := out || compay.dashboard_day_chart('Earnings per day (UTC), ' || currency, d.days, d.amounts);
     SELECT pg_catalog.array_agg(job_type ORDER BY amt DESC, job_type) AS labels,
            pg_catalog.array_agg(amt ORDER BY amt DESC, job_type) AS amounts
@@ -282,7 +315,11 @@ BEGIN
           WHERE x.currency = dashboard_earnings_section.currency GROUP BY 1
           ORDER BY 2 DESC, 1 LIMIT 20) t;
     out := out || compay.dashboard_bar_chart('Earnings by job type, ' || currency, s.labels, s.amounts);
-    RETURN out || compay.dashboard_bar_chart('Pending and paid, ' || currency, st.labels, st.amounts);
+    RETURN out || compay.dashboard_bar_chart('Pending and paid, all time, ' || currency,
+        ARRAY['pending', 'settled, not paid out', 'in flight', 'paid', 'refunded',
+              'clawbacks owed', 'shortfalls owed to the node', 'shortfalls owed by the node'],
+        ARRAY[tot.pending, tot.settled_unpaid, tot.in_flight, tot.paid, tot.refunded, tot.clawbacks_owed,
+              tot.shortfalls_owed_to, tot.shortfalls_owed_by]);
 END $$;
 
 -- A provider's page: per currency its earnings per day with the running
@@ -302,7 +339,8 @@ BEGIN
     END IF;
     PERFORM compay.dashboard_check_range("from", "to");
     PERFORM compay.require_node(node_id, false);
-    FOR c IN SELECT DISTINCT x.currency FROM compay.dashboard_earnings(node_id, "from", "to") x
+    FOR c IN SELECT x.currency FROM compay.dashboard_earnings(node_id, "from", "to") x
+             UNION SELECT a.currency_code FROM compay.earnings(node_id) a
              ORDER BY 1 LIMIT 10 LOOP
         body := body || compay.dashboard_earnings_section(node_id, c, "from", "to");
     END LOOP;
@@ -340,7 +378,7 @@ BEGIN
         compay.dashboard_time("from") || ' to ' || compay.dashboard_time("to"), body);
 END $$;
 COMMENT ON FUNCTION compay.earnings_dashboard(text, timestamptz, timestamptz) IS
-    'a self-contained HTML page of a node''s earnings in [from, to): per day with the running total, by job type, pending and paid, recent jobs and payouts';
+    'a self-contained HTML page of a node''s earnings in [from, to): per day with the running total, by job type; its totals now as compay.earnings reports them (refunds, clawbacks, shortfalls); recent jobs and payouts';
 
 -- The operator's page: volume, failure and dispute rates, payouts,
 -- treasury, top providers.

@@ -4,7 +4,8 @@
 #
 # 1. Data on the primary: a provider gpu-1 with XMR earnings at every
 #    stage (paid out on chain, in a built payout, unsettled, disputed) and
-#    a CREDIT earning; a node named <script>alert(1)</script> with a job
+#    a CREDIT earning, a refund after the payout (a clawback owed) and
+#    shortfalls owed to and by gpu-1; a node named <script>alert(1)</script> with a job
 #    type <b>bold</b>; a failed payment; the runners' last wallet health.
 #    Payouts are simulated as sql/payout_caps.sql does (made-up wallet
 #    replies, no wallet).
@@ -42,7 +43,7 @@ SET TimeZone = 'UTC';
 CREATE FUNCTION earn(task text, payee text, task_type text, amount compay.credit, currency text,
     ago interval, status compay.payment_status DEFAULT 'completed') RETURNS bigint
 LANGUAGE sql AS $$
-    SELECT compay.admin_deposit(payee, amount, currency, 'earnings of ' || task);
+    SELECT compay.admin_deposit('requester', amount, currency, 'funds for ' || task);
     INSERT INTO compay.jobs (task_id, requester, provider, task_type, currency, status, amount,
                              created_at, started_at, completed_at)
     VALUES (task, 'requester', payee, task_type, currency,
@@ -50,10 +51,11 @@ LANGUAGE sql AS $$
             amount, now() - ago - interval '10 minutes', now() - ago - interval '10 minutes',
             now() - ago);
     INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
-                                 created_at, completed_at, disputed_at)
+                                 created_at, completed_at, disputed_at, transfer_id)
     VALUES (task, 'requester', payee, amount, currency, 'crypto', status, now() - ago,
             CASE WHEN status <> 'failed' THEN now() - ago END,
-            CASE WHEN status = 'disputed' THEN now() - ago END);
+            CASE WHEN status = 'disputed' THEN now() - ago END,
+            compay.transfer('requester', payee, amount, task, NULL, currency));
     UPDATE compay.jobs SET payment_id = currval('compay.payments_id_seq') WHERE task_id = task;
     SELECT currval('compay.payments_id_seq');
 $$;
@@ -95,6 +97,21 @@ SELECT earn('t4', 'gpu-1', 'infer', '0.0625', 'XMR', '0 hours');
 SELECT earn('t5', 'gpu-1', 'render', '0.03125', 'XMR', '2 days', 'disputed');
 SELECT earn('c1', 'gpu-1', 'render', '12.5', 'CREDIT', '1 day');
 SELECT earn('f1', 'gpu-2', 'train', '1', 'XMR', '1 day', 'failed');
+-- A refund after the money left on chain: t3 (0.125, paid out in payout
+-- 1) disputed and 0.025 of it refunded, fronted by $clawbacks: gpu-1
+-- owes 0.025.
+SELECT status FROM compay.dispute_payment((SELECT id FROM compay.payments WHERE task_id = 't3'), 'slow');
+SELECT status FROM compay.resolve_dispute((SELECT id FROM compay.payments WHERE task_id = 't3'), '0.025');
+-- Shortfalls (what verification priced beyond the escrow), as the job
+-- flow records them: 0.015 owed to gpu-1 for t2; 0.004 owed by gpu-1 for
+-- a job it requested 10 days ago (outside the range), 0.001 collected.
+INSERT INTO compay.jobs (task_id, requester, provider, task_type, currency, status, amount,
+                         created_at, started_at, completed_at)
+VALUES ('s1', 'gpu-1', 'gpu-2', 'train', 'XMR', 'paid', '0.01',
+        now() - interval '10 days', now() - interval '10 days', now() - interval '10 days');
+INSERT INTO compay.shortfalls (job_id, requester, provider, currency, amount, collected)
+VALUES ((SELECT id FROM compay.jobs WHERE task_id = 't2'), 'requester', 'gpu-1', 'XMR', '0.015', '0'),
+       ((SELECT id FROM compay.jobs WHERE task_id = 's1'), 'gpu-1', 'gpu-2', 'XMR', '0.004', '0.001');
 INSERT INTO compay.runner_status (runner, state, health_at, unlocked_balance, queued_payouts,
     wallet_height, daemon_height)
 VALUES ('run_payouts', 'idle', now(), '42.000000000001', '0.5', 1200, 1201);
@@ -174,18 +191,39 @@ for my $name (sort keys %page)
 		"$name: no address but the SVG namespace");
 }
 
-# gpu-1: XMR earned 0.8 + 0.25 + 0.125 + 0.5 + 0.0625 + 0.03125 = 1.76875
-# in 6 earnings; completed 1.175, settling 0.5, unsettled 0.0625,
-# disputed 0.03125; render 0.8 + 0.25 + 0.03125 = 1.08125, train 0.625,
-# infer 0.0625; CREDIT 12.5.
-like($page{earnings}, qr{<tr><td>1\.76875</td><td>6</td><td>0\.0625</td><td>0\.03125</td><td>0\.5</td><td>1\.175</td></tr>},
-	'earnings: the XMR totals row, exact');
-like($page{earnings}, qr{<tr><td>12\.5</td><td>1</td><td>12\.5</td><td>0</td><td>0</td><td>0</td></tr>},
-	'earnings: the CREDIT totals row, exact');
-for my $figure ('>render<', '>1.08125<', '>train<', '>0.625<', '>infer<', '>0.0625<', '>1.76875<', '>0.8<')
+# gpu-1 in the range: XMR 0.8 + 0.25 + (0.125 - 0.025 refunded) + 0.5 +
+# 0.0625 + 0.03125 = 1.74375 net of refunds in 6 earnings, 0.025
+# refunded; completed 0.8 + 0.25 + 0.1 = 1.15, settling 0.5, unsettled
+# 0.0625, disputed 0.03125; render 0.8 + 0.25 + 0.03125 = 1.08125, train
+# 0.5 + 0.1 = 0.6, infer 0.0625; CREDIT 12.5.
+like($page{earnings}, qr{<tr><td>1\.74375</td><td>6</td><td>0\.025</td><td>0\.0625</td><td>0\.03125</td><td>0\.5</td><td>1\.15</td></tr>},
+	'earnings: the XMR range row, exact, net of the refund');
+like($page{earnings}, qr{<tr><td>12\.5</td><td>1</td><td>0</td><td>12\.5</td><td>0</td><td>0</td><td>0</td></tr>},
+	'earnings: the CREDIT range row, exact');
+# gpu-1 all time, now (compay.earnings): XMR earned 1.74375, refunded
+# 0.025, rewards 0, pending 0.0625 + 0.03125 = 0.09375, settled not paid
+# 0, in flight 0.5, paid 1.175 (payout 1, the 0.025 had left on chain),
+# clawbacks owed 0.025, shortfalls owed to it 0.015, by it 0.004 - 0.001
+# = 0.003; and 0.09375 + 0.5 + 1.175 - 0.025 = 1.74375.  CREDIT 12.5
+# pending, nothing else.
+like($page{earnings}, qr{<tr><td>1\.74375</td><td>0\.025</td><td>0</td><td>0\.09375</td><td>0</td><td>0\.5</td><td>1\.175</td><td>0\.025</td><td>0\.015</td><td>0\.003</td></tr>},
+	'earnings: the XMR totals now, refund, clawback and shortfalls exact');
+like($page{earnings}, qr{<tr><td>12\.5</td><td>0</td><td>0</td><td>12\.5</td><td>0</td><td>0</td><td>0</td><td>0</td><td>0</td><td>0</td></tr>},
+	'earnings: the CREDIT totals now');
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(concat_ws(' ', currency_code, earned, refunded, pending, in_flight, paid, clawbacks_owed, shortfalls_owed_to, shortfalls_owed_by), ',' ORDER BY 1) FROM compay.earnings('gpu-1')"),
+	'CREDIT 12.5 0 12.5 0 0 0 0 0,XMR 1.74375 0.025 0.09375 0.5 1.175 0.025 0.015 0.003',
+	'earnings() gives the figures the page shows');
+for my $figure ('>render<', '>1.08125<', '>train<', '>0.6<', '>infer<', '>0.0625<', '>1.74375<', '>0.8<',
+	'>refunded<', '>clawbacks owed<', '>shortfalls owed to the node<', '>shortfalls owed by the node<',
+	'>0.09375<', '>0.025<', '>0.015<', '>0.003<', 'Pending and paid, all time, XMR')
 {
 	ok(index($page{earnings}, $figure) >= 0, "earnings: $figure in the charts");
 }
+# The day chart's two scales: the bars' maximum on the left, the line's
+# (the running total) on the right in the line's colour, and the legend.
+like($page{earnings}, qr{Earnings per day \(UTC\), XMR.*?per day \(left scale\).*?running total \(right scale\).*?text-anchor="end">0\.8</text>.*?<line class="right-axis"[^>]*/><text class="tick line-label" x="966" y="54">1\.74375</text><text class="tick line-label" x="966" y="274">0</text></svg>}s,
+	'earnings: left scale 0 to 0.8 (the largest day), right scale 0 to 1.74375 (the total)');
 like($page{earnings}, qr{<td>1</td><td>[^<]+</td><td>confirmed</td><td>1\.175</td><td>0</td><td>10</td><td>$tx1</td>},
 	'earnings: payout 1 with its exact amount and tx hash');
 like($page{earnings}, qr{<td>2</td><td>[^<]+</td><td>built</td><td>0\.5</td><td>0</td><td>0</td><td>$tx2</td>},
@@ -194,10 +232,11 @@ like($page{earnings}, qr{<td>t1</td><td>render</td><td>paid</td><td>XMR</td><td>
 	'earnings: job t1 with the tx hash that paid it');
 unlike($page{earnings}, qr{alert}, "earnings: nothing of another node");
 
-# The network: XMR 8 payments, 7 paid, 1.96875, 1 failed (12.50 %), 1
-# disputed of 7 paid (14.29 %); payouts 1.375 confirmed, 0.5 built, fees
+# The network: XMR 8 payments, 6 paid (t3 refunded), 0.8 + 0.25 + 0.2 +
+# 0.5 + 0.0625 + 0.03125 = 1.84375, 1 failed (12.50 %), 2 disputed of 7
+# completed (28.57 %), 1 refunded; payouts 1.375 confirmed, 0.5 built, fees
 # 0.0001 each; treasury 42.000000000001.
-like($page{network}, qr{<tr><td>XMR</td><td>8</td><td>7</td><td>1\.96875</td><td>1</td><td>12\.50 %</td><td>1</td><td>14\.29 %</td><td>0</td></tr>},
+like($page{network}, qr{<tr><td>XMR</td><td>8</td><td>6</td><td>1\.84375</td><td>1</td><td>12\.50 %</td><td>2</td><td>28\.57 %</td><td>1</td></tr>},
 	'network: XMR volume, failure and dispute rates');
 like($page{network}, qr{<tr><td>CREDIT</td><td>1</td><td>1</td><td>12\.5</td><td>0</td><td>0\.00 %</td><td>0</td><td>0\.00 %</td><td>0</td></tr>},
 	'network: CREDIT volume');
@@ -206,7 +245,7 @@ like($page{network}, qr{<tr><td>confirmed</td><td>1</td><td>1\.375</td><td>0\.00
 like($page{network}, qr{<tr><td>built</td><td>1</td><td>0\.5</td><td>0\.0001</td></tr>}, 'network: built payouts');
 like($page{network}, qr{<tr><td>run_payouts</td><td>[^<]+</td><td>42\.000000000001</td><td>0\.5</td><td>1200</td><td>1201</td><td></td></tr>},
 	'network: the treasury as the runner saw it');
-like($page{network}, qr{<tr><td>gpu-1</td><td>6</td><td>1\.76875</td></tr><tr><td>\Q$evil_escaped\E</td><td>1</td><td>0\.2</td></tr>},
+like($page{network}, qr{<tr><td>gpu-1</td><td>5</td><td>1\.64375</td></tr><tr><td>\Q$evil_escaped\E</td><td>1</td><td>0\.2</td></tr>},
 	'network: top providers, the malicious id escaped');
 like($page{network}, qr{<tr><td>9</td><td>1</td><td>11\.11 %</td></tr>}, 'network: 1 job of 9 failed');
 ok(index($page{network}, $tx{1}) >= 0 && index($page{network}, $tx{2}) >= 0, 'network: both tx hashes');
@@ -215,7 +254,7 @@ ok(index($page{network}, $tx{1}) >= 0 && index($page{network}, $tx{2}) >= 0, 'ne
 ok(index($page{evil}, "Earnings of $evil_escaped") >= 0, 'evil: the title shows the id escaped');
 ok(index($page{evil}, '&lt;b&gt;bold&lt;/b&gt;') >= 0, 'evil: the job type escaped');
 unlike($page{evil}, qr{<b>}, 'evil: no raw <b> from data');
-like($page{evil}, qr{<tr><td>0\.2</td><td>1</td><td>0</td><td>0</td><td>0</td><td>0\.2</td></tr>},
+like($page{evil}, qr{<tr><td>0\.2</td><td>1</td><td>0</td><td>0</td><td>0</td><td>0</td><td>0\.2</td></tr>},
 	'evil: its 0.2 XMR paid out');
 
 # 4. Chromium.
