@@ -4784,6 +4784,16 @@ GRANT INSERT, UPDATE, DELETE ON compay.exchange_rates TO compay_admin;
 --            payment's currency and method (count: payments refunded);
 --   dispute  payments disputed in the period, by currency, method and
 --            current status (disputed, completed again, refunded);
+--   clawback            refunds fronted by $clawbacks in the period (a
+--            refund after the XMR left on chain), by the payment's method
+--            and the clawback's status now (owed, repaid);
+--   clawback_repaid     what payees repaid of clawbacks in the period;
+--   clawback_owed       what was still owed of clawbacks at the period's end;
+--   shortfall           shortfalls recorded in the period, by status now
+--            (owed, collected); for a node, received as the provider;
+--   shortfall_collected collections in the period (payments with
+--            metadata shortfall_id, also in the payment section);
+--   shortfall_owed      what was still owed of shortfalls at the period's end;
 --   payout   payouts queued in the period, by status: network-wide one
 --            row per Monero transaction (amount, network fee); for a node
 --            its payout items (amount, its share of the fee).
