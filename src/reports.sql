@@ -35,6 +35,16 @@ GRANT INSERT, UPDATE, DELETE ON compay.exchange_rates TO compay_admin;
 --            payment's currency and method (count: payments refunded);
 --   dispute  payments disputed in the period, by currency, method and
 --            current status (disputed, completed again, refunded);
+--   clawback            refunds fronted by $clawbacks in the period (a
+--            refund after the XMR left on chain), by the payment's method
+--            and the clawback's status now (owed, repaid);
+--   clawback_repaid     what payees repaid of clawbacks in the period;
+--   clawback_owed       what was still owed of clawbacks at the period's end;
+--   shortfall           shortfalls recorded in the period, by status now
+--            (owed, collected); for a node, received as the provider;
+--   shortfall_collected collections in the period (payments with
+--            metadata shortfall_id, also in the payment section);
+--   shortfall_owed      what was still owed of shortfalls at the period's end;
 --   payout   payouts queued in the period, by status: network-wide one
 --            row per Monero transaction (amount, network fee); for a node
 --            its payout items (amount, its share of the fee).
@@ -73,6 +83,80 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
           AND ($3 IS NULL OR p.to_node = $3 OR p.from_node = $3)
         GROUP BY 1, 2, 3, 4, 5
         UNION ALL
+        -- Clawbacks: refunds fronted by $clawbacks in the period (their
+        -- refund transfers are in the refund section too), by the status
+        -- they have now (owed, repaid); the node is the payee who owes it.
+        SELECT c.currency, 'clawback', p.method,
+               CASE WHEN c.repaid_at IS NULL THEN 'owed' ELSE 'repaid' END,
+               CASE WHEN $3 IS NULL THEN NULL ELSE 'paid' END,
+               pg_catalog.count(*), compay.sum(c.amount), NULL
+        FROM compay.clawbacks c JOIN compay.payments p ON p.id = c.payment_id
+        WHERE c.created_at >= $1 AND c.created_at < $2 AND ($3 IS NULL OR c.node_id = $3)
+        GROUP BY 1, 2, 3, 4, 5
+        UNION ALL
+        -- What payees repaid in the period (their transfers to $clawbacks,
+        -- 'clawback:<id> settlement:<id>'; count: repayments).
+        SELECT c.currency, 'clawback_repaid', p.method, NULL::text,
+               CASE WHEN $3 IS NULL THEN NULL ELSE 'paid' END,
+               pg_catalog.count(*), compay.sum(t.amount), NULL
+        FROM compay.clawbacks c JOIN compay.payments p ON p.id = c.payment_id
+        JOIN compay.transfers t ON t.reference LIKE 'clawback:' || c.id || ' %'
+        WHERE t.created_at >= $1 AND t.created_at < $2 AND ($3 IS NULL OR c.node_id = $3)
+        GROUP BY 1, 2, 3, 4, 5
+        UNION ALL
+        -- Still owed at the period's end: each clawback fronted before it
+        -- less what was repaid before it (count: clawbacks owed).
+        SELECT o.currency, 'clawback_owed', o.method, NULL::text,
+               CASE WHEN $3 IS NULL THEN NULL ELSE 'paid' END,
+               pg_catalog.count(*), compay.sum(o.owed), NULL
+        FROM (SELECT c.currency, p.method,
+                     c.amount OPERATOR(compay.-) coalesce(
+                         (SELECT compay.sum(t.amount) FROM compay.transfers t
+                          WHERE t.reference LIKE 'clawback:' || c.id || ' %'
+                            AND t.created_at < $2), '0'::compay.credit) AS owed
+              FROM compay.clawbacks c JOIN compay.payments p ON p.id = c.payment_id
+              WHERE c.created_at < $2 AND ($3 IS NULL OR c.node_id = $3)) o
+        WHERE o.owed > '0'
+        GROUP BY 1, 2, 3, 4, 5
+        UNION ALL
+        -- Shortfalls: what verified jobs cost beyond their escrow, recorded
+        -- in the period, by the status they have now (owed, collected); for
+        -- a node: paid as the requester, received as the provider.
+        SELECT s.currency, 'shortfall', NULL::compay.payment_method,
+               CASE WHEN s.collected_at IS NULL THEN 'owed' ELSE 'collected' END,
+               CASE WHEN $3 IS NULL THEN NULL WHEN s.provider = $3 THEN 'received' ELSE 'paid' END,
+               pg_catalog.count(*), compay.sum(s.amount), NULL
+        FROM compay.shortfalls s
+        WHERE s.created_at >= $1 AND s.created_at < $2
+          AND ($3 IS NULL OR s.requester = $3 OR s.provider = $3)
+        GROUP BY 1, 2, 3, 4, 5
+        UNION ALL
+        -- What was collected of them in the period: the collection payments
+        -- (metadata shortfall_id), also counted in the payment section.
+        SELECT p.currency, 'shortfall_collected', p.method, NULL::text,
+               CASE WHEN $3 IS NULL THEN NULL WHEN p.to_node = $3 THEN 'received' ELSE 'paid' END,
+               pg_catalog.count(*), compay.sum(p.amount), NULL
+        FROM compay.payments p
+        WHERE p.metadata ? 'shortfall_id' AND p.created_at >= $1 AND p.created_at < $2
+          AND ($3 IS NULL OR p.to_node = $3 OR p.from_node = $3)
+        GROUP BY 1, 2, 3, 4, 5
+        UNION ALL
+        -- Still owed at the period's end: each shortfall recorded before it
+        -- less what was collected before it (count: shortfalls owed).
+        SELECT o.currency, 'shortfall_owed', NULL::compay.payment_method, NULL::text,
+               CASE WHEN $3 IS NULL THEN NULL WHEN o.provider = $3 THEN 'received' ELSE 'paid' END,
+               pg_catalog.count(*), compay.sum(o.owed), NULL
+        FROM (SELECT s.currency, s.provider,
+                     s.amount OPERATOR(compay.-) coalesce(
+                         (SELECT compay.sum(p.amount) FROM compay.payments p
+                          WHERE p.metadata ? 'shortfall_id'
+                            AND p.metadata->>'shortfall_id' = s.id::text
+                            AND p.created_at < $2), '0'::compay.credit) AS owed
+              FROM compay.shortfalls s
+              WHERE s.created_at < $2 AND ($3 IS NULL OR s.requester = $3 OR s.provider = $3)) o
+        WHERE o.owed > '0'
+        GROUP BY 1, 2, 3, 4, 5
+        UNION ALL
         SELECT 'XMR', 'payout', NULL::compay.payment_method, t.status::text, NULL,
                pg_catalog.count(*), compay.sum(t.amount), compay.sum(t.fee)
         FROM compay.payout_transactions t
@@ -95,7 +179,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
         FROM r GROUP BY r.currency, r.section
     ) u
     ORDER BY u.currency,
-             pg_catalog.array_position(ARRAY['payment', 'refund', 'dispute', 'payout'], u.section),
+             pg_catalog.array_position(ARRAY['payment', 'refund', 'dispute', 'clawback', 'clawback_repaid',
+                                        'clawback_owed', 'shortfall', 'shortfall_collected',
+                                        'shortfall_owed', 'payout'], u.section),
              u.is_total, u.method, u.status, u.direction
 $$;
 
@@ -154,7 +240,7 @@ BEGIN
         day::timestamp AT TIME ZONE 'UTC', (day + 1)::timestamp AT TIME ZONE 'UTC', node_id);
 END $$;
 COMMENT ON FUNCTION compay.payment_report(text, date, text) IS
-    'the daily report of a UTC day, for a node or (NULL) the network: payments, refunds, disputes, payouts by currency, method and status, with a totals row per currency and section';
+    'the daily report of a UTC day, for a node or (NULL) the network: payments, refunds, disputes, clawbacks (fronted, repaid, owed), shortfalls (recorded, collected, owed), payouts by currency, method and status, with a totals row per currency and section';
 
 -- payment_report('monthly', year, month [, node_id]): the UTC month.
 CREATE FUNCTION compay.payment_report(kind text, year integer, month integer,
@@ -180,7 +266,7 @@ BEGIN
         v_start AT TIME ZONE 'UTC', (v_start + interval '1 month') AT TIME ZONE 'UTC', node_id);
 END $$;
 COMMENT ON FUNCTION compay.payment_report(text, integer, integer, text) IS
-    'the monthly report of a UTC month, for a node or (NULL) the network: payments, refunds, disputes, payouts by currency, method and status, with a totals row per currency and section';
+    'the monthly report of a UTC month, for a node or (NULL) the network: payments, refunds, disputes, clawbacks (fronted, repaid, owed), shortfalls (recorded, collected, owed), payouts by currency, method and status, with a totals row per currency and section';
 
 -- The value of amount of currency in quote at ts: the rate valid at or
 -- before ts; 1 in its own currency; NULL when no rate is known.
