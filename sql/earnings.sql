@@ -64,18 +64,7 @@ BEGIN
     WHERE task_id = task;
     RETURN (SELECT id FROM compay.payments WHERE task_id = task);
 END $$;
-CREATE OR REPLACE FUNCTION ea_build(id bigint) RETURNS void LANGUAGE sql AS $$
-    SELECT compay.record_payout_built(id, jsonb_build_object(
-        'tx_hash', encode(sha256(('tx' || id)::bytea), 'hex'),
-        'tx_key', encode(sha256(('key' || id)::bytea), 'hex'),
-        'tx_metadata', 'abcd',
-        'spent_key_images', jsonb_build_object('key_images',
-            jsonb_build_array(encode(sha256(('ki' || id)::bytea), 'hex'))),
-        'fee', 100000000,
-        'amount', (SELECT sum(compay.atomic(i.amount)) FROM compay.payout_items i
-                   WHERE i.payout_id = id)));
-    SELECT compay.record_payout_relayed(id);
-$$;
+\i sql/include/simulated_payout.sql
 CREATE OR REPLACE FUNCTION ea_next_day() RETURNS void LANGUAGE sql AS $$
     UPDATE compay.payout_transactions SET created_at = created_at - interval '1 day 1 minute'
 $$;
@@ -153,12 +142,14 @@ SELECT count(*) > 0 AS settled FROM run_settlement('hourly', now() + interval '1
 SELECT currency, earned, pending, settled_unpaid, in_flight, paid, adds_up FROM ea_earned('ea-prov', 'XMR');
 -- Day one: a part of 0.5 built, relayed and confirmed.
 SELECT queue_payouts() AS queued;
-SELECT ea_build(1);
+SELECT pg_temp.fake_build(1);
+SELECT record_payout_relayed(1);
 SELECT record_payout_confirmations(1, 10);
 -- Day two: the next 0.5 built and relayed, not confirmed: in flight.
 SELECT ea_next_day();
 SELECT queue_payouts() AS queued;
-SELECT ea_build(2);
+SELECT pg_temp.fake_build(2);
+SELECT record_payout_relayed(2);
 SELECT currency, earned, pending, settled_unpaid, in_flight, paid, adds_up FROM ea_earned('ea-prov', 'XMR');
 SELECT task_id, amount, earned, payout_ids,
        tx_hashes = ARRAY[encode(sha256('tx1'::bytea), 'hex'), encode(sha256('tx2'::bytea), 'hex')] AS hashes,
@@ -231,5 +222,5 @@ SELECT ea_ledger_ok();
 DROP ROLE ea_node_prov, ea_node_other;
 DROP FUNCTION ea_ledger_ok(), ea_earned(text, text),
     ea_run_job(text, text, text, compay.credit, numeric, text, text),
-    ea_at_time(text, timestamptz), ea_xmr_task(text, text, compay.credit), ea_build(bigint),
+    ea_at_time(text, timestamptz), ea_xmr_task(text, text, compay.credit),
     ea_next_day();

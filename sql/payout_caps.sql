@@ -23,24 +23,7 @@ LANGUAGE sql AS $$
     VALUES (task, 'requester', payee, amount, 'XMR', 'crypto', 'completed', now() - ago)
     RETURNING id
 $$;
--- What the wallet would answer to transfer for a queued payout: it sends
--- the items' amounts, with a fee of 0.0001 paid by $fees.
-CREATE OR REPLACE FUNCTION fake_build(id bigint) RETURNS void LANGUAGE sql AS $$
-    SELECT compay.record_payout_built(id, jsonb_build_object(
-        'tx_hash', encode(sha256(('tx' || id)::bytea), 'hex'),
-        'tx_key', encode(sha256(('key' || id)::bytea), 'hex'),
-        'tx_metadata', 'abcd',
-        'spent_key_images', jsonb_build_object('key_images',
-            jsonb_build_array(encode(sha256(('ki' || id)::bytea), 'hex'))),
-        'fee', 100000000,
-        'amount', (SELECT sum(compay.atomic(i.amount)) FROM compay.payout_items i
-                   WHERE i.payout_id = id)))
-$$;
-CREATE OR REPLACE FUNCTION pay_on_chain(id bigint) RETURNS void LANGUAGE sql AS $$
-    SELECT fake_build(id);
-    SELECT compay.record_payout_relayed(id);
-    SELECT compay.record_payout_confirmations(id, 10);
-$$;
+\i sql/include/simulated_payout.sql
 -- The clock: every payout so far a day older.
 CREATE OR REPLACE FUNCTION next_day() RETURNS void LANGUAGE sql AS $$
     UPDATE compay.payout_transactions SET created_at = created_at - interval '1 day 1 minute'
@@ -58,7 +41,11 @@ $$;
 
 -- gpu-a earns 0.8 and 0.1 XMR with the default cap of 0.5 a day.
 SELECT set_payout_address('gpu-a', :'addr_a');
-SELECT earn('t1', 'gpu-a', '0.8', '3 hours') > 0, earn('t2', 'gpu-a', '0.1') > 0;
+-- Settled one run each, so that the 0.1 settlement is the first whatever
+-- the hour (one run numbers its settlements in no set order).
+SELECT earn('t2', 'gpu-a', '0.1') > 0;
+SELECT count(*) AS settled FROM run_settlement('hourly');
+SELECT earn('t1', 'gpu-a', '0.8', '3 hours') > 0;
 SELECT count(*) AS settled FROM run_settlement('hourly');
 SELECT id, total_amount, status FROM settlements ORDER BY id;
 SELECT settlement_id, payee, payable, started FROM payable_settlements('gpu-a') ORDER BY 1;
@@ -70,7 +57,7 @@ SELECT * FROM parts();
 SELECT settlement_id, payable, started FROM payable_settlements('gpu-a') ORDER BY 1;
 -- The same day again queues nothing.
 SELECT queue_payouts() AS queued_again;
-SELECT pay_on_chain(1);
+SELECT pg_temp.pay_on_chain(1);
 -- The 0.8 settlement's hold kept what is not paid yet: it is still
 -- processing; the 0.1 one is completed.
 SELECT s.id, s.status, h.status AS hold, h.remaining
@@ -84,7 +71,7 @@ SELECT next_day();
 SELECT queue_payouts() AS queued;
 SELECT * FROM parts() WHERE payout = 2;
 SELECT settlement_ids FROM payout_items WHERE payout_id = 2;
-SELECT pay_on_chain(2);
+SELECT pg_temp.pay_on_chain(2);
 SELECT id, status FROM settlements ORDER BY id;
 SELECT h.status, h.remaining FROM settlements s JOIN holds h ON h.id = s.earmark_hold_id ORDER BY s.id;
 SELECT balance, reserved FROM balance('gpu-a', 'XMR');
@@ -101,14 +88,14 @@ SELECT earn('m1', 'gpu-m', '0.45') > 0;
 SELECT count(*) AS settled FROM run_settlement('hourly');
 SELECT queue_payouts() AS queued;
 SELECT payout, amount FROM parts() WHERE node = 'gpu-m';
-SELECT pay_on_chain(max(payout)) FROM parts() WHERE node = 'gpu-m';
+SELECT pg_temp.pay_on_chain(max(payout)) FROM parts() WHERE node = 'gpu-m';
 SELECT next_day();
 SELECT queue_payouts() AS queued;
-SELECT pay_on_chain(max(payout)) FROM parts() WHERE node = 'gpu-m';
+SELECT pg_temp.pay_on_chain(max(payout)) FROM parts() WHERE node = 'gpu-m';
 SELECT next_day();
 -- The last 0.05 is the rest of a started settlement: paid though under the minimum.
 SELECT queue_payouts() AS queued;
-SELECT pay_on_chain(max(payout)) FROM parts() WHERE node = 'gpu-m';
+SELECT pg_temp.pay_on_chain(max(payout)) FROM parts() WHERE node = 'gpu-m';
 SELECT payout, amount, status FROM parts() WHERE node = 'gpu-m';
 SELECT status FROM settlements WHERE payee = 'gpu-m';
 SELECT ledger_ok();
@@ -147,11 +134,11 @@ SELECT payout = :req_2 AS is_req_2, settlement, amount FROM parts() WHERE node =
 -- The cap is reached: PY018; the numeric twin reaches the same checks.
 SELECT request_payout('gpu-r'); \echo :LAST_ERROR_SQLSTATE
 SELECT request_payout('gpu-r', 0.1); \echo :LAST_ERROR_SQLSTATE
-SELECT pay_on_chain(:req_1), pay_on_chain(:req_2);
+SELECT pg_temp.pay_on_chain(:req_1), pg_temp.pay_on_chain(:req_2);
 SELECT ledger_ok();
 SELECT next_day();
 SELECT request_payout('gpu-r', 0.3) > 0 AS rest_requested;
-SELECT pay_on_chain(max(payout)) FROM parts() WHERE node = 'gpu-r';
+SELECT pg_temp.pay_on_chain(max(payout)) FROM parts() WHERE node = 'gpu-r';
 SELECT id, total_amount, status FROM settlements WHERE payee = 'gpu-r' ORDER BY id;
 SELECT request_payout('gpu-r'); \echo :LAST_ERROR_SQLSTATE
 SELECT ledger_ok();
@@ -181,7 +168,7 @@ SELECT set_payout_policy('gpu-f', false, '0.01', NULL, '1');
 SELECT earn('f1', 'gpu-f', '0.4') > 0;
 SELECT count(*) AS settled FROM run_settlement('hourly');
 SELECT request_payout('gpu-f', '0.1') AS f1 \gset
-SELECT pay_on_chain(:f1);
+SELECT pg_temp.pay_on_chain(:f1);
 SELECT request_payout('gpu-f', '0.2') AS f2 \gset
 SELECT record_payout_failed(:f2, 'wallet said no');
 SELECT payout_id = :f1 AS back_to_first, next_attempt_at > now() AS backoff
@@ -190,7 +177,7 @@ SELECT payable FROM payable_settlements('gpu-f');
 -- A built payout voided (its inputs spent elsewhere): the ledger gets it
 -- back, and the hold is made again of its rest and the part.
 SELECT request_payout('gpu-f', '0.2') AS f3 \gset
-SELECT fake_build(:f3);
+SELECT pg_temp.fake_build(:f3);
 SELECT h.remaining FROM settlements s JOIN holds h ON h.id = s.earmark_hold_id WHERE s.payee = 'gpu-f';
 SELECT record_payout_voided(:f3, 'inputs spent elsewhere');
 SELECT h.status, h.remaining FROM settlements s JOIN holds h ON h.id = s.earmark_hold_id WHERE s.payee = 'gpu-f';
@@ -205,7 +192,7 @@ SELECT ledger_ok();
 -- shrinks.
 SELECT request_payout('gpu-f', '0.25') AS f4 \gset
 UPDATE settlements SET held_back = '0.1' WHERE payee = 'gpu-f';
-SELECT fake_build(:f4);
+SELECT pg_temp.fake_build(:f4);
 SELECT status, last_error FROM payout_transactions WHERE id = :f4;
 SELECT payable FROM payable_settlements('gpu-f');
 SELECT request_payout('gpu-f', '0.25'); \echo :LAST_ERROR_SQLSTATE
