@@ -23,6 +23,9 @@ PACKAGES=(
     openjdk-17-jre-headless
     nodejs
     chromium
+    postgresql-15-auto-failover
+    pg-auto-failover-cli
+    postgresql-15-wal2json
 )
 
 die() {
