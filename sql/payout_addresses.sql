@@ -174,4 +174,26 @@ SELECT set_payout_address('ops', :'addr_e', 'operational');
 SELECT payout_address_for('ops', 'primary', NULL, NULL) IS NULL AS no_earnings_address;
 SELECT request_payout('ops'); \echo :LAST_ERROR_SQLSTATE
 
+-- 7. A node's role manages its own addresses only (42501 for another
+-- node's, with nothing written).
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS pa_node;
+RESET client_min_messages;
+CREATE ROLE pa_node IN ROLE compay_node;
+SELECT add_node_role('pa_node', 'gpu') AS mapped;
+SET ROLE pa_node;
+SELECT compay.add_payout_address('gpu', :'addr_c', 'verification');
+SELECT compay.set_payout_rotation('gpu', true);
+SELECT count(*) AS own FROM compay.payout_address_list('gpu');
+SELECT compay.add_payout_address('ver', :'addr_c'); \echo :LAST_ERROR_SQLSTATE
+SELECT compay.remove_payout_address('ver', :'addr_a'); \echo :LAST_ERROR_SQLSTATE
+SELECT compay.set_payout_rotation('ver', true); \echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM compay.payout_address_list('ver'); \echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT node_id, count(*) AS addresses, bool_or(coalesce(p.rotate_addresses, false)) AS rotates
+FROM payout_addresses a LEFT JOIN payout_policies p USING (node_id)
+WHERE node_id IN ('gpu', 'ver') GROUP BY node_id ORDER BY node_id;
+DELETE FROM node_roles WHERE role_name = 'pa_node';
+DROP ROLE pa_node;
+
 SELECT ledger_ok();
