@@ -21,19 +21,19 @@ SET TimeZone = 'UTC';
 \i sql/include/simulated_payout.sql
 
 -- The addresses by letter, to keep the output short.
-CREATE TABLE letters (letter text, address text);
+CREATE TEMP TABLE letters (letter text, address text);
 INSERT INTO letters VALUES ('A', :'addr_a'), ('B', :'addr_b'), ('C', :'addr_c'), ('D', :'addr_d'),
                            ('E', :'addr_e'), ('F', :'addr_f');
-CREATE FUNCTION letter(address text) RETURNS text LANGUAGE sql AS $$
+CREATE OR REPLACE FUNCTION pa_letter(address text) RETURNS text LANGUAGE sql AS $$
     SELECT coalesce((SELECT l.letter FROM letters l WHERE l.address = $1), $1)
 $$;
-CREATE FUNCTION addresses(node text) RETURNS TABLE (purpose compay.address_purpose, job_type text,
+CREATE OR REPLACE FUNCTION pa_addresses(node text) RETURNS TABLE (purpose compay.address_purpose, job_type text,
     address text, next boolean) LANGUAGE sql AS $$
-    SELECT l.purpose, l.job_type, letter(l.address), l.next FROM compay.payout_address_list(node) l
+    SELECT l.purpose, l.job_type, pa_letter(l.address), l.next FROM compay.payout_address_list(node) l
 $$;
 -- XMR earnings of a job type: a task priced in XMR, completed and paid.
-CREATE SEQUENCE model_ids START 1000;
-CREATE FUNCTION earn(task text, payee text, job_type text, amount compay.credit) RETURNS text
+CREATE TEMP SEQUENCE model_ids START 1000;
+CREATE OR REPLACE FUNCTION pa_earn(task text, payee text, job_type text, amount compay.credit) RETURNS text
 LANGUAGE sql AS $$
     SELECT compay.admin_deposit('req', amount, 'XMR', 'funds for ' || task);
     INSERT INTO compay.pricing_models (id, name, currency, base_price)
@@ -45,18 +45,18 @@ LANGUAGE sql AS $$
     SELECT compay.complete_job(task, now() - interval '1 minute', now());
     SELECT (compay.process_task_payment(task, 'crypto')).status::text;
 $$;
-CREATE FUNCTION settle() RETURNS bigint LANGUAGE sql AS $$
+CREATE OR REPLACE FUNCTION pa_settle() RETURNS bigint LANGUAGE sql AS $$
     SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '1 hour')
 $$;
 -- What each payout paid, to which address, for which job type.
-CREATE FUNCTION paid() RETURNS TABLE (payout bigint, node text, address text, amount compay.credit,
+CREATE OR REPLACE FUNCTION pa_paid() RETURNS TABLE (payout bigint, node text, address text, amount compay.credit,
     job_types text) LANGUAGE sql AS $$
-    SELECT i.payout_id, i.node_id, letter(i.address), i.amount,
+    SELECT i.payout_id, i.node_id, pa_letter(i.address), i.amount,
            (SELECT string_agg(coalesce(s.job_type, '-'), ',' ORDER BY s.id)
             FROM compay.settlements s WHERE s.id = ANY (i.settlement_ids))
     FROM compay.payout_items i ORDER BY 1, 2, 3
 $$;
-CREATE FUNCTION ledger_ok() RETURNS boolean LANGUAGE sql AS $$
+CREATE OR REPLACE FUNCTION ledger_ok() RETURNS boolean LANGUAGE sql AS $$
     SELECT bool_and(ok) FROM compay.verify_ledger()
 $$;
 
@@ -64,16 +64,16 @@ $$;
 -- a second time is a no-op; each returns the kind.
 SELECT set_payout_address('gpu', :'addr_a');
 SELECT set_payout_address('gpu', :'addr_b');
-SELECT * FROM addresses('gpu');
+SELECT * FROM pa_addresses('gpu');
 SELECT add_payout_address('gpu', :'addr_c');
 SELECT add_payout_address('gpu', :'addr_c', 'primary');
 SELECT add_payout_address('gpu', :'addr_d', 'primary', 'render');
 SELECT add_payout_address('gpu', :'addr_e', 'operational');
-SELECT * FROM addresses('gpu');
+SELECT * FROM pa_addresses('gpu');
 -- The 0.1 call replaces B and C by A, and leaves the job type's and the
 -- other purposes' addresses alone.
 SELECT set_payout_address('gpu', :'addr_a');
-SELECT * FROM addresses('gpu');
+SELECT * FROM pa_addresses('gpu');
 SELECT set_payout_address('gpu', :'addr_b'), add_payout_address('gpu', :'addr_c');
 
 -- 2. Bad inputs, each with nothing written.
@@ -96,79 +96,79 @@ SELECT count(*) FROM (SELECT add_payout_address('many', :'addr_a', 'primary', 'j
 SELECT add_payout_address('many', :'addr_a', 'primary', 'jt101'); \echo :LAST_ERROR_SQLSTATE
 SELECT add_payout_address('many', :'addr_a', 'primary', 'jt100');
 SELECT count(*) AS addresses, count(DISTINCT node_id) AS nodes FROM payout_addresses;
-SELECT * FROM addresses('gpu');
+SELECT * FROM pa_addresses('gpu');
 
 -- 3. Earnings of a job type with an address are settled apart and paid
 -- there; the others go to the primary addresses.  Rotation off: the
 -- first registered (B).
 SELECT set_payout_policy('gpu', true, '0.01', NULL, '100');
-SELECT earn('r1', 'gpu', 'render', '0.2'), earn('t1', 'gpu', 'train', '0.3');
-SELECT settle();
+SELECT pa_earn('r1', 'gpu', 'render', '0.2'), pa_earn('t1', 'gpu', 'train', '0.3');
+SELECT pa_settle();
 SELECT payee, job_type, total_amount, status FROM settlements ORDER BY id;
 SELECT request_payout('gpu') AS p1 \gset
-SELECT * FROM paid();
+SELECT * FROM pa_paid();
 SELECT pg_temp.pay_on_chain(:p1);
-SELECT earn('t2', 'gpu', 'train', '0.1'), settle();
+SELECT pa_earn('t2', 'gpu', 'train', '0.1'), pa_settle();
 SELECT request_payout('gpu') AS p2 \gset
 SELECT pg_temp.pay_on_chain(:p2);
-SELECT * FROM paid() WHERE payout = :p2;
+SELECT * FROM pa_paid() WHERE payout = :p2;
 
 -- 4. Rotation on: successive payouts take B, C (and F once added) in
 -- turn, the least recently used first: C was never used, then B.
 SELECT set_payout_rotation('gpu', true);
-SELECT * FROM addresses('gpu') WHERE purpose = 'primary' AND job_type IS NULL;
-SELECT earn('t3', 'gpu', 'train', '0.1'), settle();
+SELECT * FROM pa_addresses('gpu') WHERE purpose = 'primary' AND job_type IS NULL;
+SELECT pa_earn('t3', 'gpu', 'train', '0.1'), pa_settle();
 SELECT request_payout('gpu') AS p3 \gset
 SELECT pg_temp.pay_on_chain(:p3);
-SELECT earn('t4', 'gpu', 'train', '0.1'), settle();
+SELECT pa_earn('t4', 'gpu', 'train', '0.1'), pa_settle();
 SELECT request_payout('gpu') AS p4 \gset
 -- A payout keeps the address it took when queued (B): after a retry the
 -- build pays B, while the next payout would take C.
 SELECT record_payout_retry(:p4, 'wallet unreachable');
-SELECT * FROM addresses('gpu') WHERE purpose = 'primary' AND job_type IS NULL;
-SELECT letter(d->>'address') AS builds_to
+SELECT * FROM pa_addresses('gpu') WHERE purpose = 'primary' AND job_type IS NULL;
+SELECT pa_letter(d->>'address') AS builds_to
 FROM jsonb_array_elements(payout_transfer_params(:p4)->'destinations') d;
 SELECT pg_temp.pay_on_chain(:p4);
 -- A third address joins the turn, first as never used.
 SELECT add_payout_address('gpu', :'addr_f');
-SELECT earn('t5', 'gpu', 'train', '0.1'), settle();
+SELECT pa_earn('t5', 'gpu', 'train', '0.1'), pa_settle();
 SELECT request_payout('gpu') AS p5 \gset
 SELECT pg_temp.pay_on_chain(:p5);
-SELECT earn('t6', 'gpu', 'train', '0.1'), settle();
+SELECT pa_earn('t6', 'gpu', 'train', '0.1'), pa_settle();
 SELECT request_payout('gpu') AS p6 \gset
 SELECT pg_temp.pay_on_chain(:p6);
-SELECT * FROM paid() WHERE payout > :p2;
+SELECT * FROM pa_paid() WHERE payout > :p2;
 -- Two render settlements in one payout: one item at one address of the
 -- render set, A (never used; D paid p1).
 SELECT add_payout_address('gpu', :'addr_a', 'primary', 'render');
-SELECT earn('r2', 'gpu', 'render', '0.05'), settle();
-SELECT earn('r3', 'gpu', 'render', '0.05'), settle();
+SELECT pa_earn('r2', 'gpu', 'render', '0.05'), pa_settle();
+SELECT pa_earn('r3', 'gpu', 'render', '0.05'), pa_settle();
 SELECT request_payout('gpu') AS p7 \gset
 SELECT pg_temp.pay_on_chain(:p7);
-SELECT * FROM paid() WHERE payout = :p7;
+SELECT * FROM pa_paid() WHERE payout = :p7;
 -- Rotation off again: the first registered of a set.
 SELECT set_payout_rotation('gpu', false);
-SELECT * FROM addresses('gpu');
+SELECT * FROM pa_addresses('gpu');
 
 -- 5. A removed job type address: later earnings of the job type are not
 -- kept apart and go to the primary addresses.
 SELECT remove_payout_address('gpu', :'addr_d', 'primary', 'render');
 SELECT remove_payout_address('gpu', :'addr_a', 'primary', 'render');
-SELECT earn('r4', 'gpu', 'render', '0.1'), settle();
+SELECT pa_earn('r4', 'gpu', 'render', '0.1'), pa_settle();
 SELECT payee, job_type, total_amount FROM settlements ORDER BY id DESC LIMIT 1;
 SELECT request_payout('gpu') AS p8 \gset
-SELECT * FROM paid() WHERE payout = :p8;
+SELECT * FROM pa_paid() WHERE payout = :p8;
 
 -- 6. Verifier rewards (settlement purpose verification): the job type's
 -- verification address, else the verification address, else the primary.
 SELECT set_payout_address('ver', :'addr_a');
-SELECT letter((payout_address_for('ver', 'verification', 'render', NULL)).address) AS no_verification_address;
+SELECT pa_letter((payout_address_for('ver', 'verification', 'render', NULL)).address) AS no_verification_address;
 SELECT add_payout_address('ver', :'addr_b', 'verification');
-SELECT letter((payout_address_for('ver', 'verification', 'render', NULL)).address) AS verification,
-       letter((payout_address_for('ver', 'primary', 'render', NULL)).address) AS earnings;
+SELECT pa_letter((payout_address_for('ver', 'verification', 'render', NULL)).address) AS verification,
+       pa_letter((payout_address_for('ver', 'primary', 'render', NULL)).address) AS earnings;
 SELECT add_payout_address('ver', :'addr_c', 'verification', 'render');
-SELECT letter((payout_address_for('ver', 'verification', 'render', NULL)).address) AS render_verification,
-       letter((payout_address_for('ver', 'verification', 'train', NULL)).address) AS train_verification;
+SELECT pa_letter((payout_address_for('ver', 'verification', 'render', NULL)).address) AS render_verification,
+       pa_letter((payout_address_for('ver', 'verification', 'train', NULL)).address) AS train_verification;
 -- Operational addresses are never paid earnings.
 SELECT set_payout_address('ops', :'addr_e', 'operational');
 SELECT payout_address_for('ops', 'primary', NULL, NULL) IS NULL AS no_earnings_address;
