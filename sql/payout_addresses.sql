@@ -154,6 +154,8 @@ SELECT * FROM pa_addresses('gpu');
 -- kept apart and go to the primary addresses.
 SELECT remove_payout_address('gpu', :'addr_d', 'primary', 'render');
 SELECT remove_payout_address('gpu', :'addr_a', 'primary', 'render');
+-- An operational address for the job type does not keep them apart either.
+SELECT add_payout_address('gpu', :'addr_e', 'operational', 'render');
 SELECT pa_earn('r4', 'gpu', 'render', '0.1'), pa_settle();
 SELECT payee, job_type, total_amount FROM settlements ORDER BY id DESC LIMIT 1;
 SELECT request_payout('gpu') AS p8 \gset

@@ -200,15 +200,16 @@ BEGIN
     -- again and finds them settled; a payment committed after this point is
     -- left for the next run.
     PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.run_settlement'));
-    -- Earnings of a job type the payee has an address for are settled
-    -- apart (job_type), to be paid to that address.
+    -- Earnings of a job type the payee has an address for (primary or
+    -- verification) are settled apart (job_type), to be paid there.
     WITH eligible AS (
         SELECT p.id, p.to_node, p.currency, p.amount,
                compay.period_start(run_settlement.period, p.completed_at) AS ps,
                (SELECT j.task_type FROM compay.jobs j
                 WHERE j.task_id = p.task_id
                   AND EXISTS (SELECT 1 FROM compay.payout_addresses a
-                              WHERE a.node_id = p.to_node AND a.job_type = j.task_type)) AS jt
+                              WHERE a.node_id = p.to_node AND a.job_type = j.task_type
+                                AND a.purpose <> 'operational')) AS jt
         FROM compay.payments p
         WHERE p.settlement_id IS NULL AND p.completed_at < v_cutoff
           AND (p.status = 'completed'
@@ -237,7 +238,8 @@ BEGIN
         SELECT v.job_id, v.verifier, j.currency, v.reward_amount AS amount,
                compay.period_start(run_settlement.period, v.rewarded_at) AS ps,
                CASE WHEN EXISTS (SELECT 1 FROM compay.payout_addresses a
-                                 WHERE a.node_id = v.verifier AND a.job_type = j.task_type)
+                                 WHERE a.node_id = v.verifier AND a.job_type = j.task_type
+                                   AND a.purpose <> 'operational')
                     THEN j.task_type END AS jt
         FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
         WHERE v.settlement_id IS NULL AND v.reward_amount > '0' AND v.rewarded_at < v_cutoff
