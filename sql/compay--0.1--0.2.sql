@@ -6365,3 +6365,447 @@ GRANT EXECUTE ON FUNCTION compay.earnings(text, text),
     compay.earnings_breakdown(text, timestamptz, timestamptz, text),
     compay.earnings_history(text, timestamptz, timestamptz),
     compay.payment_history(text, integer) TO compay_reader, compay_node;
+
+--------------------------------------------------------------------------
+-- Issue 16 (addresses): several payout addresses per node and purpose,
+-- addresses for one job type, and rotation (src/payout_addresses.sql).
+-- The 0.1 addresses are kept: each is its node's only address of its
+-- purpose, for any job type.
+--------------------------------------------------------------------------
+ALTER TABLE compay.payout_addresses DROP CONSTRAINT payout_addresses_pkey;
+ALTER TABLE compay.payout_addresses ADD COLUMN job_type text;
+ALTER TABLE compay.payout_addresses ADD COLUMN last_payout_id bigint;
+ALTER TABLE compay.payout_addresses
+    ADD CONSTRAINT payout_addresses_key UNIQUE NULLS NOT DISTINCT (node_id, purpose, job_type, address),
+    ADD CONSTRAINT payout_addresses_job_type CHECK (length(job_type) BETWEEN 1 AND 200);
+COMMENT ON TABLE compay.payout_addresses IS
+    'where each node is paid: primary, operational, and verification (verifier rewards) addresses, checked when set; several per purpose, optionally for one job type';
+ALTER TABLE compay.payout_policies ADD COLUMN rotate_addresses boolean NOT NULL DEFAULT false;
+ALTER TABLE compay.settlements ADD COLUMN job_type text;
+
+CREATE OR REPLACE FUNCTION compay.set_payout_address(node_id text, address text,
+    purpose compay.address_purpose DEFAULT 'primary') RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_network text := compay.setting('compay.monero_network');
+    v_kind text;
+BEGIN
+    IF node_id IS NULL OR address IS NULL OR purpose IS NULL THEN
+        RAISE EXCEPTION 'node_id, address and purpose must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
+        RAISE EXCEPTION 'node id "%" cannot be paid', left(node_id, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
+    v_kind := compay.check_monero_address(address, v_network);   -- 22023 with the reason
+    -- As in 0.1: this address replaces the node's addresses of the
+    -- purpose (those of no job type); compay.add_payout_address adds one.
+    DELETE FROM compay.payout_addresses a
+    WHERE a.node_id = set_payout_address.node_id AND a.purpose = set_payout_address.purpose
+      AND a.job_type IS NULL AND a.address <> set_payout_address.address;
+    INSERT INTO compay.payout_addresses AS a (node_id, purpose, address, kind, network)
+    VALUES (node_id, purpose, address, v_kind, v_network)
+    ON CONFLICT ON CONSTRAINT payout_addresses_key DO UPDATE
+    SET kind = EXCLUDED.kind, network = EXCLUDED.network, updated_at = now();
+    RETURN v_kind;
+END $$;
+COMMENT ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose) IS
+    'sets a node''s payout address for a purpose after checking it for compay.monero_network, replacing its other addresses of that purpose (of no job type); returns its kind';
+
+-- The address a settlement of the node is paid to (settlement_purpose
+-- verification: a verifier reward; job_type: the settlement's, NULL when
+-- its earnings were not kept apart).  The first set the node has of:
+-- the purpose's addresses for the job type, the purpose's addresses for
+-- any job type, the primary addresses for any job type.  In the set:
+-- the address this payout already took, else with rotation on the least
+-- recently used (never used first), else the first registered.  NULL:
+-- the node has no address for it.  payout_id NULL: what the next payout
+-- would take.
+CREATE FUNCTION compay.payout_address_for(node_id text, settlement_purpose text, job_type text,
+    payout_id bigint) RETURNS compay.payout_addresses
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    WITH c AS (
+        SELECT a.*, t.tier, min(t.tier) OVER () AS best
+        FROM compay.payout_addresses a
+        JOIN (VALUES (1, CASE WHEN $2 = 'verification' THEN 'verification'
+                              ELSE 'primary' END::compay.address_purpose, $3),
+                     (2, CASE WHEN $2 = 'verification' THEN 'verification'
+                              ELSE 'primary' END::compay.address_purpose, NULL),
+                     (3, 'primary'::compay.address_purpose, NULL)) t (tier, purpose, job_type)
+          ON a.purpose = t.purpose AND a.job_type IS NOT DISTINCT FROM t.job_type
+        WHERE a.node_id = $1
+    )
+    SELECT c.node_id, c.purpose, c.address, c.kind, c.network, c.created_at, c.updated_at,
+           c.job_type, c.last_payout_id
+    FROM c LEFT JOIN compay.payout_policies p ON p.node_id = $1
+    WHERE c.tier = c.best
+    ORDER BY c.last_payout_id IS NOT DISTINCT FROM $4 AND $4 IS NOT NULL DESC,
+             CASE WHEN p.rotate_addresses THEN c.last_payout_id END NULLS FIRST,
+             c.created_at, c.address
+    LIMIT 1
+$$;
+REVOKE ALL ON FUNCTION compay.payout_address_for(text, text, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.payout_address_for(text, text, text, bigint) TO compay_reader;
+
+-- Functions redefined for job types and rotation (texts as in the pieces).
+CREATE OR REPLACE FUNCTION compay.payable_settlements(node_id text)
+RETURNS TABLE (settlement_id bigint, payee text, address text, payable compay.credit,
+               started boolean, next_attempt_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT s.id, s.payee, a.address,
+           compay.credit_from_atomic(r.rest), r.started, s.next_attempt_at
+    FROM compay.settlements s
+    JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
+    -- The job type's address, verifier rewards to the verification
+    -- address, else the primary: the one the next payout would take.
+    CROSS JOIN LATERAL compay.payout_address_for(s.payee, s.purpose, s.job_type, NULL) a
+    CROSS JOIN LATERAL (
+        SELECT compay.atomic(h.remaining) - compay.atomic(s.held_back)
+               - coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'queued'), 0) AS rest,
+               count(*) FILTER (WHERE p.status <> 'failed') > 0 AS started
+        FROM compay.payout_parts pp JOIN compay.payout_transactions p ON p.id = pp.payout_id
+        WHERE pp.settlement_id = s.id) r
+    WHERE s.currency = 'XMR' AND s.status = 'processing'
+      AND ($1 IS NULL OR s.payee = $1)
+      AND r.rest > 0 AND a.address IS NOT NULL
+$$;
+CREATE OR REPLACE FUNCTION compay.queue_payout_parts(payout_id bigint, node_id text, amount compay.credit,
+    due_only boolean) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_left compay.credit := amount;
+    v_part compay.credit;
+    v_address compay.payout_addresses;
+    r record;
+BEGIN
+    FOR r IN SELECT s.*, st.purpose, st.job_type
+             FROM compay.payable_settlements(queue_payout_parts.node_id) s
+             JOIN compay.settlements st ON st.id = s.settlement_id
+             WHERE NOT due_only OR s.next_attempt_at IS NULL OR s.next_attempt_at <= now()
+             ORDER BY s.started DESC, s.settlement_id
+    LOOP
+        EXIT WHEN v_left <= '0';
+        v_part := least(r.payable, v_left);
+        -- The address is chosen once, here, and kept in the item and the
+        -- part: a retried or rebuilt payout pays the same address.  With
+        -- rotation on, the next payout takes the next address.
+        v_address := compay.payout_address_for(r.payee, r.purpose, r.job_type,
+                                               queue_payout_parts.payout_id);
+        r.address := v_address.address;
+        UPDATE compay.payout_addresses a SET last_payout_id = queue_payout_parts.payout_id
+        WHERE a.node_id = v_address.node_id AND a.purpose = v_address.purpose
+          AND a.job_type IS NOT DISTINCT FROM v_address.job_type AND a.address = v_address.address;
+        INSERT INTO compay.payout_items AS i (payout_id, node_id, address, amount, settlement_ids)
+        VALUES (queue_payout_parts.payout_id, r.payee, r.address, v_part, ARRAY[r.settlement_id])
+        ON CONFLICT ON CONSTRAINT payout_items_pkey DO UPDATE
+        SET amount = i.amount + EXCLUDED.amount, settlement_ids = i.settlement_ids || EXCLUDED.settlement_ids;
+        INSERT INTO compay.payout_parts (payout_id, settlement_id, node_id, address, amount)
+        VALUES (queue_payout_parts.payout_id, r.settlement_id, r.payee, r.address, v_part);
+        UPDATE compay.settlements SET payout_id = queue_payout_parts.payout_id
+        WHERE id = r.settlement_id;
+        v_left := v_left - v_part;
+    END LOOP;
+    IF v_left <> '0' THEN
+        RAISE EXCEPTION 'node % has % less payable than the % queued', node_id, v_left, amount
+            USING ERRCODE = 'internal_error';
+    END IF;
+    UPDATE compay.payout_transactions p SET amount = p.amount + queue_payout_parts.amount
+    WHERE p.id = queue_payout_parts.payout_id;
+END $$;
+CREATE OR REPLACE FUNCTION compay.request_payout(node_id text, amount compay.credit DEFAULT NULL,
+    idempotency_key text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    pol record;
+    v_payable compay.credit;
+    v_started boolean;
+    v_paid compay.credit;
+    v_room compay.credit;
+    v_amount compay.credit;
+    v_payout bigint;
+BEGIN
+    IF node_id IS NULL THEN
+        RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'a payout amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        v_payout := compay.idempotency_claim(idempotency_key, 'request_payout',
+                                             node_id || E'\n' || coalesce(amount::text, 'all'));
+        IF v_payout IS NOT NULL THEN
+            RETURN v_payout;
+        END IF;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM compay.payout_addresses a
+                   WHERE a.node_id = request_payout.node_id AND a.purpose <> 'operational') THEN
+        RAISE EXCEPTION 'node "%" has no payout address', node_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set one with compay.set_payout_address().';
+    END IF;
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    PERFORM compay.lock_payable_settlements(node_id);
+    SELECT * INTO pol FROM compay.payout_policy(node_id);
+    SELECT coalesce(compay.sum(s.payable), '0'), coalesce(bool_or(s.started), false)
+    INTO v_payable, v_started
+    FROM compay.payable_settlements(node_id) s;
+    v_paid := compay.payout_paid_today(node_id);
+    v_room := pol.max_per_day - v_paid;
+    IF v_payable = '0' THEN
+        RAISE EXCEPTION 'node "%" has nothing payable', node_id
+            USING ERRCODE = 'PY019',
+                  DETAIL = 'Only settled XMR earnings (processing settlements) not yet queued or held back by a dispute are paid out.';
+    END IF;
+    IF amount > v_payable THEN
+        RAISE EXCEPTION 'a payout of % exceeds the % payable to node "%"', amount, v_payable, node_id
+            USING ERRCODE = 'PY001';
+    END IF;
+    IF v_room <= '0' THEN
+        RAISE EXCEPTION 'node "%" was paid its daily cap in the last 24 hours', node_id
+            USING ERRCODE = 'PY018',
+                  DETAIL = format('Its max_per_day is %s and it was paid %s.', pol.max_per_day, v_paid),
+                  HINT = 'Ask again once its earlier payouts are 24 hours old.';
+    END IF;
+    v_amount := coalesce(amount, least(v_payable, v_room));
+    IF v_amount > v_room
+       OR (amount IS NULL AND v_amount < least(pol.min_payout, pol.max_per_day)
+           AND v_amount < v_payable) THEN
+        RAISE EXCEPTION 'a payout of % is over the daily cap of node "%"', v_amount, node_id
+            USING ERRCODE = 'PY018',
+                  DETAIL = format('Its max_per_day is %s and it was paid %s in the last 24 hours.',
+                                  pol.max_per_day, v_paid),
+                  HINT = 'Ask for less, or again once its earlier payouts are 24 hours old.';
+    END IF;
+    IF v_amount < least(pol.min_payout, pol.max_per_day) AND NOT (v_amount = v_payable AND v_started) THEN
+        RAISE EXCEPTION 'a payout of % is below the minimum payout of node "%"', v_amount, node_id
+            USING ERRCODE = 'PY017',
+                  DETAIL = format('Its min_payout is %s; %s is payable.', pol.min_payout, v_payable);
+    END IF;
+    INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
+    PERFORM compay.queue_payout_parts(v_payout, node_id, v_amount, false);
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM compay.idempotency_record(idempotency_key, v_payout);
+    END IF;
+    RETURN v_payout;
+END $$;
+CREATE OR REPLACE FUNCTION compay.run_settlement(period compay.settlement_period DEFAULT 'hourly',
+    as_of timestamptz DEFAULT now()) RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_cutoff timestamptz;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    IF period IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION 'period and as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Only closed periods: everything completed before the start of the
+    -- period that holds as_of.
+    v_cutoff := compay.period_start(period, as_of);
+    -- One run at a time.  A second run waits here, then reads the payments
+    -- again and finds them settled; a payment committed after this point is
+    -- left for the next run.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.run_settlement'));
+    -- Earnings of a job type the payee has an address for (primary or
+    -- verification) are settled apart (job_type), to be paid there.
+    WITH eligible AS (
+        SELECT p.id, p.to_node, p.currency, p.amount,
+               compay.period_start(run_settlement.period, p.completed_at) AS ps,
+               (SELECT j.task_type FROM compay.jobs j
+                WHERE j.task_id = p.task_id
+                  AND EXISTS (SELECT 1 FROM compay.payout_addresses a
+                              WHERE a.node_id = p.to_node AND a.job_type = j.task_type
+                                AND a.purpose <> 'operational')) AS jt
+        FROM compay.payments p
+        WHERE p.settlement_id IS NULL AND p.completed_at < v_cutoff
+          AND (p.status = 'completed'
+               -- Partly refunded by a dispute before settlement: the rest is the payee's.
+               OR (p.status = 'refunded' AND p.amount > coalesce(
+                      (SELECT compay.sum(t.amount) FROM compay.transfers t
+                       WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'), '0')))
+        FOR UPDATE
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee,
+                                        payment_count, total_amount, job_type)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, to_node, count(*), compay.sum(amount), jt
+        FROM eligible GROUP BY ps, currency, to_node, jt
+        ORDER BY ps, to_node, currency, jt NULLS FIRST   -- ids in a stable order
+        RETURNING id, period_start, currency, payee, job_type
+    )
+    UPDATE compay.payments p SET settlement_id = g.id
+    FROM eligible e JOIN groups g
+      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.to_node
+     AND g.job_type IS NOT DISTINCT FROM e.jt
+    WHERE p.id = e.id;
+    -- Verifier rewards: their own settlements (purpose verification), paid
+    -- out to the verifier's verification address when it has one.
+    WITH eligible AS (
+        SELECT v.job_id, v.verifier, j.currency, v.reward_amount AS amount,
+               compay.period_start(run_settlement.period, v.rewarded_at) AS ps,
+               CASE WHEN EXISTS (SELECT 1 FROM compay.payout_addresses a
+                                 WHERE a.node_id = v.verifier AND a.job_type = j.task_type
+                                   AND a.purpose <> 'operational')
+                    THEN j.task_type END AS jt
+        FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
+        WHERE v.settlement_id IS NULL AND v.reward_amount > '0' AND v.rewarded_at < v_cutoff
+        FOR UPDATE OF v
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee, purpose,
+                                        payment_count, total_amount, job_type)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, verifier, 'verification', count(*), compay.sum(amount), jt
+        FROM eligible GROUP BY ps, currency, verifier, jt
+        ORDER BY ps, verifier, currency, jt NULLS FIRST
+        RETURNING id, period_start, currency, payee, job_type
+    )
+    UPDATE compay.verifications v SET settlement_id = g.id
+    FROM eligible e JOIN groups g
+      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
+     AND g.job_type IS NOT DISTINCT FROM e.jt
+    WHERE v.job_id = e.job_id AND v.verifier = e.verifier;
+    RETURN QUERY SELECT compay.process_due_settlements(as_of);
+END $$;
+
+--------------------------------------------------------------------------
+-- Several payout addresses per node and purpose, addresses for one job
+-- type, and rotation (issue 16).  The table and the choice of an address
+-- for a payout (compay.payout_address_for) are in src/payout.sql; the
+-- settlements keep the earnings of a job type with an address apart
+-- (src/settlement.sql).  compay.set_payout_address (0.1) replaces; the
+-- functions here add, remove, list and turn rotation on or off.
+--------------------------------------------------------------------------
+
+-- Checks what add/remove_payout_address take; raises as set_payout_address.
+CREATE FUNCTION compay.check_payout_address_args(node_id text, address text,
+    purpose compay.address_purpose, job_type text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF node_id IS NULL OR address IS NULL OR purpose IS NULL THEN
+        RAISE EXCEPTION 'node_id, address and purpose must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
+        RAISE EXCEPTION 'node id "%" cannot be paid', left(node_id, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF job_type IS NOT NULL AND (length(job_type) NOT BETWEEN 1 AND 200 OR btrim(job_type) = '') THEN
+        RAISE EXCEPTION 'a job type is 1 to 200 characters, not blank'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+END $$;
+REVOKE ALL ON FUNCTION compay.check_payout_address_args(text, text, compay.address_purpose, text)
+    FROM PUBLIC;
+
+-- Adds an address to the node's addresses of a purpose (for one job type
+-- when job_type is set), checked for compay.monero_network; adding one
+-- it has is a no-op.  At most 100 addresses per node.
+CREATE FUNCTION compay.add_payout_address(node_id text, address text,
+    purpose compay.address_purpose DEFAULT 'primary', job_type text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_network text := compay.setting('compay.monero_network');
+    v_kind text;
+BEGIN
+    PERFORM compay.check_payout_address_args(node_id, address, purpose, job_type);
+    PERFORM compay.require_node(node_id);
+    v_kind := compay.check_monero_address(address, v_network);   -- 22023 with the reason
+    -- One writer per node at a time, so that the bound holds.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.payout_addresses:' || node_id));
+    IF (SELECT count(*) FROM compay.payout_addresses a
+        WHERE a.node_id = add_payout_address.node_id) >= 100
+       AND NOT EXISTS (SELECT 1 FROM compay.payout_addresses a
+                       WHERE a.node_id = add_payout_address.node_id
+                         AND a.purpose = add_payout_address.purpose
+                         AND a.job_type IS NOT DISTINCT FROM add_payout_address.job_type
+                         AND a.address = add_payout_address.address) THEN
+        RAISE EXCEPTION 'node "%" has 100 payout addresses already', node_id
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Remove one with compay.remove_payout_address().';
+    END IF;
+    INSERT INTO compay.payout_addresses AS a (node_id, purpose, address, kind, network, job_type)
+    VALUES (node_id, purpose, address, v_kind, v_network, job_type)
+    ON CONFLICT ON CONSTRAINT payout_addresses_key DO NOTHING;
+    RETURN v_kind;
+END $$;
+COMMENT ON FUNCTION compay.add_payout_address(text, text, compay.address_purpose, text) IS
+    'adds a payout address of a purpose (for one job type when job_type is set) to a node''s addresses, checked for compay.monero_network; returns its kind';
+
+-- Removes one of the node's addresses.  Payouts already queued keep the
+-- address they took.
+CREATE FUNCTION compay.remove_payout_address(node_id text, address text,
+    purpose compay.address_purpose DEFAULT 'primary', job_type text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    PERFORM compay.check_payout_address_args(node_id, address, purpose, job_type);
+    PERFORM compay.require_node(node_id);
+    DELETE FROM compay.payout_addresses a
+    WHERE a.node_id = remove_payout_address.node_id AND a.purpose = remove_payout_address.purpose
+      AND a.job_type IS NOT DISTINCT FROM remove_payout_address.job_type
+      AND a.address = remove_payout_address.address;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'node "%" has no % payout address % for %', left(node_id, 64), purpose,
+            left(address, 16) || '...', coalesce('job type "' || left(job_type, 64) || '"', 'any job type')
+            USING ERRCODE = 'PY027';
+    END IF;
+END $$;
+COMMENT ON FUNCTION compay.remove_payout_address(text, text, compay.address_purpose, text) IS
+    'removes one of a node''s payout addresses; payouts already queued keep theirs';
+
+-- Turns rotation on or off in the node's payout policy: with it on,
+-- successive payouts take the addresses of a set in turn.
+CREATE FUNCTION compay.set_payout_rotation(node_id text, rotate boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF node_id IS NULL OR rotate IS NULL THEN
+        RAISE EXCEPTION 'node_id and rotate must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
+    INSERT INTO compay.payout_policies AS p (node_id, rotate_addresses) VALUES (node_id, rotate)
+    ON CONFLICT ON CONSTRAINT payout_policies_pkey DO UPDATE
+    SET rotate_addresses = EXCLUDED.rotate_addresses, updated_at = now();
+END $$;
+COMMENT ON FUNCTION compay.set_payout_rotation(text, boolean) IS
+    'turns address rotation on or off in a node''s payout policy: successive payouts take its addresses in turn';
+
+-- A node's payout addresses; next: the one the next payout of its set
+-- (purpose and job type) takes.
+CREATE FUNCTION compay.payout_address_list(node_id text)
+RETURNS TABLE (purpose compay.address_purpose, job_type text, address text, kind text,
+               network text, created_at timestamptz, last_payout_id bigint, next boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF payout_address_list.node_id IS NULL THEN
+        RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.require_node(payout_address_list.node_id, false);
+    RETURN QUERY
+    SELECT a.purpose, a.job_type, a.address, a.kind, a.network, a.created_at, a.last_payout_id,
+           row_number() OVER (PARTITION BY a.purpose, a.job_type
+                              ORDER BY CASE WHEN coalesce(p.rotate_addresses, false)
+                                            THEN a.last_payout_id END NULLS FIRST,
+                                       a.created_at, a.address) = 1
+    FROM compay.payout_addresses a
+    LEFT JOIN compay.payout_policies p ON p.node_id = a.node_id
+    WHERE a.node_id = payout_address_list.node_id
+    ORDER BY a.purpose, a.job_type NULLS FIRST, a.created_at, a.address;
+END $$;
+COMMENT ON FUNCTION compay.payout_address_list(text) IS
+    'a node''s payout addresses by purpose and job type; next: the one its next payout of that set takes';
+
+REVOKE ALL ON FUNCTION compay.add_payout_address(text, text, compay.address_purpose, text),
+    compay.remove_payout_address(text, text, compay.address_purpose, text),
+    compay.set_payout_rotation(text, boolean), compay.payout_address_list(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.payout_address_list(text) TO compay_reader, compay_node;
+GRANT EXECUTE ON FUNCTION compay.add_payout_address(text, text, compay.address_purpose, text),
+    compay.remove_payout_address(text, text, compay.address_purpose, text),
+    compay.set_payout_rotation(text, boolean) TO compay_app, compay_node;

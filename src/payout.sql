@@ -12,10 +12,16 @@ CREATE TABLE compay.payout_addresses (
     network    text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (node_id, purpose)
+    -- Issue 16: earnings of this job type only (NULL: any), and the
+    -- payout that last took the address (rotation pays the least
+    -- recently used address of a set first).
+    job_type   text,
+    last_payout_id bigint,
+    CONSTRAINT payout_addresses_key UNIQUE NULLS NOT DISTINCT (node_id, purpose, job_type, address),
+    CONSTRAINT payout_addresses_job_type CHECK (length(job_type) BETWEEN 1 AND 200)
 );
 COMMENT ON TABLE compay.payout_addresses IS
-    'where each node is paid: primary, operational, and verification (verifier rewards) addresses, checked when set';
+    'where each node is paid: primary, operational, and verification (verifier rewards) addresses, checked when set; several per purpose, optionally for one job type';
 
 CREATE TABLE compay.payout_policies (
     node_id         text PRIMARY KEY,
@@ -24,6 +30,7 @@ CREATE TABLE compay.payout_policies (
     payout_interval interval,
     max_per_day     compay.credit,
     updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    rotate_addresses boolean NOT NULL DEFAULT false,   -- issue 16: payouts take the addresses in turn
     CONSTRAINT payout_policies_amounts CHECK (min_payout >= '0' AND max_per_day > '0'),
     CONSTRAINT payout_policies_interval CHECK (payout_interval > interval '0')
 );
@@ -52,15 +59,54 @@ BEGIN
     PERFORM compay.check_node_id(node_id);
     PERFORM compay.require_node(node_id);
     v_kind := compay.check_monero_address(address, v_network);   -- 22023 with the reason
+    -- As in 0.1: this address replaces the node's addresses of the
+    -- purpose (those of no job type); compay.add_payout_address adds one.
+    DELETE FROM compay.payout_addresses a
+    WHERE a.node_id = set_payout_address.node_id AND a.purpose = set_payout_address.purpose
+      AND a.job_type IS NULL AND a.address <> set_payout_address.address;
     INSERT INTO compay.payout_addresses AS a (node_id, purpose, address, kind, network)
     VALUES (node_id, purpose, address, v_kind, v_network)
-    ON CONFLICT ON CONSTRAINT payout_addresses_pkey DO UPDATE
-    SET address = EXCLUDED.address, kind = EXCLUDED.kind, network = EXCLUDED.network,
-        updated_at = now();
+    ON CONFLICT ON CONSTRAINT payout_addresses_key DO UPDATE
+    SET kind = EXCLUDED.kind, network = EXCLUDED.network, updated_at = now();
     RETURN v_kind;
 END $$;
 COMMENT ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose) IS
-    'sets a node''s payout address for a purpose after checking it for compay.monero_network; returns its kind';
+    'sets a node''s payout address for a purpose after checking it for compay.monero_network, replacing its other addresses of that purpose (of no job type); returns its kind';
+
+-- The address a settlement of the node is paid to (settlement_purpose
+-- verification: a verifier reward; job_type: the settlement's, NULL when
+-- its earnings were not kept apart).  The first set the node has of:
+-- the purpose's addresses for the job type, the purpose's addresses for
+-- any job type, the primary addresses for any job type.  In the set:
+-- the address this payout already took, else with rotation on the least
+-- recently used (never used first), else the first registered.  NULL:
+-- the node has no address for it.  payout_id NULL: what the next payout
+-- would take.
+CREATE FUNCTION compay.payout_address_for(node_id text, settlement_purpose text, job_type text,
+    payout_id bigint) RETURNS compay.payout_addresses
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    WITH c AS (
+        SELECT a.*, t.tier, min(t.tier) OVER () AS best
+        FROM compay.payout_addresses a
+        JOIN (VALUES (1, CASE WHEN $2 = 'verification' THEN 'verification'
+                              ELSE 'primary' END::compay.address_purpose, $3),
+                     (2, CASE WHEN $2 = 'verification' THEN 'verification'
+                              ELSE 'primary' END::compay.address_purpose, NULL),
+                     (3, 'primary'::compay.address_purpose, NULL)) t (tier, purpose, job_type)
+          ON a.purpose = t.purpose AND a.job_type IS NOT DISTINCT FROM t.job_type
+        WHERE a.node_id = $1
+    )
+    SELECT c.node_id, c.purpose, c.address, c.kind, c.network, c.created_at, c.updated_at,
+           c.job_type, c.last_payout_id
+    FROM c LEFT JOIN compay.payout_policies p ON p.node_id = $1
+    WHERE c.tier = c.best
+    ORDER BY c.last_payout_id IS NOT DISTINCT FROM $4 AND $4 IS NOT NULL DESC,
+             CASE WHEN p.rotate_addresses THEN c.last_payout_id END NULLS FIRST,
+             c.created_at, c.address
+    LIMIT 1
+$$;
+REVOKE ALL ON FUNCTION compay.payout_address_for(text, text, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.payout_address_for(text, text, text, bigint) TO compay_reader;
 
 CREATE FUNCTION compay.set_payout_policy(node_id text, auto_payout boolean,
     min_payout compay.credit, payout_interval interval, max_per_day compay.credit)
@@ -171,6 +217,9 @@ ALTER TABLE compay.settlements ADD COLUMN payout_id bigint;
 -- less this.
 ALTER TABLE compay.settlements ADD COLUMN held_back compay.credit NOT NULL DEFAULT '0'
     CONSTRAINT settlements_held_back CHECK (held_back >= '0');
+-- Issue 16: the job type whose earnings it gathers, when the payee has
+-- an address for that job type (else NULL: its job types together).
+ALTER TABLE compay.settlements ADD COLUMN job_type text;
 COMMENT ON COLUMN compay.settlements.payout_id IS
     'XMR: the latest payout that carries a part of it (compay.payout_parts lists them all); NULL while no part is queued or paid';
 
@@ -231,14 +280,13 @@ CREATE FUNCTION compay.payable_settlements(node_id text)
 RETURNS TABLE (settlement_id bigint, payee text, address text, payable compay.credit,
                started boolean, next_attempt_at timestamptz)
 LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
-    SELECT s.id, s.payee, coalesce(v.address, a.address),
+    SELECT s.id, s.payee, a.address,
            compay.credit_from_atomic(r.rest), r.started, s.next_attempt_at
     FROM compay.settlements s
     JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
-    JOIN compay.payout_addresses a ON a.node_id = s.payee AND a.purpose = 'primary'
-    -- Verifier rewards go to the verification address when there is one.
-    LEFT JOIN compay.payout_addresses v
-      ON v.node_id = s.payee AND v.purpose = 'verification' AND s.purpose = 'verification'
+    -- The job type's address, verifier rewards to the verification
+    -- address, else the primary: the one the next payout would take.
+    CROSS JOIN LATERAL compay.payout_address_for(s.payee, s.purpose, s.job_type, NULL) a
     CROSS JOIN LATERAL (
         SELECT compay.atomic(h.remaining) - compay.atomic(s.held_back)
                - coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'queued'), 0) AS rest,
@@ -247,7 +295,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
         WHERE pp.settlement_id = s.id) r
     WHERE s.currency = 'XMR' AND s.status = 'processing'
       AND ($1 IS NULL OR s.payee = $1)
-      AND r.rest > 0
+      AND r.rest > 0 AND a.address IS NOT NULL
 $$;
 COMMENT ON FUNCTION compay.payable_settlements(text) IS
     'the payable rest of each processing XMR settlement: its earmark hold''s remaining less held_back less its queued parts';
@@ -272,14 +320,26 @@ LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_left compay.credit := amount;
     v_part compay.credit;
+    v_address compay.payout_addresses;
     r record;
 BEGIN
-    FOR r IN SELECT * FROM compay.payable_settlements(queue_payout_parts.node_id) s
+    FOR r IN SELECT s.*, st.purpose, st.job_type
+             FROM compay.payable_settlements(queue_payout_parts.node_id) s
+             JOIN compay.settlements st ON st.id = s.settlement_id
              WHERE NOT due_only OR s.next_attempt_at IS NULL OR s.next_attempt_at <= now()
              ORDER BY s.started DESC, s.settlement_id
     LOOP
         EXIT WHEN v_left <= '0';
         v_part := least(r.payable, v_left);
+        -- The address is chosen once, here, and kept in the item and the
+        -- part: a retried or rebuilt payout pays the same address.  With
+        -- rotation on, the next payout takes the next address.
+        v_address := compay.payout_address_for(r.payee, r.purpose, r.job_type,
+                                               queue_payout_parts.payout_id);
+        r.address := v_address.address;
+        UPDATE compay.payout_addresses a SET last_payout_id = queue_payout_parts.payout_id
+        WHERE a.node_id = v_address.node_id AND a.purpose = v_address.purpose
+          AND a.job_type IS NOT DISTINCT FROM v_address.job_type AND a.address = v_address.address;
         INSERT INTO compay.payout_items AS i (payout_id, node_id, address, amount, settlement_ids)
         VALUES (queue_payout_parts.payout_id, r.payee, r.address, v_part, ARRAY[r.settlement_id])
         ON CONFLICT ON CONSTRAINT payout_items_pkey DO UPDATE
@@ -397,7 +457,7 @@ BEGIN
         END IF;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM compay.payout_addresses a
-                   WHERE a.node_id = request_payout.node_id AND a.purpose = 'primary') THEN
+                   WHERE a.node_id = request_payout.node_id AND a.purpose <> 'operational') THEN
         RAISE EXCEPTION 'node "%" has no payout address', node_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Set one with compay.set_payout_address().';

@@ -200,9 +200,16 @@ BEGIN
     -- again and finds them settled; a payment committed after this point is
     -- left for the next run.
     PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.run_settlement'));
+    -- Earnings of a job type the payee has an address for (primary or
+    -- verification) are settled apart (job_type), to be paid there.
     WITH eligible AS (
         SELECT p.id, p.to_node, p.currency, p.amount,
-               compay.period_start(run_settlement.period, p.completed_at) AS ps
+               compay.period_start(run_settlement.period, p.completed_at) AS ps,
+               (SELECT j.task_type FROM compay.jobs j
+                WHERE j.task_id = p.task_id
+                  AND EXISTS (SELECT 1 FROM compay.payout_addresses a
+                              WHERE a.node_id = p.to_node AND a.job_type = j.task_type
+                                AND a.purpose <> 'operational')) AS jt
         FROM compay.payments p
         WHERE p.settlement_id IS NULL AND p.completed_at < v_cutoff
           AND (p.status = 'completed'
@@ -213,35 +220,43 @@ BEGIN
         FOR UPDATE
     ), groups AS (
         INSERT INTO compay.settlements (period, period_start, period_end, currency, payee,
-                                        payment_count, total_amount)
+                                        payment_count, total_amount, job_type)
         SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
-               currency, to_node, count(*), compay.sum(amount)
-        FROM eligible GROUP BY ps, currency, to_node
-        RETURNING id, period_start, currency, payee
+               currency, to_node, count(*), compay.sum(amount), jt
+        FROM eligible GROUP BY ps, currency, to_node, jt
+        ORDER BY ps, to_node, currency, jt NULLS FIRST   -- ids in a stable order
+        RETURNING id, period_start, currency, payee, job_type
     )
     UPDATE compay.payments p SET settlement_id = g.id
     FROM eligible e JOIN groups g
       ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.to_node
+     AND g.job_type IS NOT DISTINCT FROM e.jt
     WHERE p.id = e.id;
     -- Verifier rewards: their own settlements (purpose verification), paid
     -- out to the verifier's verification address when it has one.
     WITH eligible AS (
         SELECT v.job_id, v.verifier, j.currency, v.reward_amount AS amount,
-               compay.period_start(run_settlement.period, v.rewarded_at) AS ps
+               compay.period_start(run_settlement.period, v.rewarded_at) AS ps,
+               CASE WHEN EXISTS (SELECT 1 FROM compay.payout_addresses a
+                                 WHERE a.node_id = v.verifier AND a.job_type = j.task_type
+                                   AND a.purpose <> 'operational')
+                    THEN j.task_type END AS jt
         FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
         WHERE v.settlement_id IS NULL AND v.reward_amount > '0' AND v.rewarded_at < v_cutoff
         FOR UPDATE OF v
     ), groups AS (
         INSERT INTO compay.settlements (period, period_start, period_end, currency, payee, purpose,
-                                        payment_count, total_amount)
+                                        payment_count, total_amount, job_type)
         SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
-               currency, verifier, 'verification', count(*), compay.sum(amount)
-        FROM eligible GROUP BY ps, currency, verifier
-        RETURNING id, period_start, currency, payee
+               currency, verifier, 'verification', count(*), compay.sum(amount), jt
+        FROM eligible GROUP BY ps, currency, verifier, jt
+        ORDER BY ps, verifier, currency, jt NULLS FIRST
+        RETURNING id, period_start, currency, payee, job_type
     )
     UPDATE compay.verifications v SET settlement_id = g.id
     FROM eligible e JOIN groups g
       ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
+     AND g.job_type IS NOT DISTINCT FROM e.jt
     WHERE v.job_id = e.job_id AND v.verifier = e.verifier;
     RETURN QUERY SELECT compay.process_due_settlements(as_of);
 END $$;

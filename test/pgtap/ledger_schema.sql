@@ -2,7 +2,7 @@
 -- triggers, functions, roles and privileges).
 BEGIN;
 SET search_path = public, compay;
-SELECT plan(79);
+SELECT plan(81);
 
 -- Tables and their keys.
 SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
@@ -19,6 +19,11 @@ SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
 SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
 SELECT col_is_unique('compay', 'accounts', ARRAY['node_id', 'currency'], 'one account per node and currency');
+SELECT col_is_unique('compay', 'payout_addresses', ARRAY['node_id', 'purpose', 'job_type', 'address'],
+                     'a node may have several payout addresses per purpose and job type, each once');
+SELECT ok((SELECT indnullsnotdistinct FROM pg_index
+           WHERE indexrelid = 'compay.payout_addresses_key'::regclass),
+          'an address of no job type is registered once per purpose (NULLS NOT DISTINCT)');
 SELECT col_type_is('compay', 'accounts', 'balance', 'compay', 'credit', 'balance is a credit');
 SELECT col_type_is('compay', 'accounts', 'reserved', 'compay', 'credit', 'reserved is a credit');
 SELECT col_type_is('compay', 'accounts', 'credit_limit', 'compay', 'credit', 'credit_limit is a credit');
