@@ -27,7 +27,8 @@
 #                                       # pg_auto_failover state wait_primary)
 #   my $r = $f->rejoin_old(120);        # starts the killed node's keeper again:
 #                                       # pg_rewind, it streams as secondary;
-#                                       # waits for primary + secondary; seconds
+#                                       # waits for secondary + primary (state
+#                                       # primary: synchronous again); seconds
 #   $f->failover_times;                 # every wait_promoted result, in order
 #
 #   # Records really lost at promotion (for the asynchronous payout test):
@@ -329,7 +330,8 @@ sub wait_promoted
 }
 
 # Starts the killed node's keeper again; it rewinds and follows the new
-# primary.  Returns the seconds until it is secondary and the other primary.
+# primary.  Returns the seconds until it is secondary and the other primary
+# (not wait_primary: the primary waits for it again at each commit).
 sub rejoin_old
 {
 	my ($self, $timeout) = @_;
@@ -339,7 +341,7 @@ sub rejoin_old
 	$self->_wait($timeout // 120, "$old back as secondary",
 		sub {
 			my $s = $self->_now(qr/^secondary$/);
-			my $p = $self->_now(qr/^(primary|wait_primary)$/);
+			my $p = $self->_now(qr/^primary$/);
 			$s && $s->{name} eq $old && $p && $p->{name} ne $old;
 		});
 	delete $self->{killed};
