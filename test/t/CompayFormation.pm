@@ -16,6 +16,8 @@
 #   $f->psql_secondary($sql);
 #   $f->psql($node, $sql);   # $node: a hash from primary/secondary/node, or a name
 #   $f->try_psql($node, $sql);  # (exit code, stdout, stderr); never dies
+#   $f->sqlstate($node, $sql);  # the SQLSTATE of one statement: '00000' when
+#                               # it succeeds, else its error's (e.g. '25006')
 #   $f->states;              # "node1:primary/primary node2:secondary/secondary"
 #
 #   # A crash of the primary's machine: kill -9 its keeper (pg_autoctl run and
@@ -285,6 +287,22 @@ sub try_psql
 	$err .= $@ if $@;
 	chomp $out;
 	return ($rc, $out, $err);
+}
+
+# The SQLSTATE one statement ends with (psql's :SQLSTATE, by stdin).
+sub sqlstate
+{
+	my ($self, $node, $sql) = @_;
+	$node = $self->{nodes}{$node} unless ref $node;
+	my $script = "\\set ON_ERROR_STOP 0\n$sql;\n\\echo SQLSTATE :SQLSTATE\n";
+	my ($out, $err) = ('', '');
+	local $ENV{PGCONNECT_TIMEOUT} = 5;
+	eval {
+		IPC::Run::run([ "$self->{bindir}/psql", '-X', '-A', '-t', '-q', '-h', '127.0.0.1',
+				'-p', $node->{port}, '-d', 'postgres' ],
+			'<', \$script, '>', \$out, '2>', \$err, IPC::Run::timeout(120));
+	};
+	return $out =~ /^SQLSTATE (\w+)$/m ? $1 : "none: $err";
 }
 
 # kill -9 the primary's keeper (its whole process group: pg_autoctl run,
