@@ -22,6 +22,7 @@ use warnings;
 
 use CompayFormation;
 use IPC::Run;
+use List::Util qw(max);
 use POSIX ();
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -121,12 +122,53 @@ sub client
 	return;
 }
 
+# The last client is a real driver, psycopg 3 (libpq underneath), with the
+# same URI, one connection kept until it breaks, autocommit: the same keys,
+# the same log.
+my $python = -x '/usr/bin/python3' ? '/usr/bin/python3' : 'python3';
+my $psycopg = system($python, '-c', 'import psycopg') == 0;
+my $driver = <<'EOP';
+import os, sys, time
+import psycopg
+uri, d, n, stop = sys.argv[1:5]
+sent = open(f"{d}/sent-{n}", "a", buffering=1)
+ack = open(f"{d}/ack-{n}", "a", buffering=1)
+transfer = "SELECT compay.transfer(%s, %s, '1', %s, %s)"
+capture = ("SELECT compay.capture(compay.reserve(%s, '3', %s, NULL, %s),"
+           " %s, '2', true, %s)")
+conn, i = None, 0
+while not os.path.exists(stop):
+    i += 1
+    key = f"c{n}-{i}"
+    sent.write(key + "\n")
+    try:
+        if conn is None:
+            conn = psycopg.connect(uri, autocommit=True, connect_timeout=3)
+        if i % 2 == 0:
+            row = conn.execute(transfer, (f"payer-{n}", f"payee-{n}", key, key)).fetchone()
+        else:
+            row = conn.execute(capture, (f"payer-{n}", key, key + "-h", f"payee-{n}",
+                                         key + "-c")).fetchone()
+        ack.write(f"{key} {row[0]}\n")
+    except psycopg.Error:
+        if conn is not None:
+            conn.close()
+        conn = None
+        time.sleep(0.2)
+    time.sleep(0.02)
+EOP
+
 my @pids;
 for my $n (1 .. $clients)
 {
 	my $pid = fork // die "fork: $!";
 	if ($pid == 0)
 	{
+		if ($n == $clients && $psycopg)
+		{
+			{ exec $python, '-c', $driver, $uri, $dir, $n, $stop }
+			POSIX::_exit(127);
+		}
 		client($n);
 		POSIX::_exit(0);
 	}
@@ -191,6 +233,14 @@ note sprintf 'acknowledged: %d of %d keys sent; failover times: %s s', $acked,
   scalar @sent, join(', ', map { sprintf '%.1f', $_ } @failover);
 note "transfers lost: $lost";
 cmp_ok($acked, '>=', 50, 'the clients had many commits acknowledged');
+SKIP:
+{
+	skip 'python3-psycopg is not installed', 1 unless $psycopg;
+	my $last = max(0, map { /^c$clients-(\d+)$/ ? $1 : () } keys %$ack);
+	my $sent_last = max(0, map { /^c$clients-(\d+)$/ ? $1 : () } @sent);
+	cmp_ok($last, '>', $sent_last * 0.5,
+		"psycopg, reconnecting with the multi-host URI, kept committing after the failovers (last acknowledged key $last of $sent_last)");
+}
 is($lost, '0', 'transfers lost: 0 (every acknowledged key is on the primary with its id)');
 
 # Re-send every unacknowledged key, twice: the same ids both times.
