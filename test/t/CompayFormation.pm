@@ -112,6 +112,7 @@ sub up
 {
 	my ($class, %opts) = @_;
 	my $bindir = _bindir();
+	_check_socket_dirs($bindir);
 	my $dir = File::Temp::tempdir('compay_ha_XXXX', TMPDIR => 1, CLEANUP => 1);
 	my @ports = @{ $opts{ports} // [ map { PostgreSQL::Test::Cluster::get_free_port() } 1 .. 3 ] };
 	my $self = bless {
@@ -524,6 +525,21 @@ sub _bindir
 		return $d if -x "$d/pg_ctl";
 	}
 	croak 'no pg_ctl: set PG_CONFIG or put PostgreSQL on PATH';
+}
+
+# pg_autoctl starts PostgreSQL with the compiled-in socket directory (on
+# Debian /var/run/postgresql, which postgresql-common makes) before our
+# postgresql.conf lines exist: say so clearly when the user cannot write it.
+sub _check_socket_dirs
+{
+	my ($bindir) = @_;
+	my ($line) = grep { /^unix_socket_directories\t/ } `$bindir/postgres --describe-config`;
+	return unless $line;
+	my $default = (split /\t/, $line)[4] // '';
+	my @dirs = grep { $_ ne '' } map { s/^\s+|\s+$//gr } split /,/, $default;
+	return if !@dirs || grep { -d $_ && -w $_ } @dirs;
+	croak "pg_autoctl starts PostgreSQL with its socket in @dirs, which this user cannot "
+	  . "write; as root: install -d -o postgres -g postgres -m 2775 $dirs[0]";
 }
 
 sub _append
