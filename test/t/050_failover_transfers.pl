@@ -159,6 +159,20 @@ while not os.path.exists(stop):
 EOP
 
 my @pids;
+my $parent = $$;
+
+# If the test dies on the way, the clients stop too (by PID), before the
+# formation's own END block stops its servers.
+END
+{
+	if (defined $parent && $$ == $parent && @pids)
+	{
+		if (open my $fh, '>', $stop) { close $fh }
+		kill 'TERM', @pids;
+		waitpid($_, 0) for @pids;
+	}
+}
+
 for my $n (1 .. $clients)
 {
 	my $pid = fork // die "fork: $!";
@@ -212,6 +226,7 @@ sleep 2;
 open my $touch, '>', $stop or die $!;
 close $touch;
 waitpid($_, 0) for @pids;
+@pids = ();
 
 # Every acknowledged key is on the primary, with the id its client got.
 my $ack = acked();
