@@ -34,6 +34,7 @@
 #   $f->failover_times;                 # every wait_promoted result, in order
 #
 #   # Records really lost at promotion (for the asynchronous payout test):
+#   $f->set_async;       # step 1 below alone: asynchronous, still streaming
 #   $f->cut_standby;     # 1. replication-quorum false on the standby: the
 #                        #    primary's synchronous_standby_names becomes ''
 #                        #    (commits no longer wait for it);
@@ -367,14 +368,25 @@ sub rejoin_old
 	return time - $t0;
 }
 
-sub cut_standby
+# replication-quorum false on the standby: the primary commits without
+# waiting for it (it still streams).  Returns the standby's name.
+sub set_async
 {
 	my ($self) = @_;
-	my $s = $self->secondary or croak 'no standby to cut off: ' . $self->states;
+	my $s = $self->secondary or croak 'no standby: ' . $self->states;
 	my $p = $self->primary;
 	$self->_autoctl('set', 'node', 'replication-quorum', 'false', '--pgdata', $s->{pgdata});
 	$self->_wait(30, 'the primary commits without waiting for the standby',
 		sub { $self->psql($p, 'SHOW synchronous_standby_names') eq '' });
+	return $s->{name};
+}
+
+sub cut_standby
+{
+	my ($self) = @_;
+	$self->set_async;
+	my $s = $self->secondary or croak 'no standby to cut off: ' . $self->states;
+	my $p = $self->primary;
 	$self->psql($s, q{ALTER SYSTEM SET primary_conninfo = ''});
 	$self->psql($s, 'SELECT pg_reload_conf()');
 	$self->_wait(30, 'the standby stops streaming',
