@@ -6809,3 +6809,46 @@ GRANT EXECUTE ON FUNCTION compay.payout_address_list(text) TO compay_reader, com
 GRANT EXECUTE ON FUNCTION compay.add_payout_address(text, text, compay.address_purpose, text),
     compay.remove_payout_address(text, text, compay.address_purpose, text),
     compay.set_payout_rotation(text, boolean) TO compay_app, compay_node;
+-- Issue 14 (haform): writes refused on a hot standby with 25006 before any
+-- work (compay.require_node, C NodeRequire); adopt_deposit_address asks
+-- before it calls the wallet.
+CREATE OR REPLACE FUNCTION compay.adopt_deposit_address(node_id text, address_index integer) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    r jsonb;
+    e jsonb;
+BEGIN
+    IF node_id IS NULL OR address_index IS NULL THEN
+        RAISE EXCEPTION 'node_id and address_index must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(NULL);          -- a write: 25006 on a standby, before the wallet
+    IF left(node_id, 1) = '$' OR address_index < 1 THEN
+        RAISE EXCEPTION 'subaddress % cannot be the deposit address of node "%"', address_index, left(node_id, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.deposit_address:' || node_id));
+    IF EXISTS (SELECT 1 FROM compay.deposit_addresses d WHERE d.node_id = adopt_deposit_address.node_id) THEN
+        RAISE EXCEPTION 'node "%" already has a deposit address', left(node_id, 64)
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF EXISTS (SELECT 1 FROM compay.deposit_addresses d WHERE d.address_index = adopt_deposit_address.address_index) THEN
+        RAISE EXCEPTION 'subaddress % is already the deposit address of another node', address_index
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    r := compay.wallet_rpc('get_address', jsonb_build_object('account_index', 0,
+                                                             'address_index', jsonb_build_array(address_index)));
+    e := r->'addresses'->0;
+    IF e->>'label' IS DISTINCT FROM node_id
+       AND e->>'label' IS DISTINCT FROM (SELECT l.label_prefix FROM compay.deposit_label l) || node_id THEN
+        RAISE EXCEPTION 'subaddress % is not labelled for node "%"', address_index, left(node_id, 64)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The wallet labels it %s; compay labels a deposit subaddress with the node id (0.1) or compay.deposit_label''s prefix and the node id.',
+                                  left(coalesce(e->>'label', 'NULL'), 64));
+    END IF;
+    IF NOT compay.adopt_subaddress(node_id, e->>'address', e->>'address_index', 0) THEN
+        RAISE EXCEPTION 'subaddress % cannot be the deposit address of node "%"', address_index, left(node_id, 64)
+            USING ERRCODE = 'PY015', DETAIL = 'The wallet answered ' || left(r::text, 200) || '.';
+    END IF;
+    RETURN e->>'address';
+END $$;

@@ -327,6 +327,7 @@ BEGIN
         RAISE EXCEPTION 'node_id and address_index must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(NULL);          -- a write: 25006 on a standby, before the wallet
     IF left(node_id, 1) = '$' OR address_index < 1 THEN
         RAISE EXCEPTION 'subaddress % cannot be the deposit address of node "%"', address_index, left(node_id, 64)
             USING ERRCODE = 'invalid_parameter_value';

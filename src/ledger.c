@@ -28,6 +28,7 @@
 
 #include "compay.h"
 #include "ledger.h"
+#include "node_roles.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(compay_account_within_limit);
@@ -263,6 +264,7 @@ LedgerCheckCurrency(const char *currency)
 void
 LedgerBegin(LedgerBatch *batch, const char *currency)
 {
+	NodeRefuseReadOnly();
 	memset(batch, 0, sizeof(*batch));
 	batch->currency = currency;
 	batch->now = GetCurrentTransactionStartTimestamp();

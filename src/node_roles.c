@@ -16,9 +16,17 @@
  * read) act for every node.  Any other role acts for the nodes that
  * compay.node_roles maps it (or a role it has the privileges of) to.
  *
+ * Every function that writes asks here first (NodeRequire with write, or
+ * NodeRefuseReadOnly from LedgerBegin), so a write in a read-only
+ * transaction (every transaction of a hot standby) is refused with
+ * PostgreSQL's read-only error, 25006, before anything is looked up.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
 
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
@@ -76,12 +84,32 @@ NodeMapped(Oid role, const char *node_id)
 	return n > 0;
 }
 
+/*
+ * A write on a hot standby would fail deep inside with "cannot assign
+ * TransactionIds during recovery" (XX000); refuse it up front instead.
+ */
+void
+NodeRefuseReadOnly(void)
+{
+	if (!XactReadOnly)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+			 errmsg("cannot run a compay write in a read-only transaction"),
+			 RecoveryInProgress()
+			 ? errdetail("This server is a hot standby: compay writes only on the primary.")
+			 : errdetail("The transaction is read-only."),
+			 errhint("Connect to the primary, for example with target_session_attrs=read-write in a multi-host connection string.")));
+}
+
 void
 NodeRequire(const char *node_id, bool write)
 {
 	Oid			role;
 
 	RefuseRestricted();
+	if (write)
+		NodeRefuseReadOnly();
 	role = GetOuterUserId();
 	if (RoleHas(role, write ? "compay_app" : "compay_reader"))
 		return;

@@ -16,6 +16,13 @@
  */
 extern void NodeRequire(const char *node_id, bool write);
 
+/*
+ * 25006 in a read-only transaction (every transaction on a hot standby):
+ * what every function that writes calls before any work.  NodeRequire
+ * calls it when write is set.
+ */
+extern void NodeRefuseReadOnly(void);
+
 /* Whether the caller is a superuser or a member of compay_admin. */
 extern bool NodeCallerIsAdmin(void);
 
