@@ -10,8 +10,9 @@
 #  paid to its primary address P.  The worker, off while they are queued,
 #  builds, relays and (after the confirmations) confirms both payouts.
 #  O received 0.3 and nothing else, P 0.02 and nothing else; both
-#  settlements are completed, the node's balance is what is left, and
-#  verify_payout and verify_ledger() are ok.
+#  settlements are completed, the node's balance is what is left.  With
+#  the worker off, CALL compay.run_payouts() pays a second withdrawal of
+#  0.1 to O.  verify_payout and verify_ledger() are ok.
 #
 # Run: bash /work/tools/runperl.sh WORKTREE PG test/t/064_operational_payouts.pl
 #      (COMPAY_XMR_DIR names a running regtest, or one is started).
@@ -73,6 +74,21 @@ is(sql(q{SELECT string_agg(purpose || ':' || status, ',' ORDER BY id) FROM compa
 	'primary:completed,operational:completed', 'both settlements are completed');
 is(sql(q{SELECT balance || '/' || reserved FROM compay.balance('ops-n', 'XMR')}), '0.2/0.05',
 	'the node keeps 0.2, of which its stake of 0.05 is held');
+# With the worker off, CALL compay.run_payouts() (the pg_cron entry point)
+# pays a second withdrawal: one call builds and relays it, one after the
+# confirmations confirms it.
+$rt->set($node, 'compay.worker_enabled', 'off');
+my $w2 = sql(q{SELECT compay.request_withdrawal('ops-n', '0.1')});
+sql(q{CALL compay.run_payouts()});
+is(sql(qq{SELECT status FROM compay.payout_transactions WHERE id = $w2}), 'relayed',
+	'CALL compay.run_payouts() builds and relays a withdrawal');
+$rt->run('mine', $confirmations);
+sql(q{CALL compay.run_payouts()});
+is(sql(qq{SELECT status FROM compay.payout_transactions WHERE id = $w2}), 'confirmed',
+	'and confirms it');
+is(received($io), '100000000000,300000000000', 'the operational subaddress received both withdrawals');
+is(received($ip), '20000000000', 'the primary subaddress still only the earnings');
+
 is(sql(q{SELECT bool_and(ok) FROM compay.payout_transactions p, compay.verify_payout(p.id)}),
 	't', 'verify_payout finds each address paid its amount');
 is(sql(q{SELECT bool_and(ok) FROM compay.verify_ledger()}), 't', 'verify_ledger() ok')
