@@ -54,6 +54,7 @@ SQL_PIECES = \
 	src/wallet_tools.sql \
 	src/earnings.sql \
 	src/payout_addresses.sql \
+	src/withdrawal.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

@@ -6852,3 +6852,697 @@ BEGIN
     END IF;
     RETURN e->>'address';
 END $$;
+
+-- Issue 16 (withdraw): withdrawals of what is not earnings (returned stake, deposits
+-- a node no longer needs) paid on chain to its operational address(es): settlements of
+-- purpose operational with no payments behind them, paid by the payout machinery.
+-- Withdrawals go to operational addresses only; earnings payouts leave them out.
+
+CREATE OR REPLACE FUNCTION compay.payout_address_for(node_id text, settlement_purpose text, job_type text,
+    payout_id bigint) RETURNS compay.payout_addresses
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    WITH c AS (
+        SELECT a.*, t.tier, min(t.tier) OVER () AS best
+        FROM compay.payout_addresses a
+        JOIN (VALUES (1, CASE WHEN $2 IN ('verification', 'operational') THEN $2
+                              ELSE 'primary' END::compay.address_purpose, $3),
+                     (2, CASE WHEN $2 IN ('verification', 'operational') THEN $2
+                              ELSE 'primary' END::compay.address_purpose, NULL),
+                     (3, CASE WHEN $2 = 'operational' THEN 'operational'
+                              ELSE 'primary' END::compay.address_purpose, NULL)) t (tier, purpose, job_type)
+          ON a.purpose = t.purpose AND a.job_type IS NOT DISTINCT FROM t.job_type
+        WHERE a.node_id = $1
+    )
+    SELECT c.node_id, c.purpose, c.address, c.kind, c.network, c.created_at, c.updated_at,
+           c.job_type, c.last_payout_id
+    FROM c LEFT JOIN compay.payout_policies p ON p.node_id = $1
+    WHERE c.tier = c.best
+    ORDER BY c.last_payout_id IS NOT DISTINCT FROM $4 AND $4 IS NOT NULL DESC,
+             CASE WHEN p.rotate_addresses THEN c.last_payout_id END NULLS FIRST,
+             c.created_at, c.address
+    LIMIT 1
+$$;
+
+CREATE OR REPLACE FUNCTION compay.payable_settlements(node_id text)
+RETURNS TABLE (settlement_id bigint, payee text, address text, payable compay.credit,
+               started boolean, next_attempt_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT s.id, s.payee, a.address,
+           compay.credit_from_atomic(r.rest), r.started, s.next_attempt_at
+    FROM compay.settlements s
+    JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
+    -- The job type's address, verifier rewards to the verification
+    -- address, else the primary: the one the next payout would take.
+    CROSS JOIN LATERAL compay.payout_address_for(s.payee, s.purpose, s.job_type, NULL) a
+    CROSS JOIN LATERAL (
+        SELECT compay.atomic(h.remaining) - compay.atomic(s.held_back)
+               - coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'queued'), 0) AS rest,
+               count(*) FILTER (WHERE p.status <> 'failed') > 0 AS started
+        FROM compay.payout_parts pp JOIN compay.payout_transactions p ON p.id = pp.payout_id
+        WHERE pp.settlement_id = s.id) r
+    WHERE s.currency = 'XMR' AND s.status = 'processing' AND s.purpose <> 'operational'
+      AND ($1 IS NULL OR s.payee = $1)
+      AND r.rest > 0 AND a.address IS NOT NULL
+$$;
+
+CREATE OR REPLACE FUNCTION compay.queue_payouts() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_batch integer := compay.setting('compay.payout_batch_max')::integer;
+    v_payout bigint;
+    v_n integer := 0;
+    v_items integer := 0;
+    v_payable compay.credit;
+    v_started boolean;
+    v_amount compay.credit;
+    n record;
+BEGIN
+    -- One queue at a time: compay.request_payout takes the same lock.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    v_n := compay.queue_withdrawals();      -- withdrawals whose payout failed
+    FOR n IN
+        SELECT d.payee, pol.min_payout, pol.max_per_day
+        FROM (SELECT DISTINCT s.payee FROM compay.payable_settlements(NULL) s) d
+        CROSS JOIN LATERAL compay.payout_policy(d.payee) pol
+        WHERE pol.auto_payout
+          AND NOT EXISTS (SELECT 1 FROM compay.payout_items i
+                          JOIN compay.payout_transactions p ON p.id = i.payout_id
+                          WHERE i.node_id = d.payee AND p.status <> 'failed'
+                            AND p.created_at > now() - pol.payout_interval)
+        ORDER BY d.payee
+    LOOP
+        PERFORM compay.lock_payable_settlements(n.payee);
+        SELECT coalesce(compay.sum(s.payable), '0'), coalesce(bool_or(s.started), false)
+        INTO v_payable, v_started
+        FROM compay.payable_settlements(n.payee) s
+        WHERE s.next_attempt_at IS NULL OR s.next_attempt_at <= now();
+        v_amount := least(v_payable, n.max_per_day - compay.payout_paid_today(n.payee));
+        CONTINUE WHEN v_amount <= '0' OR NOT (v_payable >= n.min_payout OR v_started)
+                   OR (v_amount < v_payable AND v_amount < least(n.min_payout, n.max_per_day));
+        IF v_payout IS NULL OR v_items >= v_batch THEN
+            INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
+            v_n := v_n + 1;
+            v_items := 0;
+        END IF;
+        PERFORM compay.queue_payout_parts(v_payout, n.payee, v_amount, true);
+        v_items := (SELECT count(*) FROM compay.payout_items i WHERE i.payout_id = v_payout);
+    END LOOP;
+    RETURN v_n;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.earnings(node_id text, currency text DEFAULT NULL)
+RETURNS TABLE (currency_code text, earned compay.credit, refunded compay.credit,
+               rewards compay.credit, pending compay.credit, settled_unpaid compay.credit,
+               in_flight compay.credit, paid compay.credit, clawbacks_owed compay.credit,
+               shortfalls_owed_to compay.credit, shortfalls_owed_by compay.credit)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_node text := earnings.node_id;
+    v_currency text := earnings.currency;
+BEGIN
+    PERFORM compay.require_earnings_node(v_node);
+    RETURN QUERY
+    WITH ev AS (
+        SELECT * FROM compay.earning_events(v_node) e
+        WHERE v_currency IS NULL OR e.currency = v_currency
+    ), st AS (
+        -- Each settlement of the node: its net, and where that net is now.
+        SELECT s.id, s.currency, s.status,
+               coalesce((SELECT compay.sum(e.earned) FROM ev e WHERE e.settlement_id = s.id),
+                        '0'::compay.credit) AS net,
+               coalesce((SELECT compay.sum(pp.amount) FROM compay.payout_parts pp
+                         JOIN compay.payout_transactions t ON t.id = pp.payout_id
+                         WHERE pp.settlement_id = s.id AND t.status IN ('built', 'relayed')),
+                        '0'::compay.credit) AS flying,
+               coalesce((SELECT compay.sum(pp.amount) FROM compay.payout_parts pp
+                         JOIN compay.payout_transactions t ON t.id = pp.payout_id
+                         WHERE pp.settlement_id = s.id AND t.status = 'confirmed'),
+                        '0'::compay.credit) AS confirmed,
+               coalesce((SELECT h.remaining FROM compay.holds h
+                         WHERE h.id = s.earmark_hold_id AND h.status = 'pending'),
+                        '0'::compay.credit) AS kept
+        FROM compay.settlements s
+        WHERE s.payee = v_node AND (v_currency IS NULL OR s.currency = v_currency)
+          AND s.purpose <> 'operational'           -- withdrawals are no earnings
+    ), per_settlement AS (
+        SELECT st.currency,
+               CASE WHEN st.currency <> 'XMR' THEN
+                        CASE WHEN st.status = 'completed' THEN '0'::compay.credit ELSE st.net END
+                    WHEN st.status IN ('pending', 'failed') THEN st.net
+                    WHEN st.status = 'processing' THEN st.kept
+                    ELSE '0'::compay.credit END AS settled_unpaid,
+               CASE WHEN st.currency <> 'XMR' THEN '0'::compay.credit ELSE st.flying END AS in_flight,
+               CASE WHEN st.currency <> 'XMR' THEN
+                        CASE WHEN st.status = 'completed' THEN st.net ELSE '0'::compay.credit END
+                    ELSE st.confirmed END AS paid
+        FROM st
+    ), owed AS (
+        SELECT c.currency, compay.sum(c.amount OPERATOR(compay.-) c.repaid) AS clawbacks
+        FROM compay.clawbacks c
+        WHERE c.node_id = v_node AND c.repaid_at IS NULL
+          AND (v_currency IS NULL OR c.currency = v_currency)
+        GROUP BY c.currency
+    ), shortfalls AS (
+        SELECT f.currency,
+               compay.sum(f.amount OPERATOR(compay.-) f.collected)
+                   FILTER (WHERE f.provider = v_node) AS owed_to,
+               compay.sum(f.amount OPERATOR(compay.-) f.collected)
+                   FILTER (WHERE f.requester = v_node) AS owed_by
+        FROM compay.shortfalls f
+        WHERE (f.provider = v_node OR f.requester = v_node) AND f.collected_at IS NULL
+          AND (v_currency IS NULL OR f.currency = v_currency)
+        GROUP BY f.currency
+    ), currencies AS (
+        SELECT ev.currency FROM ev
+        UNION SELECT per_settlement.currency FROM per_settlement
+        UNION SELECT owed.currency FROM owed
+        UNION SELECT shortfalls.currency FROM shortfalls
+        UNION SELECT v_currency WHERE v_currency IS NOT NULL
+    )
+    SELECT c.currency,
+           coalesce((SELECT compay.sum(e.earned) FROM ev e WHERE e.currency = c.currency),
+                    '0'::compay.credit),
+           coalesce((SELECT compay.sum(e.refunded) FROM ev e WHERE e.currency = c.currency),
+                    '0'::compay.credit),
+           coalesce((SELECT compay.sum(e.earned) FROM ev e
+                     WHERE e.currency = c.currency AND e.purpose = 'verification'),
+                    '0'::compay.credit),
+           coalesce((SELECT compay.sum(e.earned) FROM ev e
+                     WHERE e.currency = c.currency AND e.settlement_id IS NULL),
+                    '0'::compay.credit),
+           coalesce((SELECT compay.sum(x.settled_unpaid) FROM per_settlement x
+                     WHERE x.currency = c.currency), '0'::compay.credit),
+           coalesce((SELECT compay.sum(x.in_flight) FROM per_settlement x
+                     WHERE x.currency = c.currency), '0'::compay.credit),
+           coalesce((SELECT compay.sum(x.paid) FROM per_settlement x
+                     WHERE x.currency = c.currency), '0'::compay.credit),
+           coalesce((SELECT o.clawbacks FROM owed o WHERE o.currency = c.currency),
+                    '0'::compay.credit),
+           coalesce((SELECT f.owed_to FROM shortfalls f WHERE f.currency = c.currency),
+                    '0'::compay.credit),
+           coalesce((SELECT f.owed_by FROM shortfalls f WHERE f.currency = c.currency),
+                    '0'::compay.credit)
+    FROM currencies c
+    ORDER BY c.currency;
+END $$;
+
+ALTER TABLE compay.settlements
+    DROP CONSTRAINT settlements_purpose,
+    ADD CONSTRAINT settlements_purpose
+        CHECK (purpose IN ('primary', 'verification', 'operational')),
+    DROP CONSTRAINT settlements_totals,
+    ADD CONSTRAINT settlements_totals CHECK (CASE WHEN purpose = 'operational'
+        THEN payment_count = 0 AND total_amount > '0' AND currency = 'XMR'
+        ELSE payment_count > 0 AND total_amount >= '0' END);
+
+-- What the node may withdraw: its available XMR (balance less holds: its
+-- stake, escrows, earmarks) less what it earned and is not settled yet
+-- (payments to it and verifier rewards with no settlement, less what was
+-- refunded of them) and less what it owes of clawbacks; never below 0.
+CREATE FUNCTION compay.withdrawable(node_id text) RETURNS compay.credit
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT compay.credit_from_atomic(greatest(0,
+        coalesce((SELECT compay.atomic(a.balance) - compay.atomic(a.reserved)
+                  FROM compay.accounts a WHERE a.node_id = $1 AND a.currency = 'XMR'), 0)
+        - coalesce((SELECT sum(compay.atomic(p.amount) - coalesce(
+                              (SELECT compay.sum_atomic(t.amount) FROM compay.transfers t
+                               WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'), 0))
+                    FROM compay.payments p
+                    WHERE p.to_node = $1 AND p.currency = 'XMR' AND p.settlement_id IS NULL
+                      AND p.status IN ('completed', 'disputed', 'refunded')), 0)
+        - coalesce((SELECT compay.sum_atomic(v.reward_amount)
+                    FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
+                    WHERE v.verifier = $1 AND j.currency = 'XMR' AND v.settlement_id IS NULL
+                      AND v.reward_amount > '0'), 0)
+        - coalesce((SELECT sum(compay.atomic(c.amount) - compay.atomic(c.repaid))
+                    FROM compay.clawbacks c
+                    WHERE c.node_id = $1 AND c.currency = 'XMR' AND c.repaid_at IS NULL), 0)))
+$$;
+COMMENT ON FUNCTION compay.withdrawable(text) IS
+    'what a node may withdraw to its operational address: its available XMR less its unsettled earnings and what it owes of clawbacks';
+
+-- Adds a withdrawal's amount to a queued payout, to the node's operational
+-- address (chosen once, here, and kept; with rotation on, the next payout
+-- takes the next one).  The caller holds the queue lock.
+CREATE FUNCTION compay.queue_withdrawal(payout_id bigint, settlement_id bigint,
+    amount compay.credit) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.settlements;
+    v_address compay.payout_addresses;
+BEGIN
+    SELECT * INTO STRICT s FROM compay.settlements st WHERE st.id = queue_withdrawal.settlement_id;
+    v_address := compay.payout_address_for(s.payee, 'operational', NULL, queue_withdrawal.payout_id);
+    IF v_address.address IS NULL OR s.purpose <> 'operational' THEN
+        RAISE EXCEPTION 'settlement % is no withdrawal to an operational address', s.id
+            USING ERRCODE = 'internal_error';
+    END IF;
+    UPDATE compay.payout_addresses a SET last_payout_id = queue_withdrawal.payout_id
+    WHERE a.node_id = v_address.node_id AND a.purpose = v_address.purpose
+      AND a.job_type IS NOT DISTINCT FROM v_address.job_type AND a.address = v_address.address;
+    INSERT INTO compay.payout_items AS i (payout_id, node_id, address, amount, settlement_ids)
+    VALUES (queue_withdrawal.payout_id, s.payee, v_address.address, amount, ARRAY[s.id])
+    ON CONFLICT ON CONSTRAINT payout_items_pkey DO UPDATE
+    SET amount = i.amount + EXCLUDED.amount, settlement_ids = i.settlement_ids || EXCLUDED.settlement_ids;
+    INSERT INTO compay.payout_parts (payout_id, settlement_id, node_id, address, amount)
+    VALUES (queue_withdrawal.payout_id, s.id, s.payee, v_address.address, amount);
+    UPDATE compay.settlements st SET payout_id = queue_withdrawal.payout_id WHERE st.id = s.id;
+    UPDATE compay.payout_transactions p SET amount = p.amount + queue_withdrawal.amount
+    WHERE p.id = queue_withdrawal.payout_id;
+END $$;
+REVOKE ALL ON FUNCTION compay.queue_withdrawal(bigint, bigint, compay.credit) FROM PUBLIC;
+
+-- Queues again the withdrawals whose payout failed, once their backoff
+-- has passed (whatever the node's payout policy: the node asked for
+-- them), at most compay.payout_batch_max payees a payout; returns the
+-- payouts queued.  Called by compay.queue_payouts, under its lock.
+CREATE FUNCTION compay.queue_withdrawals() RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_batch integer := compay.setting('compay.payout_batch_max')::integer;
+    v_payout bigint;
+    v_n integer := 0;
+    r record;
+BEGIN
+    PERFORM NULL FROM compay.settlements s
+    WHERE s.purpose = 'operational' AND s.status = 'processing'
+    ORDER BY s.id FOR UPDATE;
+    FOR r IN
+        SELECT s.id, s.payee,
+               compay.credit_from_atomic(compay.atomic(h.remaining) - coalesce(
+                   (SELECT compay.sum_atomic(pp.amount) FROM compay.payout_parts pp
+                    JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                    WHERE pp.settlement_id = s.id AND p.status = 'queued'), 0)) AS rest
+        FROM compay.settlements s
+        JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
+        WHERE s.purpose = 'operational' AND s.status = 'processing'
+          AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= now())
+          AND (compay.payout_address_for(s.payee, 'operational', NULL, NULL)).address IS NOT NULL
+        ORDER BY s.id
+    LOOP
+        CONTINUE WHEN r.rest <= '0';
+        IF v_payout IS NULL OR (SELECT count(*) FROM compay.payout_items i
+                                WHERE i.payout_id = v_payout) >= v_batch THEN
+            INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
+            v_n := v_n + 1;
+        END IF;
+        PERFORM compay.queue_withdrawal(v_payout, r.id, r.rest);
+    END LOOP;
+    RETURN v_n;
+END $$;
+REVOKE ALL ON FUNCTION compay.queue_withdrawals() FROM PUBLIC;
+
+-- A withdrawal on the node's request: amount of what it may withdraw
+-- (compay.withdrawable) paid on chain to its operational address(es).
+-- Earmarked by a hold at once and queued as a payout of its own, which
+-- the payout round builds, relays and confirms.  It counts toward, and is
+-- bounded by, the node's daily cap (max_per_day); min_payout and
+-- payout_interval do not apply.  Returns the payout id; the same
+-- idempotency key with the same arguments returns the same id.
+CREATE FUNCTION compay.request_withdrawal(node_id text, amount compay.credit,
+    idempotency_key text DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    pol record;
+    v_paid compay.credit;
+    v_can compay.credit;
+    v_start timestamptz := compay.period_start('hourly', now());
+    v_settlement bigint;
+    v_payout bigint;
+BEGIN
+    IF node_id IS NULL OR amount IS NULL THEN
+        RAISE EXCEPTION 'node_id and amount must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'a withdrawal amount must be positive'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        v_payout := compay.idempotency_claim(idempotency_key, 'request_withdrawal',
+                                             node_id || E'\n' || amount::text);
+        IF v_payout IS NOT NULL THEN
+            RETURN v_payout;
+        END IF;
+    END IF;
+    IF (compay.payout_address_for(node_id, 'operational', NULL, NULL)).address IS NULL THEN
+        RAISE EXCEPTION 'node "%" has no operational address', node_id
+            USING ERRCODE = 'PY034',
+                  HINT = 'Add one with compay.add_payout_address(node_id, address, ''operational'').';
+    END IF;
+    -- One queue at a time (compay.queue_payouts and request_payout take the
+    -- same lock): two withdrawals of a node never both count the same money.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    v_can := compay.withdrawable(node_id);
+    IF amount > v_can THEN
+        RAISE EXCEPTION 'a withdrawal of % exceeds the % node "%" can withdraw', amount, v_can, node_id
+            USING ERRCODE = 'PY035',
+                  DETAIL = 'A node withdraws its available XMR less its earnings not yet settled and what it owes of clawbacks; settled earnings are paid by compay.request_payout().';
+    END IF;
+    SELECT * INTO pol FROM compay.payout_policy(node_id);
+    v_paid := compay.payout_paid_today(node_id);
+    IF amount > pol.max_per_day - v_paid THEN
+        RAISE EXCEPTION 'a withdrawal of % is over the daily cap of node "%"', amount, node_id
+            USING ERRCODE = 'PY018',
+                  DETAIL = format('Its max_per_day is %s and it was paid %s in the last 24 hours.',
+                                  pol.max_per_day, v_paid),
+                  HINT = 'Ask for less, or again once its earlier payouts are 24 hours old.';
+    END IF;
+    INSERT INTO compay.settlements (period, period_start, period_end, currency, payee, purpose,
+                                    payment_count, total_amount, status, attempts)
+    VALUES ('hourly', v_start, compay.period_end('hourly', v_start), 'XMR', node_id,
+            'operational', 0, amount, 'processing', 1)
+    RETURNING id INTO v_settlement;
+    UPDATE compay.settlements s
+    SET earmark_hold_id = compay.reserve(node_id, amount, 'settlement:' || v_settlement,
+                                         NULL, NULL, 'XMR')
+    WHERE s.id = v_settlement;
+    INSERT INTO compay.payout_transactions (amount) VALUES ('0') RETURNING id INTO v_payout;
+    PERFORM compay.queue_withdrawal(v_payout, v_settlement, amount);
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM compay.idempotency_record(idempotency_key, v_payout);
+    END IF;
+    RETURN v_payout;
+END $$;
+COMMENT ON FUNCTION compay.request_withdrawal(text, compay.credit, text) IS
+    'queues a payout of amount of what a node may withdraw (not its earnings) to its operational address, within its daily cap; returns the payout id';
+
+REVOKE ALL ON FUNCTION compay.withdrawable(text),
+    compay.request_withdrawal(text, compay.credit, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.withdrawable(text) TO compay_reader, compay_node;
+GRANT EXECUTE ON FUNCTION compay.request_withdrawal(text, compay.credit, text)
+    TO compay_app, compay_node;
+
+CREATE FUNCTION compay.request_withdrawal(node_id text, amount numeric,
+                                          idempotency_key text DEFAULT NULL)
+    RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp
+    RETURN compay.request_withdrawal(node_id, amount::compay.credit, idempotency_key);
+REVOKE ALL ON FUNCTION compay.request_withdrawal(text, numeric, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.request_withdrawal(text, numeric, text) TO compay_app, compay_node;
+
+CREATE OR REPLACE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total = 0),
+           coalesce(string_agg(currency || ' sums to ' || trim_scale(total * 0.000000000001)::text, ', ')
+                    FILTER (WHERE total <> 0), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum_atomic(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE compay.atomic(a.balance) <> coalesce(j.b, 0)
+       OR compay.atomic(a.reserved) <> coalesce(j.r, 0)
+       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum_atomic(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE compay.atomic(a.reserved) <> coalesce(h.r, 0)
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq,
+                 lead(j.seq) OVER w IS NULL AS newest
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'), 0) <> 0
+              OR coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                               AND j.amount OPERATOR(compay.>) '0'), 0)
+                 <> CASE WHEN t.kind = 'barter' THEN 0
+                         ELSE compay.atomic(t.amount) - compay.atomic(t.barter_amount) END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum_atomic(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments.
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
+          WHERE s.purpose <> 'operational'          -- withdrawals: check 18
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.amount) <> s.payment_count
+              OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
+    UNION ALL
+    -- 10. Every payout's amount is the sum of its items, and every item's
+    --     the sum of its parts (what it pays of each settlement).
+    SELECT 'payouts_match_parts', count(*) = 0,
+           coalesce('payouts ' || string_agg(DISTINCT id::text, ', '), 'all payouts match their parts')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN (SELECT payout_id, compay.sum_atomic(amount) AS a FROM compay.payout_items
+                     GROUP BY payout_id) i ON i.payout_id = p.id
+          WHERE compay.atomic(p.amount) <> coalesce(i.a, 0)
+          UNION ALL
+          SELECT i.payout_id
+          FROM compay.payout_items i
+          LEFT JOIN (SELECT payout_id, node_id, address, compay.sum_atomic(amount) AS a
+                     FROM compay.payout_parts GROUP BY payout_id, node_id, address) pp
+            ON pp.payout_id = i.payout_id AND pp.node_id = i.node_id AND pp.address = i.address
+          WHERE compay.atomic(i.amount) <> coalesce(pp.a, 0)) bad
+    UNION ALL
+    -- 11. The parts of a settlement (in payouts that did not fail) never
+    --     exceed its total, and are its payee's, in XMR.
+    SELECT 'payout_parts_within_settlements', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'no settlement paid out beyond its total')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+          JOIN compay.payout_transactions p ON p.id = pp.payout_id
+          GROUP BY s.id, s.total_amount, s.currency, s.payee
+          HAVING coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status <> 'failed'), 0)
+                 > compay.atomic(s.total_amount)
+              OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
+    UNION ALL
+    -- 12. A completed XMR settlement has nothing left earmarked and no part
+    --     still open, and its total is accounted for exactly: its confirmed
+    --     parts, what it repaid of its payee's clawbacks (references
+    --     'clawback:<id> settlement:<id>') and what its payee refunded of
+    --     its payments until it completed (from the balance before it was
+    --     earmarked, from its earmark hold after: compay.resolve_dispute).
+    SELECT 'completed_settlements_paid_out', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'every completed XMR settlement is paid out')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id
+          LEFT JOIN (SELECT pp.settlement_id,
+                            compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'confirmed') AS confirmed,
+                            count(*) FILTER (WHERE p.status IN ('queued', 'built', 'relayed')) AS open
+                     FROM compay.payout_parts pp
+                     JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                     GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          LEFT JOIN (SELECT substring(reference FROM ' settlement:([0-9]+)$')::bigint AS settlement_id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:% settlement:%'
+                     GROUP BY 1) r ON r.settlement_id = s.id
+          LEFT JOIN LATERAL (
+              SELECT compay.sum_atomic(t.amount) AS refunded
+              FROM compay.payments y
+              JOIN compay.transfers t ON t.refund_of = y.transfer_id AND t.kind = 'refund'
+              JOIN compay.accounts a ON a.id = t.from_account
+              WHERE y.settlement_id = s.id AND a.node_id = s.payee
+                AND t.created_at <= s.completed_at) f ON true
+          WHERE s.currency = 'XMR' AND s.status = 'completed'
+            AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
+                 OR coalesce(c.open, 0) > 0
+                 OR coalesce(c.confirmed, 0) + coalesce(r.repaid, 0) + coalesce(f.refunded, 0)
+                    <> compay.atomic(s.total_amount))) bad
+    UNION ALL
+    -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
+    --     are its amount (and its fee, when $fees paid it); a queued one
+    --     has none; a voided one got all of them back.
+    SELECT 'payouts_match_ledger', count(*) = 0,
+           coalesce('payouts ' || string_agg(id::text, ', ' ORDER BY id), 'all payouts match the ledger')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id), 0) AS paid,
+                     coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id || ' fee'), 0) AS fee,
+                     coalesce(compay.sum_atomic(t.amount), 0) AS total
+              FROM compay.transfers t
+              WHERE t.kind = 'withdrawal' AND t.reference IN ('payout:' || p.id, 'payout:' || p.id || ' fee')) w
+            ON true
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount), 0) AS returned
+              FROM compay.transfers t
+              WHERE t.kind = 'deposit' AND t.reference = 'payout:' || p.id || ' returned') r
+            ON true
+          WHERE CASE WHEN p.status IN ('built', 'relayed', 'confirmed') THEN
+                         w.paid <> compay.atomic(p.amount)
+                         OR w.fee <> CASE WHEN p.fee_from = '$fees' THEN compay.atomic(p.fee) ELSE 0 END
+                     WHEN p.status = 'queued' THEN w.total <> 0
+                     ELSE w.total <> r.returned END) bad
+    UNION ALL
+    -- 14. What each shortfall says was collected is what its payments
+    -- moved: transfers of its currency from the requester to the provider,
+    -- each of its payment's amount.
+    SELECT 'shortfalls_match_transfers', count(*) = 0,
+           coalesce('shortfalls ' || string_agg(id::text, ', ' ORDER BY id), 'all shortfalls match')
+    FROM (SELECT s.id
+          FROM compay.shortfalls s
+          LEFT JOIN (SELECT p.metadata ->> 'shortfall_id' AS shortfall_id, p.amount AS paid,
+                            t.amount, t.kind, t.currency, fa.node_id AS from_node,
+                            ta.node_id AS to_node
+                     FROM compay.payments p
+                     LEFT JOIN compay.transfers t ON t.id = p.transfer_id
+                     LEFT JOIN compay.accounts fa ON fa.id = t.from_account
+                     LEFT JOIN compay.accounts ta ON ta.id = t.to_account
+                     WHERE p.metadata ? 'shortfall_id') c ON c.shortfall_id = s.id::text
+          GROUP BY s.id, s.collected
+          HAVING coalesce(compay.sum_atomic(c.amount), 0) <> compay.atomic(s.collected)
+              OR coalesce(bool_or(c.shortfall_id IS NOT NULL
+                                  AND (c.amount IS NULL OR c.amount <> c.paid
+                                       OR c.kind <> 'transfer' OR c.currency <> s.currency
+                                       OR c.from_node <> s.requester OR c.to_node <> s.provider)),
+                          false)) bad
+    UNION ALL
+    -- 15. What the payees owe of their clawbacks is what $clawbacks fronted
+    --     and has not got back: per currency its balance is minus what is
+    --     owed; each clawback's amount is its refund's, its repaid the sum of
+    --     its repayments (references 'clawback:<id> settlement:<id>').
+    SELECT 'clawbacks_match_ledger', count(*) = 0,
+           coalesce(string_agg(what, ', '), 'all clawbacks match')
+    FROM (SELECT 'currency ' || coalesce(a.currency, c.currency) AS what
+          FROM (SELECT currency, compay.atomic(balance) AS b FROM compay.accounts
+                WHERE node_id = '$clawbacks') a
+          FULL JOIN (SELECT currency, sum(compay.atomic(amount) - compay.atomic(repaid)) AS owed
+                     FROM compay.clawbacks GROUP BY currency) c ON c.currency = a.currency
+          WHERE coalesce(a.b, 0) <> -coalesce(c.owed, 0)
+          UNION ALL
+          SELECT 'clawback ' || c.id
+          FROM compay.clawbacks c
+          LEFT JOIN compay.transfers t ON t.id = c.transfer_id
+          LEFT JOIN (SELECT substring(reference FROM '^clawback:([0-9]+) ')::bigint AS id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:%' GROUP BY 1) r
+            ON r.id = c.id
+          WHERE t.id IS NULL OR compay.atomic(t.amount) <> compay.atomic(c.amount)
+             OR compay.atomic(c.repaid) <> coalesce(r.repaid, 0)) bad
+    UNION ALL
+    -- 16. A settlement holds back exactly its disputed payments.
+    SELECT 'held_back_matches_disputes', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.payments p ON p.settlement_id = s.id AND p.status = 'disputed'
+          GROUP BY s.id, s.held_back
+          HAVING coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.held_back)) bad
+    UNION ALL
+    -- 17. Deposits match the wallet's outputs: each compay.xmr_deposits row
+    -- (an output, by tx hash and global output index, credited once) has a
+    -- credit of its own, of exactly its amount, to its node's XMR account;
+    -- every wallet deposit credit in the ledger (an XMR deposit with
+    -- reference xmr:<tx hash> that compay_admin did not make) has its row.
+    SELECT 'deposits_match_wallet_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposits match their outputs')
+    FROM (SELECT 'output ' || x.tx_hash || ':' || x.global_index AS what
+          FROM (SELECT x.*, count(*) OVER (PARTITION BY x.transfer_id) AS per_transfer,
+                       count(*) OVER (PARTITION BY x.global_index) AS per_output
+                FROM compay.xmr_deposits x) x
+          LEFT JOIN compay.transfers t ON t.id = x.transfer_id
+          LEFT JOIN compay.accounts a ON a.id = t.to_account
+          WHERE t.id IS NULL OR t.kind <> 'deposit' OR t.currency <> 'XMR'
+             OR t.amount OPERATOR(compay.<>) x.amount
+             OR t.reference IS DISTINCT FROM 'xmr:' || x.tx_hash
+             OR a.node_id IS DISTINCT FROM x.node_id OR a.currency IS DISTINCT FROM 'XMR'
+             OR x.per_transfer > 1 OR x.per_output > 1
+          UNION ALL
+          SELECT 'transfer ' || t.id
+          FROM compay.transfers t
+          WHERE t.kind = 'deposit' AND t.currency = 'XMR' AND t.reference LIKE 'xmr:%'
+            AND NOT EXISTS (SELECT 1 FROM compay.admin_journal j WHERE j.transfer_id = t.id)
+            AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x WHERE x.transfer_id = t.id)) bad
+    UNION ALL
+    -- 18. A withdrawal (a settlement of purpose operational, no payments
+    --     behind it) is of XMR and its total is what its first earmark
+    --     hold (reference settlement:<id>) took from its payee's account.
+    SELECT 'withdrawals_match_holds', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'all withdrawals match their holds')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN LATERAL (
+              SELECT h.amount, a.node_id, a.currency
+              FROM compay.holds h JOIN compay.accounts a ON a.id = h.account_id
+              WHERE h.reference = 'settlement:' || s.id
+              ORDER BY h.id LIMIT 1) h ON true
+          WHERE s.purpose = 'operational'
+            AND (s.payment_count <> 0 OR s.currency <> 'XMR' OR h.amount IS NULL
+                 OR h.amount OPERATOR(compay.<>) s.total_amount
+                 OR h.node_id <> s.payee OR h.currency <> 'XMR'
+                 OR EXISTS (SELECT 1 FROM compay.payments p WHERE p.settlement_id = s.id)
+                 OR EXISTS (SELECT 1 FROM compay.verifications v WHERE v.settlement_id = s.id))) bad
+$$;

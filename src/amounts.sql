@@ -146,3 +146,10 @@ CREATE FUNCTION compay.request_payout(node_id text, amount numeric, idempotency_
     RETURN compay.request_payout(node_id, amount::compay.credit, idempotency_key);
 REVOKE ALL ON FUNCTION compay.request_payout(text, numeric, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.request_payout(text, numeric, text) TO compay_app, compay_node;
+
+CREATE FUNCTION compay.request_withdrawal(node_id text, amount numeric,
+                                          idempotency_key text DEFAULT NULL)
+    RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp
+    RETURN compay.request_withdrawal(node_id, amount::compay.credit, idempotency_key);
+REVOKE ALL ON FUNCTION compay.request_withdrawal(text, numeric, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.request_withdrawal(text, numeric, text) TO compay_app, compay_node;

@@ -64,6 +64,10 @@
 /* remove_payout_address of an address the node does not have (SQL:
  * payout_addresses.sql). */
 #define ERRCODE_COMPAY_UNKNOWN_PAYOUT_ADDRESS	MAKE_SQLSTATE('P','Y','0','2','7')
+/* request_withdrawal for a node without an operational address, and of
+ * more than it can withdraw (SQL: withdrawal.sql). */
+#define ERRCODE_COMPAY_NO_OPERATIONAL_ADDRESS	MAKE_SQLSTATE('P','Y','0','3','4')
+#define ERRCODE_COMPAY_OVER_WITHDRAWABLE	MAKE_SQLSTATE('P','Y','0','3','5')
 
 /* Longest piece of user input echoed back in an error message. */
 #define COMPAY_ECHO_LEN_MAX 64

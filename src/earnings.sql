@@ -109,6 +109,7 @@ BEGIN
                         '0'::compay.credit) AS kept
         FROM compay.settlements s
         WHERE s.payee = v_node AND (v_currency IS NULL OR s.currency = v_currency)
+          AND s.purpose <> 'operational'           -- withdrawals are no earnings
     ), per_settlement AS (
         SELECT st.currency,
                CASE WHEN st.currency <> 'XMR' THEN

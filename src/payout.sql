@@ -77,7 +77,8 @@ COMMENT ON FUNCTION compay.set_payout_address(text, text, compay.address_purpose
 -- verification: a verifier reward; job_type: the settlement's, NULL when
 -- its earnings were not kept apart).  The first set the node has of:
 -- the purpose's addresses for the job type, the purpose's addresses for
--- any job type, the primary addresses for any job type.  In the set:
+-- any job type, the primary addresses for any job type (a withdrawal,
+-- settlement_purpose operational: its operational addresses only).  In the set:
 -- the address this payout already took, else with rotation on the least
 -- recently used (never used first), else the first registered.  NULL:
 -- the node has no address for it.  payout_id NULL: what the next payout
@@ -88,11 +89,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     WITH c AS (
         SELECT a.*, t.tier, min(t.tier) OVER () AS best
         FROM compay.payout_addresses a
-        JOIN (VALUES (1, CASE WHEN $2 = 'verification' THEN 'verification'
+        JOIN (VALUES (1, CASE WHEN $2 IN ('verification', 'operational') THEN $2
                               ELSE 'primary' END::compay.address_purpose, $3),
-                     (2, CASE WHEN $2 = 'verification' THEN 'verification'
+                     (2, CASE WHEN $2 IN ('verification', 'operational') THEN $2
                               ELSE 'primary' END::compay.address_purpose, NULL),
-                     (3, 'primary'::compay.address_purpose, NULL)) t (tier, purpose, job_type)
+                     (3, CASE WHEN $2 = 'operational' THEN 'operational'
+                              ELSE 'primary' END::compay.address_purpose, NULL)) t (tier, purpose, job_type)
           ON a.purpose = t.purpose AND a.job_type IS NOT DISTINCT FROM t.job_type
         WHERE a.node_id = $1
     )
@@ -274,7 +276,8 @@ REVOKE ALL ON FUNCTION compay.payout_return(bigint) FROM PUBLIC;
 -- (settlements.held_back), less its parts in payouts still queued (a
 -- built part is withdrawn from the hold already).  started: a part of it
 -- is in a payout that did not fail (queued or paid).  Settlements of a
--- payee without a primary address are not payable.  node_id NULL: every
+-- payee without a primary address are not payable; withdrawals (purpose
+-- operational, src/withdrawal.sql) are paid apart.  node_id NULL: every
 -- payee.
 CREATE FUNCTION compay.payable_settlements(node_id text)
 RETURNS TABLE (settlement_id bigint, payee text, address text, payable compay.credit,
@@ -293,7 +296,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                count(*) FILTER (WHERE p.status <> 'failed') > 0 AS started
         FROM compay.payout_parts pp JOIN compay.payout_transactions p ON p.id = pp.payout_id
         WHERE pp.settlement_id = s.id) r
-    WHERE s.currency = 'XMR' AND s.status = 'processing'
+    WHERE s.currency = 'XMR' AND s.status = 'processing' AND s.purpose <> 'operational'
       AND ($1 IS NULL OR s.payee = $1)
       AND r.rest > 0 AND a.address IS NOT NULL
 $$;
@@ -392,6 +395,7 @@ DECLARE
 BEGIN
     -- One queue at a time: compay.request_payout takes the same lock.
     PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    v_n := compay.queue_withdrawals();      -- withdrawals whose payout failed
     FOR n IN
         SELECT d.payee, pol.min_payout, pol.max_per_day
         FROM (SELECT DISTINCT s.payee FROM compay.payable_settlements(NULL) s) d

@@ -99,6 +99,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                      SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
                      WHERE settlement_id IS NOT NULL) p
             ON p.settlement_id = s.id AND p.purpose = s.purpose
+          WHERE s.purpose <> 'operational'          -- withdrawals: check 18
           GROUP BY s.id, s.payment_count, s.total_amount
           HAVING count(p.amount) <> s.payment_count
               OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
@@ -286,6 +287,26 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
           WHERE t.kind = 'deposit' AND t.currency = 'XMR' AND t.reference LIKE 'xmr:%'
             AND NOT EXISTS (SELECT 1 FROM compay.admin_journal j WHERE j.transfer_id = t.id)
             AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x WHERE x.transfer_id = t.id)) bad
+    UNION ALL
+    -- 18. A withdrawal (a settlement of purpose operational, no payments
+    --     behind it) is of XMR and its total is what its first earmark
+    --     hold (reference settlement:<id>) took from its payee's account.
+    SELECT 'withdrawals_match_holds', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'all withdrawals match their holds')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN LATERAL (
+              SELECT h.amount, a.node_id, a.currency
+              FROM compay.holds h JOIN compay.accounts a ON a.id = h.account_id
+              WHERE h.reference = 'settlement:' || s.id
+              ORDER BY h.id LIMIT 1) h ON true
+          WHERE s.purpose = 'operational'
+            AND (s.payment_count <> 0 OR s.currency <> 'XMR' OR h.amount IS NULL
+                 OR h.amount OPERATOR(compay.<>) s.total_amount
+                 OR h.node_id <> s.payee OR h.currency <> 'XMR'
+                 OR EXISTS (SELECT 1 FROM compay.payments p WHERE p.settlement_id = s.id)
+                 OR EXISTS (SELECT 1 FROM compay.verifications v WHERE v.settlement_id = s.id))) bad
 $$;
 COMMENT ON FUNCTION compay.verify_ledger() IS
     'checks every ledger invariant; each row is one check';

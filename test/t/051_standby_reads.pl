@@ -96,6 +96,7 @@ my %reads = (
 	  q{SELECT compay.exchange_rate('XMR', 'EUR', '2025-03-05')},
 	'payout_address_for(node_id text, settlement_purpose text, job_type text, payout_id bigint)' =>
 	  q{SELECT (compay.payout_address_for('gpu-t', 'primary', NULL, NULL)).address},
+	'withdrawable(node_id text)' => q{SELECT compay.withdrawable('gpu-t')},
 	'payout_address_list(node_id text)' => q{SELECT * FROM compay.payout_address_list('gpu-t')},
 	'history(node_id text, currency text, max_rows integer, before_seq bigint)' =>
 	  q{SELECT * FROM compay.history('req')},
@@ -222,6 +223,10 @@ my %writes = (
 	  qq{SELECT compay.add_payout_address('gpu-c', $x)},
 	'remove_payout_address(node_id text, address text, purpose compay.address_purpose, job_type text)' =>
 	  qq{SELECT compay.remove_payout_address('gpu-c', $x)},
+	'request_withdrawal(node_id text, amount compay.credit, idempotency_key text)' =>
+	  q{SELECT compay.request_withdrawal('gpu-t', '1'::compay.credit, 'sr-wd-1')},
+	'request_withdrawal(node_id text, amount numeric, idempotency_key text)' =>
+	  q{SELECT compay.request_withdrawal('gpu-t', 1::numeric, 'sr-wd-2')},
 	'set_payout_rotation(node_id text, rotate boolean)' =>
 	  q{SELECT compay.set_payout_rotation('gpu-c', true)},
 	'set_payout_address(node_id text, address text, purpose compay.address_purpose)' =>
