@@ -42,6 +42,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -171,10 +172,13 @@ TestPause(int point, const char *id)
 	ereport(LOG,
 			(errmsg("compay test: payout %s paused after %s", id,
 					test_pause_options[point].name)));
+	/* Exits with the postmaster, as a killed server's processes must. */
 	for (int i = 0; i < 600; i++)
 	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000L,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		pg_usleep(1000000L);
 	}
 }
 
