@@ -9,13 +9,16 @@
 # settlement paid when it is confirmed) and fails the queued payout
 # without building it again.  The payee's address receives one output;
 # verify_ledger() is all ok; a second reconciliation adopts nothing.  A
-# note this database cannot match raises PY022 and writes nothing.
+# note this database cannot match raises PY022 and writes nothing.  Last,
+# what the design rests on: the wallet keeps a note set on a transaction
+# before it is relayed.
 
 use strict;
 use warnings;
 
 use CompayRegtest;
 use File::Path ();
+use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -96,6 +99,18 @@ like($err, qr/PY022.*cannot be read/, 'an unreadable note: PY022');
 is(sql(q{SELECT compay.adopt_wallet_transfer(jsonb_build_object('txid', repeat('ab', 32), 'note', 'compay:v1:db=1.1:payout=1:fee=network:parts=1x1@0')) IS NULL}),
 	't', "another database's note is not adopted");
 is(sql("SELECT count(*) FROM compay.payout_transactions"), '2', 'nothing was written by the refused notes');
+
+# What the design rests on, asked of the wallet itself: a note set on a
+# transaction built with do_not_relay (before any relay) is kept and
+# listed once the transaction is relayed.
+my $built = JSON::PP::decode_json($rt->rpc('treasury', 'transfer',
+	qq({"destinations":[{"amount":1000000,"address":"$rt->{env}{XMR_PROVIDER_ADDRESS}"}],)
+	  . q("account_index":0,"do_not_relay":true,"get_tx_metadata":true})))->{result};
+$rt->rpc('treasury', 'set_tx_notes', qq({"txids":["$built->{tx_hash}"],"notes":["noted before relay"]}));
+$rt->rpc('treasury', 'relay_tx', qq({"hex":"$built->{tx_metadata}"}));
+is($rt->rpc('treasury', 'get_transfer_by_txid', qq({"txid":"$built->{tx_hash}"}), 'result.transfer.note'),
+	'noted before relay', 'the wallet keeps a note set before the relay');
+$rt->run('mine', 1);
 
 $node->stop;
 done_testing();
