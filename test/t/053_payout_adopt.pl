@@ -81,6 +81,8 @@ is(sql("SELECT count(*) FROM compay.transfers WHERE kind = 'withdrawal' AND refe
 	'the ledger is debited once');
 is($rt->received_amounts($index), '30000000000', "the payee's address received one output of 0.03");
 is(sql('SELECT count(*) FROM compay.verify_ledger() WHERE NOT ok'), '0', 'verify_ledger: all ok');
+is(sql(q{SELECT status || ' ' || detail FROM compay.diagnose() WHERE name = 'payouts'}),
+	'warn 1 payout(s) adopted from the wallet in the last day', 'diagnose warns of the adoption');
 is(sql('SELECT count(*) FROM compay.reconcile_wallet()'), '0', 'a second reconciliation adopts nothing');
 is(sql("SELECT bool_and(ok) FROM compay.verify_payout($adopted)"), 't',
 	'verify_payout: the payee received the adopted payout');
