@@ -15,6 +15,11 @@
  *
  *	 queued   --transfer(do_not_relay)-->  built: tx hash, key, metadata and
  *			  key images committed, the ledger debited; nothing sent yet.
+ *			  It is noted in the wallet (set_tx_notes, store) before that
+ *			  commit, and before the first build after a start or a failed
+ *			  round the wallet's noted transactions that no payout has are
+ *			  adopted (src/payout_reconcile.c): lost records never make a
+ *			  second payment.
  *			  A crash before the commit leaves a transaction nobody relayed
  *			  (it reserves nothing in the wallet): building again is safe.
  *			  The wallet refusing (an error member) means nothing was sent:
