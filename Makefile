@@ -20,6 +20,7 @@ OBJS = \
 	src/monero_address.o \
 	src/node_roles.o \
 	src/payout.o \
+	src/payout_reconcile.o \
 	src/payout_run.o \
 	src/pricing.o \
 	src/pricing_config.o \
@@ -55,6 +56,7 @@ SQL_PIECES = \
 	src/earnings.sql \
 	src/payout_addresses.sql \
 	src/withdrawal.sql \
+	src/payout_reconcile.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

@@ -33,6 +33,7 @@ _PG_init(void)
 	JobsInit();					/* jobs.c: stakes, verification, disputes */
 	WorkerInit();				/* worker.c: the background worker, settlement */
 	PayoutInit();				/* payout.c: Monero network, payouts, deposits */
+	PayoutReconcileInit();		/* payout_reconcile.c: notes, adoption from the wallet */
 	PayoutRunInit();			/* payout_run.c: how payouts and deposits run, health */
 	WalletRpcInit();			/* wallet_rpc.c: the wallet and daemon RPC */
 

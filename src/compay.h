@@ -61,6 +61,9 @@
 #define ERRCODE_COMPAY_INSUFFICIENT_SCORE	MAKE_SQLSTATE('P','Y','0','2','0')
 /* A verifier past its daily vote limit (SQL: jobs.sql). */
 #define ERRCODE_COMPAY_VOTE_LIMIT			MAKE_SQLSTATE('P','Y','0','2','1')
+/* A wallet transaction with compay's payout note that this database cannot
+ * adopt (SQL: payout_reconcile.sql). */
+#define ERRCODE_COMPAY_UNMATCHED_WALLET_TX	MAKE_SQLSTATE('P','Y','0','2','2')
 /* remove_payout_address of an address the node does not have (SQL:
  * payout_addresses.sql). */
 #define ERRCODE_COMPAY_UNKNOWN_PAYOUT_ADDRESS	MAKE_SQLSTATE('P','Y','0','2','7')

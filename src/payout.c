@@ -15,6 +15,11 @@
  *
  *	 queued   --transfer(do_not_relay)-->  built: tx hash, key, metadata and
  *			  key images committed, the ledger debited; nothing sent yet.
+ *			  It is noted in the wallet (set_tx_notes, store) before that
+ *			  commit, and before the first build after a start or a failed
+ *			  round the wallet's noted transactions that no payout has are
+ *			  adopted (src/payout_reconcile.c): lost records never make a
+ *			  second payment.
  *			  A crash before the commit leaves a transaction nobody relayed
  *			  (it reserves nothing in the wallet): building again is safe.
  *			  The wallet refusing (an error member) means nothing was sent:
@@ -40,7 +45,9 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -64,6 +71,22 @@ static int	payout_confirmations = 10;
 static int	payout_fee_payer = 0;
 static int	deposit_confirmations = 10;
 static bool payout_auto_relay = true;
+static int	test_payout_pause = 0;
+
+static const struct config_enum_entry test_pause_options[] = {
+	{"off", 0, false},
+	{"built", 1, false},
+	{"relayed", 2, false},
+	{NULL, 0, false}
+};
+
+/*
+ * Whether the wallet was reconciled (src/payout_reconcile.c) since this
+ * process started and since its last failed round; nothing is built
+ * before.  round_done: the last round ran to its end.
+ */
+static bool wallet_reconciled = false;
+static bool round_done = true;
 
 static const struct config_enum_entry fee_payer_options[] = {
 	{"network", 0, false},
@@ -138,6 +161,37 @@ PayoutInit(void)
 							   "Default most XMR paid to one node in a day; the rest waits.",
 							   NULL, &payout_max_per_day, "0.5", PGC_SUSET, 0,
 							   CreditCheckAmountSetting, NULL, NULL);
+	DefineCustomEnumVariable("compay.test_payout_pause",
+							 "For failover tests only: the payout round stops after a step.",
+							 "built: after a payout's built record commits; relayed: after its relay_tx and store, before relayed is recorded.  The round logs \"compay test: payout N paused after STEP\" and sleeps up to 10 minutes, so that a test can kill the server there.",
+							 &test_payout_pause, 0, test_pause_options,
+							 PGC_SUSET, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+}
+
+/* The fault-injection point of compay.test_payout_pause. */
+static void
+TestPause(int point, const char *id)
+{
+	if (test_payout_pause != point)
+		return;
+	ereport(LOG,
+			(errmsg("compay test: payout %s paused after %s", id,
+					test_pause_options[point].name)));
+	/* Exits with the postmaster, as a killed server's processes must. */
+	for (int i = 0; i < 600; i++)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000L,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* The next round reconciles with the wallet before it builds. */
+void
+PayoutReconcileDue(void)
+{
+	wallet_reconciled = false;
 }
 
 static char *
@@ -240,15 +294,33 @@ BuildOne(void)
 					 "WHERE b.status = 'built') "
 					 "ORDER BY id LIMIT 1", 0, NULL, NULL, f, 2))
 		return false;
+	/* Before the first build: what the wallet sent and we lost is adopted. */
+	if (!wallet_reconciled)
+		return (wallet_reconciled = PayoutReconcileWallet());
 	payees_pay_fee = f[1][0] == 't';
 	if (!BuildTransfer(f[0], payees_pay_fee, &r))
 		PayoutQuery("SELECT compay.record_payout_retry($1::bigint, $2)", 2,
 					f[0], "the fee changed at each build", NULL, 0);
 	else if (r.status == WALLET_RPC_OK)
-		PayoutQuery(payees_pay_fee ?
-					"SELECT compay.record_payout_built($1::bigint, $2::jsonb, true)" :
-					"SELECT compay.record_payout_built($1::bigint, $2::jsonb, false)", 2,
-					f[0], ResultText(&r), NULL, 0);
+	{
+		/* Marked in the wallet before anything about it commits. */
+		char	   *noted = PayoutNoteTransfer(f[0], payees_pay_fee,
+											   ResultField(&r, "tx_hash", NULL), ResultText(&r));
+
+		if (noted == NULL)
+			PayoutQuery("SELECT compay.record_payout_retry($1::bigint, $2)", 2, f[0],
+						"the wallet did not take the payout's note (set_tx_notes, store)", NULL, 0);
+		else
+		{
+			PayoutQuery(payees_pay_fee ?
+						"SELECT compay.record_payout_built($1::bigint, $2::jsonb, true), "
+						"compay.record_payout_noted($1::bigint, $2::jsonb->>'compay_note')" :
+						"SELECT compay.record_payout_built($1::bigint, $2::jsonb, false), "
+						"compay.record_payout_noted($1::bigint, $2::jsonb->>'compay_note')", 2,
+						f[0], noted, NULL, 0);
+			TestPause(1, f[0]);
+		}
+	}
 	else if (r.status == WALLET_RPC_ERROR)
 		PayoutQuery("SELECT compay.record_payout_failed($1::bigint, $2)", 2,
 					f[0], Describe(&r), NULL, 0);
@@ -415,18 +487,21 @@ Reconcile(const char *id, const char *tx_hash, const char *metadata, const char 
 static bool
 RelayOne(int64 after_id)
 {
-	char	   *f[4];
+	char	   *f[5];
 	WalletRpcResult stored;
 
-	if (!PayoutQuery("SELECT id::text, tx_hash, tx_metadata, to_json(key_images)::text "
+	if (!PayoutQuery("SELECT id::text, tx_hash, tx_metadata, to_json(key_images)::text, wallet_note "
 					 "FROM compay.payout_transactions "
 					 "WHERE status = 'built' AND id > $1::bigint "
 					 "AND (next_attempt_at IS NULL OR next_attempt_at <= now()) "
-					 "ORDER BY id LIMIT 1", 1, psprintf(INT64_FORMAT, after_id), NULL, f, 4))
+					 "ORDER BY id LIMIT 1", 1, psprintf(INT64_FORMAT, after_id), NULL, f, 5))
 		return false;
 	if (Reconcile(f[0], f[1], f[2], f[3], true))
 	{
-		WalletRpcCall("store", "{}", &stored);
+		/* Noted again once relayed, in case the wallet lost it since; stores. */
+		if (f[4] == NULL || !PayoutSetWalletNote(f[1], f[4]))
+			WalletRpcCall("store", "{}", &stored);
+		TestPause(2, f[0]);
 		PayoutQuery("SELECT compay.record_payout_relayed($1::bigint)", 1, f[0], NULL, NULL, 0);
 	}
 	return true;
@@ -602,6 +677,10 @@ PayoutRound(void)
 	int64		moved = 0;
 	int64		last = 0;
 
+	/* A round that did not run to its end (an error) reconciles again. */
+	if (!round_done)
+		wallet_reconciled = false;
+	round_done = false;
 	PayoutQuery("SELECT compay.queue_payouts()::text", 0, NULL, NULL, &queued, 1);
 	for (int i = 0; i < PAYOUT_ROUND_MAX && BuildOne(); i++)
 		moved++;
@@ -610,5 +689,6 @@ PayoutRound(void)
 		moved++;
 	for (int i = 0; i < PAYOUT_ROUND_MAX && ConfirmOne(last, &last); i++)
 		moved++;
+	round_done = true;
 	return moved;
 }

@@ -368,6 +368,8 @@ RunProcedure(FunctionCallInfo fcinfo, PayoutRunKind kind)
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
 	driver = PAYOUT_DRIVER_PROCEDURE;
 	step_rolled_back = false;
+	/* Each CALL is a start: it reconciles with the wallet before it builds. */
+	PayoutReconcileDue();
 	WalletRpcClearLastError();
 	PG_TRY();
 	{

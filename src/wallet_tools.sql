@@ -212,6 +212,7 @@ DECLARE
     unlocked compay.credit;
     ph record;
     n_failed bigint;
+    n_adopted bigint;
     n_gave_up bigint;
     bad text;
 BEGIN
@@ -327,6 +328,8 @@ BEGIN
     -- 5. Payouts stuck or failing.
     SELECT count(*) INTO n_failed FROM compay.payout_transactions p
     WHERE p.status = 'failed' AND p.failed_at > now() - interval '1 day';
+    SELECT count(*) INTO n_adopted FROM compay.payout_transactions p
+    WHERE p.adopted_at > now() - interval '1 day';
     name := 'payouts';
     IF ph.stuck_payout IS NOT NULL THEN
         SELECT CASE WHEN p.last_error IS NOT NULL THEN 'fail' ELSE 'warn' END INTO status
@@ -335,6 +338,10 @@ BEGIN
                        THEN 'A payout keeps failing: read its last_error in compay.pending_payouts and fix the wallet or the daemon.'
                        ELSE 'A payout waits for the unlocked balance: fund the wallet or wait for it to unlock.' END;
         detail := format('payout %s: %s', ph.stuck_payout, ph.stuck_reason);
+    ELSIF n_adopted > 0 THEN
+        status := 'warn';
+        advice := 'Payouts were adopted from the wallet in the last day: their records had been lost (a failover?); nothing was paid twice, but check what else the lost records held.';
+        detail := format('%s payout(s) adopted from the wallet in the last day', n_adopted);
     ELSIF n_failed > 0 THEN
         status := 'warn';
         advice := 'Payouts failed in the last day: their earnings were queued again; read compay.payment_trace for why.';
