@@ -239,6 +239,8 @@ DECLARE
     v_height bigint;
     v_reply jsonb;
 BEGIN
+    -- An admin's write: refused on a standby (25006) before any wallet call.
+    PERFORM compay.require_node(NULL);
     PERFORM compay.wallet_rpc('refresh');
     v_height := (compay.wallet_rpc('get_height')->>'height')::bigint;
     v_reply := compay.wallet_rpc('get_transfers', compay.payout_reconcile_params(v_height));

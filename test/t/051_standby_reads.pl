@@ -223,6 +223,7 @@ my %writes = (
 	  qq{SELECT compay.add_payout_address('gpu-c', $x)},
 	'remove_payout_address(node_id text, address text, purpose compay.address_purpose, job_type text)' =>
 	  qq{SELECT compay.remove_payout_address('gpu-c', $x)},
+	'reconcile_wallet()' => q{SELECT * FROM compay.reconcile_wallet()},
 	'request_withdrawal(node_id text, amount compay.credit, idempotency_key text)' =>
 	  q{SELECT compay.request_withdrawal('gpu-t', '1'::compay.credit, 'sr-wd-1')},
 	'request_withdrawal(node_id text, amount numeric, idempotency_key text)' =>
