@@ -53,6 +53,7 @@ SQL_PIECES = \
 	src/dashboard.sql \
 	src/wallet_tools.sql \
 	src/earnings.sql \
+	src/deposit_request.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
