@@ -7237,3 +7237,224 @@ GRANT EXECUTE ON FUNCTION compay.request_deposit(text, numeric, interval, intege
 GRANT EXECUTE ON FUNCTION
     compay.submit_job_funded_by_deposit(text, text, text, numeric, interval, interval, integer)
     TO compay_app;
+
+-- compay.diagnose() check 9: subaddresses near the restore lookahead
+-- (text: src/wallet_tools.sql).
+CREATE OR REPLACE FUNCTION compay.diagnose()
+RETURNS TABLE (name text, status text, advice text, detail text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    w record;
+    cron_jobs text;
+    wallet_error text;
+    wallet_height bigint;
+    daemon_height bigint;
+    bal jsonb;
+    total compay.credit;
+    unlocked compay.credit;
+    ph record;
+    n_failed bigint;
+    n_gave_up bigint;
+    bad text;
+    top_index integer;
+    lookahead integer;
+BEGIN
+    -- 1. A runner: the worker, or pg_cron jobs for settlements and payouts.
+    SELECT * INTO w FROM compay.worker_status() ws;
+    IF to_regclass('cron.job') IS NOT NULL THEN
+        EXECUTE $q$SELECT string_agg(j.jobname || ': ' || j.command, '; ' ORDER BY j.jobid)
+                   FROM cron.job j
+                   WHERE j.active AND j.database = current_database()
+                     AND j.command ~ '(run_payouts|run_settlement|process_due_settlements)'$q$
+            INTO cron_jobs;
+    END IF;
+    name := 'runner';
+    IF w.state IN ('running', 'idle', 'starting') THEN
+        status := 'ok';
+        advice := 'The worker runs settlements and payouts.';
+        detail := format('worker %s, pid %s, last round %s', w.state, w.pid, w.last_round_end);
+    ELSIF cron_jobs IS NOT NULL AND cron_jobs ~ 'run_payouts' AND cron_jobs ~ '(run_settlement|process_due_settlements)' THEN
+        status := 'ok';
+        advice := 'pg_cron jobs run settlements and payouts.';
+        detail := cron_jobs;
+    ELSIF cron_jobs IS NOT NULL THEN
+        status := 'warn';
+        advice := 'Schedule both settlement and CALL compay.run_payouts() with pg_cron (docs/operations.md), or start the worker.';
+        detail := cron_jobs;
+    ELSE
+        status := 'fail';
+        advice := 'Nothing settles or pays out: start the worker (compay.worker_enabled, compay.database) or schedule the pg_cron jobs of docs/operations.md.';
+        detail := format('worker %s, no pg_cron job for settlements or payouts', w.state);
+    END IF;
+    RETURN NEXT;
+
+    -- 2. The wallet answers.
+    BEGIN
+        wallet_height := (compay.wallet_rpc('get_height')->>'height')::bigint;
+        bal := compay.wallet_rpc('get_balance', '{"account_index":0}');
+        total := compay.credit_from_atomic((bal->>'balance')::numeric);
+        unlocked := compay.credit_from_atomic((bal->>'unlocked_balance')::numeric);
+    EXCEPTION WHEN SQLSTATE 'PY014' OR SQLSTATE 'PY015' THEN
+        wallet_error := SQLERRM;
+    END;
+    name := 'wallet';
+    IF wallet_error IS NULL THEN
+        status := 'ok';
+        advice := 'The treasury wallet answers.';
+        detail := format('height %s', wallet_height);
+    ELSE
+        status := 'fail';
+        advice := 'Start monero-wallet-rpc or fix compay.wallet_rpc_url and its login: no payout or deposit moves meanwhile.';
+        detail := wallet_error;
+    END IF;
+    RETURN NEXT;
+
+    -- 3. The wallet is synced with the daemon.
+    name := 'wallet sync';
+    IF wallet_error IS NOT NULL THEN
+        status := 'warn';
+        advice := 'Cannot compare heights while the wallet does not answer: see the wallet check.';
+        detail := NULL;
+    ELSIF compay.setting('compay.daemon_rpc_url') = '' THEN
+        status := 'warn';
+        advice := 'Set compay.daemon_rpc_url so that payouts and this check can ask the daemon.';
+        detail := format('wallet height %s, no daemon configured', wallet_height);
+    ELSE
+        BEGIN
+            daemon_height := (compay.daemon_rpc('/get_height')->>'height')::bigint;
+        EXCEPTION WHEN SQLSTATE 'PY014' OR SQLSTATE 'PY015' THEN
+            bad := SQLERRM;
+        END;
+        IF bad IS NOT NULL THEN
+            status := 'fail';
+            advice := 'Start monerod or fix compay.daemon_rpc_url: the wallet cannot send nor see confirmations without it.';
+            detail := bad;
+        ELSIF wallet_height + 2 < daemon_height THEN
+            status := 'warn';
+            advice := 'The wallet lags behind the daemon: check that it refreshes (auto_refresh) and uses this daemon; payouts and deposits wait meanwhile.';
+            detail := format('wallet height %s, daemon height %s: %s blocks behind',
+                             wallet_height, daemon_height, daemon_height - wallet_height);
+        ELSIF wallet_height > daemon_height + 2 THEN
+            status := 'fail';
+            advice := 'The wallet is ahead of the daemon: it follows another daemon or chain than compay.daemon_rpc_url.';
+            detail := format('wallet height %s, daemon height %s', wallet_height, daemon_height);
+        ELSE
+            status := 'ok';
+            advice := 'The wallet is synced with the daemon.';
+            detail := format('wallet height %s, daemon height %s', wallet_height, daemon_height);
+        END IF;
+    END IF;
+    RETURN NEXT;
+
+    -- 4. The unlocked balance covers the payouts queued or built.
+    SELECT * INTO ph FROM compay.payout_health(unlocked) h;
+    name := 'unlocked balance';
+    IF wallet_error IS NOT NULL THEN
+        status := 'warn';
+        advice := 'Cannot read the balance while the wallet does not answer: see the wallet check.';
+        detail := format('queued %s XMR', ph.queued);
+    ELSIF unlocked >= ph.queued THEN
+        status := 'ok';
+        advice := 'The unlocked balance covers the payouts queued.';
+        detail := format('unlocked %s XMR of %s XMR, queued %s XMR', unlocked, total, ph.queued);
+    ELSIF total >= ph.queued THEN
+        status := 'warn';
+        advice := 'Part of the balance is still locked: the queued payouts go once it unlocks (10 blocks).';
+        detail := format('unlocked %s XMR of %s XMR, queued %s XMR', unlocked, total, ph.queued);
+    ELSE
+        status := 'fail';
+        advice := 'Fund the treasury wallet: its balance does not cover the payouts queued.';
+        detail := format('unlocked %s XMR of %s XMR, queued %s XMR', unlocked, total, ph.queued);
+    END IF;
+    RETURN NEXT;
+
+    -- 5. Payouts stuck or failing.
+    SELECT count(*) INTO n_failed FROM compay.payout_transactions p
+    WHERE p.status = 'failed' AND p.failed_at > now() - interval '1 day';
+    name := 'payouts';
+    IF ph.stuck_payout IS NOT NULL THEN
+        SELECT CASE WHEN p.last_error IS NOT NULL THEN 'fail' ELSE 'warn' END INTO status
+        FROM compay.payout_transactions p WHERE p.id = ph.stuck_payout;
+        advice := CASE WHEN status = 'fail'
+                       THEN 'A payout keeps failing: read its last_error in compay.pending_payouts and fix the wallet or the daemon.'
+                       ELSE 'A payout waits for the unlocked balance: fund the wallet or wait for it to unlock.' END;
+        detail := format('payout %s: %s', ph.stuck_payout, ph.stuck_reason);
+    ELSIF n_failed > 0 THEN
+        status := 'warn';
+        advice := 'Payouts failed in the last day: their earnings were queued again; read compay.payment_trace for why.';
+        detail := format('%s payout(s) failed in the last day', n_failed);
+    ELSE
+        status := 'ok';
+        advice := 'No payout is stuck.';
+        detail := format('%s open', (SELECT count(*) FROM compay.pending_payouts));
+    END IF;
+    RETURN NEXT;
+
+    -- 6. Settlements failed (retrying, or given up).
+    SELECT count(*), count(*) FILTER (WHERE f.gave_up) INTO n_failed, n_gave_up
+    FROM compay.failed_settlements f;
+    name := 'settlements';
+    IF n_gave_up > 0 THEN
+        status := 'fail';
+        advice := 'Settlements gave up retrying: read compay.failed_settlements and call compay.retry_settlement() once fixed.';
+    ELSIF n_failed > 0 THEN
+        status := 'warn';
+        advice := 'Settlements failed and will be retried: read their last_error in compay.failed_settlements.';
+    ELSE
+        status := 'ok';
+        advice := 'No settlement failed.';
+    END IF;
+    detail := format('%s failed, %s given up', n_failed, n_gave_up);
+    RETURN NEXT;
+
+    -- 7. The ledger's invariants (compay.verify_ledger()).
+    SELECT string_agg(v.check_name || ': ' || v.detail, '; ' ORDER BY v.check_name) FILTER (WHERE NOT v.ok),
+           count(*) FILTER (WHERE NOT v.ok), count(*)
+    INTO bad, n_failed, n_gave_up
+    FROM compay.verify_ledger() v;
+    name := 'ledger';
+    IF n_failed > 0 THEN
+        status := 'fail';
+        advice := 'The ledger breaks an invariant: stop payouts (compay.payout_auto_relay = off) and read compay.verify_ledger().';
+        detail := format('%s of %s checks fail: %s', n_failed, n_gave_up, bad);
+    ELSE
+        status := 'ok';
+        advice := 'Every compay.verify_ledger() check holds.';
+        detail := format('%s checks ok', n_gave_up);
+    END IF;
+    RETURN NEXT;
+
+    -- 8. Settings that contradict each other.
+    SELECT string_agg(c, '; ') INTO bad FROM compay.settings_contradictions() c;
+    name := 'settings';
+    IF bad IS NOT NULL THEN
+        status := 'warn';
+        advice := 'Settings contradict each other: change them as the detail says.';
+        detail := bad;
+    ELSE
+        status := 'ok';
+        advice := 'The payout settings agree with each other.';
+        detail := NULL;
+    END IF;
+    RETURN NEXT;
+
+    -- 9. A restore from seed sees every deposit subaddress (issue 16):
+    -- the highest index compay used is not within a tenth of the lookahead.
+    name := 'subaddresses';
+    top_index := (SELECT max(s.address_index) FROM compay.deposit_subaddresses s);
+    lookahead := compay.setting('compay.subaddress_lookahead')::integer;
+    detail := format('highest deposit subaddress index %s, compay.subaddress_lookahead %s',
+                     coalesce(top_index, 0), lookahead);
+    IF coalesce(top_index, 0) >= lookahead - lookahead / 10 THEN
+        status := 'warn';
+        advice := format('Restore the treasury wallet with --subaddress-lookahead 50:%s or more (docs/operations.md), then raise compay.subaddress_lookahead to match.',
+                         (coalesce(top_index, 0) + 1) * 2);
+    ELSE
+        status := 'ok';
+        advice := 'A restore of the treasury wallet with compay.subaddress_lookahead sees every deposit subaddress.';
+    END IF;
+    RETURN NEXT;
+END $$;
+COMMENT ON FUNCTION compay.diagnose() IS
+    'one row per check of what payments need (runner, wallet, wallet sync, unlocked balance, payouts, settlements, ledger, settings, subaddresses): ok, warn or fail with one sentence of advice and the figures (calls the wallet and the daemon; not inside a transaction that holds ledger locks)';

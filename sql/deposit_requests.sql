@@ -138,3 +138,14 @@ SELECT expire_deposit_requests(); \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 
 SELECT check_name, ok FROM verify_ledger() WHERE NOT ok OR check_name = 'deposit_requests_match_outputs';
+
+-- 6. Restore safety: compay.diagnose() warns when the highest subaddress
+-- index used (107 here) comes within a tenth of the lookahead a restore
+-- would use.
+SELECT status, advice, detail FROM diagnose() WHERE name = 'subaddresses';
+SET compay.subaddress_lookahead = 118;
+SELECT status, advice, detail FROM diagnose() WHERE name = 'subaddresses';
+SET compay.subaddress_lookahead = 119;
+SELECT status FROM diagnose() WHERE name = 'subaddresses';
+SET compay.subaddress_lookahead = 0; \echo :LAST_ERROR_SQLSTATE
+RESET compay.subaddress_lookahead;

@@ -131,7 +131,7 @@ PayoutInit(void)
 							"Subaddress lookahead (minor) a restore of the treasury wallet from its seed uses.",
 							"compay.diagnose() warns when the highest deposit subaddress index compay used comes within a tenth of it: a wallet restored with this lookahead would not see deposits beyond it (docs/operations.md).",
 							&subaddress_lookahead, 200, 1, 100000000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("compay.payout_auto_relay",
 							 "Whether the worker relays payout transactions once built.",
 							 "Off: payouts stop at built (recorded and debited, nothing sent) until it is on again, for a review.",
