@@ -6520,12 +6520,8 @@ BEGIN
         INSERT INTO compay.events (id, at, published_at, kind, payload)
         VALUES (v_id, e.at, clock_timestamp(), e.kind, e.payload);
         DELETE FROM compay.event_queue WHERE id = e.id;
+        -- Under PostgreSQL's 8000 bytes: emit_event caps payloads at 4000.
         v_note := jsonb_build_object('id', v_id, 'kind', e.kind, 'at', e.at, 'payload', e.payload)::text;
-        -- A notification carries under 8000 bytes: a larger event is
-        -- notified without its payload, which events_since() gives.
-        IF octet_length(v_note) >= 8000 THEN
-            v_note := jsonb_build_object('id', v_id, 'kind', e.kind, 'at', e.at, 'truncated', true)::text;
-        END IF;
         PERFORM pg_notify('compay_events', v_note);
         v_count := v_count + 1;
     END LOOP;
