@@ -9,6 +9,7 @@ OBJS = \
 	src/compay_util.o \
 	src/credit.o \
 	src/credit_ops.o \
+	src/events.o \
 	src/idempotency.o \
 	src/jobs.o \
 	src/journal_hash.o \
@@ -53,6 +54,7 @@ SQL_PIECES = \
 	src/dashboard.sql \
 	src/wallet_tools.sql \
 	src/earnings.sql \
+	src/events.sql \
 	src/deposit_request.sql \
 	src/verify.sql \
 	src/amounts.sql

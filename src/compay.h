@@ -61,6 +61,8 @@
 #define ERRCODE_COMPAY_INSUFFICIENT_SCORE	MAKE_SQLSTATE('P','Y','0','2','0')
 /* A verifier past its daily vote limit (SQL: jobs.sql). */
 #define ERRCODE_COMPAY_VOTE_LIMIT			MAKE_SQLSTATE('P','Y','0','2','1')
+/* events_since() from an id whose successors retention deleted (SQL: events.sql). */
+#define ERRCODE_COMPAY_EVENTS_EXPIRED		MAKE_SQLSTATE('P','Y','0','2','6')
 
 /* Longest piece of user input echoed back in an error message. */
 #define COMPAY_ECHO_LEN_MAX 64
