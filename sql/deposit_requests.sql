@@ -125,6 +125,18 @@ UPDATE deposit_requests SET expires_at = now() - interval '1 second' WHERE addre
 SELECT expire_deposit_requests() AS expired;
 SELECT status, payment_error FROM jobs WHERE task_id = 'dr-job-7';
 
+-- The events of the requests (src/events.sql), in the order they were
+-- emitted: the pool, the credits, the expiries, the late payment.
+SELECT kind, payload->>'state' AS state, payload->>'received' AS received,
+       payload->>'missing' AS missing, payload->>'late' AS late
+FROM (SELECT id, kind, payload FROM compay.event_queue
+      UNION ALL SELECT id, kind, payload FROM compay.events) e
+WHERE kind LIKE 'deposit_request.%' ORDER BY id;
+SELECT kind, payload->>'status' AS status
+FROM (SELECT id, kind, payload FROM compay.event_queue
+      UNION ALL SELECT id, kind, payload FROM compay.events) e
+WHERE kind LIKE 'job.%' AND payload->>'task_id' LIKE 'dr-job-%' ORDER BY id;
+
 -- 4. A bad wallet reply records nothing.
 SELECT record_deposit_requests('{"in": [{"txid": "zz", "amount": 1, "height": 1}]}', 101); \echo :LAST_ERROR_SQLSTATE
 SELECT record_deposit_requests('{"in": {}}', 101); \echo :LAST_ERROR_SQLSTATE

@@ -61,6 +61,11 @@
 #define ERRCODE_COMPAY_INSUFFICIENT_SCORE	MAKE_SQLSTATE('P','Y','0','2','0')
 /* A verifier past its daily vote limit (SQL: jobs.sql). */
 #define ERRCODE_COMPAY_VOTE_LIMIT			MAKE_SQLSTATE('P','Y','0','2','1')
+/* A deposit request id that does not exist (SQL: deposit_request.sql). */
+#define ERRCODE_COMPAY_DEPOSIT_REQUEST_UNKNOWN	MAKE_SQLSTATE('P','Y','0','2','3')
+/* The wallet gave a subaddress compay used already, as a wallet restored
+ * without its subaddresses does (SQL: deposit_request.sql). */
+#define ERRCODE_COMPAY_SUBADDRESS_REUSED	MAKE_SQLSTATE('P','Y','0','2','4')
 /* events_since() from an id whose successors retention deleted (SQL: events.sql). */
 #define ERRCODE_COMPAY_EVENTS_EXPIRED		MAKE_SQLSTATE('P','Y','0','2','6')
 

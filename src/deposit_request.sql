@@ -65,22 +65,19 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                 ELSE 'pending' END
 $$;
 
--- One event of a request, through the outbox of src/events.sql when it is
--- installed.
+-- One event of a request (src/events.sql): deposit_request.seen,
+-- .partial, .confirmed, .expired or .late, sent when the transaction that
+-- changed the request commits.
 CREATE FUNCTION compay.deposit_request_event(kind text, r compay.deposit_requests) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
-BEGIN
-    IF to_regprocedure('compay.emit_event(text, jsonb)') IS NOT NULL THEN
-        EXECUTE 'SELECT compay.emit_event($1, $2)'
-        USING 'deposit_request.' || kind,
-              jsonb_build_object('request_id', r.id, 'node_id', r.node_id, 'state', r.state,
-                                 'amount', r.amount::text, 'received', r.received::text,
-                                 'missing', CASE WHEN r.received >= r.amount THEN '0'
-                                                 ELSE (r.amount - r.received)::text END,
-                                 'seen_amount', r.seen_amount::text, 'late', r.late,
-                                 'job_id', r.job_id);
-    END IF;
-END $$;
+LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.emit_event('deposit_request.' || kind,
+        jsonb_build_object('request_id', r.id, 'node_id', r.node_id, 'state', r.state,
+                           'amount', r.amount::text, 'received', r.received::text,
+                           'missing', CASE WHEN r.received >= r.amount THEN '0'
+                                           ELSE (r.amount - r.received)::text END,
+                           'pending', r.seen_amount::text, 'late', r.late,
+                           'job_id', r.job_id, 'address', r.address))
+$$;
 
 -- Asks the wallet for a fresh subaddress (create_address, then store) and
 -- records the request.  The wallet call happens before any row is written
