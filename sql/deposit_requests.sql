@@ -148,6 +148,23 @@ SELECT state FROM deposit_request_status((SELECT max(id) FROM deposit_requests_v
 SELECT record_deposit_requests('{}', 1); \echo :LAST_ERROR_SQLSTATE
 SELECT expire_deposit_requests(); \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
+-- A node role sees and asks for its own node's requests only (42501
+-- before any wallet call), and cannot submit jobs.
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS dr_node_a;
+RESET client_min_messages;
+CREATE ROLE dr_node_a IN ROLE compay_node;
+SELECT add_node_role('dr_node_a', 'dr-a') AS mapped;
+SELECT min(id) FILTER (WHERE node_id = 'dr-a') AS own, min(id) FILTER (WHERE node_id = 'dr-c') AS other
+FROM deposit_requests \gset
+SET ROLE dr_node_a;
+SELECT state, received FROM deposit_request_status(:own);
+SELECT state FROM deposit_request_status(:other); \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM request_deposit('dr-c', '1'); \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM submit_job_funded_by_deposit('dr-job-9', 'dr-a', 'Fine-tuning', '1'); \echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DELETE FROM node_roles WHERE role_name = 'dr_node_a';
+DROP ROLE dr_node_a;
 
 SELECT check_name, ok FROM verify_ledger() WHERE NOT ok OR check_name = 'deposit_requests_match_outputs';
 

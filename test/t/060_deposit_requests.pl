@@ -144,6 +144,14 @@ is(sql(q{SET search_path = compay; SELECT balance + reserved FROM compay.balance
 is( sql(q{SET search_path = compay; SELECT b.balance + b.reserved + j.amount FROM compay.balance('dep-r', 'XMR') b, compay.jobs j
 	  WHERE j.task_id = 'dep-job'}),
 	'0.2', 'dep-r: its 0.2 XMR, less what the job paid');
+is( sql(q{SELECT string_agg(DISTINCT kind, ',' ORDER BY kind)
+	  FROM (SELECT kind FROM compay.events UNION ALL SELECT kind FROM compay.event_queue) e
+	  WHERE kind LIKE 'deposit_request.%'}),
+	'deposit_request.confirmed,deposit_request.expired,deposit_request.late,deposit_request.partial,deposit_request.seen',
+	'the requests emitted their events');
+is( sql(q{SELECT string_agg(payload->>'status', ',' ORDER BY id) FROM compay.events
+	  WHERE kind = 'job.state' AND payload->>'task_id' = 'dep-job'}),
+	'awaiting_deposit,submitted,assigned,completed,paid', 'the funded job\'s events, published by the worker');
 is( sql(q{SELECT runner || ':' || state FROM compay.runner_status WHERE runner = 'poll_deposits'}),
 	'poll_deposits:done', 'compay.runner_status shows the pg_cron entry point ran');
 is( sql(q{SELECT string_agg(check_name, ',') FILTER (WHERE NOT ok) IS NULL
