@@ -63,6 +63,12 @@ SELECT * FROM events_since(0, NULL); \echo :LAST_ERROR_SQLSTATE
 SELECT (SELECT count(*) FROM event_queue) AS queued, (SELECT max(id) FROM events) AS last_id;
 -- An id past the last one: nothing (yet).
 SELECT count(*) FROM events_since(1000);
+-- events_since only reads (so it runs on a hot standby too);
+-- publish_events writes, and cannot run read-only.
+BEGIN TRANSACTION READ ONLY;
+SELECT count(*) AS read_only FROM events_since(0);
+SELECT publish_events(); \echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
 
 -- Who may: compay_reader reads, compay_app publishes, compay_admin emits;
 -- PUBLIC (and a node role) none of these.
@@ -108,6 +114,20 @@ FROM ev_after(12);
 -- An update that leaves the status as it is emits nothing.
 UPDATE jobs SET updated_at = now() WHERE id = :job2;
 SELECT count(*) AS queued FROM event_queue;
+-- Rows made earlier (as pg_restore COPYs them back) emit nothing; the
+-- same rows made now do.  (Rolled back: they are not real jobs.)
+BEGIN;
+INSERT INTO jobs (task_id, requester, task_type, currency, status, created_at)
+VALUES ('ev-old', 'ev-req', 'render', 'CREDIT', 'paid', now() - interval '1 day');
+INSERT INTO payments (task_id, from_node, to_node, amount, currency, method, status, created_at)
+VALUES ('ev-old', 'ev-req', 'ev-prov', '1', 'CREDIT', 'credit', 'completed', now() - interval '1 day');
+SELECT count(*) AS queued FROM event_queue;
+INSERT INTO jobs (task_id, requester, task_type, currency, status)
+VALUES ('ev-new', 'ev-req', 'render', 'CREDIT', 'paid');
+INSERT INTO payments (task_id, from_node, to_node, amount, currency, method, status)
+VALUES ('ev-new', 'ev-req', 'ev-prov', '1', 'CREDIT', 'credit', 'completed');
+SELECT kind, payload->>'task_id' AS task FROM event_queue ORDER BY id;
+ROLLBACK;
 
 -- 3. XMR: a task paid by crypto, settled, paid out: payout.built,
 -- payout.relayed, payout.confirmed; another payout fails (payout.failed).

@@ -137,6 +137,10 @@ BEGIN
             USING ERRCODE = 'read_only_sql_transaction',
                   HINT = 'The primary publishes them; events_since() reads them here.';
     END IF;
+    IF current_setting('transaction_read_only') = 'on' THEN
+        RAISE EXCEPTION 'cannot publish events in a read-only transaction'
+            USING ERRCODE = 'read_only_sql_transaction';
+    END IF;
     -- One publisher at a time, until its commit: the next one takes its
     -- ids after this one's events are visible (see the header).  Each
     -- statement below takes a new snapshot, after the lock.
@@ -218,7 +222,10 @@ GRANT EXECUTE ON FUNCTION compay.events_since(bigint, integer) TO compay_reader;
 -- is emitted whichever function makes it; each adds one queued row.
 --------------------------------------------------------------------------
 
--- job.state: every job's first state and each change of it.
+-- job.state: every job's first state and each change of it.  Only rows
+-- this transaction created emit on INSERT (created_at is now()): a
+-- restore (pg_restore COPYs the rows back) or a bulk load of earlier rows
+-- emits nothing.  A restore fires no UPDATE trigger.
 CREATE FUNCTION compay.jobs_emit_event() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 BEGIN
@@ -231,7 +238,8 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE TRIGGER jobs_emit_insert AFTER INSERT ON compay.jobs
-    FOR EACH ROW EXECUTE FUNCTION compay.jobs_emit_event();
+    FOR EACH ROW WHEN (NEW.created_at = pg_catalog.now())
+    EXECUTE FUNCTION compay.jobs_emit_event();
 CREATE TRIGGER jobs_emit_status AFTER UPDATE OF status ON compay.jobs
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION compay.jobs_emit_event();
@@ -247,7 +255,7 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE TRIGGER payments_emit_insert AFTER INSERT ON compay.payments
-    FOR EACH ROW WHEN (NEW.status = 'completed')
+    FOR EACH ROW WHEN (NEW.status = 'completed' AND NEW.created_at = pg_catalog.now())
     EXECUTE FUNCTION compay.payments_emit_event();
 CREATE TRIGGER payments_emit_status AFTER UPDATE OF status ON compay.payments
     FOR EACH ROW WHEN (NEW.status = 'completed' AND OLD.status IS DISTINCT FROM NEW.status)

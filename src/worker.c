@@ -572,19 +572,20 @@ NextRoundInMs(void)
 
 /*
  * A full round when its time has come or compay.wake_worker() asked for
- * one; a wake-up for events alone only publishes them.
+ * one; a wake-up for events alone only publishes them.  Events emitted
+ * during a round set the latch again: that must not start another round
+ * at once, or a busy network would keep the worker in back-to-back rounds
+ * (and wallet calls).
  */
 static bool
 RoundDue(void)
 {
 	bool		settle;
-	bool		events;
 
 	SpinLockAcquire(&shared->mutex);
 	settle = shared->settle_requested;
-	events = shared->events_requested;
 	SpinLockRelease(&shared->mutex);
-	return settle || !events || NextRoundInMs() == 0;
+	return settle || NextRoundInMs() == 0;
 }
 
 void
@@ -625,22 +626,23 @@ compay_worker_main(Datum arg pg_attribute_unused())
 	for (;;)
 	{
 		long		wait_ms;
-		bool		full;
+		bool		full = true;
+		bool		reloaded = false;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			reloaded = true;	/* a new configuration: a round at once */
 		}
-		full = true;
 		if (RecoveryInProgress())
 			SetState("standby");
 		else if (!worker_enabled)
 			SetState("disabled");
 		else
 		{
-			full = RoundDue();
+			full = reloaded || RoundDue();
 			MemoryContextSwitchTo(round_context);
 			if (full)
 				WorkerRound();

@@ -5,7 +5,7 @@
 #
 #  1. Latency: with compay.worker_naptime at 300 s, an emitting commit
 #     wakes the worker, which publishes at once: the client gets the event
-#     within seconds, not at the next round.
+#     within seconds, not at the next round, and no round runs for it.
 #  2. Consumer A follows an XMR job with escrow: submitted, assigned,
 #     completed, verified by two verifiers (payment.completed, paid), then
 #     A is killed.  The job's earnings are settled and the worker pays them
@@ -96,11 +96,16 @@ END
 # 1. Latency: the wake at commit, not the round.
 $rt->set($node, 'compay.worker_naptime', '300s');
 my $ca = consumer(0);
+# The round the reload ran is over; the next is 300 s away.
+poll(q{SELECT state = 'idle' FROM compay.worker_status});
+my $rounds = sql(q{SELECT rounds FROM compay.worker_status});
 my $t0 = time;
 sql(q{SELECT compay.emit_event('test.latency', '{}')});
 ok(wait_for($ca, sub { $ca->{out} =~ /"test\.latency"/ }), '1: the event is notified');
 my $latency = time - $t0;
 cmp_ok($latency, '<', 5, "1: within seconds of the commit, not at the next round (${latency}s)");
+is(sql(q{SELECT rounds FROM compay.worker_status}), $rounds,
+	'1: the wake-up only published: no round ran');
 $rt->set($node, 'compay.worker_naptime', '1s');
 
 # 2. An XMR job with escrow, followed by consumer A.
