@@ -9,6 +9,7 @@ OBJS = \
 	src/compay_util.o \
 	src/credit.o \
 	src/credit_ops.o \
+	src/events.o \
 	src/idempotency.o \
 	src/jobs.o \
 	src/journal_hash.o \
@@ -57,6 +58,8 @@ SQL_PIECES = \
 	src/payout_addresses.sql \
 	src/withdrawal.sql \
 	src/payout_reconcile.sql \
+	src/events.sql \
+	src/deposit_request.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

@@ -5883,8 +5883,11 @@ DECLARE
     unlocked compay.credit;
     ph record;
     n_failed bigint;
+    n_adopted bigint;
     n_gave_up bigint;
     bad text;
+    top_index integer;
+    lookahead integer;
 BEGIN
     -- 1. A runner: the worker, or pg_cron jobs for settlements and payouts.
     SELECT * INTO w FROM compay.worker_status() ws;
@@ -5998,6 +6001,8 @@ BEGIN
     -- 5. Payouts stuck or failing.
     SELECT count(*) INTO n_failed FROM compay.payout_transactions p
     WHERE p.status = 'failed' AND p.failed_at > now() - interval '1 day';
+    SELECT count(*) INTO n_adopted FROM compay.payout_transactions p
+    WHERE p.adopted_at > now() - interval '1 day';
     name := 'payouts';
     IF ph.stuck_payout IS NOT NULL THEN
         SELECT CASE WHEN p.last_error IS NOT NULL THEN 'fail' ELSE 'warn' END INTO status
@@ -6006,6 +6011,10 @@ BEGIN
                        THEN 'A payout keeps failing: read its last_error in compay.pending_payouts and fix the wallet or the daemon.'
                        ELSE 'A payout waits for the unlocked balance: fund the wallet or wait for it to unlock.' END;
         detail := format('payout %s: %s', ph.stuck_payout, ph.stuck_reason);
+    ELSIF n_adopted > 0 THEN
+        status := 'warn';
+        advice := 'Payouts were adopted from the wallet in the last day: their records had been lost (a failover?); nothing was paid twice, but check what else the lost records held.';
+        detail := format('%s payout(s) adopted from the wallet in the last day', n_adopted);
     ELSIF n_failed > 0 THEN
         status := 'warn';
         advice := 'Payouts failed in the last day: their earnings were queued again; read compay.payment_trace for why.';
@@ -6062,6 +6071,23 @@ BEGIN
         status := 'ok';
         advice := 'The payout settings agree with each other.';
         detail := NULL;
+    END IF;
+    RETURN NEXT;
+
+    -- 9. A restore from seed sees every deposit subaddress (issue 16):
+    -- the highest index compay used is not within a tenth of the lookahead.
+    name := 'subaddresses';
+    top_index := (SELECT max(s.address_index) FROM compay.deposit_subaddresses s);
+    lookahead := compay.setting('compay.subaddress_lookahead')::integer;
+    detail := format('highest deposit subaddress index %s, compay.subaddress_lookahead %s',
+                     coalesce(top_index, 0), lookahead);
+    IF coalesce(top_index, 0) >= lookahead - lookahead / 10 THEN
+        status := 'warn';
+        advice := format('Restore the treasury wallet with --subaddress-lookahead 50:%s or more (docs/operations.md), then raise compay.subaddress_lookahead to match.',
+                         (coalesce(top_index, 0) + 1) * 2);
+    ELSE
+        status := 'ok';
+        advice := 'A restore of the treasury wallet with compay.subaddress_lookahead sees every deposit subaddress.';
     END IF;
     RETURN NEXT;
 END $$;
@@ -7243,6 +7269,827 @@ CREATE FUNCTION compay.request_withdrawal(node_id text, amount numeric,
 REVOKE ALL ON FUNCTION compay.request_withdrawal(text, numeric, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.request_withdrawal(text, numeric, text) TO compay_app, compay_node;
 
+-- Issue 16 (events): compay.events, emit_event, publish_events,
+-- events_since, and the triggers that emit job, payment and payout events.
+--------------------------------------------------------------------------
+
+--------------------------------------------------------------------------
+-- Events: what applications LISTEN to (channel compay_events) and read
+-- back from an append-only outbox after a disconnection.
+--
+-- Interface (for every emitter, in compay or in an application):
+--
+--   compay.emit_event(kind text, payload jsonb) RETURNS void
+--     Queues one event in the calling transaction: it is published (given
+--     its id in compay.events, notified on compay_events) only if and
+--     after that transaction commits; a rollback emits nothing.  kind is
+--     'family.name' in lower case ('job.state', 'payout.built',
+--     'deposit.seen'), at most 64 characters; payload a JSON object of at
+--     most 4,000 bytes, amounts as exact text.  Cost on the emitter: one
+--     INSERT of a small row.  compay_admin (and compay's own functions,
+--     which run as its owner).
+--   compay.publish_events(max_events integer DEFAULT 1000) RETURNS bigint
+--     Moves up to max_events committed queued events into compay.events,
+--     in the order they were emitted, gives each the next id and sends
+--     pg_notify('compay_events', {"id", "kind", "at", "payload"}); then
+--     deletes published events older than compay.event_retention.  Run by
+--     the worker right after each emitting commit; without the worker,
+--     from pg_cron.
+--   compay.events_since(last_id bigint, max_events integer DEFAULT 1000)
+--     Published events with id > last_id, by id: exact for resuming, also
+--     on a hot standby (see below).  compay_reader.
+--
+-- Why ids are exact for resuming.  An id handed out when an event is
+-- emitted would follow the emitting transactions' starts, not their
+-- commits: a transaction holding id 9 may commit after one holding 10, and
+-- a consumer that read 10 and asks for events after 10 would never get 9.
+-- So emitters only queue (compay.event_queue), and ids are given when
+-- events are published: publishers are serialized by a transaction-level
+-- advisory lock held until their commit, and each takes its ids from a
+-- sequence after the previous publisher committed.  Every event that
+-- becomes visible later therefore has a larger id than every event visible
+-- now, and events_since(last_id) misses nothing.  A queued event whose
+-- transaction has not committed is invisible to the publisher and simply
+-- waits for the next one (no long transaction elsewhere holds back the
+-- others).  The events of one object (a job, a payout) come in the order
+-- its changes were made: each change locks the object's row, so the next
+-- change queues its event after the previous change committed.
+--------------------------------------------------------------------------
+
+CREATE SEQUENCE compay.event_queue_id_seq;
+CREATE TABLE compay.event_queue (
+    id      bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.event_queue_id_seq'),
+    at      timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    kind    text NOT NULL,
+    payload jsonb NOT NULL
+);
+ALTER SEQUENCE compay.event_queue_id_seq OWNED BY compay.event_queue.id;
+COMMENT ON TABLE compay.event_queue IS
+    'events emitted and not yet published (compay.publish_events moves them to compay.events)';
+
+CREATE SEQUENCE compay.events_id_seq;
+CREATE TABLE compay.events (
+    id           bigint PRIMARY KEY,
+    at           timestamptz NOT NULL,   -- when emitted
+    published_at timestamptz NOT NULL,
+    kind         text NOT NULL,
+    payload      jsonb NOT NULL
+);
+ALTER SEQUENCE compay.events_id_seq OWNED BY compay.events.id;
+CREATE INDEX events_published_at ON compay.events (published_at);
+COMMENT ON TABLE compay.events IS
+    'published events, append-only, ids in publication order; kept for compay.event_retention';
+
+-- The highest id retention deleted: events_since() from below it would
+-- miss events, and says so (PY026).  At most one row.
+CREATE TABLE compay.events_deleted (
+    only_row boolean PRIMARY KEY DEFAULT true CONSTRAINT events_deleted_one CHECK (only_row),
+    through_id bigint NOT NULL
+);
+COMMENT ON TABLE compay.events_deleted IS
+    'the highest event id compay.event_retention deleted';
+
+SELECT pg_catalog.pg_extension_config_dump('compay.event_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.event_queue_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.events', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.events_deleted', '');
+REVOKE ALL ON compay.event_queue, compay.event_queue_id_seq, compay.events,
+    compay.events_id_seq, compay.events_deleted FROM PUBLIC;
+GRANT SELECT ON compay.events, compay.events_deleted TO compay_reader;
+
+CREATE FUNCTION compay.event_wake() RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_event_wake' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION compay.event_wake() IS
+    'when the calling transaction commits, the worker publishes the events it emitted';
+REVOKE ALL ON FUNCTION compay.event_wake() FROM PUBLIC;
+
+CREATE FUNCTION compay.emit_event(kind text, payload jsonb) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF kind IS NULL OR payload IS NULL THEN
+        RAISE EXCEPTION 'kind and payload of an event must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(kind) > 64 OR kind !~ '^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$' THEN
+        RAISE EXCEPTION 'invalid event kind "%"', left(kind, 80)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event kind is a family and a name in lower case, such as job.state, of at most 64 characters.';
+    END IF;
+    IF jsonb_typeof(payload) <> 'object' THEN
+        RAISE EXCEPTION 'the payload of an event must be a JSON object, not %', jsonb_typeof(payload)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF octet_length(payload::text) > 4000 THEN
+        RAISE EXCEPTION 'the payload of an event is % bytes, over 4000', octet_length(payload::text)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Put ids in the event and let consumers read the rest from the tables.';
+    END IF;
+    INSERT INTO compay.event_queue (kind, payload) VALUES (emit_event.kind, emit_event.payload);
+    PERFORM compay.event_wake();
+END $$;
+COMMENT ON FUNCTION compay.emit_event(text, jsonb) IS
+    'queues an event, published with its id and notified on compay_events once this transaction commits';
+REVOKE ALL ON FUNCTION compay.emit_event(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.emit_event(text, jsonb) TO compay_admin;
+
+CREATE FUNCTION compay.publish_events(max_events integer DEFAULT 1000) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    e          record;
+    v_id       bigint;
+    v_note     text;
+    v_count    bigint := 0;
+    v_keep     interval;
+    v_deleted  bigint;
+BEGIN
+    IF max_events IS NULL OR max_events < 1 OR max_events > 100000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 100000, not %', coalesce(max_events::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'cannot publish events on a standby'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'The primary publishes them; events_since() reads them here.';
+    END IF;
+    IF current_setting('transaction_read_only') = 'on' THEN
+        RAISE EXCEPTION 'cannot publish events in a read-only transaction'
+            USING ERRCODE = 'read_only_sql_transaction';
+    END IF;
+    -- One publisher at a time, until its commit: the next one takes its
+    -- ids after this one's events are visible (see the header).  Each
+    -- statement below takes a new snapshot, after the lock.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.publish_events'));
+    FOR e IN SELECT q.id, q.at, q.kind, q.payload FROM compay.event_queue q
+             ORDER BY q.id LIMIT max_events LOOP
+        v_id := nextval('compay.events_id_seq');
+        INSERT INTO compay.events (id, at, published_at, kind, payload)
+        VALUES (v_id, e.at, clock_timestamp(), e.kind, e.payload);
+        DELETE FROM compay.event_queue WHERE id = e.id;
+        -- Under PostgreSQL's 8000 bytes: emit_event caps payloads at 4000.
+        v_note := jsonb_build_object('id', v_id, 'kind', e.kind, 'at', e.at, 'payload', e.payload)::text;
+        PERFORM pg_notify('compay_events', v_note);
+        v_count := v_count + 1;
+    END LOOP;
+
+    v_keep := compay.setting('compay.event_retention')::interval;
+    IF v_keep > interval '0' THEN
+        WITH gone AS (
+            DELETE FROM compay.events
+            WHERE id IN (SELECT id FROM compay.events
+                         WHERE published_at < clock_timestamp() - v_keep
+                         ORDER BY id LIMIT 10000)
+            RETURNING id)
+        SELECT max(id) INTO v_deleted FROM gone;
+        IF v_deleted IS NOT NULL THEN
+            INSERT INTO compay.events_deleted (through_id) VALUES (v_deleted)
+            ON CONFLICT (only_row) DO UPDATE
+                SET through_id = greatest(compay.events_deleted.through_id, EXCLUDED.through_id);
+        END IF;
+    END IF;
+    RETURN v_count;
+END $$;
+COMMENT ON FUNCTION compay.publish_events(integer) IS
+    'publishes up to max_events committed queued events (ids, notifications on compay_events) and applies compay.event_retention';
+REVOKE ALL ON FUNCTION compay.publish_events(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.publish_events(integer) TO compay_app;
+
+CREATE FUNCTION compay.events_since(last_id bigint, max_events integer DEFAULT 1000)
+RETURNS TABLE (id bigint, at timestamptz, kind text, payload jsonb)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_through bigint;
+BEGIN
+    IF last_id IS NULL THEN
+        RAISE EXCEPTION 'last_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Start with 0 for every event still kept.';
+    END IF;
+    IF last_id < 0 THEN
+        RAISE EXCEPTION 'last_id must be 0 or more, not %', last_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_events IS NULL OR max_events < 1 OR max_events > 100000 THEN
+        RAISE EXCEPTION 'max_events must be between 1 and 100000, not %', coalesce(max_events::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A STABLE function reads with one snapshot: the events and the
+    -- retention mark below agree.
+    RETURN QUERY
+    SELECT e.id, e.at, e.kind, e.payload FROM compay.events e
+    WHERE e.id > last_id ORDER BY e.id LIMIT max_events;
+    SELECT d.through_id INTO v_through FROM compay.events_deleted d;
+    IF last_id < v_through THEN
+        RAISE EXCEPTION 'events after % were deleted by retention', last_id
+            USING ERRCODE = 'PY026',
+                  DETAIL = format('Events up to id %s are gone (compay.event_retention is %s).',
+                                  v_through, compay.setting('compay.event_retention')),
+                  HINT = format('Read the current state from the tables, then resume with events_since(%s).', v_through);
+    END IF;
+END $$;
+COMMENT ON FUNCTION compay.events_since(bigint, integer) IS
+    'published events after last_id, by id, at most max_events: what a consumer missed while disconnected';
+REVOKE ALL ON FUNCTION compay.events_since(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.events_since(bigint, integer) TO compay_reader;
+
+--------------------------------------------------------------------------
+-- What compay emits.  Triggers on the owning tables, so that every change
+-- is emitted whichever function makes it; each adds one queued row.
+--------------------------------------------------------------------------
+
+-- job.state: every job's first state and each change of it.  Only rows
+-- this transaction created emit on INSERT (created_at is now()): a
+-- restore (pg_restore COPYs the rows back) or a bulk load of earlier rows
+-- emits nothing.  A restore fires no UPDATE trigger.
+CREATE FUNCTION compay.jobs_emit_event() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    PERFORM compay.emit_event('job.state', jsonb_build_object(
+        'job_id', NEW.id, 'task_id', NEW.task_id, 'requester', NEW.requester,
+        'provider', NEW.provider, 'task_type', NEW.task_type, 'currency', NEW.currency,
+        'status', NEW.status,
+        'previous_status', CASE WHEN TG_OP = 'UPDATE' THEN OLD.status::text END,
+        'amount', NEW.amount::text, 'payment_id', NEW.payment_id));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_emit_insert AFTER INSERT ON compay.jobs
+    FOR EACH ROW WHEN (NEW.created_at = pg_catalog.now())
+    EXECUTE FUNCTION compay.jobs_emit_event();
+CREATE TRIGGER jobs_emit_status AFTER UPDATE OF status ON compay.jobs
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION compay.jobs_emit_event();
+
+-- payment.completed: a payment that reached completed.
+CREATE FUNCTION compay.payments_emit_event() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    PERFORM compay.emit_event('payment.completed', jsonb_build_object(
+        'payment_id', NEW.id, 'task_id', NEW.task_id, 'from_node', NEW.from_node,
+        'to_node', NEW.to_node, 'amount', NEW.amount::text, 'currency', NEW.currency,
+        'method', NEW.method, 'transfer_id', NEW.transfer_id));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER payments_emit_insert AFTER INSERT ON compay.payments
+    FOR EACH ROW WHEN (NEW.status = 'completed' AND NEW.created_at = pg_catalog.now())
+    EXECUTE FUNCTION compay.payments_emit_event();
+CREATE TRIGGER payments_emit_status AFTER UPDATE OF status ON compay.payments
+    FOR EACH ROW WHEN (NEW.status = 'completed' AND OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION compay.payments_emit_event();
+
+-- payout.built, payout.relayed, payout.confirmed, payout.failed: a payout
+-- transaction reaching that state (queued is not an event).
+CREATE FUNCTION compay.payouts_emit_event() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    PERFORM compay.emit_event('payout.' || NEW.status::text, jsonb_build_object(
+        'payout_id', NEW.id, 'status', NEW.status, 'previous_status', OLD.status,
+        'amount', NEW.amount::text, 'fee', NEW.fee::text, 'tx_hash', NEW.tx_hash,
+        'confirmations', NEW.confirmations, 'last_error', NEW.last_error,
+        'nodes', (SELECT jsonb_agg(DISTINCT i.node_id) FROM compay.payout_items i
+                  WHERE i.payout_id = NEW.id)));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER payouts_emit_status AFTER UPDATE OF status ON compay.payout_transactions
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status <> 'queued')
+    EXECUTE FUNCTION compay.payouts_emit_event();
+
+REVOKE ALL ON FUNCTION compay.jobs_emit_event(), compay.payments_emit_event(),
+    compay.payouts_emit_event() FROM PUBLIC;
+-- Issue 16 (deposits): deposit requests (a fresh treasury subaddress per
+-- request, an amount, an expiry, confirmations; seen, partial, confirmed,
+-- expired, late), jobs funded by a deposit request (job states
+-- awaiting_deposit and cancelled), record_deposits crediting the
+-- requests' subaddresses, verify_ledger check 18.
+--------------------------------------------------------------------------
+--------------------------------------------------------------------------
+-- Deposit requests (issue 16): "pay this amount to this fresh subaddress
+-- before this time".  Each request has a subaddress of its own, made in
+-- the treasury wallet for it and never used by another request.  The
+-- deposit poll (src/payout.c, PollDeposits: the worker or CALL
+-- compay.poll_deposits()) shows what it sees in the pool or below the
+-- request's confirmations (state seen), credits each output once through
+-- compay.record_deposits (compay.xmr_deposits), and expires what is
+-- unpaid at its expiry.  A job may wait for its request: the escrow hold
+-- is placed in the transaction that credits the last output it needs.
+--
+-- States: pending (nothing seen), seen (an uncredited payment in the pool
+-- or below the confirmations), partial (credited, less than the amount),
+-- confirmed (credited the amount or more), expired (not paid in full at
+-- its expiry; what arrives later is still credited and flags it late).
+-- Lock order: the request row, then its job row, then the ledger's.
+--------------------------------------------------------------------------
+
+CREATE SEQUENCE compay.deposit_requests_id_seq;
+CREATE TABLE compay.deposit_requests (
+    id                 bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.deposit_requests_id_seq'),
+    node_id            text NOT NULL,
+    address            text NOT NULL CONSTRAINT deposit_requests_address_key UNIQUE,
+    -- A subaddress is never reused across requests.
+    address_index      integer NOT NULL CONSTRAINT deposit_requests_address_index_key UNIQUE
+                       CHECK (address_index > 0),
+    amount             compay.credit NOT NULL CHECK (amount > '0'),
+    confirmations      integer NOT NULL CHECK (confirmations BETWEEN 0 AND 1000),
+    expires_at         timestamptz NOT NULL,
+    state              text NOT NULL DEFAULT 'pending'
+                       CONSTRAINT deposit_requests_state
+                       CHECK (state IN ('pending', 'seen', 'partial', 'confirmed', 'expired')),
+    received           compay.credit NOT NULL DEFAULT '0',   -- credited, every output once
+    seen_amount        compay.credit NOT NULL DEFAULT '0',   -- in the pool or below the confirmations
+    seen_confirmations integer,                              -- the fewest of those
+    seen_tx_hashes     text[] NOT NULL DEFAULT '{}',
+    late               boolean NOT NULL DEFAULT false,       -- credited after it expired
+    job_id             bigint CONSTRAINT deposit_requests_job_key UNIQUE,
+    created_at         timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    seen_at            timestamptz,
+    confirmed_at       timestamptz,
+    expired_at         timestamptz,
+    CONSTRAINT deposit_requests_confirmed CHECK ((state = 'confirmed') = (confirmed_at IS NOT NULL)),
+    CONSTRAINT deposit_requests_expired CHECK ((state = 'expired') = (expired_at IS NOT NULL))
+);
+ALTER SEQUENCE compay.deposit_requests_id_seq OWNED BY compay.deposit_requests.id;
+CREATE INDEX deposit_requests_open ON compay.deposit_requests (expires_at)
+    WHERE state IN ('pending', 'seen', 'partial');
+CREATE INDEX deposit_requests_node ON compay.deposit_requests (node_id);
+COMMENT ON TABLE compay.deposit_requests IS
+    'deposit requests: an amount to pay to a fresh treasury subaddress before expires_at; what was seen and credited, and the job it funds';
+SELECT pg_catalog.pg_extension_config_dump('compay.deposit_requests', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.deposit_requests_id_seq', '');
+REVOKE ALL ON compay.deposit_requests FROM PUBLIC;
+GRANT SELECT ON compay.deposit_requests TO compay_reader;
+
+-- The state a request in flight is in after a change of what it received
+-- or saw (confirmed and expired are final).
+CREATE FUNCTION compay.deposit_request_state(r compay.deposit_requests) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT CASE WHEN r.state IN ('confirmed', 'expired') THEN r.state
+                WHEN r.received >= r.amount THEN 'confirmed'
+                WHEN r.seen_amount > '0' THEN 'seen'
+                WHEN r.received > '0' THEN 'partial'
+                ELSE 'pending' END
+$$;
+
+-- One event of a request (src/events.sql): deposit_request.seen,
+-- .partial, .confirmed, .expired or .late, sent when the transaction that
+-- changed the request commits.
+CREATE FUNCTION compay.deposit_request_event(kind text, r compay.deposit_requests) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.emit_event('deposit_request.' || kind,
+        jsonb_build_object('request_id', r.id, 'node_id', r.node_id, 'state', r.state,
+                           'amount', r.amount::text, 'received', r.received::text,
+                           'missing', CASE WHEN r.received >= r.amount THEN '0'
+                                           ELSE (r.amount - r.received)::text END,
+                           'pending', r.seen_amount::text, 'late', r.late,
+                           'job_id', r.job_id, 'address', r.address))
+$$;
+
+-- Asks the wallet for a fresh subaddress (create_address, then store) and
+-- records the request.  The wallet call happens before any row is written
+-- and holds no lock but the idempotency key's: a transaction that rolls
+-- back leaves an unused subaddress in the wallet (labelled
+-- compay-request:<installation>:<id>), never one shared by two requests.
+CREATE FUNCTION compay.request_deposit(node_id text, amount compay.credit,
+    expires_in interval DEFAULT '1 hour', confirmations integer DEFAULT NULL,
+    idempotency_key text DEFAULT NULL)
+RETURNS TABLE (request_id bigint, address text, amount_due compay.credit, expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    v_id bigint;
+    v_conf integer := coalesce(confirmations, compay.setting('compay.deposit_confirmations')::integer);
+    r jsonb;
+    a record;
+BEGIN
+    IF node_id IS NULL OR amount IS NULL OR expires_in IS NULL THEN
+        RAISE EXCEPTION 'node_id, amount and expires_in must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(node_id) NOT BETWEEN 1 AND 200 OR left(node_id, 1) = '$' THEN
+        RAISE EXCEPTION 'node id "%" cannot request a deposit', left(node_id, 64)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.check_node_id(node_id);
+    PERFORM compay.require_node(node_id);
+    IF amount <= '0' THEN
+        RAISE EXCEPTION 'a deposit request amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF expires_in <= interval '0' OR expires_in > interval '30 days' THEN
+        RAISE EXCEPTION 'a deposit request expires in more than 0 and at most 30 days'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('expires_in was %s.', expires_in);
+    END IF;
+    IF v_conf NOT BETWEEN 0 AND 1000 THEN
+        RAISE EXCEPTION 'a deposit request needs 0 to 1000 confirmations' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('confirmations was %s.', v_conf);
+    END IF;
+    IF idempotency_key IS NOT NULL THEN
+        v_id := compay.idempotency_claim(idempotency_key, 'request_deposit',
+                                         concat_ws(E'\n', node_id, amount, expires_in, v_conf));
+        IF v_id IS NOT NULL THEN
+            RETURN QUERY SELECT d.id, d.address, d.amount, d.expires_at
+                         FROM compay.deposit_requests d WHERE d.id = v_id;
+            RETURN;
+        END IF;
+    END IF;
+    v_id := nextval('compay.deposit_requests_id_seq');
+    r := compay.wallet_rpc('create_address', jsonb_build_object('account_index', 0, 'label',
+             'compay-request:' || substr((SELECT l.label_prefix FROM compay.deposit_label l), 8, 16)
+             || ':' || v_id));
+    SELECT * INTO a FROM compay.monero_address_info(coalesce(r->>'address', ''));
+    IF jsonb_typeof(r->'address') IS DISTINCT FROM 'string' OR NOT a.valid
+       OR a.network IS DISTINCT FROM compay.setting('compay.monero_network')
+       OR a.kind IS DISTINCT FROM 'subaddress'
+       OR coalesce(r->>'address_index', '') !~ '^[1-9][0-9]{0,8}$' THEN
+        RAISE EXCEPTION 'bad reply from the wallet to create_address'
+            USING ERRCODE = 'PY015',
+                  DETAIL = 'A deposit request address is a subaddress of compay.monero_network with a positive address_index; the wallet answered '
+                           || left(r::text, 200) || '.';
+    END IF;
+    -- A wallet restored from its seed counts its subaddresses from 1 again.
+    IF EXISTS (SELECT 1 FROM compay.deposit_requests d
+               WHERE d.address_index = (r->>'address_index')::integer OR d.address = r->>'address')
+       OR EXISTS (SELECT 1 FROM compay.deposit_addresses d
+                  WHERE d.address_index = (r->>'address_index')::integer OR d.address = r->>'address') THEN
+        RAISE EXCEPTION 'the wallet gave subaddress %, which compay has used already', r->>'address_index'
+            USING ERRCODE = 'PY024',
+                  DETAIL = 'A deposit subaddress is never given to two requests; nothing was recorded.',
+                  HINT = 'The treasury wallet lost its subaddresses (restored without them?): see docs/operations.md, "Restoring the treasury wallet".';
+    END IF;
+    PERFORM compay.wallet_rpc('store');
+    INSERT INTO compay.deposit_requests (id, node_id, address, address_index, amount, confirmations, expires_at)
+    VALUES (v_id, node_id, r->>'address', (r->>'address_index')::integer, amount, v_conf, now() + expires_in);
+    IF idempotency_key IS NOT NULL THEN
+        PERFORM compay.idempotency_record(idempotency_key, v_id);
+    END IF;
+    RETURN QUERY SELECT d.id, d.address, d.amount, d.expires_at FROM compay.deposit_requests d WHERE d.id = v_id;
+END $$;
+COMMENT ON FUNCTION compay.request_deposit(text, compay.credit, interval, integer, text) IS
+    'a deposit request: a fresh treasury subaddress (create_address) to which the node pays amount before now() + expires_in; credited after confirmations (default compay.deposit_confirmations)';
+
+-- What a requester watches: credited, missing, state, what is in flight.
+CREATE VIEW compay.deposit_requests_v AS
+SELECT r.id, r.node_id, r.address, r.address_index, r.amount, r.received,
+       CASE WHEN r.received >= r.amount THEN '0'::compay.credit ELSE r.amount - r.received END AS missing,
+       r.state, r.late, r.seen_amount AS pending, r.seen_confirmations AS confirmations_seen,
+       r.confirmations AS confirmations_required,
+       ARRAY(SELECT h FROM (SELECT x.tx_hash FROM compay.xmr_deposits x
+                            WHERE x.address_index = r.address_index
+                            UNION SELECT unnest(r.seen_tx_hashes)) s (h) ORDER BY h) AS tx_hashes,
+       j.task_id, j.status AS job_status, r.expires_at, r.created_at, r.seen_at, r.confirmed_at,
+       r.expired_at
+FROM compay.deposit_requests r
+LEFT JOIN compay.jobs j ON j.id = r.job_id;
+COMMENT ON VIEW compay.deposit_requests_v IS
+    'each deposit request: received (credited), missing, state, late, pending (seen, not credited yet) with its confirmations, tx hashes, the job it funds';
+REVOKE ALL ON compay.deposit_requests_v FROM PUBLIC;
+GRANT SELECT ON compay.deposit_requests_v TO compay_reader;
+
+CREATE FUNCTION compay.deposit_request_status(request_id bigint) RETURNS compay.deposit_requests_v
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v compay.deposit_requests_v;
+BEGIN
+    IF request_id IS NULL THEN
+        RAISE EXCEPTION 'request_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO v FROM compay.deposit_requests_v d WHERE d.id = request_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'deposit request % does not exist', request_id USING ERRCODE = 'PY023';
+    END IF;
+    PERFORM compay.require_node(v.node_id);
+    RETURN v;
+END $$;
+COMMENT ON FUNCTION compay.deposit_request_status(bigint) IS
+    'one deposit request as compay.deposit_requests_v shows it (a node role sees its own only)';
+
+-- Every subaddress whose deposits compay credits: the nodes' static ones
+-- and the requests' (src/payout.c reads it too).
+CREATE VIEW compay.deposit_subaddresses AS
+SELECT d.address_index, d.node_id, NULL::bigint AS request_id, NULL::integer AS confirmations
+FROM compay.deposit_addresses d
+UNION ALL
+SELECT r.address_index, r.node_id, r.id, r.confirmations
+FROM compay.deposit_requests r;
+COMMENT ON VIEW compay.deposit_subaddresses IS
+    'the treasury subaddresses deposits are credited from: one per node (deposit_addresses) and one per deposit request, with the request''s confirmations';
+REVOKE ALL ON compay.deposit_subaddresses FROM PUBLIC;
+GRANT SELECT ON compay.deposit_subaddresses TO compay_reader;
+
+-- The payments to open requests in a get_transfers reply (in and pool) at
+-- the wallet's height that are not credited yet, with their confirmations
+-- (0 in the pool).
+CREATE FUNCTION compay.deposit_request_flight(reply jsonb, height bigint)
+RETURNS TABLE (request_id bigint, txid text, amount compay.credit, confirmations bigint)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT d.id, e.e->>'txid', compay.credit_from_atomic((e.e->>'amount')::numeric),
+           CASE WHEN e.pool OR (e.e->>'height')::bigint = 0 THEN 0
+                ELSE greatest($2 - (e.e->>'height')::bigint, 0) END
+    FROM (SELECT x, false FROM jsonb_array_elements(coalesce($1->'in', '[]')) x
+          UNION ALL
+          SELECT x, true FROM jsonb_array_elements(coalesce($1->'pool', '[]')) x) e (e, pool)
+    JOIN compay.deposit_requests d ON d.address_index::text = e.e->'subaddr_index'->>'minor'
+    WHERE e.e->'subaddr_index'->>'major' = '0' AND d.state IN ('pending', 'seen', 'partial')
+      AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x
+                      WHERE x.tx_hash = e.e->>'txid' AND x.address_index = d.address_index)
+$$;
+
+-- The poll, with the wallet's get_transfers reply (in and pool) for the
+-- open requests' subaddresses at the wallet's height: records what each
+-- open request has in flight (not credited yet), and returns the
+-- subaddress indices with a payment that has its confirmations (the poll
+-- reads their outputs and credits them), or NULL.
+CREATE FUNCTION compay.record_deposit_requests(reply jsonb, height bigint) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    r compay.deposit_requests;
+    v_state text;
+BEGIN
+    IF jsonb_typeof(coalesce(reply->'in', '[]')) <> 'array' OR jsonb_typeof(coalesce(reply->'pool', '[]')) <> 'array'
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(reply->'in', '[]') || coalesce(reply->'pool', '[]')) e
+                  WHERE coalesce(e->>'txid', '') !~ '^[0-9a-f]{64}$' OR coalesce(e->>'amount', '') !~ '^[0-9]{1,20}$'
+                     OR coalesce(e->>'height', '') !~ '^[0-9]{1,15}$') THEN
+        RAISE EXCEPTION 'bad reply from the wallet to get_transfers'
+            USING ERRCODE = 'PY015',
+                  DETAIL = 'Every transfer has a 64-digit hexadecimal txid, an amount and a height; nothing was recorded.';
+    END IF;
+    FOR r IN SELECT d.* FROM compay.deposit_requests d
+             WHERE d.state IN ('pending', 'seen', 'partial')
+               AND (d.seen_amount > '0'
+                    OR d.id IN (SELECT f.request_id FROM compay.deposit_request_flight(reply, height) f))
+             ORDER BY d.id LIMIT 10000 FOR UPDATE
+    LOOP
+        SELECT coalesce(compay.sum(f.amount), '0'), min(f.confirmations),
+               coalesce(array_agg(DISTINCT f.txid), '{}')
+        INTO r.seen_amount, r.seen_confirmations, r.seen_tx_hashes
+        FROM compay.deposit_request_flight(reply, height) f WHERE f.request_id = r.id;
+        v_state := r.state;
+        r.state := compay.deposit_request_state(r);
+        IF r.seen_amount > '0' AND r.seen_at IS NULL THEN
+            r.seen_at := now();
+        END IF;
+        UPDATE compay.deposit_requests d
+        SET seen_amount = r.seen_amount, seen_confirmations = r.seen_confirmations,
+            seen_tx_hashes = r.seen_tx_hashes, state = r.state, seen_at = r.seen_at
+        WHERE d.id = r.id;
+        IF r.state = 'seen' AND v_state <> 'seen' THEN
+            PERFORM compay.deposit_request_event('seen', r);
+        END IF;
+    END LOOP;
+    RETURN (SELECT string_agg(DISTINCT d.address_index::text, ',')
+            FROM compay.deposit_request_flight(reply, height) f
+            JOIN compay.deposit_requests d ON d.id = f.request_id
+            WHERE f.confirmations >= greatest(d.confirmations, 1));
+END $$;
+COMMENT ON FUNCTION compay.record_deposit_requests(jsonb, bigint) IS
+    'the deposit poll: records what each open deposit request has in the pool or below its confirmations; returns the subaddress indices with outputs to credit';
+
+-- compay.record_deposits, in the transaction that credits an output to a
+-- request's subaddress (the request row locked first): the request's
+-- received amount, its state, and, when it is paid in full, its job's
+-- escrow hold.
+CREATE FUNCTION compay.deposit_request_credited(request_id bigint, amount compay.credit) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    r compay.deposit_requests;
+    v_state text;
+BEGIN
+    SELECT * INTO STRICT r FROM compay.deposit_requests d WHERE d.id = request_id FOR UPDATE;
+    v_state := r.state;
+    r.received := r.received + amount;
+    r.seen_amount := CASE WHEN r.seen_amount > amount THEN r.seen_amount - amount ELSE '0' END;
+    IF r.seen_amount = '0' THEN
+        r.seen_confirmations := NULL;
+    END IF;
+    r.late := r.late OR r.state = 'expired';
+    r.state := compay.deposit_request_state(r);
+    IF r.state = 'confirmed' AND v_state <> 'confirmed' THEN
+        r.confirmed_at := now();
+    END IF;
+    UPDATE compay.deposit_requests d
+    SET received = r.received, seen_amount = r.seen_amount, seen_confirmations = r.seen_confirmations,
+        late = r.late, state = r.state, confirmed_at = r.confirmed_at
+    WHERE d.id = r.id;
+    IF r.state = 'confirmed' AND v_state <> 'confirmed' THEN
+        IF r.job_id IS NOT NULL THEN
+            PERFORM compay.fund_job_from_deposit(r);
+        END IF;
+        PERFORM compay.deposit_request_event('confirmed', r);
+    ELSIF r.late THEN
+        PERFORM compay.deposit_request_event('late', r);
+    ELSIF r.state IN ('partial', 'seen') THEN
+        PERFORM compay.deposit_request_event('partial', r);
+    END IF;
+END $$;
+
+-- The escrow hold of a job its request has paid: the job becomes
+-- submitted, its timeout counted from now.  A hold that fails (the
+-- deposit went to a shortfall the requester owed) cancels the job and
+-- says why; the deposit stays credited.
+CREATE FUNCTION compay.fund_job_from_deposit(r compay.deposit_requests) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    j compay.jobs;
+    v_hold bigint;
+BEGIN
+    SELECT * INTO j FROM compay.jobs WHERE jobs.id = r.job_id FOR UPDATE;
+    IF NOT FOUND OR j.status <> 'awaiting_deposit' THEN
+        RETURN;
+    END IF;
+    BEGIN
+        v_hold := compay.reserve(j.requester, r.amount, 'escrow:' || j.task_id, NULL, NULL, j.currency);
+    EXCEPTION WHEN OTHERS THEN
+        UPDATE compay.jobs
+        SET status = 'cancelled', updated_at = now(),
+            payment_error = left(format('deposit request %s was paid, but the escrow hold failed: %s', r.id, SQLERRM), 500)
+        WHERE jobs.id = j.id;
+        RAISE WARNING 'job "%" is cancelled: its escrow hold failed: %', left(j.task_id, 64), SQLERRM
+            USING DETAIL = format('Deposit request %s is credited to node "%s".', r.id, left(r.node_id, 64));
+        RETURN;
+    END;
+    UPDATE compay.jobs
+    SET status = 'submitted', max_amount = r.amount, escrow_hold_id = v_hold,
+        timeout_at = now() + j.timeout, updated_at = now()
+    WHERE jobs.id = j.id;
+END $$;
+
+-- The poll: every open request past its expiry that is not paid in full,
+-- counting what is in flight (a payment seen in time is waited for), is
+-- expired, and the job it funds is cancelled.  Returns how many.
+CREATE FUNCTION compay.expire_deposit_requests() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    r compay.deposit_requests;
+    v_n integer := 0;
+BEGIN
+    FOR r IN SELECT d.* FROM compay.deposit_requests d
+             WHERE d.state IN ('pending', 'seen', 'partial') AND d.expires_at <= now()
+               AND d.received + d.seen_amount < d.amount
+             ORDER BY d.id LIMIT 10000 FOR UPDATE SKIP LOCKED
+    LOOP
+        r.state := 'expired';
+        r.expired_at := now();
+        UPDATE compay.deposit_requests d SET state = r.state, expired_at = r.expired_at WHERE d.id = r.id;
+        IF r.job_id IS NOT NULL THEN
+            UPDATE compay.jobs
+            SET status = 'cancelled', updated_at = now(),
+                payment_error = format('deposit request %s expired with %s of %s XMR received',
+                                       r.id, r.received, r.amount)
+            WHERE jobs.id = r.job_id AND jobs.status = 'awaiting_deposit';
+        END IF;
+        PERFORM compay.deposit_request_event('expired', r);
+        v_n := v_n + 1;
+    END LOOP;
+    RETURN v_n;
+END $$;
+COMMENT ON FUNCTION compay.expire_deposit_requests() IS
+    'the deposit poll: expires the open deposit requests past their expiry that are not paid in full (counting payments in flight) and cancels their jobs; returns how many';
+
+-- A job that waits for a deposit request of its escrow (max_amount XMR):
+-- state awaiting_deposit until the request is paid in full (then the
+-- hold is placed and it is submitted), cancelled if the request expires.
+-- The same task id with the same arguments returns the same job and
+-- request.
+CREATE FUNCTION compay.submit_job_funded_by_deposit(task_id text, requester text, task_type text,
+    max_amount compay.credit, timeout interval DEFAULT '24 hours', expires_in interval DEFAULT '1 hour',
+    confirmations integer DEFAULT NULL)
+RETURNS TABLE (job_id bigint, request_id bigint, address text, amount_due compay.credit, expires_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j compay.jobs;
+    v_currency text;
+    v_req record;
+BEGIN
+    IF task_id IS NULL OR requester IS NULL OR task_type IS NULL OR max_amount IS NULL
+       OR timeout IS NULL THEN
+        RAISE EXCEPTION 'task_id, requester, task_type, max_amount and timeout must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM compay.require_node(requester);
+    IF length(task_id) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'a task id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_amount <= '0' THEN
+        RAISE EXCEPTION 'the escrow amount must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF timeout <= interval '0' THEN
+        RAISE EXCEPTION 'a job timeout must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_currency := compay.task_currency(task_type);
+    IF v_currency IS DISTINCT FROM 'XMR' THEN
+        RAISE EXCEPTION 'task type "%" is paid in %, not XMR', left(task_type, 64), coalesce(v_currency, 'no currency')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A deposit request funds an XMR escrow only.',
+                  HINT = 'Submit it with compay.submit_job() instead.';
+    END IF;
+    SELECT * INTO j FROM compay.jobs WHERE jobs.task_id = submit_job_funded_by_deposit.task_id;
+    IF FOUND THEN
+        SELECT d.id, d.address, d.amount, d.expires_at INTO v_req
+        FROM compay.deposit_requests d WHERE d.job_id = j.id;
+        IF v_req.id IS NOT NULL AND j.requester = requester AND j.task_type = task_type
+           AND v_req.amount = max_amount AND j.timeout = timeout THEN
+            RETURN QUERY SELECT j.id, v_req.id, v_req.address, v_req.amount, v_req.expires_at;
+            RETURN;
+        END IF;
+        RAISE EXCEPTION 'task "%" was already submitted with other arguments', left(task_id, 64)
+            USING ERRCODE = 'PY005',
+                  DETAIL = 'A retry returns the job only with the same requester, task type, amount and timeout, funded by a deposit request.';
+    END IF;
+    SELECT * INTO v_req FROM compay.request_deposit(requester, max_amount, expires_in, confirmations);
+    INSERT INTO compay.jobs (task_id, requester, task_type, currency, status, timeout)
+    VALUES (task_id, requester, task_type, v_currency, 'awaiting_deposit', timeout)
+    RETURNING * INTO j;
+    UPDATE compay.deposit_requests d SET job_id = j.id WHERE d.id = v_req.request_id;
+    RETURN QUERY SELECT j.id, v_req.request_id, v_req.address, v_req.amount_due, v_req.expires_at;
+END $$;
+COMMENT ON FUNCTION compay.submit_job_funded_by_deposit(text, text, text, compay.credit, interval, interval, integer) IS
+    'records a job awaiting a deposit request of max_amount XMR: paid in full, the escrow is held and the job submitted in the same transaction; expired, the job is cancelled';
+
+REVOKE ALL ON FUNCTION compay.deposit_request_state(compay.deposit_requests),
+    compay.deposit_request_event(text, compay.deposit_requests),
+    compay.request_deposit(text, compay.credit, interval, integer, text),
+    compay.deposit_request_status(bigint),
+    compay.deposit_request_flight(jsonb, bigint),
+    compay.record_deposit_requests(jsonb, bigint),
+    compay.deposit_request_credited(bigint, compay.credit),
+    compay.fund_job_from_deposit(compay.deposit_requests),
+    compay.expire_deposit_requests(),
+    compay.submit_job_funded_by_deposit(text, text, text, compay.credit, interval, interval, integer)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.request_deposit(text, compay.credit, interval, integer, text),
+    compay.deposit_request_status(bigint) TO compay_app, compay_node;
+GRANT EXECUTE ON FUNCTION compay.deposit_request_status(bigint) TO compay_reader;
+GRANT EXECUTE ON FUNCTION
+    compay.submit_job_funded_by_deposit(text, text, text, compay.credit, interval, interval, integer)
+    TO compay_app;
+
+-- The job states of deposit-funded jobs (appended, as the upgrade does).
+ALTER TYPE compay.job_status ADD VALUE 'awaiting_deposit';
+ALTER TYPE compay.job_status ADD VALUE 'cancelled';
+
+-- record_deposits credits the requests' subaddresses too, each with its
+-- confirmations (text: src/deposit.sql).
+CREATE OR REPLACE FUNCTION compay.record_deposits(reply jsonb, height bigint) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_min integer := compay.setting('compay.deposit_confirmations')::integer;
+    t record;
+    v_n integer := 0;
+    v_transfer bigint;
+BEGIN
+    -- Every output's tx hash is a hash before anything is credited.
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(reply->'transfers', '[]')) e
+               WHERE coalesce(e->>'tx_hash', '') !~ '^[0-9a-f]{64}$') THEN
+        RAISE EXCEPTION 'bad reply from the wallet to incoming_transfers'
+            USING ERRCODE = 'PY015',
+                  DETAIL = 'Every output''s tx_hash is 64 lower-case hexadecimal digits; nothing was credited.';
+    END IF;
+    FOR t IN
+        SELECT e->>'tx_hash' AS txid, (e->>'global_index')::bigint AS output,
+               (e->'subaddr_index'->>'minor')::integer AS idx,
+               compay.credit_from_atomic((e->>'amount')::numeric) AS amount,
+               (e->>'block_height')::bigint AS block_height, d.node_id, d.request_id
+        FROM jsonb_array_elements(coalesce(reply->'transfers', '[]')) e
+        JOIN compay.deposit_subaddresses d
+          ON d.address_index = (e->'subaddr_index'->>'minor')::integer
+        WHERE (e->'subaddr_index'->>'major')::integer = 0
+          AND (e->>'block_height')::bigint > 0
+          AND record_deposits.height - (e->>'block_height')::bigint >= coalesce(d.confirmations, v_min)
+        ORDER BY 1, 2
+    LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM compay.xmr_deposits x
+                              WHERE x.tx_hash = t.txid AND x.global_index = t.output);
+        -- Each output on its own: one that cannot be credited (a node id
+        -- the ledger refuses, a second runner that credited it first) is
+        -- left for the next round, with a warning, and the others are
+        -- credited.  No idempotency key: xmr_deposits' primary key is what
+        -- credits an output once, and a key (public: tx hash and output
+        -- index) could be claimed first by anyone who may call a money
+        -- function with a key.
+        BEGIN
+            -- A deposit request's row and its job's first (src/deposit_request.sql).
+            PERFORM 1 FROM compay.deposit_requests r WHERE r.id = t.request_id FOR UPDATE;
+            PERFORM 1 FROM compay.jobs j
+            WHERE j.id = (SELECT r.job_id FROM compay.deposit_requests r WHERE r.id = t.request_id)
+            FOR UPDATE;
+            v_transfer := compay.deposit_from_wallet(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
+                                                     NULL);
+            INSERT INTO compay.xmr_deposits (tx_hash, global_index, address_index, node_id, amount,
+                                             block_height, transfer_id)
+            VALUES (t.txid, t.output, t.idx, t.node_id, t.amount, t.block_height, v_transfer);
+            IF t.request_id IS NOT NULL THEN
+                PERFORM compay.deposit_request_credited(t.request_id, t.amount);
+            END IF;
+            v_n := v_n + 1;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'deposit output %:% to node "%" is not credited: %',
+                t.txid, t.output, left(t.node_id, 64), SQLERRM
+                USING DETAIL = 'It stays listed by the wallet and is credited by a later round once the cause is gone.';
+        END;
+    END LOOP;
+    RETURN v_n;
+END $$;
+
+-- verify_ledger check 18 (text: src/verify.sql).
 CREATE OR REPLACE FUNCTION compay.verify_ledger()
 RETURNS TABLE (check_name text, ok boolean, detail text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -7545,6 +8392,28 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                  OR h.node_id <> s.payee OR h.currency <> 'XMR'
                  OR EXISTS (SELECT 1 FROM compay.payments p WHERE p.settlement_id = s.id)
                  OR EXISTS (SELECT 1 FROM compay.verifications v WHERE v.settlement_id = s.id))) bad
+    UNION ALL
+    -- 19. A deposit request (src/deposit_request.sql) has received exactly
+    -- the outputs credited to its subaddress, which no node's static
+    -- deposit address shares; it is confirmed once they cover its amount
+    -- (unless it expired first); a job awaiting its deposit has an open
+    -- request.
+    SELECT 'deposit_requests_match_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposit requests match their outputs')
+    FROM (SELECT 'request ' || r.id AS what
+          FROM compay.deposit_requests r
+          LEFT JOIN (SELECT x.address_index, compay.sum_atomic(x.amount) AS total
+                     FROM compay.xmr_deposits x GROUP BY x.address_index) x
+                 ON x.address_index = r.address_index
+          WHERE compay.atomic(r.received) <> coalesce(x.total, 0)
+             OR (r.state <> 'expired' AND (r.state = 'confirmed') <> (r.received >= r.amount))
+             OR EXISTS (SELECT 1 FROM compay.deposit_addresses d WHERE d.address_index = r.address_index)
+          UNION ALL
+          SELECT 'job ' || j.task_id
+          FROM compay.jobs j
+          WHERE j.status::text = 'awaiting_deposit'
+            AND NOT EXISTS (SELECT 1 FROM compay.deposit_requests r
+                            WHERE r.job_id = j.id AND r.state IN ('pending', 'seen', 'partial'))) bad
 $$;
 -- Issue 14 (hapay): payouts noted in the wallet before relay and adopted from it
 -- after a lost end of WAL (src/payout_reconcile.sql).
@@ -7787,6 +8656,59 @@ REVOKE ALL ON FUNCTION compay.payout_note_prefix(), compay.payout_wallet_note(bi
 GRANT EXECUTE ON FUNCTION compay.reconcile_wallet() TO compay_admin;
 
 -- Issue 14 (hapay): compay.diagnose() warns of payouts adopted from the wallet.
+    -- 18. A deposit request (src/deposit_request.sql) has received exactly
+    -- the outputs credited to its subaddress, which no node's static
+    -- deposit address shares; it is confirmed once they cover its amount
+    -- (unless it expired first); a job awaiting its deposit has an open
+    -- request.
+    SELECT 'deposit_requests_match_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposit requests match their outputs')
+    FROM (SELECT 'request ' || r.id AS what
+          FROM compay.deposit_requests r
+          LEFT JOIN (SELECT x.address_index, compay.sum_atomic(x.amount) AS total
+                     FROM compay.xmr_deposits x GROUP BY x.address_index) x
+                 ON x.address_index = r.address_index
+          WHERE compay.atomic(r.received) <> coalesce(x.total, 0)
+             OR (r.state <> 'expired' AND (r.state = 'confirmed') <> (r.received >= r.amount))
+             OR EXISTS (SELECT 1 FROM compay.deposit_addresses d WHERE d.address_index = r.address_index)
+          UNION ALL
+          SELECT 'job ' || j.task_id
+          FROM compay.jobs j
+          WHERE j.status::text = 'awaiting_deposit'
+            AND NOT EXISTS (SELECT 1 FROM compay.deposit_requests r
+                            WHERE r.job_id = j.id AND r.state IN ('pending', 'seen', 'partial'))) bad
+$$;
+
+-- Deposit requests (src/deposit_request.sql).
+CREATE FUNCTION compay.request_deposit(node_id text, amount numeric,
+    expires_in interval DEFAULT '1 hour', confirmations integer DEFAULT NULL,
+    idempotency_key text DEFAULT NULL)
+    RETURNS TABLE (request_id bigint, address text, amount_due compay.credit, expires_at timestamptz)
+    LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT * FROM compay.request_deposit(node_id, amount::compay.credit, expires_in, confirmations,
+                                         idempotency_key)
+$$;
+CREATE FUNCTION compay.submit_job_funded_by_deposit(task_id text, requester text, task_type text,
+    max_amount numeric, timeout interval DEFAULT '24 hours', expires_in interval DEFAULT '1 hour',
+    confirmations integer DEFAULT NULL)
+    RETURNS TABLE (job_id bigint, request_id bigint, address text, amount_due compay.credit,
+                   expires_at timestamptz)
+    LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT * FROM compay.submit_job_funded_by_deposit(task_id, requester, task_type,
+                                                      max_amount::compay.credit, timeout, expires_in,
+                                                      confirmations)
+$$;
+REVOKE ALL ON FUNCTION compay.request_deposit(text, numeric, interval, integer, text),
+    compay.submit_job_funded_by_deposit(text, text, text, numeric, interval, interval, integer)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.request_deposit(text, numeric, interval, integer, text)
+    TO compay_app, compay_node;
+GRANT EXECUTE ON FUNCTION
+    compay.submit_job_funded_by_deposit(text, text, text, numeric, interval, interval, integer)
+    TO compay_app;
+
+-- compay.diagnose() check 9: subaddresses near the restore lookahead
+-- (text: src/wallet_tools.sql).
 CREATE OR REPLACE FUNCTION compay.diagnose()
 RETURNS TABLE (name text, status text, advice text, detail text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -7805,6 +8727,10 @@ DECLARE
     n_adopted bigint;
     n_gave_up bigint;
     bad text;
+    n_gave_up bigint;
+    bad text;
+    top_index integer;
+    lookahead integer;
 BEGIN
     -- 1. A runner: the worker, or pg_cron jobs for settlements and payouts.
     SELECT * INTO w FROM compay.worker_status() ws;
@@ -7991,3 +8917,23 @@ BEGIN
     END IF;
     RETURN NEXT;
 END $$;
+
+    -- 9. A restore from seed sees every deposit subaddress (issue 16):
+    -- the highest index compay used is not within a tenth of the lookahead.
+    name := 'subaddresses';
+    top_index := (SELECT max(s.address_index) FROM compay.deposit_subaddresses s);
+    lookahead := compay.setting('compay.subaddress_lookahead')::integer;
+    detail := format('highest deposit subaddress index %s, compay.subaddress_lookahead %s',
+                     coalesce(top_index, 0), lookahead);
+    IF coalesce(top_index, 0) >= lookahead - lookahead / 10 THEN
+        status := 'warn';
+        advice := format('Restore the treasury wallet with --subaddress-lookahead 50:%s or more (docs/operations.md), then raise compay.subaddress_lookahead to match.',
+                         (coalesce(top_index, 0) + 1) * 2);
+    ELSE
+        status := 'ok';
+        advice := 'A restore of the treasury wallet with compay.subaddress_lookahead sees every deposit subaddress.';
+    END IF;
+    RETURN NEXT;
+END $$;
+COMMENT ON FUNCTION compay.diagnose() IS
+    'one row per check of what payments need (runner, wallet, wallet sync, unlocked balance, payouts, settlements, ledger, settings, subaddresses): ok, warn or fail with one sentence of advice and the figures (calls the wallet and the daemon; not inside a transaction that holds ledger locks)';

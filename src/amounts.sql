@@ -153,3 +153,30 @@ CREATE FUNCTION compay.request_withdrawal(node_id text, amount numeric,
     RETURN compay.request_withdrawal(node_id, amount::compay.credit, idempotency_key);
 REVOKE ALL ON FUNCTION compay.request_withdrawal(text, numeric, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.request_withdrawal(text, numeric, text) TO compay_app, compay_node;
+-- Deposit requests (src/deposit_request.sql).
+CREATE FUNCTION compay.request_deposit(node_id text, amount numeric,
+    expires_in interval DEFAULT '1 hour', confirmations integer DEFAULT NULL,
+    idempotency_key text DEFAULT NULL)
+    RETURNS TABLE (request_id bigint, address text, amount_due compay.credit, expires_at timestamptz)
+    LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT * FROM compay.request_deposit(node_id, amount::compay.credit, expires_in, confirmations,
+                                         idempotency_key)
+$$;
+CREATE FUNCTION compay.submit_job_funded_by_deposit(task_id text, requester text, task_type text,
+    max_amount numeric, timeout interval DEFAULT '24 hours', expires_in interval DEFAULT '1 hour',
+    confirmations integer DEFAULT NULL)
+    RETURNS TABLE (job_id bigint, request_id bigint, address text, amount_due compay.credit,
+                   expires_at timestamptz)
+    LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT * FROM compay.submit_job_funded_by_deposit(task_id, requester, task_type,
+                                                      max_amount::compay.credit, timeout, expires_in,
+                                                      confirmations)
+$$;
+REVOKE ALL ON FUNCTION compay.request_deposit(text, numeric, interval, integer, text),
+    compay.submit_job_funded_by_deposit(text, text, text, numeric, interval, interval, integer)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.request_deposit(text, numeric, interval, integer, text)
+    TO compay_app, compay_node;
+GRANT EXECUTE ON FUNCTION
+    compay.submit_job_funded_by_deposit(text, text, text, numeric, interval, interval, integer)
+    TO compay_app;

@@ -13,6 +13,7 @@
 #include "fmgr.h"
 #include "utils/guc.h"
 
+#include "events.h"
 #include "jobs.h"
 #include "ledger.h"
 #include "payout.h"
@@ -36,6 +37,7 @@ _PG_init(void)
 	PayoutReconcileInit();		/* payout_reconcile.c: notes, adoption from the wallet */
 	PayoutRunInit();			/* payout_run.c: how payouts and deposits run, health */
 	WalletRpcInit();			/* wallet_rpc.c: the wallet and daemon RPC */
+	EventsInit();				/* events.c: payment events, their retention */
 
 	MarkGUCPrefixReserved("compay");
 }

@@ -64,6 +64,13 @@
 /* A wallet transaction with compay's payout note that this database cannot
  * adopt (SQL: payout_reconcile.sql). */
 #define ERRCODE_COMPAY_UNMATCHED_WALLET_TX	MAKE_SQLSTATE('P','Y','0','2','2')
+/* A deposit request id that does not exist (SQL: deposit_request.sql). */
+#define ERRCODE_COMPAY_DEPOSIT_REQUEST_UNKNOWN	MAKE_SQLSTATE('P','Y','0','2','3')
+/* The wallet gave a subaddress compay used already, as a wallet restored
+ * without its subaddresses does (SQL: deposit_request.sql). */
+#define ERRCODE_COMPAY_SUBADDRESS_REUSED	MAKE_SQLSTATE('P','Y','0','2','4')
+/* events_since() from an id whose successors retention deleted (SQL: events.sql). */
+#define ERRCODE_COMPAY_EVENTS_EXPIRED		MAKE_SQLSTATE('P','Y','0','2','6')
 /* remove_payout_address of an address the node does not have (SQL:
  * payout_addresses.sql). */
 #define ERRCODE_COMPAY_UNKNOWN_PAYOUT_ADDRESS	MAKE_SQLSTATE('P','Y','0','2','7')

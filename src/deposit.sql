@@ -90,8 +90,9 @@ COMMENT ON FUNCTION compay.deposit_address(text) IS
     'the node''s deposit subaddress of the treasury wallet, made (create_address, then store) on first use, or adopted if a rolled-back call made it';
 
 -- Credits the outputs the worker read (incoming_transfers, at the
--- wallet's height) that reached compay.deposit_confirmations and were not
--- credited yet: once per output, by tx hash and global output index.
+-- wallet's height) that reached compay.deposit_confirmations (a deposit
+-- request's: its own confirmations) and were not credited yet: once per
+-- output, by tx hash and global output index.
 -- Returns how many.
 CREATE FUNCTION compay.record_deposits(reply jsonb, height bigint) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
@@ -112,13 +113,13 @@ BEGIN
         SELECT e->>'tx_hash' AS txid, (e->>'global_index')::bigint AS output,
                (e->'subaddr_index'->>'minor')::integer AS idx,
                compay.credit_from_atomic((e->>'amount')::numeric) AS amount,
-               (e->>'block_height')::bigint AS block_height, d.node_id
+               (e->>'block_height')::bigint AS block_height, d.node_id, d.request_id
         FROM jsonb_array_elements(coalesce(reply->'transfers', '[]')) e
-        JOIN compay.deposit_addresses d
+        JOIN compay.deposit_subaddresses d
           ON d.address_index = (e->'subaddr_index'->>'minor')::integer
         WHERE (e->'subaddr_index'->>'major')::integer = 0
           AND (e->>'block_height')::bigint > 0
-          AND record_deposits.height - (e->>'block_height')::bigint >= v_min
+          AND record_deposits.height - (e->>'block_height')::bigint >= coalesce(d.confirmations, v_min)
         ORDER BY 1, 2
     LOOP
         CONTINUE WHEN EXISTS (SELECT 1 FROM compay.xmr_deposits x
@@ -131,11 +132,19 @@ BEGIN
         -- index) could be claimed first by anyone who may call a money
         -- function with a key.
         BEGIN
+            -- A deposit request's row and its job's first (src/deposit_request.sql).
+            PERFORM 1 FROM compay.deposit_requests r WHERE r.id = t.request_id FOR UPDATE;
+            PERFORM 1 FROM compay.jobs j
+            WHERE j.id = (SELECT r.job_id FROM compay.deposit_requests r WHERE r.id = t.request_id)
+            FOR UPDATE;
             v_transfer := compay.deposit_from_wallet(t.node_id, t.amount, 'XMR', 'xmr:' || t.txid,
                                                      NULL);
             INSERT INTO compay.xmr_deposits (tx_hash, global_index, address_index, node_id, amount,
                                              block_height, transfer_id)
             VALUES (t.txid, t.output, t.idx, t.node_id, t.amount, t.block_height, v_transfer);
+            IF t.request_id IS NOT NULL THEN
+                PERFORM compay.deposit_request_credited(t.request_id, t.amount);
+            END IF;
             v_n := v_n + 1;
         EXCEPTION WHEN OTHERS THEN
             RAISE WARNING 'deposit output %:% to node "%" is not credited: %',

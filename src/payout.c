@@ -70,6 +70,7 @@ static int	payout_batch_max = 15;
 static int	payout_confirmations = 10;
 static int	payout_fee_payer = 0;
 static int	deposit_confirmations = 10;
+static int	subaddress_lookahead = 200;
 static bool payout_auto_relay = true;
 static int	test_payout_pause = 0;
 
@@ -149,6 +150,11 @@ PayoutInit(void)
 							"A reorganisation can move a deposit to another block: the worker reads the incoming transfers of the last this many scanned blocks again each round (nothing already credited is credited again).",
 							&deposit_rescan_blocks, 10, 0, 100000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("compay.subaddress_lookahead",
+							"Subaddress lookahead (minor) a restore of the treasury wallet from its seed uses.",
+							"compay.diagnose() warns when the highest deposit subaddress index compay used comes within a tenth of it: a wallet restored with this lookahead would not see deposits beyond it (docs/operations.md).",
+							&subaddress_lookahead, 200, 1, 100000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("compay.payout_auto_relay",
 							 "Whether the worker relays payout transactions once built.",
 							 "Off: payouts stop at built (recorded and debited, nothing sent) until it is on again, for a review.",
@@ -563,14 +569,14 @@ ConfirmOne(int64 after_id, int64 *id)
 #define UNCREDITED_SQL(expr) \
 	"SELECT " expr " " \
 	"FROM jsonb_array_elements(coalesce($1::jsonb->'in', '[]')) e " \
-	"JOIN compay.deposit_addresses d " \
+	"JOIN compay.deposit_subaddresses d " \
 	"  ON d.address_index::text = e->'subaddr_index'->>'minor' " \
 	"WHERE e->'subaddr_index'->>'major' = '0' " \
 	"  AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x " \
 	"                  WHERE x.tx_hash = e->>'txid' AND x.address_index = d.address_index)"
 
-int64
-PollDeposits(void)
+static int64
+ScanDeposits(char **height_out)
 {
 	char	   *f[3] = {NULL, NULL, NULL};
 	char	   *to_read = NULL;
@@ -600,7 +606,7 @@ PollDeposits(void)
 	PayoutQuery("SELECT string_agg(address_index::text, ',' ORDER BY address_index), "
 				"(SELECT coalesce(max(scanned_height), 0) FROM compay.deposit_scan)::text, "
 				"current_setting('compay.deposit_confirmations') "
-				"FROM compay.deposit_addresses", 0, NULL, NULL, f, 3);
+				"FROM compay.deposit_subaddresses", 0, NULL, NULL, f, 3);
 	if (f[0] == NULL)
 		return 0;				/* no deposit address: no wallet call */
 	WalletRpcCall("refresh", "{}", &r);
@@ -613,6 +619,7 @@ PollDeposits(void)
 						r.status == WALLET_RPC_OK ? "bad reply: no height" : Describe(&r))));
 		return 0;				/* read again next round */
 	}
+	*height_out = height;
 	wallet_height = pg_strtoint64(height);
 	top = wallet_height - pg_strtoint64(f[2]);
 	from = Max(pg_strtoint64(f[1]) - deposit_rescan_blocks, 0);
@@ -663,6 +670,78 @@ PollDeposits(void)
 	PayoutQuery("SELECT compay.record_deposit_scan($1::bigint)", 1,
 				psprintf(INT64_FORMAT, top), NULL, NULL, 0);
 	return credited ? pg_strtoint64(credited) : 0;
+}
+
+/*
+ * Deposit requests (src/deposit_request.sql) still open, at the wallet's
+ * height the scan read: one get_transfers (in and pool) of their
+ * subaddresses shows what is in flight (state seen); outputs that have
+ * their request's confirmations are read (incoming_transfers) and
+ * credited by compay.record_deposits as any deposit, once each; then what
+ * is still in flight is recorded again.  No open request: no wallet call.
+ */
+static int64
+PollDepositRequests(const char *height)
+{
+	char	   *open = NULL;
+	char	   *due = NULL;
+	char	   *credited = NULL;
+	WalletRpcResult r;
+	WalletRpcResult outputs;
+
+	PayoutQuery("SELECT string_agg(address_index::text, ',' ORDER BY address_index) "
+				"FROM (SELECT address_index FROM compay.deposit_requests "
+				"      WHERE state IN ('pending', 'seen', 'partial') "
+				"      ORDER BY id LIMIT 10000) o", 0, NULL, NULL, &open, 1);
+	if (open == NULL || height == NULL)
+		return 0;
+	WalletRpcCall("get_transfers",
+				  psprintf("{\"in\":true,\"pool\":true,\"account_index\":0,"
+						   "\"subaddr_indices\":[%s]}", open),
+				  &r);
+	if (r.status != WALLET_RPC_OK)
+	{
+		ereport(LOG,
+				(errmsg("compay worker: could not read deposit requests: %s", Describe(&r))));
+		return 0;
+	}
+	PayoutQuery("SELECT compay.record_deposit_requests($1::jsonb, $2::bigint)", 2,
+				ResultText(&r), height, &due, 1);
+	if (due == NULL)
+		return 0;
+	WalletRpcCall("incoming_transfers",
+				  psprintf("{\"transfer_type\":\"all\",\"account_index\":0,"
+						   "\"subaddr_indices\":[%s]}", due),
+				  &outputs);
+	if (outputs.status != WALLET_RPC_OK)
+	{
+		ereport(LOG,
+				(errmsg("compay worker: could not read deposit requests: %s", Describe(&outputs))));
+		return 0;
+	}
+	PayoutQuery("SELECT compay.record_deposits($1::jsonb, $2::bigint)::text", 2,
+				ResultText(&outputs), height, &credited, 1);
+	PayoutQuery("SELECT compay.record_deposit_requests($1::jsonb, $2::bigint)", 2,
+				ResultText(&r), height, NULL, 0);
+	return credited ? pg_strtoint64(credited) : 0;
+}
+
+/*
+ * One deposit poll: the scan of every deposit subaddress, the open deposit
+ * requests, then the expiry of the requests not paid in time (with no
+ * wallet call, so that they expire while the wallet is away too).
+ */
+int64
+PollDeposits(void)
+{
+	char	   *height = NULL;
+	char	   *expired = NULL;
+	int64		moved;
+
+	moved = ScanDeposits(&height);
+	moved += PollDepositRequests(height);
+	PayoutQuery("SELECT compay.expire_deposit_requests()::text", 0, NULL, NULL, &expired, 1);
+	return moved + (expired ? pg_strtoint64(expired) : 0);
 }
 
 /*

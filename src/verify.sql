@@ -307,6 +307,28 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                  OR h.node_id <> s.payee OR h.currency <> 'XMR'
                  OR EXISTS (SELECT 1 FROM compay.payments p WHERE p.settlement_id = s.id)
                  OR EXISTS (SELECT 1 FROM compay.verifications v WHERE v.settlement_id = s.id))) bad
+    UNION ALL
+    -- 19. A deposit request (src/deposit_request.sql) has received exactly
+    -- the outputs credited to its subaddress, which no node's static
+    -- deposit address shares; it is confirmed once they cover its amount
+    -- (unless it expired first); a job awaiting its deposit has an open
+    -- request.
+    SELECT 'deposit_requests_match_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposit requests match their outputs')
+    FROM (SELECT 'request ' || r.id AS what
+          FROM compay.deposit_requests r
+          LEFT JOIN (SELECT x.address_index, compay.sum_atomic(x.amount) AS total
+                     FROM compay.xmr_deposits x GROUP BY x.address_index) x
+                 ON x.address_index = r.address_index
+          WHERE compay.atomic(r.received) <> coalesce(x.total, 0)
+             OR (r.state <> 'expired' AND (r.state = 'confirmed') <> (r.received >= r.amount))
+             OR EXISTS (SELECT 1 FROM compay.deposit_addresses d WHERE d.address_index = r.address_index)
+          UNION ALL
+          SELECT 'job ' || j.task_id
+          FROM compay.jobs j
+          WHERE j.status::text = 'awaiting_deposit'
+            AND NOT EXISTS (SELECT 1 FROM compay.deposit_requests r
+                            WHERE r.job_id = j.id AND r.state IN ('pending', 'seen', 'partial'))) bad
 $$;
 COMMENT ON FUNCTION compay.verify_ledger() IS
     'checks every ledger invariant; each row is one check';

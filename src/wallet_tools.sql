@@ -215,6 +215,8 @@ DECLARE
     n_adopted bigint;
     n_gave_up bigint;
     bad text;
+    top_index integer;
+    lookahead integer;
 BEGIN
     -- 1. A runner: the worker, or pg_cron jobs for settlements and payouts.
     SELECT * INTO w FROM compay.worker_status() ws;
@@ -400,9 +402,26 @@ BEGIN
         detail := NULL;
     END IF;
     RETURN NEXT;
+
+    -- 9. A restore from seed sees every deposit subaddress (issue 16):
+    -- the highest index compay used is not within a tenth of the lookahead.
+    name := 'subaddresses';
+    top_index := (SELECT max(s.address_index) FROM compay.deposit_subaddresses s);
+    lookahead := compay.setting('compay.subaddress_lookahead')::integer;
+    detail := format('highest deposit subaddress index %s, compay.subaddress_lookahead %s',
+                     coalesce(top_index, 0), lookahead);
+    IF coalesce(top_index, 0) >= lookahead - lookahead / 10 THEN
+        status := 'warn';
+        advice := format('Restore the treasury wallet with --subaddress-lookahead 50:%s or more (docs/operations.md), then raise compay.subaddress_lookahead to match.',
+                         (coalesce(top_index, 0) + 1) * 2);
+    ELSE
+        status := 'ok';
+        advice := 'A restore of the treasury wallet with compay.subaddress_lookahead sees every deposit subaddress.';
+    END IF;
+    RETURN NEXT;
 END $$;
 COMMENT ON FUNCTION compay.diagnose() IS
-    'one row per check of what payments need (runner, wallet, wallet sync, unlocked balance, payouts, settlements, ledger, settings): ok, warn or fail with one sentence of advice and the figures (calls the wallet and the daemon; not inside a transaction that holds ledger locks)';
+    'one row per check of what payments need (runner, wallet, wallet sync, unlocked balance, payouts, settlements, ledger, settings, subaddresses): ok, warn or fail with one sentence of advice and the figures (calls the wallet and the daemon; not inside a transaction that holds ledger locks)';
 
 REVOKE ALL ON FUNCTION compay.wallet_balance(), compay.wallet_transfers(integer),
     compay.verify_tx(text), compay.diagnose(), compay.typical_payout_fee(),

@@ -14,6 +14,11 @@
  * either committed or did not happen, and the postmaster restarts the
  * worker, which simply runs the next round.
  *
+ * Events (src/events.sql): a transaction that emitted one wakes the worker
+ * at its commit (compay.event_wake()); the worker then only publishes them
+ * (a few milliseconds), unless its round is due anyway.  Each round
+ * publishes too, and so does the wallet wait hook between ledger steps.
+ *
  * The payout round and the deposit poll are the code CALL
  * compay.run_payouts() and compay.poll_deposits() run (src/payout_run.c,
  * with this worker's transaction driver): they take the same advisory
@@ -72,6 +77,7 @@ typedef struct WorkerShared
 	int64		jobs_expired;
 	int64		settlements_processed;
 	bool		settle_requested;	/* by compay.wake_worker() */
+	bool		events_requested;	/* by compay.event_wake() */
 	char		last_error[WORKER_ERROR_LEN];
 	TimestampTz last_error_at;
 } WorkerShared;
@@ -95,8 +101,13 @@ static const struct config_enum_entry period_options[] = {
 	{NULL, 0, false}
 };
 
-/* Set by compay.wake_worker(); acted on at commit. */
+/* Set by compay.wake_worker() and compay.event_wake(); acted on at commit. */
 static bool wake_at_commit = false;
+static bool events_at_commit = false;
+
+/* The most publish_events() calls of one wake-up (each up to its batch). */
+#define EVENT_PUBLISH_CALLS_MAX 20
+#define EVENT_PUBLISH_BATCH 1000
 
 static void
 WorkerShmemRequest(void)
@@ -129,10 +140,19 @@ WakeWorkerAtCommit(XactEvent event, void *arg pg_attribute_unused())
 {
 	Latch	   *latch = NULL;
 
-	if (event == XACT_EVENT_COMMIT && wake_at_commit && shared != NULL)
+	/*
+	 * XACT_EVENT_COMMIT comes after the commit is visible to every new
+	 * snapshot (ProcArrayEndTransaction): the worker woken here sees what
+	 * this transaction wrote.
+	 */
+	if (event == XACT_EVENT_COMMIT && (wake_at_commit || events_at_commit) &&
+		shared != NULL)
 	{
 		SpinLockAcquire(&shared->mutex);
-		shared->settle_requested = true;
+		if (wake_at_commit)
+			shared->settle_requested = true;
+		if (events_at_commit)
+			shared->events_requested = true;
 		if (shared->pid != 0)
 			latch = shared->latch;
 		SpinLockRelease(&shared->mutex);
@@ -141,7 +161,14 @@ WakeWorkerAtCommit(XactEvent event, void *arg pg_attribute_unused())
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
-		wake_at_commit = false;
+		wake_at_commit = events_at_commit = false;
+}
+
+/* compay.event_wake() (src/events.c): publish once this transaction commits. */
+void
+WorkerWakeForEvents(void)
+{
+	events_at_commit = true;
 }
 
 static void
@@ -352,6 +379,43 @@ RunPayouts(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * Publishes the events that are waiting (src/events.sql), in batches, up
+ * to a bound: what is left waits for the next wake-up or round.  Skipped
+ * where the installed extension has no events yet (0.1 not upgraded).
+ */
+static void
+PublishEvents(void)
+{
+	int64		n;
+
+	SpinLockAcquire(&shared->mutex);
+	shared->events_requested = false;
+	SpinLockRelease(&shared->mutex);
+	if (RunStep("events check",
+				"SELECT count(*) FROM pg_catalog.pg_proc WHERE oid = "
+				"pg_catalog.to_regprocedure('compay.publish_events(integer)')") != 1)
+		return;
+	for (int i = 0; i < EVENT_PUBLISH_CALLS_MAX; i++)
+	{
+		n = RunStep("publish events",
+					psprintf("SELECT compay.publish_events(%d)", EVENT_PUBLISH_BATCH));
+		if (n < EVENT_PUBLISH_BATCH)
+			break;
+	}
+}
+
+static bool
+EventsRequested(void)
+{
+	bool		requested;
+
+	SpinLockAcquire(&shared->mutex);
+	requested = shared->events_requested;
+	SpinLockRelease(&shared->mutex);
+	return requested;
+}
+
 static const char *
 PeriodName(void)
 {
@@ -421,8 +485,14 @@ LedgerStepsWhileWaiting(void)
 {
 	MemoryContext context = CurrentMemoryContext;
 
-	if (IsTransactionState() ||
-		GetCurrentTimestamp() < TimestampTzPlusMilliseconds(last_ledger_steps,
+	if (IsTransactionState())
+		return;
+	if (EventsRequested())
+	{
+		PublishEvents();
+		MemoryContextSwitchTo(context);
+	}
+	if (GetCurrentTimestamp() < TimestampTzPlusMilliseconds(last_ledger_steps,
 															(int64) worker_naptime_s * 1000))
 		return;
 	LedgerSteps();
@@ -450,6 +520,7 @@ WorkerRound(void)
 		return;
 	}
 	round_holds = round_jobs = round_settled = 0;
+	PublishEvents();
 	LedgerSteps();
 
 	WalletRpcSetWaitHook(LedgerStepsWhileWaiting);
@@ -462,6 +533,7 @@ WorkerRound(void)
 		WalletRpcSetWaitHook(NULL);
 	}
 	PG_END_TRY();
+	PublishEvents();
 
 	SpinLockAcquire(&shared->mutex);
 	shared->last_round_end = GetCurrentTimestamp();
@@ -482,6 +554,38 @@ WorkerDetach(int code pg_attribute_unused(), Datum arg pg_attribute_unused())
 	shared->latch = NULL;
 	strlcpy(shared->state, "stopped", WORKER_STATE_LEN);
 	SpinLockRelease(&shared->mutex);
+}
+
+/* When the next round is due: compay.worker_naptime after the last one. */
+static TimestampTz next_round_at = 0;
+
+/* Milliseconds until the next round is due (0: now). */
+static long
+NextRoundInMs(void)
+{
+	long		secs;
+	int			usecs;
+
+	TimestampDifference(GetCurrentTimestamp(), next_round_at, &secs, &usecs);
+	return Min(secs * 1000L + usecs / 1000, (long) worker_naptime_s * 1000L);
+}
+
+/*
+ * A full round when its time has come or compay.wake_worker() asked for
+ * one; a wake-up for events alone only publishes them.  Events emitted
+ * during a round set the latch again: that must not start another round
+ * at once, or a busy network would keep the worker in back-to-back rounds
+ * (and wallet calls).
+ */
+static bool
+RoundDue(void)
+{
+	bool		settle;
+
+	SpinLockAcquire(&shared->mutex);
+	settle = shared->settle_requested;
+	SpinLockRelease(&shared->mutex);
+	return settle || NextRoundInMs() == 0;
 }
 
 void
@@ -521,11 +625,16 @@ compay_worker_main(Datum arg pg_attribute_unused())
 
 	for (;;)
 	{
+		long		wait_ms;
+		bool		full = true;
+		bool		reloaded = false;
+
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			reloaded = true;	/* a new configuration: a round at once */
 		}
 		if (RecoveryInProgress())
 			SetState("standby");
@@ -533,13 +642,22 @@ compay_worker_main(Datum arg pg_attribute_unused())
 			SetState("disabled");
 		else
 		{
+			full = reloaded || RoundDue();
 			MemoryContextSwitchTo(round_context);
-			WorkerRound();
+			if (full)
+				WorkerRound();
+			else
+				PublishEvents();
 			MemoryContextSwitchTo(TopMemoryContext);
 			MemoryContextReset(round_context);
 		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 (long) worker_naptime_s * 1000L, PG_WAIT_EXTENSION);
+		if (full)
+			next_round_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														(int64) worker_naptime_s * 1000);
+		wait_ms = NextRoundInMs();
+		if (wait_ms > 0)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
 }

@@ -9,5 +9,6 @@
 #define COMPAY_WORKER_H
 
 extern void WorkerInit(void);
+extern void WorkerWakeForEvents(void);
 
 #endif							/* COMPAY_WORKER_H */

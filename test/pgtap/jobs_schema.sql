@@ -17,7 +17,8 @@ SELECT has_enum('compay', 'job_status', 'enum compay.job_status exists');
 SELECT has_enum('compay', 'payment_method', 'enum compay.payment_method exists');
 SELECT has_enum('compay', 'payment_status', 'enum compay.payment_status exists');
 SELECT enum_has_labels('compay', 'job_status',
-                       ARRAY['submitted', 'assigned', 'completed', 'paid', 'failed', 'timed_out']);
+                       ARRAY['submitted', 'assigned', 'completed', 'paid', 'failed', 'timed_out',
+                             'awaiting_deposit', 'cancelled']);
 SELECT enum_has_labels('compay', 'payment_method', ARRAY['credit', 'barter', 'crypto', 'fiat']);
 SELECT enum_has_labels('compay', 'payment_status',
                        ARRAY['pending', 'processing', 'completed', 'failed', 'refunded', 'disputed']);

@@ -1,7 +1,8 @@
 # pg_dump -Fc and pg_restore keep a whole ledger: accounts, journal (with
 # its hash chains), holds (pending, posted, voided), transfers (deposits,
 # transfers, a batch, captures, refunds, barter), barter credits and
-# idempotency keys come back row for row, verify_ledger() is all ok in the
+# idempotency keys come back row for row, and so do the events, published
+# and queued (a restore emits none of its own), verify_ledger() is all ok in the
 # restored database, the sequences continue past every restored id, and
 # the restored ledger keeps working: a new transfer, an idempotent retry
 # answered from the restored key, the pending hold captured.
@@ -74,11 +75,13 @@ SELECT 'dump-' || g, 'req' || (g % 3), 'prov', '1', 'CREDIT', 'credit',
        (CASE WHEN g % 10 = 0 THEN 'failed' ELSE 'completed' END)::compay.payment_status,
        now() - g * interval '1 hour'
 FROM generate_series(1, 120) g;
+-- Their events (payment.completed): 50 published, the rest still queued.
+SELECT compay.publish_events(50);
 });
 
 my @tables = qw(accounts journal holds transfers barter_credits idempotency_keys payments
-  requester_volume);
-my @sequences = qw(accounts_id_seq transfers_id_seq holds_id_seq);
+  requester_volume events event_queue);
+my @sequences = qw(accounts_id_seq transfers_id_seq holds_id_seq events_id_seq event_queue_id_seq);
 
 # Count and md5 of the rows of a table in their text form, sorted.
 sub table_digest
@@ -99,7 +102,7 @@ sub ledger_ok
 }
 
 # The source is sane and has what this test means to dump.
-is(ledger_ok('src'), 'all 17 ok', 'source ledger verifies');
+is(ledger_ok('src'), 'all 19 ok', 'source ledger verifies');
 # This cluster does not preload compay: everything works without the
 # worker, whose status says it is not loaded.
 is($node->safe_psql('src', q{SELECT state FROM compay.worker_status}),
@@ -117,6 +120,8 @@ is($node->safe_psql('src', q{SELECT amount FROM compay.barter_credits}), '9',
 	'source has 9 barter credits left');
 is($node->safe_psql('src', q{SELECT count(*) FROM compay.idempotency_keys}), '9',
 	'source has idempotency keys');
+is($node->safe_psql('src', q{SELECT (SELECT count(*) FROM compay.events) || '/' || count(*) FROM compay.event_queue}),
+	'50/58', 'source has published and queued events');
 
 my %src;
 $src{$_} = table_digest('src', $_) for @tables;
@@ -147,7 +152,7 @@ for my $s (@sequences)
 	is($node->safe_psql('dst', "SELECT last_value || ' ' || is_called FROM compay.$s"),
 		$src{$s}, "compay.$s restored");
 }
-is(ledger_ok('dst'), 'all 17 ok', 'restored ledger verifies');
+is(ledger_ok('dst'), 'all 19 ok', 'restored ledger verifies');
 is($node->safe_psql('dst', q{SELECT count(*) || ' ' || count(*) FILTER (WHERE builtin) FROM compay.job_types}),
 	'5 4', 'job types: the four shipped ones once, and ours');
 # updated_at of the shipped rows is the time CREATE EXTENSION ran, so it differs.
@@ -203,7 +208,7 @@ is($node->safe_psql('dst',
 		   SELECT barter_amount || ' ' || compay.barter_balance('carol', 'dave')
 		   FROM compay.transfers WHERE id = $barter_transfer}),
 	'4 5', 'the restored barter credits are spent');
-is(ledger_ok('dst'), 'all 17 ok', 'restored ledger verifies after new work');
+is(ledger_ok('dst'), 'all 19 ok', 'restored ledger verifies after new work');
 
 # The source was not touched by any of this.
 for my $t (@tables)

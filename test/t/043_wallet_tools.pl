@@ -81,7 +81,7 @@ ok(poll(q{SELECT status = 'confirmed' FROM compay.payouts WHERE node_id = 'wt-he
 
 # 2. Healthy.
 is(diagnose(),
-	'runner=ok,wallet=ok,wallet sync=ok,unlocked balance=ok,payouts=ok,settlements=ok,ledger=ok,settings=ok',
+	'runner=ok,wallet=ok,wallet sync=ok,unlocked balance=ok,payouts=ok,settlements=ok,ledger=ok,settings=ok,subaddresses=ok',
 	'2: diagnose: every check ok')
   or diag(sql(q{SELECT name || ': ' || status || ': ' || coalesce(detail, '') FROM compay.diagnose()}));
 
