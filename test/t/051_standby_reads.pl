@@ -52,6 +52,10 @@ INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, meth
                              completed_at)
 VALUES ('job-1', 'req', 'gpu-t', '0.8', 'XMR', 'crypto', 'completed', now() - interval '2 hours');
 SELECT count(*) FROM compay.run_settlement('hourly');
+INSERT INTO compay.deposit_requests (node_id, address, address_index, amount, confirmations,
+                                     expires_at)
+VALUES ('gpu-t', 'request-subaddress-1', 7, '0.5', 10, now() + interval '1 hour');
+SELECT compay.publish_events();
 SELECT compay.set_payout_address('gpu-t',
   '4AJwEKR6JfT2hPh1wxvCowa2zpVcMG94Ha5Z6qTuadcnHZ3QFnB1dX2j3JJtkTYNBpWvPMFAh6GKsYUnBXCzjjPP1biZiq1');
 SELECT compay.queue_payouts();
@@ -96,6 +100,10 @@ my %reads = (
 	  q{SELECT compay.exchange_rate('XMR', 'EUR', '2025-03-05')},
 	'payout_address_for(node_id text, settlement_purpose text, job_type text, payout_id bigint)' =>
 	  q{SELECT (compay.payout_address_for('gpu-t', 'primary', NULL, NULL)).address},
+	'deposit_request_status(request_id bigint)' =>
+	  q{SELECT * FROM compay.deposit_request_status(1)},
+	'events_since(last_id bigint, max_events integer)' =>
+	  q{SELECT * FROM compay.events_since(0, 1000)},
 	'withdrawable(node_id text)' => q{SELECT compay.withdrawable('gpu-t')},
 	'payout_address_list(node_id text)' => q{SELECT * FROM compay.payout_address_list('gpu-t')},
 	'history(node_id text, currency text, max_rows integer, before_seq bigint)' =>
@@ -223,6 +231,17 @@ my %writes = (
 	  qq{SELECT compay.add_payout_address('gpu-c', $x)},
 	'remove_payout_address(node_id text, address text, purpose compay.address_purpose, job_type text)' =>
 	  qq{SELECT compay.remove_payout_address('gpu-c', $x)},
+	'emit_event(kind text, payload jsonb)' =>
+	  q{SELECT compay.emit_event('test.standby', '{}')},
+	'publish_events(max_events integer)' => q{SELECT compay.publish_events()},
+	'request_deposit(node_id text, amount compay.credit, expires_in interval, confirmations integer, idempotency_key text)'
+	  => q{SELECT * FROM compay.request_deposit('gpu-t', '0.1'::compay.credit)},
+	'request_deposit(node_id text, amount numeric, expires_in interval, confirmations integer, idempotency_key text)'
+	  => q{SELECT * FROM compay.request_deposit('gpu-t', 0.1::numeric)},
+	'submit_job_funded_by_deposit(task_id text, requester text, task_type text, max_amount compay.credit, timeout interval, expires_in interval, confirmations integer)'
+	  => q{SELECT * FROM compay.submit_job_funded_by_deposit('job-d', 'req', 'render', '0.1'::compay.credit)},
+	'submit_job_funded_by_deposit(task_id text, requester text, task_type text, max_amount numeric, timeout interval, expires_in interval, confirmations integer)'
+	  => q{SELECT * FROM compay.submit_job_funded_by_deposit('job-d', 'req', 'render', 0.1::numeric)},
 	'reconcile_wallet()' => q{SELECT * FROM compay.reconcile_wallet()},
 	'request_withdrawal(node_id text, amount compay.credit, idempotency_key text)' =>
 	  q{SELECT compay.request_withdrawal('gpu-t', '1'::compay.credit, 'sr-wd-1')},
