@@ -192,7 +192,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'deposit request % does not exist', request_id USING ERRCODE = 'PY023';
     END IF;
-    PERFORM compay.require_node(v.node_id);
+    PERFORM compay.require_node(v.node_id, false);
     RETURN v;
 END $$;
 COMMENT ON FUNCTION compay.deposit_request_status(bigint) IS
