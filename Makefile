@@ -17,6 +17,7 @@ OBJS = \
 	src/ledger_heap.o \
 	src/ledger_holds.o \
 	src/ledger_transfer.o \
+	src/metering.o \
 	src/monero_address.o \
 	src/node_roles.o \
 	src/payout.o \
@@ -53,6 +54,7 @@ SQL_PIECES = \
 	src/dashboard.sql \
 	src/wallet_tools.sql \
 	src/earnings.sql \
+	src/metering.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
