@@ -6461,6 +6461,7 @@ CREATE FUNCTION compay.record_usage_batch(task_ids text[], node_id text, sample_
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     j record;
+    tasks text[];
     locked integer := 0;
     recorded integer;
     changed bigint[];
@@ -6474,8 +6475,10 @@ BEGIN
     PERFORM compay.check_node_id(node_id);
     PERFORM compay.check_usage_batch(task_ids, sample_ids, sampled_at, metrics);
     PERFORM compay.require_node(node_id);       -- and below: the tasks' provider
+    -- Each task once: a node's batch names few tasks, many times each.
+    tasks := ARRAY(SELECT DISTINCT t FROM unnest(task_ids) AS t);
     FOR j IN SELECT jobs.task_id, jobs.status, jobs.provider FROM compay.jobs
-             WHERE jobs.task_id = ANY (task_ids) ORDER BY jobs.id FOR UPDATE LOOP
+             WHERE jobs.task_id = ANY (tasks) ORDER BY jobs.id FOR UPDATE LOOP
         locked := locked + 1;
         IF j.status = 'paid' THEN
             RAISE EXCEPTION 'task "%" is already paid', left(j.task_id, 64)
@@ -6492,7 +6495,7 @@ BEGIN
                       DETAIL = 'Only the task''s provider reports its usage.';
         END IF;
     END LOOP;
-    IF locked < (SELECT count(DISTINCT t) FROM unnest(task_ids) AS t) THEN
+    IF locked < cardinality(tasks) THEN
         SELECT u.t INTO missing FROM unnest(task_ids) WITH ORDINALITY AS u(t, i)
         WHERE NOT EXISTS (SELECT 1 FROM compay.jobs WHERE jobs.task_id = u.t)
         ORDER BY u.i LIMIT 1;
