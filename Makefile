@@ -18,6 +18,7 @@ OBJS = \
 	src/ledger_heap.o \
 	src/ledger_holds.o \
 	src/ledger_transfer.o \
+	src/metering.o \
 	src/monero_address.o \
 	src/node_roles.o \
 	src/payout.o \
@@ -60,6 +61,7 @@ SQL_PIECES = \
 	src/payout_reconcile.sql \
 	src/events.sql \
 	src/deposit_request.sql \
+	src/metering.sql \
 	src/verify.sql \
 	src/amounts.sql
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql

@@ -587,66 +587,12 @@ BEGIN
     RETURN t;
 END $$;
 
+-- In C (src/metering.c): one prepared statement; the checks of
+-- lock_job() and check_usage() above, in the same order, same errors.
 CREATE FUNCTION compay.record_usage(task_id text, node_id text, sample_id text,
     sampled_at timestamptz, metrics compay.resource_metrics) RETURNS boolean
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
-DECLARE
-    j compay.jobs;
-    t compay.usage_totals;
-BEGIN
-    IF task_id IS NULL OR node_id IS NULL OR sample_id IS NULL OR sampled_at IS NULL
-       OR metrics IS NULL THEN
-        RAISE EXCEPTION 'task_id, node_id, sample_id, sampled_at and metrics must not be NULL'
-            USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    PERFORM compay.check_node_id(node_id);
-    IF length(sample_id) NOT BETWEEN 1 AND 200 THEN
-        RAISE EXCEPTION 'a sample id has 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NOT isfinite(sampled_at) THEN
-        RAISE EXCEPTION 'sampled_at must be a finite time' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM compay.require_node(node_id);       -- and below: the task's provider
-    PERFORM compay.check_metrics(metrics);
-    -- The row locked FOR UPDATE: samples of one task go in one at a time,
-    -- each checked against the sum of those before it, and not while the
-    -- task is being paid.
-    j := compay.lock_job(task_id);
-    IF j.status = 'paid' THEN
-        RAISE EXCEPTION 'task "%" is already paid', left(task_id, 64)
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = 'Usage of a paid task can no longer change what it cost.';
-    END IF;
-    IF j.status IN ('failed', 'timed_out') THEN
-        RAISE EXCEPTION 'task "%" is closed: it is %', left(task_id, 64), j.status
-            USING ERRCODE = 'object_not_in_prerequisite_state';
-    END IF;
-    IF j.provider IS DISTINCT FROM node_id THEN
-        RAISE EXCEPTION 'node "%" does not run task "%"', left(node_id, 64), left(task_id, 64)
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'Only the task''s provider reports its usage.';
-    END IF;
-    IF EXISTS (SELECT 1 FROM compay.usage_samples s
-               WHERE s.job_id = j.id AND s.sample_id = record_usage.sample_id) THEN
-        RETURN false;                           -- a retry
-    END IF;
-    t := compay.check_usage(j, metrics);
-    INSERT INTO compay.usage_samples (job_id, sample_id, node_id, sampled_at, cpu_seconds,
-        memory_byte_hours, storage_byte_hours, network_bytes_in, network_bytes_out,
-        gpu_seconds, custom)
-    VALUES (j.id, sample_id, node_id, sampled_at, coalesce(metrics.cpu_seconds, 0),
-        coalesce(metrics.memory_byte_hours, 0), coalesce(metrics.storage_byte_hours, 0),
-        coalesce(metrics.network_bytes_in, 0), coalesce(metrics.network_bytes_out, 0),
-        coalesce(metrics.gpu_seconds, 0), nullif(metrics.custom, '{}'));
-    INSERT INTO compay.usage_totals VALUES (t.*)
-    ON CONFLICT (job_id) DO UPDATE
-    SET cpu_seconds = EXCLUDED.cpu_seconds, memory_byte_hours = EXCLUDED.memory_byte_hours,
-        storage_byte_hours = EXCLUDED.storage_byte_hours,
-        network_bytes_in = EXCLUDED.network_bytes_in,
-        network_bytes_out = EXCLUDED.network_bytes_out,
-        gpu_seconds = EXCLUDED.gpu_seconds, custom = EXCLUDED.custom;
-    RETURN true;
-END $$;
+    AS 'MODULE_PATHNAME', 'compay_record_usage'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
 COMMENT ON FUNCTION compay.record_usage(text, text, text, timestamptz, compay.resource_metrics) IS
     'records one usage sample (the usage since the node''s previous one); the same sample_id again changes nothing and returns false';
 

@@ -10,6 +10,12 @@
 #                  defaults and primary key of compay.usage_samples, ON
 #                  CONFLICT DO NOTHING (the baseline)
 #   insert + FK    the same with its foreign key to compay.jobs too
+#   batch          compay.record_usage_batch() of 1,000 samples of a random
+#                  task by its provider (one transaction: 1,000 samples)
+#   insert x1000   the same 1,000 rows INSERTed into the baseline table in
+#                  one statement, ON CONFLICT DO NOTHING (for reference)
+# Every ratio is against the plain insert of the same run (samples a second;
+# a batch transaction counts its 1,000 samples).
 # Each sample: a unique id (client id and a random bigint), random CPU and
 # GPU seconds with 6 decimals, memory and storage byte-hours, network bytes.
 # Run it through test/bench/run.sh.
@@ -18,6 +24,7 @@ dir=$1
 secs=${2:-10}
 runs=${3:-3}
 clients=8
+batch=1000
 # shellcheck source=../lib/cluster.sh
 source "$dir/src/test/lib/cluster.sh"
 # shellcheck source=../lib/bench.sh
@@ -47,6 +54,31 @@ SELECT compay.record_usage('t' || :t, 'p' || :t, :client_id || ':' || :s, now(),
                    storage_byte_hours => :sto::bigint, network_bytes_in => :nin::bigint,
                    network_bytes_out => :nout::bigint, gpu_seconds => :gpu::bigint * 0.000001));
 SQL
+# The batch's samples: as random as the single ones, built by the server.
+rows="FROM generate_series(1, $batch) AS i,
+    LATERAL (SELECT (random() * 60)::numeric(14, 6) AS cpu, (random() * 68719476736)::bigint AS mem,
+                    (random() * 1099511627776)::bigint AS sto, (random() * 1e9)::bigint AS nin,
+                    (random() * 1e9)::bigint AS nout, (random() * 60)::numeric(14, 6) AS gpu
+             WHERE i > 0) AS m"
+cat >"$scripts/batch.sql" <<SQL
+\\set t random(1, 1000)
+\\set s random(1, 1000000000000)
+SELECT compay.record_usage_batch(array_agg('t' || :t), 'p' || :t,
+    array_agg(:client_id || ':' || :s || ':' || i), array_agg(now()),
+    array_agg(compay.metrics(cpu_seconds => cpu, memory_byte_hours => mem,
+                             storage_byte_hours => sto, network_bytes_in => nin,
+                             network_bytes_out => nout, gpu_seconds => gpu)))
+$rows;
+SQL
+cat >"$scripts/insert_batch.sql" <<SQL
+\\set t random(1, 1000)
+\\set s random(1, 1000000000000)
+INSERT INTO bench.usage_samples (job_id, sample_id, node_id, sampled_at, cpu_seconds,
+    memory_byte_hours, storage_byte_hours, network_bytes_in, network_bytes_out, gpu_seconds, custom)
+SELECT :t, :client_id || ':' || :s || ':' || i, 'p' || :t, now(), cpu, mem, sto, nin, nout, gpu, NULL
+$rows
+ON CONFLICT DO NOTHING;
+SQL
 for table in usage_samples usage_samples_fk; do
     cat >"$scripts/$table.sql" <<SQL
 $sets
@@ -72,22 +104,29 @@ for sync in on off; do
     rec=()
     ins=()
     fk=()
+    bat=()
+    insb=()
     for ((r = 0; r < runs; r++)); do
         rec+=("$(run_case "$sync" record)")
         ins+=("$(run_case "$sync" usage_samples)")
         fk+=("$(run_case "$sync" usage_samples_fk)")
+        bat+=("$(run_case "$sync" batch)")
+        insb+=("$(run_case "$sync" insert_batch)")
     done
     awk -v sync="$sync" -v rec="$(median "${rec[@]}")" -v ins="$(median "${ins[@]}")" \
-        -v fk="$(median "${fk[@]}")" 'BEGIN {
+        -v fk="$(median "${fk[@]}")" -v bat="$(median "${bat[@]}")" \
+        -v insb="$(median "${insb[@]}")" -v batch="$batch" 'BEGIN {
         row("record_usage", rec)
         row("plain insert", ins)
         row("insert + FK", fk)
+        row("batch", bat * batch)
+        row("insert x" batch, insb * batch)
     }
     function row(name, tps) {
         printf "%-6s %-14s %12.0f %10.2f\n", sync, name, tps, tps / ins
     }'
 done
 printf '\nrows after the run (a repeated sample id inserts nothing):\n'
-psql -X -d postgres -c "SELECT (SELECT count(*) FROM compay.usage_samples) AS record_usage,
+psql -X -d postgres -c "SELECT (SELECT count(*) FROM compay.usage_samples) AS record_usage_and_batch,
     (SELECT count(*) FROM bench.usage_samples) AS plain_insert,
     (SELECT count(*) FROM bench.usage_samples_fk) AS insert_fk"

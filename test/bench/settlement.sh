@@ -25,9 +25,10 @@ psql -X -q -v ON_ERROR_STOP=1 -d bench -c 'CREATE EXTENSION compay'
 
 q() { psql -X -q -At -v ON_ERROR_STOP=1 -d bench "$@"; }
 
-# load N: N completed payments of closed hours, then VACUUM ANALYZE.
+# load N: N completed payments of closed hours, then VACUUM ANALYZE (CASCADE:
+# the payout parts of 0.2 reference the settlements).
 load() {
-    q -c "TRUNCATE compay.payments, compay.settlements" -c "
+    q -c "SET client_min_messages = warning" -c "TRUNCATE compay.payments, compay.settlements CASCADE" -c "
 INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
                              completed_at)
 SELECT 't' || g, 'req' || (g % 5000), 'prov' || (g % 1000), '0.000123456789', 'CREDIT', 'credit',

@@ -242,6 +242,8 @@ my %writes = (
 	  => q{SELECT * FROM compay.submit_job_funded_by_deposit('job-d', 'req', 'render', '0.1'::compay.credit)},
 	'submit_job_funded_by_deposit(task_id text, requester text, task_type text, max_amount numeric, timeout interval, expires_in interval, confirmations integer)'
 	  => q{SELECT * FROM compay.submit_job_funded_by_deposit('job-d', 'req', 'render', 0.1::numeric)},
+	'record_usage_batch(task_ids text[], node_id text, sample_ids text[], sampled_at timestamp with time zone[], metrics compay.resource_metrics[])'
+	  => q{SELECT compay.record_usage_batch(ARRAY['job-c'], 'gpu-c', ARRAY['s9'], ARRAY[now()], ARRAY[compay.metrics(cpu_seconds => 1)])},
 	'reconcile_wallet()' => q{SELECT * FROM compay.reconcile_wallet()},
 	'request_withdrawal(node_id text, amount compay.credit, idempotency_key text)' =>
 	  q{SELECT compay.request_withdrawal('gpu-t', '1'::compay.credit, 'sr-wd-1')},
