@@ -5883,11 +5883,8 @@ DECLARE
     unlocked compay.credit;
     ph record;
     n_failed bigint;
-    n_adopted bigint;
     n_gave_up bigint;
     bad text;
-    top_index integer;
-    lookahead integer;
 BEGIN
     -- 1. A runner: the worker, or pg_cron jobs for settlements and payouts.
     SELECT * INTO w FROM compay.worker_status() ws;
@@ -6001,8 +5998,6 @@ BEGIN
     -- 5. Payouts stuck or failing.
     SELECT count(*) INTO n_failed FROM compay.payout_transactions p
     WHERE p.status = 'failed' AND p.failed_at > now() - interval '1 day';
-    SELECT count(*) INTO n_adopted FROM compay.payout_transactions p
-    WHERE p.adopted_at > now() - interval '1 day';
     name := 'payouts';
     IF ph.stuck_payout IS NOT NULL THEN
         SELECT CASE WHEN p.last_error IS NOT NULL THEN 'fail' ELSE 'warn' END INTO status
@@ -6011,10 +6006,6 @@ BEGIN
                        THEN 'A payout keeps failing: read its last_error in compay.pending_payouts and fix the wallet or the daemon.'
                        ELSE 'A payout waits for the unlocked balance: fund the wallet or wait for it to unlock.' END;
         detail := format('payout %s: %s', ph.stuck_payout, ph.stuck_reason);
-    ELSIF n_adopted > 0 THEN
-        status := 'warn';
-        advice := 'Payouts were adopted from the wallet in the last day: their records had been lost (a failover?); nothing was paid twice, but check what else the lost records held.';
-        detail := format('%s payout(s) adopted from the wallet in the last day', n_adopted);
     ELSIF n_failed > 0 THEN
         status := 'warn';
         advice := 'Payouts failed in the last day: their earnings were queued again; read compay.payment_trace for why.';
@@ -6071,23 +6062,6 @@ BEGIN
         status := 'ok';
         advice := 'The payout settings agree with each other.';
         detail := NULL;
-    END IF;
-    RETURN NEXT;
-
-    -- 9. A restore from seed sees every deposit subaddress (issue 16):
-    -- the highest index compay used is not within a tenth of the lookahead.
-    name := 'subaddresses';
-    top_index := (SELECT max(s.address_index) FROM compay.deposit_subaddresses s);
-    lookahead := compay.setting('compay.subaddress_lookahead')::integer;
-    detail := format('highest deposit subaddress index %s, compay.subaddress_lookahead %s',
-                     coalesce(top_index, 0), lookahead);
-    IF coalesce(top_index, 0) >= lookahead - lookahead / 10 THEN
-        status := 'warn';
-        advice := format('Restore the treasury wallet with --subaddress-lookahead 50:%s or more (docs/operations.md), then raise compay.subaddress_lookahead to match.',
-                         (coalesce(top_index, 0) + 1) * 2);
-    ELSE
-        status := 'ok';
-        advice := 'A restore of the treasury wallet with compay.subaddress_lookahead sees every deposit subaddress.';
     END IF;
     RETURN NEXT;
 END $$;
@@ -6835,6 +6809,7 @@ GRANT EXECUTE ON FUNCTION compay.payout_address_list(text) TO compay_reader, com
 GRANT EXECUTE ON FUNCTION compay.add_payout_address(text, text, compay.address_purpose, text),
     compay.remove_payout_address(text, text, compay.address_purpose, text),
     compay.set_payout_rotation(text, boolean) TO compay_app, compay_node;
+
 -- Issue 14 (haform): writes refused on a hot standby with 25006 before any
 -- work (compay.require_node, C NodeRequire); adopt_deposit_address asks
 -- before it calls the wallet.
@@ -7269,6 +7244,757 @@ CREATE FUNCTION compay.request_withdrawal(node_id text, amount numeric,
 REVOKE ALL ON FUNCTION compay.request_withdrawal(text, numeric, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION compay.request_withdrawal(text, numeric, text) TO compay_app, compay_node;
 
+CREATE OR REPLACE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total = 0),
+           coalesce(string_agg(currency || ' sums to ' || trim_scale(total * 0.000000000001)::text, ', ')
+                    FILTER (WHERE total <> 0), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum_atomic(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE compay.atomic(a.balance) <> coalesce(j.b, 0)
+       OR compay.atomic(a.reserved) <> coalesce(j.r, 0)
+       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum_atomic(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE compay.atomic(a.reserved) <> coalesce(h.r, 0)
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq,
+                 lead(j.seq) OVER w IS NULL AS newest
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'), 0) <> 0
+              OR coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                               AND j.amount OPERATOR(compay.>) '0'), 0)
+                 <> CASE WHEN t.kind = 'barter' THEN 0
+                         ELSE compay.atomic(t.amount) - compay.atomic(t.barter_amount) END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum_atomic(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments.
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
+          WHERE s.purpose <> 'operational'          -- withdrawals: check 18
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.amount) <> s.payment_count
+              OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
+    UNION ALL
+    -- 10. Every payout's amount is the sum of its items, and every item's
+    --     the sum of its parts (what it pays of each settlement).
+    SELECT 'payouts_match_parts', count(*) = 0,
+           coalesce('payouts ' || string_agg(DISTINCT id::text, ', '), 'all payouts match their parts')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN (SELECT payout_id, compay.sum_atomic(amount) AS a FROM compay.payout_items
+                     GROUP BY payout_id) i ON i.payout_id = p.id
+          WHERE compay.atomic(p.amount) <> coalesce(i.a, 0)
+          UNION ALL
+          SELECT i.payout_id
+          FROM compay.payout_items i
+          LEFT JOIN (SELECT payout_id, node_id, address, compay.sum_atomic(amount) AS a
+                     FROM compay.payout_parts GROUP BY payout_id, node_id, address) pp
+            ON pp.payout_id = i.payout_id AND pp.node_id = i.node_id AND pp.address = i.address
+          WHERE compay.atomic(i.amount) <> coalesce(pp.a, 0)) bad
+    UNION ALL
+    -- 11. The parts of a settlement (in payouts that did not fail) never
+    --     exceed its total, and are its payee's, in XMR.
+    SELECT 'payout_parts_within_settlements', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'no settlement paid out beyond its total')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+          JOIN compay.payout_transactions p ON p.id = pp.payout_id
+          GROUP BY s.id, s.total_amount, s.currency, s.payee
+          HAVING coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status <> 'failed'), 0)
+                 > compay.atomic(s.total_amount)
+              OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
+    UNION ALL
+    -- 12. A completed XMR settlement has nothing left earmarked and no part
+    --     still open, and its total is accounted for exactly: its confirmed
+    --     parts, what it repaid of its payee's clawbacks (references
+    --     'clawback:<id> settlement:<id>') and what its payee refunded of
+    --     its payments until it completed (from the balance before it was
+    --     earmarked, from its earmark hold after: compay.resolve_dispute).
+    SELECT 'completed_settlements_paid_out', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'every completed XMR settlement is paid out')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id
+          LEFT JOIN (SELECT pp.settlement_id,
+                            compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'confirmed') AS confirmed,
+                            count(*) FILTER (WHERE p.status IN ('queued', 'built', 'relayed')) AS open
+                     FROM compay.payout_parts pp
+                     JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                     GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          LEFT JOIN (SELECT substring(reference FROM ' settlement:([0-9]+)$')::bigint AS settlement_id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:% settlement:%'
+                     GROUP BY 1) r ON r.settlement_id = s.id
+          LEFT JOIN LATERAL (
+              SELECT compay.sum_atomic(t.amount) AS refunded
+              FROM compay.payments y
+              JOIN compay.transfers t ON t.refund_of = y.transfer_id AND t.kind = 'refund'
+              JOIN compay.accounts a ON a.id = t.from_account
+              WHERE y.settlement_id = s.id AND a.node_id = s.payee
+                AND t.created_at <= s.completed_at) f ON true
+          WHERE s.currency = 'XMR' AND s.status = 'completed'
+            AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
+                 OR coalesce(c.open, 0) > 0
+                 OR coalesce(c.confirmed, 0) + coalesce(r.repaid, 0) + coalesce(f.refunded, 0)
+                    <> compay.atomic(s.total_amount))) bad
+    UNION ALL
+    -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
+    --     are its amount (and its fee, when $fees paid it); a queued one
+    --     has none; a voided one got all of them back.
+    SELECT 'payouts_match_ledger', count(*) = 0,
+           coalesce('payouts ' || string_agg(id::text, ', ' ORDER BY id), 'all payouts match the ledger')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id), 0) AS paid,
+                     coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id || ' fee'), 0) AS fee,
+                     coalesce(compay.sum_atomic(t.amount), 0) AS total
+              FROM compay.transfers t
+              WHERE t.kind = 'withdrawal' AND t.reference IN ('payout:' || p.id, 'payout:' || p.id || ' fee')) w
+            ON true
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount), 0) AS returned
+              FROM compay.transfers t
+              WHERE t.kind = 'deposit' AND t.reference = 'payout:' || p.id || ' returned') r
+            ON true
+          WHERE CASE WHEN p.status IN ('built', 'relayed', 'confirmed') THEN
+                         w.paid <> compay.atomic(p.amount)
+                         OR w.fee <> CASE WHEN p.fee_from = '$fees' THEN compay.atomic(p.fee) ELSE 0 END
+                     WHEN p.status = 'queued' THEN w.total <> 0
+                     ELSE w.total <> r.returned END) bad
+    UNION ALL
+    -- 14. What each shortfall says was collected is what its payments
+    -- moved: transfers of its currency from the requester to the provider,
+    -- each of its payment's amount.
+    SELECT 'shortfalls_match_transfers', count(*) = 0,
+           coalesce('shortfalls ' || string_agg(id::text, ', ' ORDER BY id), 'all shortfalls match')
+    FROM (SELECT s.id
+          FROM compay.shortfalls s
+          LEFT JOIN (SELECT p.metadata ->> 'shortfall_id' AS shortfall_id, p.amount AS paid,
+                            t.amount, t.kind, t.currency, fa.node_id AS from_node,
+                            ta.node_id AS to_node
+                     FROM compay.payments p
+                     LEFT JOIN compay.transfers t ON t.id = p.transfer_id
+                     LEFT JOIN compay.accounts fa ON fa.id = t.from_account
+                     LEFT JOIN compay.accounts ta ON ta.id = t.to_account
+                     WHERE p.metadata ? 'shortfall_id') c ON c.shortfall_id = s.id::text
+          GROUP BY s.id, s.collected
+          HAVING coalesce(compay.sum_atomic(c.amount), 0) <> compay.atomic(s.collected)
+              OR coalesce(bool_or(c.shortfall_id IS NOT NULL
+                                  AND (c.amount IS NULL OR c.amount <> c.paid
+                                       OR c.kind <> 'transfer' OR c.currency <> s.currency
+                                       OR c.from_node <> s.requester OR c.to_node <> s.provider)),
+                          false)) bad
+    UNION ALL
+    -- 15. What the payees owe of their clawbacks is what $clawbacks fronted
+    --     and has not got back: per currency its balance is minus what is
+    --     owed; each clawback's amount is its refund's, its repaid the sum of
+    --     its repayments (references 'clawback:<id> settlement:<id>').
+    SELECT 'clawbacks_match_ledger', count(*) = 0,
+           coalesce(string_agg(what, ', '), 'all clawbacks match')
+    FROM (SELECT 'currency ' || coalesce(a.currency, c.currency) AS what
+          FROM (SELECT currency, compay.atomic(balance) AS b FROM compay.accounts
+                WHERE node_id = '$clawbacks') a
+          FULL JOIN (SELECT currency, sum(compay.atomic(amount) - compay.atomic(repaid)) AS owed
+                     FROM compay.clawbacks GROUP BY currency) c ON c.currency = a.currency
+          WHERE coalesce(a.b, 0) <> -coalesce(c.owed, 0)
+          UNION ALL
+          SELECT 'clawback ' || c.id
+          FROM compay.clawbacks c
+          LEFT JOIN compay.transfers t ON t.id = c.transfer_id
+          LEFT JOIN (SELECT substring(reference FROM '^clawback:([0-9]+) ')::bigint AS id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:%' GROUP BY 1) r
+            ON r.id = c.id
+          WHERE t.id IS NULL OR compay.atomic(t.amount) <> compay.atomic(c.amount)
+             OR compay.atomic(c.repaid) <> coalesce(r.repaid, 0)) bad
+    UNION ALL
+    -- 16. A settlement holds back exactly its disputed payments.
+    SELECT 'held_back_matches_disputes', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.payments p ON p.settlement_id = s.id AND p.status = 'disputed'
+          GROUP BY s.id, s.held_back
+          HAVING coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.held_back)) bad
+    UNION ALL
+    -- 17. Deposits match the wallet's outputs: each compay.xmr_deposits row
+    -- (an output, by tx hash and global output index, credited once) has a
+    -- credit of its own, of exactly its amount, to its node's XMR account;
+    -- every wallet deposit credit in the ledger (an XMR deposit with
+    -- reference xmr:<tx hash> that compay_admin did not make) has its row.
+    SELECT 'deposits_match_wallet_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposits match their outputs')
+    FROM (SELECT 'output ' || x.tx_hash || ':' || x.global_index AS what
+          FROM (SELECT x.*, count(*) OVER (PARTITION BY x.transfer_id) AS per_transfer,
+                       count(*) OVER (PARTITION BY x.global_index) AS per_output
+                FROM compay.xmr_deposits x) x
+          LEFT JOIN compay.transfers t ON t.id = x.transfer_id
+          LEFT JOIN compay.accounts a ON a.id = t.to_account
+          WHERE t.id IS NULL OR t.kind <> 'deposit' OR t.currency <> 'XMR'
+             OR t.amount OPERATOR(compay.<>) x.amount
+             OR t.reference IS DISTINCT FROM 'xmr:' || x.tx_hash
+             OR a.node_id IS DISTINCT FROM x.node_id OR a.currency IS DISTINCT FROM 'XMR'
+             OR x.per_transfer > 1 OR x.per_output > 1
+          UNION ALL
+          SELECT 'transfer ' || t.id
+          FROM compay.transfers t
+          WHERE t.kind = 'deposit' AND t.currency = 'XMR' AND t.reference LIKE 'xmr:%'
+            AND NOT EXISTS (SELECT 1 FROM compay.admin_journal j WHERE j.transfer_id = t.id)
+            AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x WHERE x.transfer_id = t.id)) bad
+    UNION ALL
+    -- 18. A withdrawal (a settlement of purpose operational, no payments
+    --     behind it) is of XMR and its total is what its first earmark
+    --     hold (reference settlement:<id>) took from its payee's account.
+    SELECT 'withdrawals_match_holds', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'all withdrawals match their holds')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN LATERAL (
+              SELECT h.amount, a.node_id, a.currency
+              FROM compay.holds h JOIN compay.accounts a ON a.id = h.account_id
+              WHERE h.reference = 'settlement:' || s.id
+              ORDER BY h.id LIMIT 1) h ON true
+          WHERE s.purpose = 'operational'
+            AND (s.payment_count <> 0 OR s.currency <> 'XMR' OR h.amount IS NULL
+                 OR h.amount OPERATOR(compay.<>) s.total_amount
+                 OR h.node_id <> s.payee OR h.currency <> 'XMR'
+                 OR EXISTS (SELECT 1 FROM compay.payments p WHERE p.settlement_id = s.id)
+                 OR EXISTS (SELECT 1 FROM compay.verifications v WHERE v.settlement_id = s.id))) bad
+$$;
+
+-- Issue 14 (hapay): payouts noted in the wallet before relay and adopted from it
+-- after a lost end of WAL (src/payout_reconcile.sql).
+ALTER TABLE compay.payout_transactions ADD COLUMN wallet_note text;
+ALTER TABLE compay.payout_transactions ADD COLUMN adopted_at timestamptz;
+COMMENT ON COLUMN compay.payout_transactions.wallet_note IS
+    'the note compay set on the transaction in the treasury wallet before relaying it (set_tx_notes): database, payout, settlement parts';
+COMMENT ON COLUMN compay.payout_transactions.adopted_at IS
+    'when the payout was adopted from the wallet (compay.reconcile_wallet): its records were lost, for example with a failover, after the wallet sent it';
+GRANT SELECT (wallet_note, adopted_at) ON compay.payout_transactions TO compay_reader;
+
+-- The start of every note of this database: its formation (system
+-- identifier, shared by physical standbys) and the database's oid.
+CREATE FUNCTION compay.payout_note_prefix() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT 'compay:v1:db=' || c.system_identifier || '.' || d.oid || ':'
+    FROM pg_control_system() c, pg_database d
+    WHERE d.datname = current_database()
+$$;
+
+-- The wallet note of a payout about to be built: its id, who pays the
+-- fee and each part (settlement, atomic amount, index of its destination
+-- in compay.payout_transfer_params' order).
+CREATE FUNCTION compay.payout_wallet_note(payout_id bigint, payees_pay_fee boolean) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    WITH i AS (
+        SELECT i.node_id, i.address, row_number() OVER (ORDER BY i.node_id, i.address) - 1 AS k
+        FROM compay.payout_items i WHERE i.payout_id = $1
+    )
+    SELECT compay.payout_note_prefix() || 'payout=' || $1
+           || ':fee=' || CASE WHEN $2 THEN 'payee' ELSE 'network' END
+           || ':parts=' || string_agg(pp.settlement_id || 'x' || compay.atomic(pp.amount) || '@' || i.k,
+                                      ',' ORDER BY pp.settlement_id)
+    FROM compay.payout_parts pp
+    JOIN i ON i.node_id = pp.node_id AND i.address = pp.address
+    WHERE pp.payout_id = $1
+$$;
+
+CREATE FUNCTION compay.record_payout_noted(payout_id bigint, note text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    UPDATE compay.payout_transactions SET wallet_note = $2 WHERE id = $1
+$$;
+
+-- The tx key of an adopted payout, asked of the wallet (get_tx_key) after
+-- its adoption, so that compay.verify_payout and the proofs work for it.
+CREATE FUNCTION compay.record_payout_tx_key(payout_id bigint, tx_key text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    UPDATE compay.payout_transactions SET tx_key = $2
+    WHERE id = $1 AND tx_key IS NULL AND $2 ~ '^([0-9a-f]{64})+$'
+$$;
+
+-- The get_transfers parameters of a reconciliation at wallet height h.
+CREATE FUNCTION compay.payout_reconcile_params(height bigint) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT jsonb_build_object('out', true, 'pending', true, 'account_index', 0,
+                              'filter_by_height', true,
+                              'min_height', greatest(coalesce($1, 0)
+                                  - compay.setting('compay.payout_reconcile_blocks')::bigint, 0))
+$$;
+
+-- Adopts one outgoing transaction of the wallet (an entry of
+-- get_transfers, out or pending) that carries a note of this database and
+-- that no payout has: returns the new payout's id, or NULL when the
+-- transaction is known or not compay's.  Queued payouts with parts of the
+-- same settlements fail first (nothing of theirs was sent; what is left
+-- payable is queued again).  Each part is then withdrawn from its
+-- settlement's earmark hold, the fee from $fees (network pays) as
+-- compay.record_payout_built would, and the payout is relayed, or
+-- confirmed when the wallet counts compay.payout_confirmations.  A note
+-- this database cannot match (a settlement it does not have or not
+-- processing, an earmark with less left than the part, a destination
+-- missing, amounts that differ from the transaction's) raises PY022 and
+-- adopts nothing: the round builds nothing until an operator resolves it.
+CREATE FUNCTION compay.adopt_wallet_transfer(transfer jsonb) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_prefix text := compay.payout_note_prefix();
+    v_note text := transfer->>'note';
+    v_tx text := transfer->>'txid';
+    v_m text[];
+    v_fee compay.credit;
+    v_payees boolean;
+    v_conf integer := coalesce((transfer->>'confirmations')::integer, 0);
+    v_payout bigint;
+    v_sids bigint[];
+    v_bad text;
+    v_holds bigint[];
+    v_amounts compay.credit[];
+    v_sent numeric;
+    q record;
+BEGIN
+    IF v_note IS NULL OR NOT starts_with(v_note, v_prefix)
+       OR EXISTS (SELECT 1 FROM compay.payout_transactions p WHERE p.tx_hash = v_tx) THEN
+        RETURN NULL;
+    END IF;
+    v_m := regexp_match(substr(v_note, length(v_prefix) + 1),
+                        '^payout=(\d+):fee=(network|payee):parts=(\d+x\d+@\d+(,\d+x\d+@\d+)*)$');
+    IF v_m IS NULL OR coalesce(v_tx, '') !~ '^[0-9a-f]{64}$'
+       OR coalesce(transfer->>'fee', '') !~ '^\d+$' OR coalesce(transfer->>'amount', '') !~ '^\d+$' THEN
+        RAISE EXCEPTION 'wallet transaction % carries a compay note that cannot be read', left(coalesce(v_tx, ''), 64)
+            USING ERRCODE = 'PY022',
+                  DETAIL = format('The note is "%s".', left(v_note, 200)),
+                  HINT = 'Nothing was adopted and no payout is built until it is resolved; see "Payouts at failover" in docs/operations.md.';
+    END IF;
+    v_payees := v_m[2] = 'payee';
+    v_fee := compay.credit_from_atomic((transfer->>'fee')::numeric);
+    CREATE TEMP TABLE IF NOT EXISTS compay_adopted_parts
+        (settlement_id bigint, amount numeric, k integer) ON COMMIT DROP;
+    TRUNCATE compay_adopted_parts;
+    INSERT INTO compay_adopted_parts
+    SELECT m[1]::bigint, m[2]::numeric, m[3]::integer
+    FROM regexp_matches(v_m[3], '(\d+)x(\d+)@(\d+)', 'g') m;
+    SELECT array_agg(settlement_id ORDER BY settlement_id) INTO v_sids FROM compay_adopted_parts;
+    -- One queue at a time (queue_payouts, request_payout), then the rows.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    PERFORM NULL FROM compay.settlements s WHERE s.id = ANY (v_sids) ORDER BY s.id FOR UPDATE;
+    SELECT string_agg(a.settlement_id::text, ', ' ORDER BY a.settlement_id) INTO v_bad
+    FROM compay_adopted_parts a
+    LEFT JOIN compay.settlements s ON s.id = a.settlement_id
+    LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
+    WHERE s.id IS NULL OR s.currency <> 'XMR' OR s.status <> 'processing' OR h.id IS NULL
+       OR compay.atomic(h.remaining) < a.amount OR a.amount <= 0
+       OR transfer->'destinations'->a.k->>'address' IS NULL;
+    IF v_bad IS NOT NULL OR (SELECT count(DISTINCT settlement_id) <> count(*) FROM compay_adopted_parts) THEN
+        RAISE EXCEPTION 'wallet transaction % pays compay settlements this database cannot match', v_tx
+            USING ERRCODE = 'PY022',
+                  DETAIL = format('Settlements %s are missing, not processing, or have less earmarked than the transaction paid of them; the note is "%s".',
+                                  coalesce(v_bad, 'listed twice'), left(v_note, 200)),
+                  HINT = 'Nothing was adopted and no payout is built until it is resolved; see "Payouts at failover" in docs/operations.md.';
+    END IF;
+    FOR q IN SELECT DISTINCT p.id FROM compay.payout_parts pp
+             JOIN compay.payout_transactions p ON p.id = pp.payout_id
+             WHERE p.status = 'queued' AND pp.settlement_id = ANY (v_sids) ORDER BY p.id
+    LOOP
+        PERFORM compay.record_payout_failed(q.id,
+            format('superseded: the wallet''s transaction %s pays its settlements (adopted)', v_tx));
+    END LOOP;
+    INSERT INTO compay.payout_transactions
+        (status, amount, fee, fee_from, tx_hash, tx_metadata, key_images, confirmations,
+         built_at, relayed_at, wallet_note, adopted_at)
+    VALUES ('relayed', '0', v_fee, CASE WHEN v_payees THEN 'payees' ELSE '$fees' END, v_tx, '',
+            '{}', v_conf, now(), now(), v_note, now())
+    RETURNING id INTO v_payout;
+    INSERT INTO compay.payout_items (payout_id, node_id, address, amount, settlement_ids)
+    SELECT v_payout, s.payee, transfer->'destinations'->a.k->>'address',
+           compay.credit_from_atomic(sum(a.amount)), array_agg(s.id ORDER BY s.id)
+    FROM compay_adopted_parts a JOIN compay.settlements s ON s.id = a.settlement_id
+    GROUP BY s.payee, transfer->'destinations'->a.k->>'address';
+    INSERT INTO compay.payout_parts (payout_id, settlement_id, node_id, address, amount)
+    SELECT v_payout, s.id, s.payee, transfer->'destinations'->a.k->>'address',
+           compay.credit_from_atomic(a.amount)
+    FROM compay_adopted_parts a JOIN compay.settlements s ON s.id = a.settlement_id;
+    UPDATE compay.payout_transactions p
+    SET amount = (SELECT compay.sum(i.amount) FROM compay.payout_items i WHERE i.payout_id = p.id)
+    WHERE p.id = v_payout;
+    IF v_payees THEN
+        UPDATE compay.payout_items i SET fee = f.share
+        FROM compay.payout_fee_shares(v_payout, v_fee) f
+        WHERE i.payout_id = v_payout AND i.node_id = f.node_id AND i.address = f.address;
+    END IF;
+    SELECT sum(compay.atomic(i.amount) - compay.atomic(i.fee)) INTO v_sent
+    FROM compay.payout_items i WHERE i.payout_id = v_payout;
+    IF v_sent IS DISTINCT FROM (transfer->>'amount')::numeric THEN
+        RAISE EXCEPTION 'wallet transaction % pays compay settlements this database cannot match', v_tx
+            USING ERRCODE = 'PY022',
+                  DETAIL = format('Its note says %s atomic units, the transaction sends %s.', v_sent, transfer->>'amount'),
+                  HINT = 'Nothing was adopted and no payout is built until it is resolved; see "Payouts at failover" in docs/operations.md.';
+    END IF;
+    UPDATE compay.settlements s SET payout_id = v_payout WHERE s.id = ANY (v_sids);
+    SELECT array_agg(s.earmark_hold_id ORDER BY s.earmark_hold_id),
+           array_agg(pp.amount ORDER BY s.earmark_hold_id)
+    INTO v_holds, v_amounts
+    FROM compay.payout_parts pp JOIN compay.settlements s ON s.id = pp.settlement_id
+    WHERE pp.payout_id = v_payout;
+    PERFORM compay.payout_withdraw(v_holds, v_amounts, CASE WHEN v_payees THEN '0' ELSE v_fee END,
+                                   '$fees', 'payout:' || v_payout);
+    UPDATE compay.payments y SET tx_hash = v_tx
+    WHERE y.settlement_id = ANY (v_sids) AND y.status = 'completed';
+    PERFORM compay.record_payout_confirmations(v_payout, v_conf);
+    RAISE LOG 'compay: adopted wallet transaction % as payout % (its note names payout %)',
+        v_tx, v_payout, v_m[1];
+    RETURN v_payout;
+END $$;
+
+-- Adopts every outgoing transaction of a get_transfers reply (out and
+-- pending) that carries a note of this database and that no payout has,
+-- oldest first; returns what it adopted.
+CREATE FUNCTION compay.adopt_wallet_transfers(reply jsonb)
+RETURNS TABLE (payout_id bigint, tx_hash text, amount compay.credit, fee compay.credit,
+               status compay.payout_status, settlement_ids bigint[])
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_id bigint;
+    e jsonb;
+BEGIN
+    FOR e IN SELECT x FROM jsonb_array_elements(coalesce(reply->'out', '[]') || coalesce(reply->'pending', '[]')) x
+             WHERE starts_with(x->>'note', compay.payout_note_prefix())
+               AND NOT EXISTS (SELECT 1 FROM compay.payout_transactions p WHERE p.tx_hash = x->>'txid')
+             ORDER BY coalesce((x->>'height')::bigint, 0) = 0, (x->>'height')::bigint,
+                      (x->>'timestamp')::bigint, x->>'txid'
+    LOOP
+        v_id := compay.adopt_wallet_transfer(e);
+        CONTINUE WHEN v_id IS NULL;
+        RETURN QUERY
+        SELECT p.id, p.tx_hash, p.amount, p.fee, p.status,
+               ARRAY(SELECT pp.settlement_id FROM compay.payout_parts pp
+                     WHERE pp.payout_id = p.id ORDER BY 1)
+        FROM compay.payout_transactions p WHERE p.id = v_id;
+    END LOOP;
+END $$;
+
+-- The reconciliation on an operator's demand: the wallet's outgoing
+-- transfers since compay.payout_reconcile_blocks blocks, each one of this
+-- database's that no payout has adopted.  Calls the wallet before it
+-- takes any lock, inside the caller's transaction: not inside one that
+-- holds ledger locks.  The worker and CALL compay.run_payouts() reconcile
+-- by themselves, between transactions, before their first build.
+CREATE FUNCTION compay.reconcile_wallet()
+RETURNS TABLE (payout_id bigint, tx_hash text, amount compay.credit, fee compay.credit,
+               status compay.payout_status, settlement_ids bigint[])
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_height bigint;
+    v_reply jsonb;
+BEGIN
+    -- An admin's write: refused on a standby (25006) before any wallet call.
+    PERFORM compay.require_node(NULL);
+    PERFORM compay.wallet_rpc('refresh');
+    v_height := (compay.wallet_rpc('get_height')->>'height')::bigint;
+    v_reply := compay.wallet_rpc('get_transfers', compay.payout_reconcile_params(v_height));
+    RETURN QUERY SELECT * FROM compay.adopt_wallet_transfers(v_reply);
+END $$;
+COMMENT ON FUNCTION compay.reconcile_wallet() IS
+    'adopts the treasury wallet''s outgoing transactions that carry this database''s payout note and that no payout has (records, debits, settlements paid); returns them (calls the wallet; not inside a transaction that holds ledger locks)';
+
+REVOKE ALL ON FUNCTION compay.payout_note_prefix(), compay.payout_wallet_note(bigint, boolean),
+    compay.record_payout_noted(bigint, text), compay.record_payout_tx_key(bigint, text),
+    compay.payout_reconcile_params(bigint), compay.adopt_wallet_transfer(jsonb),
+    compay.adopt_wallet_transfers(jsonb), compay.reconcile_wallet() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.reconcile_wallet() TO compay_admin;
+
+-- Issue 14 (hapay): compay.diagnose() warns of payouts adopted from the wallet.
+CREATE OR REPLACE FUNCTION compay.diagnose()
+RETURNS TABLE (name text, status text, advice text, detail text)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    w record;
+    cron_jobs text;
+    wallet_error text;
+    wallet_height bigint;
+    daemon_height bigint;
+    bal jsonb;
+    total compay.credit;
+    unlocked compay.credit;
+    ph record;
+    n_failed bigint;
+    n_adopted bigint;
+    n_gave_up bigint;
+    bad text;
+BEGIN
+    -- 1. A runner: the worker, or pg_cron jobs for settlements and payouts.
+    SELECT * INTO w FROM compay.worker_status() ws;
+    IF to_regclass('cron.job') IS NOT NULL THEN
+        EXECUTE $q$SELECT string_agg(j.jobname || ': ' || j.command, '; ' ORDER BY j.jobid)
+                   FROM cron.job j
+                   WHERE j.active AND j.database = current_database()
+                     AND j.command ~ '(run_payouts|run_settlement|process_due_settlements)'$q$
+            INTO cron_jobs;
+    END IF;
+    name := 'runner';
+    IF w.state IN ('running', 'idle', 'starting') THEN
+        status := 'ok';
+        advice := 'The worker runs settlements and payouts.';
+        detail := format('worker %s, pid %s, last round %s', w.state, w.pid, w.last_round_end);
+    ELSIF cron_jobs IS NOT NULL AND cron_jobs ~ 'run_payouts' AND cron_jobs ~ '(run_settlement|process_due_settlements)' THEN
+        status := 'ok';
+        advice := 'pg_cron jobs run settlements and payouts.';
+        detail := cron_jobs;
+    ELSIF cron_jobs IS NOT NULL THEN
+        status := 'warn';
+        advice := 'Schedule both settlement and CALL compay.run_payouts() with pg_cron (docs/operations.md), or start the worker.';
+        detail := cron_jobs;
+    ELSE
+        status := 'fail';
+        advice := 'Nothing settles or pays out: start the worker (compay.worker_enabled, compay.database) or schedule the pg_cron jobs of docs/operations.md.';
+        detail := format('worker %s, no pg_cron job for settlements or payouts', w.state);
+    END IF;
+    RETURN NEXT;
+
+    -- 2. The wallet answers.
+    BEGIN
+        wallet_height := (compay.wallet_rpc('get_height')->>'height')::bigint;
+        bal := compay.wallet_rpc('get_balance', '{"account_index":0}');
+        total := compay.credit_from_atomic((bal->>'balance')::numeric);
+        unlocked := compay.credit_from_atomic((bal->>'unlocked_balance')::numeric);
+    EXCEPTION WHEN SQLSTATE 'PY014' OR SQLSTATE 'PY015' THEN
+        wallet_error := SQLERRM;
+    END;
+    name := 'wallet';
+    IF wallet_error IS NULL THEN
+        status := 'ok';
+        advice := 'The treasury wallet answers.';
+        detail := format('height %s', wallet_height);
+    ELSE
+        status := 'fail';
+        advice := 'Start monero-wallet-rpc or fix compay.wallet_rpc_url and its login: no payout or deposit moves meanwhile.';
+        detail := wallet_error;
+    END IF;
+    RETURN NEXT;
+
+    -- 3. The wallet is synced with the daemon.
+    name := 'wallet sync';
+    IF wallet_error IS NOT NULL THEN
+        status := 'warn';
+        advice := 'Cannot compare heights while the wallet does not answer: see the wallet check.';
+        detail := NULL;
+    ELSIF compay.setting('compay.daemon_rpc_url') = '' THEN
+        status := 'warn';
+        advice := 'Set compay.daemon_rpc_url so that payouts and this check can ask the daemon.';
+        detail := format('wallet height %s, no daemon configured', wallet_height);
+    ELSE
+        BEGIN
+            daemon_height := (compay.daemon_rpc('/get_height')->>'height')::bigint;
+        EXCEPTION WHEN SQLSTATE 'PY014' OR SQLSTATE 'PY015' THEN
+            bad := SQLERRM;
+        END;
+        IF bad IS NOT NULL THEN
+            status := 'fail';
+            advice := 'Start monerod or fix compay.daemon_rpc_url: the wallet cannot send nor see confirmations without it.';
+            detail := bad;
+        ELSIF wallet_height + 2 < daemon_height THEN
+            status := 'warn';
+            advice := 'The wallet lags behind the daemon: check that it refreshes (auto_refresh) and uses this daemon; payouts and deposits wait meanwhile.';
+            detail := format('wallet height %s, daemon height %s: %s blocks behind',
+                             wallet_height, daemon_height, daemon_height - wallet_height);
+        ELSIF wallet_height > daemon_height + 2 THEN
+            status := 'fail';
+            advice := 'The wallet is ahead of the daemon: it follows another daemon or chain than compay.daemon_rpc_url.';
+            detail := format('wallet height %s, daemon height %s', wallet_height, daemon_height);
+        ELSE
+            status := 'ok';
+            advice := 'The wallet is synced with the daemon.';
+            detail := format('wallet height %s, daemon height %s', wallet_height, daemon_height);
+        END IF;
+    END IF;
+    RETURN NEXT;
+
+    -- 4. The unlocked balance covers the payouts queued or built.
+    SELECT * INTO ph FROM compay.payout_health(unlocked) h;
+    name := 'unlocked balance';
+    IF wallet_error IS NOT NULL THEN
+        status := 'warn';
+        advice := 'Cannot read the balance while the wallet does not answer: see the wallet check.';
+        detail := format('queued %s XMR', ph.queued);
+    ELSIF unlocked >= ph.queued THEN
+        status := 'ok';
+        advice := 'The unlocked balance covers the payouts queued.';
+        detail := format('unlocked %s XMR of %s XMR, queued %s XMR', unlocked, total, ph.queued);
+    ELSIF total >= ph.queued THEN
+        status := 'warn';
+        advice := 'Part of the balance is still locked: the queued payouts go once it unlocks (10 blocks).';
+        detail := format('unlocked %s XMR of %s XMR, queued %s XMR', unlocked, total, ph.queued);
+    ELSE
+        status := 'fail';
+        advice := 'Fund the treasury wallet: its balance does not cover the payouts queued.';
+        detail := format('unlocked %s XMR of %s XMR, queued %s XMR', unlocked, total, ph.queued);
+    END IF;
+    RETURN NEXT;
+
+    -- 5. Payouts stuck or failing.
+    SELECT count(*) INTO n_failed FROM compay.payout_transactions p
+    WHERE p.status = 'failed' AND p.failed_at > now() - interval '1 day';
+    SELECT count(*) INTO n_adopted FROM compay.payout_transactions p
+    WHERE p.adopted_at > now() - interval '1 day';
+    name := 'payouts';
+    IF ph.stuck_payout IS NOT NULL THEN
+        SELECT CASE WHEN p.last_error IS NOT NULL THEN 'fail' ELSE 'warn' END INTO status
+        FROM compay.payout_transactions p WHERE p.id = ph.stuck_payout;
+        advice := CASE WHEN status = 'fail'
+                       THEN 'A payout keeps failing: read its last_error in compay.pending_payouts and fix the wallet or the daemon.'
+                       ELSE 'A payout waits for the unlocked balance: fund the wallet or wait for it to unlock.' END;
+        detail := format('payout %s: %s', ph.stuck_payout, ph.stuck_reason);
+    ELSIF n_adopted > 0 THEN
+        status := 'warn';
+        advice := 'Payouts were adopted from the wallet in the last day: their records had been lost (a failover?); nothing was paid twice, but check what else the lost records held.';
+        detail := format('%s payout(s) adopted from the wallet in the last day', n_adopted);
+    ELSIF n_failed > 0 THEN
+        status := 'warn';
+        advice := 'Payouts failed in the last day: their earnings were queued again; read compay.payment_trace for why.';
+        detail := format('%s payout(s) failed in the last day', n_failed);
+    ELSE
+        status := 'ok';
+        advice := 'No payout is stuck.';
+        detail := format('%s open', (SELECT count(*) FROM compay.pending_payouts));
+    END IF;
+    RETURN NEXT;
+
+    -- 6. Settlements failed (retrying, or given up).
+    SELECT count(*), count(*) FILTER (WHERE f.gave_up) INTO n_failed, n_gave_up
+    FROM compay.failed_settlements f;
+    name := 'settlements';
+    IF n_gave_up > 0 THEN
+        status := 'fail';
+        advice := 'Settlements gave up retrying: read compay.failed_settlements and call compay.retry_settlement() once fixed.';
+    ELSIF n_failed > 0 THEN
+        status := 'warn';
+        advice := 'Settlements failed and will be retried: read their last_error in compay.failed_settlements.';
+    ELSE
+        status := 'ok';
+        advice := 'No settlement failed.';
+    END IF;
+    detail := format('%s failed, %s given up', n_failed, n_gave_up);
+    RETURN NEXT;
+
+    -- 7. The ledger's invariants (compay.verify_ledger()).
+    SELECT string_agg(v.check_name || ': ' || v.detail, '; ' ORDER BY v.check_name) FILTER (WHERE NOT v.ok),
+           count(*) FILTER (WHERE NOT v.ok), count(*)
+    INTO bad, n_failed, n_gave_up
+    FROM compay.verify_ledger() v;
+    name := 'ledger';
+    IF n_failed > 0 THEN
+        status := 'fail';
+        advice := 'The ledger breaks an invariant: stop payouts (compay.payout_auto_relay = off) and read compay.verify_ledger().';
+        detail := format('%s of %s checks fail: %s', n_failed, n_gave_up, bad);
+    ELSE
+        status := 'ok';
+        advice := 'Every compay.verify_ledger() check holds.';
+        detail := format('%s checks ok', n_gave_up);
+    END IF;
+    RETURN NEXT;
+
+    -- 8. Settings that contradict each other.
+    SELECT string_agg(c, '; ') INTO bad FROM compay.settings_contradictions() c;
+    name := 'settings';
+    IF bad IS NOT NULL THEN
+        status := 'warn';
+        advice := 'Settings contradict each other: change them as the detail says.';
+        detail := bad;
+    ELSE
+        status := 'ok';
+        advice := 'The payout settings agree with each other.';
+        detail := NULL;
+    END IF;
+    RETURN NEXT;
+END $$;
+
+--------------------------------------------------------------------------
 -- Issue 16 (events): compay.events, emit_event, publish_events,
 -- events_since, and the triggers that emit job, payment and payout events.
 --------------------------------------------------------------------------
@@ -8415,269 +9141,6 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
             AND NOT EXISTS (SELECT 1 FROM compay.deposit_requests r
                             WHERE r.job_id = j.id AND r.state IN ('pending', 'seen', 'partial'))) bad
 $$;
--- Issue 14 (hapay): payouts noted in the wallet before relay and adopted from it
--- after a lost end of WAL (src/payout_reconcile.sql).
-ALTER TABLE compay.payout_transactions ADD COLUMN wallet_note text;
-ALTER TABLE compay.payout_transactions ADD COLUMN adopted_at timestamptz;
-COMMENT ON COLUMN compay.payout_transactions.wallet_note IS
-    'the note compay set on the transaction in the treasury wallet before relaying it (set_tx_notes): database, payout, settlement parts';
-COMMENT ON COLUMN compay.payout_transactions.adopted_at IS
-    'when the payout was adopted from the wallet (compay.reconcile_wallet): its records were lost, for example with a failover, after the wallet sent it';
-GRANT SELECT (wallet_note, adopted_at) ON compay.payout_transactions TO compay_reader;
-
--- The start of every note of this database: its formation (system
--- identifier, shared by physical standbys) and the database's oid.
-CREATE FUNCTION compay.payout_note_prefix() RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
-    SELECT 'compay:v1:db=' || c.system_identifier || '.' || d.oid || ':'
-    FROM pg_control_system() c, pg_database d
-    WHERE d.datname = current_database()
-$$;
-
--- The wallet note of a payout about to be built: its id, who pays the
--- fee and each part (settlement, atomic amount, index of its destination
--- in compay.payout_transfer_params' order).
-CREATE FUNCTION compay.payout_wallet_note(payout_id bigint, payees_pay_fee boolean) RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
-    WITH i AS (
-        SELECT i.node_id, i.address, row_number() OVER (ORDER BY i.node_id, i.address) - 1 AS k
-        FROM compay.payout_items i WHERE i.payout_id = $1
-    )
-    SELECT compay.payout_note_prefix() || 'payout=' || $1
-           || ':fee=' || CASE WHEN $2 THEN 'payee' ELSE 'network' END
-           || ':parts=' || string_agg(pp.settlement_id || 'x' || compay.atomic(pp.amount) || '@' || i.k,
-                                      ',' ORDER BY pp.settlement_id)
-    FROM compay.payout_parts pp
-    JOIN i ON i.node_id = pp.node_id AND i.address = pp.address
-    WHERE pp.payout_id = $1
-$$;
-
-CREATE FUNCTION compay.record_payout_noted(payout_id bigint, note text) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
-    UPDATE compay.payout_transactions SET wallet_note = $2 WHERE id = $1
-$$;
-
--- The tx key of an adopted payout, asked of the wallet (get_tx_key) after
--- its adoption, so that compay.verify_payout and the proofs work for it.
-CREATE FUNCTION compay.record_payout_tx_key(payout_id bigint, tx_key text) RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
-    UPDATE compay.payout_transactions SET tx_key = $2
-    WHERE id = $1 AND tx_key IS NULL AND $2 ~ '^([0-9a-f]{64})+$'
-$$;
-
--- The get_transfers parameters of a reconciliation at wallet height h.
-CREATE FUNCTION compay.payout_reconcile_params(height bigint) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
-    SELECT jsonb_build_object('out', true, 'pending', true, 'account_index', 0,
-                              'filter_by_height', true,
-                              'min_height', greatest(coalesce($1, 0)
-                                  - compay.setting('compay.payout_reconcile_blocks')::bigint, 0))
-$$;
-
--- Adopts one outgoing transaction of the wallet (an entry of
--- get_transfers, out or pending) that carries a note of this database and
--- that no payout has: returns the new payout's id, or NULL when the
--- transaction is known or not compay's.  Queued payouts with parts of the
--- same settlements fail first (nothing of theirs was sent; what is left
--- payable is queued again).  Each part is then withdrawn from its
--- settlement's earmark hold, the fee from $fees (network pays) as
--- compay.record_payout_built would, and the payout is relayed, or
--- confirmed when the wallet counts compay.payout_confirmations.  A note
--- this database cannot match (a settlement it does not have or not
--- processing, an earmark with less left than the part, a destination
--- missing, amounts that differ from the transaction's) raises PY022 and
--- adopts nothing: the round builds nothing until an operator resolves it.
-CREATE FUNCTION compay.adopt_wallet_transfer(transfer jsonb) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
-DECLARE
-    v_prefix text := compay.payout_note_prefix();
-    v_note text := transfer->>'note';
-    v_tx text := transfer->>'txid';
-    v_m text[];
-    v_fee compay.credit;
-    v_payees boolean;
-    v_conf integer := coalesce((transfer->>'confirmations')::integer, 0);
-    v_payout bigint;
-    v_sids bigint[];
-    v_bad text;
-    v_holds bigint[];
-    v_amounts compay.credit[];
-    v_sent numeric;
-    q record;
-BEGIN
-    IF v_note IS NULL OR NOT starts_with(v_note, v_prefix)
-       OR EXISTS (SELECT 1 FROM compay.payout_transactions p WHERE p.tx_hash = v_tx) THEN
-        RETURN NULL;
-    END IF;
-    v_m := regexp_match(substr(v_note, length(v_prefix) + 1),
-                        '^payout=(\d+):fee=(network|payee):parts=(\d+x\d+@\d+(,\d+x\d+@\d+)*)$');
-    IF v_m IS NULL OR coalesce(v_tx, '') !~ '^[0-9a-f]{64}$'
-       OR coalesce(transfer->>'fee', '') !~ '^\d+$' OR coalesce(transfer->>'amount', '') !~ '^\d+$' THEN
-        RAISE EXCEPTION 'wallet transaction % carries a compay note that cannot be read', left(coalesce(v_tx, ''), 64)
-            USING ERRCODE = 'PY022',
-                  DETAIL = format('The note is "%s".', left(v_note, 200)),
-                  HINT = 'Nothing was adopted and no payout is built until it is resolved; see "Payouts at failover" in docs/operations.md.';
-    END IF;
-    v_payees := v_m[2] = 'payee';
-    v_fee := compay.credit_from_atomic((transfer->>'fee')::numeric);
-    CREATE TEMP TABLE IF NOT EXISTS compay_adopted_parts
-        (settlement_id bigint, amount numeric, k integer) ON COMMIT DROP;
-    TRUNCATE compay_adopted_parts;
-    INSERT INTO compay_adopted_parts
-    SELECT m[1]::bigint, m[2]::numeric, m[3]::integer
-    FROM regexp_matches(v_m[3], '(\d+)x(\d+)@(\d+)', 'g') m;
-    SELECT array_agg(settlement_id ORDER BY settlement_id) INTO v_sids FROM compay_adopted_parts;
-    -- One queue at a time (queue_payouts, request_payout), then the rows.
-    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
-    PERFORM NULL FROM compay.settlements s WHERE s.id = ANY (v_sids) ORDER BY s.id FOR UPDATE;
-    SELECT string_agg(a.settlement_id::text, ', ' ORDER BY a.settlement_id) INTO v_bad
-    FROM compay_adopted_parts a
-    LEFT JOIN compay.settlements s ON s.id = a.settlement_id
-    LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
-    WHERE s.id IS NULL OR s.currency <> 'XMR' OR s.status <> 'processing' OR h.id IS NULL
-       OR compay.atomic(h.remaining) < a.amount OR a.amount <= 0
-       OR transfer->'destinations'->a.k->>'address' IS NULL;
-    IF v_bad IS NOT NULL OR (SELECT count(DISTINCT settlement_id) <> count(*) FROM compay_adopted_parts) THEN
-        RAISE EXCEPTION 'wallet transaction % pays compay settlements this database cannot match', v_tx
-            USING ERRCODE = 'PY022',
-                  DETAIL = format('Settlements %s are missing, not processing, or have less earmarked than the transaction paid of them; the note is "%s".',
-                                  coalesce(v_bad, 'listed twice'), left(v_note, 200)),
-                  HINT = 'Nothing was adopted and no payout is built until it is resolved; see "Payouts at failover" in docs/operations.md.';
-    END IF;
-    FOR q IN SELECT DISTINCT p.id FROM compay.payout_parts pp
-             JOIN compay.payout_transactions p ON p.id = pp.payout_id
-             WHERE p.status = 'queued' AND pp.settlement_id = ANY (v_sids) ORDER BY p.id
-    LOOP
-        PERFORM compay.record_payout_failed(q.id,
-            format('superseded: the wallet''s transaction %s pays its settlements (adopted)', v_tx));
-    END LOOP;
-    INSERT INTO compay.payout_transactions
-        (status, amount, fee, fee_from, tx_hash, tx_metadata, key_images, confirmations,
-         built_at, relayed_at, wallet_note, adopted_at)
-    VALUES ('relayed', '0', v_fee, CASE WHEN v_payees THEN 'payees' ELSE '$fees' END, v_tx, '',
-            '{}', v_conf, now(), now(), v_note, now())
-    RETURNING id INTO v_payout;
-    INSERT INTO compay.payout_items (payout_id, node_id, address, amount, settlement_ids)
-    SELECT v_payout, s.payee, transfer->'destinations'->a.k->>'address',
-           compay.credit_from_atomic(sum(a.amount)), array_agg(s.id ORDER BY s.id)
-    FROM compay_adopted_parts a JOIN compay.settlements s ON s.id = a.settlement_id
-    GROUP BY s.payee, transfer->'destinations'->a.k->>'address';
-    INSERT INTO compay.payout_parts (payout_id, settlement_id, node_id, address, amount)
-    SELECT v_payout, s.id, s.payee, transfer->'destinations'->a.k->>'address',
-           compay.credit_from_atomic(a.amount)
-    FROM compay_adopted_parts a JOIN compay.settlements s ON s.id = a.settlement_id;
-    UPDATE compay.payout_transactions p
-    SET amount = (SELECT compay.sum(i.amount) FROM compay.payout_items i WHERE i.payout_id = p.id)
-    WHERE p.id = v_payout;
-    IF v_payees THEN
-        UPDATE compay.payout_items i SET fee = f.share
-        FROM compay.payout_fee_shares(v_payout, v_fee) f
-        WHERE i.payout_id = v_payout AND i.node_id = f.node_id AND i.address = f.address;
-    END IF;
-    SELECT sum(compay.atomic(i.amount) - compay.atomic(i.fee)) INTO v_sent
-    FROM compay.payout_items i WHERE i.payout_id = v_payout;
-    IF v_sent IS DISTINCT FROM (transfer->>'amount')::numeric THEN
-        RAISE EXCEPTION 'wallet transaction % pays compay settlements this database cannot match', v_tx
-            USING ERRCODE = 'PY022',
-                  DETAIL = format('Its note says %s atomic units, the transaction sends %s.', v_sent, transfer->>'amount'),
-                  HINT = 'Nothing was adopted and no payout is built until it is resolved; see "Payouts at failover" in docs/operations.md.';
-    END IF;
-    UPDATE compay.settlements s SET payout_id = v_payout WHERE s.id = ANY (v_sids);
-    SELECT array_agg(s.earmark_hold_id ORDER BY s.earmark_hold_id),
-           array_agg(pp.amount ORDER BY s.earmark_hold_id)
-    INTO v_holds, v_amounts
-    FROM compay.payout_parts pp JOIN compay.settlements s ON s.id = pp.settlement_id
-    WHERE pp.payout_id = v_payout;
-    PERFORM compay.payout_withdraw(v_holds, v_amounts, CASE WHEN v_payees THEN '0' ELSE v_fee END,
-                                   '$fees', 'payout:' || v_payout);
-    UPDATE compay.payments y SET tx_hash = v_tx
-    WHERE y.settlement_id = ANY (v_sids) AND y.status = 'completed';
-    PERFORM compay.record_payout_confirmations(v_payout, v_conf);
-    RAISE LOG 'compay: adopted wallet transaction % as payout % (its note names payout %)',
-        v_tx, v_payout, v_m[1];
-    RETURN v_payout;
-END $$;
-
--- Adopts every outgoing transaction of a get_transfers reply (out and
--- pending) that carries a note of this database and that no payout has,
--- oldest first; returns what it adopted.
-CREATE FUNCTION compay.adopt_wallet_transfers(reply jsonb)
-RETURNS TABLE (payout_id bigint, tx_hash text, amount compay.credit, fee compay.credit,
-               status compay.payout_status, settlement_ids bigint[])
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
-DECLARE
-    v_id bigint;
-    e jsonb;
-BEGIN
-    FOR e IN SELECT x FROM jsonb_array_elements(coalesce(reply->'out', '[]') || coalesce(reply->'pending', '[]')) x
-             WHERE starts_with(x->>'note', compay.payout_note_prefix())
-               AND NOT EXISTS (SELECT 1 FROM compay.payout_transactions p WHERE p.tx_hash = x->>'txid')
-             ORDER BY coalesce((x->>'height')::bigint, 0) = 0, (x->>'height')::bigint,
-                      (x->>'timestamp')::bigint, x->>'txid'
-    LOOP
-        v_id := compay.adopt_wallet_transfer(e);
-        CONTINUE WHEN v_id IS NULL;
-        RETURN QUERY
-        SELECT p.id, p.tx_hash, p.amount, p.fee, p.status,
-               ARRAY(SELECT pp.settlement_id FROM compay.payout_parts pp
-                     WHERE pp.payout_id = p.id ORDER BY 1)
-        FROM compay.payout_transactions p WHERE p.id = v_id;
-    END LOOP;
-END $$;
-
--- The reconciliation on an operator's demand: the wallet's outgoing
--- transfers since compay.payout_reconcile_blocks blocks, each one of this
--- database's that no payout has adopted.  Calls the wallet before it
--- takes any lock, inside the caller's transaction: not inside one that
--- holds ledger locks.  The worker and CALL compay.run_payouts() reconcile
--- by themselves, between transactions, before their first build.
-CREATE FUNCTION compay.reconcile_wallet()
-RETURNS TABLE (payout_id bigint, tx_hash text, amount compay.credit, fee compay.credit,
-               status compay.payout_status, settlement_ids bigint[])
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
-DECLARE
-    v_height bigint;
-    v_reply jsonb;
-BEGIN
-    -- An admin's write: refused on a standby (25006) before any wallet call.
-    PERFORM compay.require_node(NULL);
-    PERFORM compay.wallet_rpc('refresh');
-    v_height := (compay.wallet_rpc('get_height')->>'height')::bigint;
-    v_reply := compay.wallet_rpc('get_transfers', compay.payout_reconcile_params(v_height));
-    RETURN QUERY SELECT * FROM compay.adopt_wallet_transfers(v_reply);
-END $$;
-COMMENT ON FUNCTION compay.reconcile_wallet() IS
-    'adopts the treasury wallet''s outgoing transactions that carry this database''s payout note and that no payout has (records, debits, settlements paid); returns them (calls the wallet; not inside a transaction that holds ledger locks)';
-
-REVOKE ALL ON FUNCTION compay.payout_note_prefix(), compay.payout_wallet_note(bigint, boolean),
-    compay.record_payout_noted(bigint, text), compay.record_payout_tx_key(bigint, text),
-    compay.payout_reconcile_params(bigint), compay.adopt_wallet_transfer(jsonb),
-    compay.adopt_wallet_transfers(jsonb), compay.reconcile_wallet() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION compay.reconcile_wallet() TO compay_admin;
-
--- Issue 14 (hapay): compay.diagnose() warns of payouts adopted from the wallet.
-    -- 18. A deposit request (src/deposit_request.sql) has received exactly
-    -- the outputs credited to its subaddress, which no node's static
-    -- deposit address shares; it is confirmed once they cover its amount
-    -- (unless it expired first); a job awaiting its deposit has an open
-    -- request.
-    SELECT 'deposit_requests_match_outputs', count(*) = 0,
-           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposit requests match their outputs')
-    FROM (SELECT 'request ' || r.id AS what
-          FROM compay.deposit_requests r
-          LEFT JOIN (SELECT x.address_index, compay.sum_atomic(x.amount) AS total
-                     FROM compay.xmr_deposits x GROUP BY x.address_index) x
-                 ON x.address_index = r.address_index
-          WHERE compay.atomic(r.received) <> coalesce(x.total, 0)
-             OR (r.state <> 'expired' AND (r.state = 'confirmed') <> (r.received >= r.amount))
-             OR EXISTS (SELECT 1 FROM compay.deposit_addresses d WHERE d.address_index = r.address_index)
-          UNION ALL
-          SELECT 'job ' || j.task_id
-          FROM compay.jobs j
-          WHERE j.status::text = 'awaiting_deposit'
-            AND NOT EXISTS (SELECT 1 FROM compay.deposit_requests r
-                            WHERE r.job_id = j.id AND r.state IN ('pending', 'seen', 'partial'))) bad
-$$;
 
 -- Deposit requests (src/deposit_request.sql).
 CREATE FUNCTION compay.request_deposit(node_id text, amount numeric,
@@ -8725,8 +9188,6 @@ DECLARE
     ph record;
     n_failed bigint;
     n_adopted bigint;
-    n_gave_up bigint;
-    bad text;
     n_gave_up bigint;
     bad text;
     top_index integer;
@@ -8916,7 +9377,6 @@ BEGIN
         detail := NULL;
     END IF;
     RETURN NEXT;
-END $$;
 
     -- 9. A restore from seed sees every deposit subaddress (issue 16):
     -- the highest index compay used is not within a tenth of the lookahead.
