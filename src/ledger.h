@@ -17,6 +17,7 @@
 
 #include "common/cryptohash.h"
 #include "datatype/timestamp.h"
+#include "nodes/lockoptions.h"
 #include "storage/itemptr.h"
 
 #include "compay.h"
@@ -28,6 +29,9 @@
 /* Account flags (accounts.flags). */
 #define ACCOUNT_FLAG_SYSTEM		0x1 /* may go negative */
 #define ACCOUNT_FLAG_BARTER		0x2 /* holds barter credits with someone */
+
+/* Most rows a system account is striped over (ledger_stripes.c). */
+#define LEDGER_STRIPES_MAX		64
 
 /* Most accounts one call may lock, and most transfers in one batch. */
 #define LEDGER_ACCOUNTS_MAX		20000
@@ -170,10 +174,16 @@ extern bool LedgerAutoCreate(void);
 extern bool LedgerWalletBacked(const char *currency);
 
 /* ledger_heap.c */
-extern int	LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n);
+extern int	LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
+								   LockWaitPolicy wait, int *nfound);
 extern void LedgerHeapUpdateAccounts(LedgerBatch *batch);
 extern void LedgerHeapInsertJournal(LedgerBatch *batch);
 extern void LedgerHeapInsertTransfers(LedgerBatch *batch);
+
+/* ledger_stripes.c */
+extern void LedgerStripesInit(void);
+extern const char *LedgerStripeNode(const char *node_id);
+extern void LedgerStripeBase(char *row_node_id);
 
 /* journal_hash.c */
 extern void JournalEntryHash(pg_cryptohash_ctx *ctx, const uint8 *prev,
