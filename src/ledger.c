@@ -523,12 +523,24 @@ LedgerLockAccounts(LedgerBatch *batch, const char **node_ids, int n,
 	IndexLockedAccounts(batch);
 }
 
-/* The locked account of node_id, or NULL; a binary search by node id. */
+/*
+ * The locked account of node_id, or NULL; a binary search by node id.  A
+ * stripe row's name (read from compay.accounts, as a refund of a reward
+ * reads its payer) finds its system account's locked row.
+ */
 LedgerAccount *
 LedgerFindAccount(LedgerBatch *batch, const char *node_id)
 {
 	int			lo = 0;
 	int			hi = batch->naccounts - 1;
+
+	if (node_id[0] == '$' && strchr(node_id, '#') != NULL)
+	{
+		char	   *base = pstrdup(node_id);
+
+		LedgerStripeBase(base);
+		node_id = base;
+	}
 
 	while (lo <= hi)
 	{
