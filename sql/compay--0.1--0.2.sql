@@ -6738,3 +6738,25 @@ BEGIN
     ORDER BY a.id FOR UPDATE;
     RETURN true;
 END $$;
+CREATE OR REPLACE FUNCTION compay.history(node_id text, currency text DEFAULT 'CREDIT',
+    max_rows integer DEFAULT 100, before_seq bigint DEFAULT NULL)
+RETURNS TABLE (seq bigint, created_at timestamptz, kind compay.entry_kind,
+    amount compay.credit, balance_after compay.credit, reserved_after compay.credit,
+    transfer_id bigint, hold_id bigint, counterparty text, transfer_kind compay.transfer_kind,
+    reference text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    -- A system account's stripe row ('$rewards#3') is named as the account.
+    SELECT j.seq, j.created_at, j.kind, j.amount, j.balance_after, j.reserved_after,
+           j.transfer_id, j.hold_id,
+           CASE WHEN left(c.node_id, 1) = '$' THEN split_part(c.node_id, '#', 1) ELSE c.node_id END,
+           t.kind, coalesce(t.reference, h.reference)
+    FROM compay.accounts a
+    JOIN compay.journal j ON j.account_id = a.id
+    LEFT JOIN compay.accounts c ON c.id = j.counterparty
+    LEFT JOIN compay.transfers t ON t.id = j.transfer_id
+    LEFT JOIN compay.holds h ON h.id = j.hold_id
+    WHERE a.node_id = $1 AND a.currency = $2 AND ($4 IS NULL OR j.seq < $4)
+    ORDER BY j.seq DESC
+    LIMIT greatest(least($3, 10000), 0)
+$$;

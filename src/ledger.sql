@@ -369,8 +369,11 @@ RETURNS TABLE (seq bigint, created_at timestamptz, kind compay.entry_kind,
     reference text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT compay.require_node($1, false);
+    -- A system account's stripe row ('$rewards#3') is named as the account.
     SELECT j.seq, j.created_at, j.kind, j.amount, j.balance_after, j.reserved_after,
-           j.transfer_id, j.hold_id, c.node_id, t.kind, coalesce(t.reference, h.reference)
+           j.transfer_id, j.hold_id,
+           CASE WHEN left(c.node_id, 1) = '$' THEN split_part(c.node_id, '#', 1) ELSE c.node_id END,
+           t.kind, coalesce(t.reference, h.reference)
     FROM compay.accounts a
     JOIN compay.journal j ON j.account_id = a.id
     LEFT JOIN compay.accounts c ON c.id = j.counterparty
