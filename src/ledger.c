@@ -1,10 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * ledger.c
- *	  The ledger core.  Owns the lock order: every account a call touches is
- *	  locked by one statement, in ascending id order, before anything is
- *	  read for a decision or written.  Then holds, then settlements, then
- *	  payouts (each in its own module).
+ *	  The ledger core.  Owns the lock order: every ordinary account a call
+ *	  touches is locked by one statement, in ascending id order, then one
+ *	  row of each system account it touches (ledger_stripes.c), before
+ *	  anything is read for a decision or written.  Then holds, then
+ *	  settlements, then payouts (each in its own module).
  *
  * Entries are posted against the locked copies in memory, which checks
  * funds and extends each account's hash chain, and LedgerFlush writes the

@@ -5,7 +5,8 @@
  *	  memory, then written with one statement per table.
  *
  * A money-moving function builds one LedgerBatch: it locks every account it
- * touches with LedgerLockAccounts (one statement, ascending id), posts
+ * touches with LedgerLockAccounts (one statement, ascending id; then a row
+ * of each system account that no other transaction holds), posts
  * entries against the locked copies (which checks funds and extends each
  * account's hash chain), queues transfer rows, and calls LedgerFlush, which
  * writes accounts, journal and transfers with one statement each.
