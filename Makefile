@@ -14,6 +14,7 @@ OBJS = \
 	src/jobs.o \
 	src/journal_hash.o \
 	src/ledger.o \
+	src/ledger_stripes.o \
 	src/ledger_accounts.o \
 	src/ledger_heap.o \
 	src/ledger_holds.o \

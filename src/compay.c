@@ -30,6 +30,7 @@ void
 _PG_init(void)
 {
 	LedgerInit();				/* ledger.c: accounts, credit limits */
+	LedgerStripesInit();		/* ledger_stripes.c: striped system accounts */
 	PricingInit();				/* pricing_config.c: market factors, discounts */
 	JobsInit();					/* jobs.c: stakes, verification, disputes */
 	WorkerInit();				/* worker.c: the background worker, settlement */

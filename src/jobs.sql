@@ -735,14 +735,16 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
 $$;
 
 -- The accounts a decided job moves money or scores on, locked in
--- ascending id as the ledger does: requester, provider, every voter and
--- $rewards.  The ledger calls that follow then lock nothing new, so two
--- jobs between the same nodes cannot deadlock.
+-- ascending id as the ledger does: requester, provider and every voter.
+-- The ledger calls that follow then lock no ordinary account anew, so two
+-- jobs between the same nodes cannot deadlock; $rewards is not locked
+-- here: the ledger takes a stripe row of it no one else holds
+-- (src/ledger_stripes.c), so verified jobs do not queue on it.
 CREATE FUNCTION compay.lock_job_accounts(j compay.jobs) RETURNS void
 LANGUAGE sql SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT 1 FROM compay.accounts a
     WHERE a.currency = j.currency
-      AND (a.node_id IN (j.requester, j.provider, '$rewards')
+      AND (a.node_id IN (j.requester, j.provider)
            OR a.node_id IN (SELECT v.verifier FROM compay.verifications v WHERE v.job_id = j.id))
     ORDER BY a.id FOR UPDATE
 $$;
@@ -1030,8 +1032,9 @@ END $$;
 
 -- Before a deposit of node in currency locks its accounts (src/ledger_accounts.c):
 -- locks the node's owed shortfalls (oldest 100), then the accounts their
--- collection moves money between and $external, in ascending id.  Returns
--- whether the node owes any.
+-- collection moves money between, in ascending id ($external is not
+-- locked here: the deposit takes a stripe row of it no one else holds,
+-- src/ledger_stripes.c).  Returns whether the node owes any.
 CREATE FUNCTION compay.lock_shortfalls(node_id text, currency text) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
@@ -1047,7 +1050,7 @@ BEGIN
     END IF;
     PERFORM 1 FROM compay.accounts a
     WHERE a.currency = lock_shortfalls.currency
-      AND (a.node_id IN (lock_shortfalls.node_id, '$external') OR a.node_id = ANY (v_providers))
+      AND (a.node_id = lock_shortfalls.node_id OR a.node_id = ANY (v_providers))
     ORDER BY a.id FOR UPDATE;
     RETURN true;
 END $$;

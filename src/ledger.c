@@ -1,10 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * ledger.c
- *	  The ledger core.  Owns the lock order: every account a call touches is
- *	  locked by one statement, in ascending id order, before anything is
- *	  read for a decision or written.  Then holds, then settlements, then
- *	  payouts (each in its own module).
+ *	  The ledger core.  Owns the lock order: every ordinary account a call
+ *	  touches is locked by one statement, in ascending id order, then one
+ *	  row of each system account it touches (ledger_stripes.c), before
+ *	  anything is read for a decision or written.  Then holds, then
+ *	  settlements, then payouts (each in its own module).
  *
  * Entries are posted against the locked copies in memory, which checks
  * funds and extends each account's hash chain, and LedgerFlush writes the
@@ -295,23 +296,46 @@ TextArray(const char **values, int n)
 }
 
 static int
+CompareAccountId(const void *a, const void *b)
+{
+	int64		x = ((const LedgerAccount *) a)->id;
+	int64		y = ((const LedgerAccount *) b)->id;
+
+	return (x > y) - (x < y);
+}
+
+static int
 CompareAccountNode(const void *a, const void *b)
 {
 	return strcmp((*(LedgerAccount *const *) a)->node_id,
 				  (*(LedgerAccount *const *) b)->node_id);
 }
 
-/* Locks the accounts of nodes (distinct); returns how many exist. */
-static uint64
+/*
+ * Sorts the locked accounts by id and indexes them by node id; a system
+ * account's stripe row is found by the account's name.
+ */
+static void
+IndexLockedAccounts(LedgerBatch *batch)
+{
+	qsort(batch->accounts, batch->naccounts, sizeof(LedgerAccount), CompareAccountId);
+	batch->by_node = palloc(sizeof(LedgerAccount *) * Max(batch->naccounts, 1));
+	for (int i = 0; i < batch->naccounts; i++)
+	{
+		LedgerStripeBase(batch->accounts[i].node_id);
+		batch->by_node[i] = &batch->accounts[i];
+	}
+	qsort(batch->by_node, batch->naccounts, sizeof(LedgerAccount *), CompareAccountNode);
+}
+
+/* Locks the ordinary accounts of nodes (distinct); returns how many exist. */
+static int
 LockAccountRows(LedgerBatch *batch, const char **nodes, int n)
 {
-	int			found = LedgerHeapLockAccounts(batch, nodes, n);
+	int			nfound;
 
-	batch->by_node = palloc(sizeof(LedgerAccount *) * Max(found, 1));
-	for (int i = 0; i < found; i++)
-		batch->by_node[i] = &batch->accounts[i];
-	qsort(batch->by_node, found, sizeof(LedgerAccount *), CompareAccountNode);
-	return found;
+	batch->naccounts = 0;
+	return LedgerHeapLockAccounts(batch, nodes, n, LockWaitBlock, &nfound);
 }
 
 static int
@@ -320,17 +344,26 @@ CompareCString(const void *a, const void *b)
 	return strcmp(*(const char *const *) a, *(const char *const *) b);
 }
 
+/* Whether nodes (sorted, distinct) has node_id. */
+static bool
+HasNode(const char **nodes, int n, const char *node_id)
+{
+	return bsearch(&node_id, nodes, n, sizeof(char *), CompareCString) != NULL;
+}
+
 /*
- * PY002 for the first node of nodes (sorted, distinct) that has no locked
- * account and is not a system account.  payer tells which side it is on:
- * a payer's account is never opened on first use, so the message says so.
+ * PY002 for the first node of nodes (sorted, distinct) that is not locked
+ * (among locked, sorted) and is not a system account.  payer tells which
+ * side it is on: a payer's account is never opened on first use, so the
+ * message says so.
  */
 static void
-RequireAccounts(LedgerBatch *batch, const char **nodes, int n, bool payer)
+RequireAccounts(LedgerBatch *batch, const char **nodes, int n,
+				const char **locked, int nlocked, bool payer)
 {
 	for (int i = 0; i < n; i++)
 	{
-		if (nodes[i][0] == '$' || LedgerFindAccount(batch, nodes[i]) != NULL)
+		if (nodes[i][0] == '$' || HasNode(locked, nlocked, nodes[i]))
 			continue;
 		if (payer)
 			ereport(ERROR,
@@ -349,13 +382,27 @@ RequireAccounts(LedgerBatch *batch, const char **nodes, int n, bool payer)
 	}
 }
 
-/* The distinct node ids of nodes, sorted (a new array). */
+/*
+ * The distinct node ids of nodes, sorted (a new array); a stripe row's
+ * name ('$name#3', as SQL may read it from compay.accounts) counts as its
+ * system account's.
+ */
 static const char **
 SortedDistinct(const char **nodes, int n, int *ndistinct)
 {
 	const char **sorted = palloc(sizeof(char *) * Max(n, 1));
 
-	memcpy(sorted, nodes, sizeof(char *) * n);
+	for (int i = 0; i < n; i++)
+	{
+		sorted[i] = nodes[i];
+		if (nodes[i][0] == '$' && strchr(nodes[i], '#') != NULL)
+		{
+			char	   *base = pstrdup(nodes[i]);
+
+			LedgerStripeBase(base);
+			sorted[i] = base;
+		}
+	}
 	qsort(sorted, n, sizeof(char *), CompareCString);
 	*ndistinct = 0;
 	for (int i = 0; i < n; i++)
@@ -364,10 +411,67 @@ SortedDistinct(const char **nodes, int n, int *ndistinct)
 	return sorted;
 }
 
+/* The node ids of the locked accounts, sorted. */
+static const char **
+LockedNodes(LedgerBatch *batch)
+{
+	const char **nodes = palloc(sizeof(char *) * Max(batch->naccounts, 1));
+
+	for (int i = 0; i < batch->naccounts; i++)
+		nodes[i] = batch->accounts[i].node_id;
+	qsort(nodes, batch->naccounts, sizeof(char *), CompareCString);
+	return nodes;
+}
+
+/* Opens the accounts of nodes that are missing (system accounts: flag 1). */
+static void
+CreateAccounts(LedgerBatch *batch, const char **nodes, int n)
+{
+	Datum		args[3];
+
+	args[0] = CStringGetTextDatum(batch->currency);
+	args[1] = TextArray(nodes, n);
+	args[2] = CreditGetDatum(LedgerDefaultCreditLimit(batch->currency));
+	SpiRun(&create_stmt, args, NULL, false, 0);
+}
+
 /*
- * Locks the accounts of node_ids in the batch's currency, in ascending id
- * order, in one statement.  The first npayers of node_ids are the paying
- * side (debits, holds, grants of barter credits): each must have an account
+ * Locks one row of the system account name (ledger_stripes.c): the first
+ * of its candidate rows (stripe 0, then this backend's stripe) that no
+ * other transaction holds, creating a missing one; when every candidate is
+ * held, waits for the last.  So a flow through a system account waits only
+ * when another holds this backend's own stripe too.
+ */
+static void
+LockSystemAccount(LedgerBatch *batch, const char *name)
+{
+	const char *rows[2] = {name, LedgerStripeNode(name)};
+	int			nrows = rows[1] == name ? 1 : 2;
+	int			nfound;
+
+	for (int i = 0; i < nrows; i++)
+	{
+		LockWaitPolicy wait = i == nrows - 1 && nrows == 1 ? LockWaitBlock : LockWaitSkip;
+
+		if (LedgerHeapLockAccounts(batch, &rows[i], 1, wait, &nfound) == 1)
+			return;
+		if (nfound == 0)
+		{
+			CreateAccounts(batch, &rows[i], 1);
+			if (LedgerHeapLockAccounts(batch, &rows[i], 1, wait, &nfound) == 1)
+				return;
+		}
+	}
+	if (LedgerHeapLockAccounts(batch, &rows[nrows - 1], 1, LockWaitBlock, &nfound) != 1)
+		elog(ERROR, "system account %s could not be locked", name);
+}
+
+/*
+ * Locks the accounts of node_ids in the batch's currency.  The ordinary
+ * accounts are locked in ascending id order, in one statement; then each
+ * system account, by name, on a row no other transaction holds if it can
+ * (LockSystemAccount).  The first npayers of node_ids are the paying side
+ * (debits, holds, grants of barter credits): each must have an account
  * already, else PY002, raised before anything is written, so a mistyped
  * payer never opens an account that can spend on credit.  Missing system
  * accounts are always created; the other missing accounts (the receiving
@@ -380,9 +484,13 @@ LedgerLockAccounts(LedgerBatch *batch, const char **node_ids, int n,
 {
 	const char **sorted;
 	const char **payers;
+	const char **locked;
+	const char **ordinary;
+	const char **system;
 	int			ndistinct;
+	int			nordinary = 0;
+	int			nsystem = 0;
 	int			npayers_distinct;
-	Datum		args[3];
 
 	Assert(npayers >= 0 && npayers <= n);
 	if (n > LEDGER_ACCOUNTS_MAX)
@@ -390,29 +498,52 @@ LedgerLockAccounts(LedgerBatch *batch, const char **node_ids, int n,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("one call may touch at most %d accounts", LEDGER_ACCOUNTS_MAX)));
 	sorted = SortedDistinct(node_ids, n, &ndistinct);
+	ordinary = palloc(sizeof(char *) * Max(ndistinct, 1));
+	system = palloc(sizeof(char *) * Max(ndistinct, 1));
+	for (int i = 0; i < ndistinct; i++)
+	{
+		if (sorted[i][0] == '$')
+			system[nsystem++] = sorted[i];
+		else
+			ordinary[nordinary++] = sorted[i];
+	}
+	batch->accounts = palloc0(sizeof(LedgerAccount) * Max(ndistinct, 1));
 
-	if (LockAccountRows(batch, sorted, ndistinct) == (uint64) ndistinct)
-		return;
-
-	payers = SortedDistinct(node_ids, npayers, &npayers_distinct);
-	RequireAccounts(batch, payers, npayers_distinct, true);
-	if (!create_missing)
-		RequireAccounts(batch, sorted, ndistinct, false);
-
-	args[0] = CStringGetTextDatum(batch->currency);
-	args[1] = TextArray(sorted, ndistinct);
-	args[2] = CreditGetDatum(LedgerDefaultCreditLimit(batch->currency));
-	SpiRun(&create_stmt, args, NULL, false, 0);
-	if (LockAccountRows(batch, sorted, ndistinct) != (uint64) ndistinct)
-		elog(ERROR, "accounts created for %s could not be locked", batch->currency);
+	if (LockAccountRows(batch, ordinary, nordinary) != nordinary)
+	{
+		locked = LockedNodes(batch);
+		payers = SortedDistinct(node_ids, npayers, &npayers_distinct);
+		RequireAccounts(batch, payers, npayers_distinct, locked, batch->naccounts, true);
+		if (!create_missing)
+			RequireAccounts(batch, sorted, ndistinct, locked, batch->naccounts, false);
+		/* All at once, system accounts too, so ids follow the names' order. */
+		CreateAccounts(batch, sorted, ndistinct);
+		if (LockAccountRows(batch, ordinary, nordinary) != nordinary)
+			elog(ERROR, "accounts created for %s could not be locked", batch->currency);
+	}
+	for (int i = 0; i < nsystem; i++)
+		LockSystemAccount(batch, system[i]);
+	IndexLockedAccounts(batch);
 }
 
-/* The locked account of node_id, or NULL; a binary search by node id. */
+/*
+ * The locked account of node_id, or NULL; a binary search by node id.  A
+ * stripe row's name (read from compay.accounts, as a refund of a reward
+ * reads its payer) finds its system account's locked row.
+ */
 LedgerAccount *
 LedgerFindAccount(LedgerBatch *batch, const char *node_id)
 {
 	int			lo = 0;
 	int			hi = batch->naccounts - 1;
+
+	if (node_id[0] == '$' && strchr(node_id, '#') != NULL)
+	{
+		char	   *base = pstrdup(node_id);
+
+		LedgerStripeBase(base);
+		node_id = base;
+	}
 
 	while (lo <= hi)
 	{

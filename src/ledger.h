@@ -5,7 +5,8 @@
  *	  memory, then written with one statement per table.
  *
  * A money-moving function builds one LedgerBatch: it locks every account it
- * touches with LedgerLockAccounts (one statement, ascending id), posts
+ * touches with LedgerLockAccounts (one statement, ascending id; then a row
+ * of each system account that no other transaction holds), posts
  * entries against the locked copies (which checks funds and extends each
  * account's hash chain), queues transfer rows, and calls LedgerFlush, which
  * writes accounts, journal and transfers with one statement each.
@@ -17,6 +18,7 @@
 
 #include "common/cryptohash.h"
 #include "datatype/timestamp.h"
+#include "nodes/lockoptions.h"
 #include "storage/itemptr.h"
 
 #include "compay.h"
@@ -28,6 +30,9 @@
 /* Account flags (accounts.flags). */
 #define ACCOUNT_FLAG_SYSTEM		0x1 /* may go negative */
 #define ACCOUNT_FLAG_BARTER		0x2 /* holds barter credits with someone */
+
+/* Most rows a system account is striped over (ledger_stripes.c). */
+#define LEDGER_STRIPES_MAX		64
 
 /* Most accounts one call may lock, and most transfers in one batch. */
 #define LEDGER_ACCOUNTS_MAX		20000
@@ -170,10 +175,16 @@ extern bool LedgerAutoCreate(void);
 extern bool LedgerWalletBacked(const char *currency);
 
 /* ledger_heap.c */
-extern int	LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n);
+extern int	LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
+								   LockWaitPolicy wait, int *nfound);
 extern void LedgerHeapUpdateAccounts(LedgerBatch *batch);
 extern void LedgerHeapInsertJournal(LedgerBatch *batch);
 extern void LedgerHeapInsertTransfers(LedgerBatch *batch);
+
+/* ledger_stripes.c */
+extern void LedgerStripesInit(void);
+extern const char *LedgerStripeNode(const char *node_id);
+extern void LedgerStripeBase(char *row_node_id);
 
 /* journal_hash.c */
 extern void JournalEntryHash(pg_cryptohash_ctx *ctx, const uint8 *prev,

@@ -297,6 +297,32 @@ COMMENT ON FUNCTION compay.check_node_id(text) IS
     'returns the node id, or raises 22023 unless it has 1 to 200 characters, no control character, no white space at either end and no leading $';
 
 
+-- System accounts are striped (src/ledger_stripes.c): '$name' and
+-- '$name#1' to '$name#63' are rows of one account, each with its own lock,
+-- balance and hash chain; a flow takes a row no other transaction holds,
+-- so that no flow through $external, $rewards or $fees waits for another's.
+-- The account's balance is the exact sum of its rows.
+CREATE FUNCTION compay.system_account_rows(node_id text) RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT CASE WHEN left($1, 1) = '$'
+                THEN ARRAY[$1] || ARRAY(SELECT $1 || '#' || g FROM generate_series(1, 63) g)
+                ELSE ARRAY[$1] END
+$$;
+COMMENT ON FUNCTION compay.system_account_rows(text) IS
+    'the node ids of the rows that make up an account: a system account''s 64 possible stripes, or the node id itself';
+
+CREATE VIEW compay.system_balances AS
+    SELECT split_part(a.node_id, '#', 1) AS node_id, a.currency,
+           compay.sum(a.balance) AS balance, count(*) AS stripes,
+           sum(a.journal_seq) AS entries
+    FROM compay.accounts a
+    WHERE left(a.node_id, 1) = '$'
+    GROUP BY 1, 2;
+COMMENT ON VIEW compay.system_balances IS
+    'each system account''s balance: the exact sum of its stripe rows';
+GRANT SELECT ON compay.system_balances TO compay_reader;
+
+
 -- Read functions: SECURITY DEFINER, so that a node role (compay_node),
 -- which cannot read the tables, reads its own accounts; compay_reader
 -- reads every node's.
@@ -316,7 +342,13 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_te
                 THEN '170141183460469231731687303.715884105727'::compay.credit
                 ELSE a.balance OPERATOR(compay.-) a.reserved OPERATOR(compay.+) a.credit_limit END,
            a.credit_limit, a.credit_score
-    FROM compay.accounts a WHERE a.node_id = $1 AND a.currency = $2
+    -- A system account's balance is the sum of its stripe rows.
+    FROM (SELECT compay.sum(r.balance) AS balance, compay.sum(r.reserved) AS reserved,
+                 (array_agg(r.credit_limit))[1] AS credit_limit,
+                 (array_agg(r.credit_score))[1] AS credit_score, bit_or(r.flags) AS flags
+          FROM compay.accounts r
+          WHERE r.node_id = ANY (compay.system_account_rows($1)) AND r.currency = $2
+          HAVING count(*) > 0) a
 $$;
 
 CREATE FUNCTION compay.barter_balance(holder text, counterparty text) RETURNS compay.credit
@@ -337,8 +369,11 @@ RETURNS TABLE (seq bigint, created_at timestamptz, kind compay.entry_kind,
     reference text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT compay.require_node($1, false);
+    -- A system account's stripe row ('$rewards#3') is named as the account.
     SELECT j.seq, j.created_at, j.kind, j.amount, j.balance_after, j.reserved_after,
-           j.transfer_id, j.hold_id, c.node_id, t.kind, coalesce(t.reference, h.reference)
+           j.transfer_id, j.hold_id,
+           CASE WHEN left(c.node_id, 1) = '$' THEN split_part(c.node_id, '#', 1) ELSE c.node_id END,
+           t.kind, coalesce(t.reference, h.reference)
     FROM compay.accounts a
     JOIN compay.journal j ON j.account_id = a.id
     LEFT JOIN compay.accounts c ON c.id = j.counterparty

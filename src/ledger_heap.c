@@ -461,16 +461,20 @@ ReadAccount(TupleTableSlot *slot, HeapTarget *t, LedgerAccount *a)
  * the transaction's); locking then waits for a concurrent writer and takes
  * the newest version of the row, which under snapshot isolation is a
  * serialization failure when that version is newer than the snapshot.
- * Fills batch->accounts in id order and returns how many were found.
+ * With LockWaitSkip a row another transaction holds is left out instead
+ * (SKIP LOCKED).  Appends the locked accounts to batch->accounts (which has
+ * room for them) and returns how many; *nfound says how many exist.
  */
 int
-LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n)
+LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
+					   LockWaitPolicy wait, int *nfound_out)
 {
 	HeapTarget	t;
 	Relation	index;
 	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	FoundAccount *found = palloc(sizeof(FoundAccount) * Max(n, 1));
 	int			nfound = 0;
+	int			nlocked = 0;
 	Datum		currency = CStringGetTextDatum(batch->currency);
 	IndexScanDesc scan;
 
@@ -496,17 +500,18 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n)
 	index_close(index, NoLock);
 
 	qsort(found, nfound, sizeof(FoundAccount), CompareFound);
-	batch->accounts = palloc0(sizeof(LedgerAccount) * Max(nfound, 1));
-	batch->naccounts = nfound;
 	for (int i = 0; i < nfound; i++)
 	{
+		LedgerAccount *a = &batch->accounts[batch->naccounts];
 		TM_FailureData tmfd;
 		TM_Result	result;
 
 		result = table_tuple_lock(t.rel, &found[i].tid, snapshot, t.slot,
 								  GetCurrentCommandId(true), LockTupleExclusive,
-								  LockWaitBlock, TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
+								  wait, TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
 								  &tmfd);
+		if (result == TM_WouldBlock)
+			continue;
 		if (result == TM_Ok && tmfd.traversed && IsolationUsesXactSnapshot())
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -514,10 +519,14 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n)
 		if (result != TM_Ok)
 			elog(ERROR, "could not lock account " INT64_FORMAT " (%d)",
 				 found[i].id, (int) result);
-		ReadAccount(t.slot, &t, &batch->accounts[i]);
-		Assert(batch->accounts[i].id == found[i].id);
+		memset(a, 0, sizeof(*a));
+		ReadAccount(t.slot, &t, a);
+		Assert(a->id == found[i].id);
+		batch->naccounts++;
+		nlocked++;
 	}
 	UnregisterSnapshot(snapshot);
 	CloseTarget(&t);
-	return nfound;
+	*nfound_out = nfound;
+	return nlocked;
 }

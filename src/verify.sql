@@ -238,8 +238,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT 'clawbacks_match_ledger', count(*) = 0,
            coalesce(string_agg(what, ', '), 'all clawbacks match')
     FROM (SELECT 'currency ' || coalesce(a.currency, c.currency) AS what
-          FROM (SELECT currency, compay.atomic(balance) AS b FROM compay.accounts
-                WHERE node_id = '$clawbacks') a
+          FROM (SELECT currency, sum(compay.atomic(balance)) AS b FROM compay.accounts
+                WHERE node_id = ANY (compay.system_account_rows('$clawbacks'))
+                GROUP BY currency) a
           FULL JOIN (SELECT currency, sum(compay.atomic(amount) - compay.atomic(repaid)) AS owed
                      FROM compay.clawbacks GROUP BY currency) c ON c.currency = a.currency
           WHERE coalesce(a.b, 0) <> -coalesce(c.owed, 0)
@@ -329,6 +330,17 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
           WHERE j.status::text = 'awaiting_deposit'
             AND NOT EXISTS (SELECT 1 FROM compay.deposit_requests r
                             WHERE r.job_id = j.id AND r.state IN ('pending', 'seen', 'partial'))) bad
+    UNION ALL
+    -- 20. Every stripe row of a system account ('$name#1' to '$name#63',
+    --     src/ledger_stripes.c) is a system account with no credit limit and
+    --     nothing reserved; with checks 1, 2 and 5 each row, and so each
+    --     system account's sum (compay.system_balances), is proved.
+    SELECT 'system_account_stripes', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all stripe rows well formed')
+    FROM compay.accounts
+    WHERE node_id LIKE '$%#%'
+      AND (node_id !~ '^[$][^#]+#([1-9]|[1-5][0-9]|6[0-3])$' OR (flags & 1) = 0
+           OR compay.atomic(credit_limit) <> 0 OR compay.atomic(reserved) <> 0)
 $$;
 COMMENT ON FUNCTION compay.verify_ledger() IS
     'checks every ledger invariant; each row is one check';

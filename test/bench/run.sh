@@ -8,6 +8,7 @@
 #   bash test/bench/run.sh ledger             # transfers vs pgbench and PL/pgSQL
 #   bash test/bench/run.sh pricing [SECS [RUNS]]   # price() vs the PL/pgSQL formula
 #   bash test/bench/run.sh metering [SECS [RUNS]]  # record_usage(), record_usage_batch() vs a plain INSERT
+#   bash test/bench/run.sh system_accounts [SECS]  # deposits, job payments vs transfers; WAL/transfer
 #
 # NAME.sh is called as the unprivileged test user with the work directory
 # (holding the staged src/) as its first argument; it starts, uses and

@@ -3,15 +3,22 @@
 # holds (reserve, then full or partial capture or release, or expiry),
 # refunds of earlier transfers, batches, idempotent retries, deposits,
 # transfers to new nodes, and transactions that roll back after moving
-# money.  Afterwards every ledger invariant must hold: verify_ledger() all
-# ok, money conserved per currency, the nodes hold exactly what was
-# deposited, no account past its limit, holds and refunds within their
-# amounts, one transfer per idempotency key.
+# money; a sixth of the steps go through system accounts (keyed deposits
+# from $external, job payments with a verifier reward from $rewards), which
+# are striped over rows (src/ledger_stripes.c).  Afterwards every ledger
+# invariant must hold: verify_ledger() all ok, money conserved per
+# currency, the nodes hold exactly what was deposited plus the rewards,
+# $external and $rewards (the sums of their rows) exactly match, no account
+# past its limit, holds and refunds within their amounts, one transfer per
+# idempotency key.
 #
-# Then a crash: a second pgbench run is cut by an immediate shutdown, the
-# server recovers from WAL, and the same invariants must hold again, with
-# the work committed before the crash kept and the sequences never going
-# back.
+# Then two crashes: a second pgbench run is cut by an immediate shutdown,
+# and a third by kill -9 of a backend in the middle of a ledger call (the
+# server resets every session and recovers from WAL) while a client makes
+# keyed deposits one by one; after each the same invariants must hold
+# again, with the work committed before the crash kept, the sequences never
+# going back, and every deposit the client saw acknowledged present once
+# (a retry under its key returns the same transfer).
 #
 # The errors a correct ledger raises under contention (PY001 insufficient
 # funds, PY004 hold not pending, PY008 refund exceeds, a partial capture of
@@ -52,6 +59,8 @@ shared_buffers = '128MB'
 # auto-created accounts (transfers to new nodes) get limit 0 as well
 compay.default_credit_limit = '0'
 deadlock_timeout = '100ms'
+# after the kill -9 of a backend the postmaster resets and recovers by itself
+restart_after_crash = on
 # Cluster.pm logs every statement; pgbench would make that log huge.
 log_statement = 'none'
 });
@@ -64,7 +73,7 @@ $node->safe_psql('postgres', 'CREATE EXTENSION compay');
 $node->safe_psql(
 	'postgres', q{
 CREATE TABLE stress_log (op text NOT NULL, outcome text NOT NULL);
-CREATE TABLE stress_deposits (node_id text NOT NULL, amount numeric NOT NULL);
+CREATE TABLE stress_deposits (node_id text NOT NULL, amount numeric NOT NULL, key text UNIQUE);
 CREATE SEQUENCE stress_rollbacks;
 
 -- One random ledger operation: op (0..99) picks it, s varies the rest.
@@ -83,6 +92,8 @@ DECLARE
     rem credit;
     t bigint;
     k int;
+    lo int := least(a, ib, ic);
+    hi int := greatest(a, ib, ic);
 BEGIN
     BEGIN
         IF op < 28 THEN
@@ -162,9 +173,26 @@ BEGIN
         ELSIF op < 93 THEN
             opname := 'expire';
             PERFORM compay.expire_holds();
-        ELSE
+        ELSIF op < 100 THEN
             opname := 'transfer';
             PERFORM compay.transfer(nb, na, amount, 'stress');
+        ELSIF op < 110 THEN
+            -- Through $external; a key always names the same deposit.
+            opname := 'keyed_deposit';
+            k := s % 5000;
+            t := compay.deposit('n' || (k % 50 + 1), ((k + 1)::numeric / 100)::credit, 'CREDIT',
+                                'stress', 'dep-' || k);
+            INSERT INTO stress_deposits VALUES ('n' || (k % 50 + 1), (k + 1)::numeric / 100, 'dep-' || k)
+            ON CONFLICT (key) DO NOTHING;
+        ELSE
+            -- A verified job's payment: the escrow held from the requester
+            -- (the lowest account id of the three, so that the two calls
+            -- lock in ascending id order), half to the provider, a reward
+            -- from $rewards to the verifier.
+            opname := 'job_payment';
+            h := compay.reserve('n' || lo, amount, 'stress');
+            PERFORM compay.settle_escrow(h, 'n' || (a + ib + ic - lo - hi), amount / 2,
+                                         ARRAY['n' || hi], '0.01', 'stress');
         END IF;
     EXCEPTION
         WHEN SQLSTATE 'PY001' THEN outcome := 'insufficient_funds';
@@ -202,7 +230,7 @@ is($node->safe_psql('postgres', q{SELECT sum(amount) FROM stress_deposits}),
 my $script = PostgreSQL::Test::Utils::tempdir() . '/stress.sql';
 PostgreSQL::Test::Utils::append_to_file(
 	$script, q{
-\set op random(0, 99)
+\set op random(0, 119)
 \set s random(1, 1000000)
 \set a random(1, 50)
 \set b random(1, 50)
@@ -237,7 +265,7 @@ sub check_ledger
 	my $q = sub { $node->safe_psql('postgres', "SET search_path = public, compay;\n" . $_[0]) };
 
 	is($q->(q{SELECT count(*) FILTER (WHERE ok) || '/' || count(*) FROM compay.verify_ledger()}),
-		'19/19', "$label: verify_ledger() all ok")
+		'20/20', "$label: verify_ledger() all ok")
 	  or diag($q->(q{SELECT check_name || ': ' || detail FROM compay.verify_ledger() WHERE NOT ok}));
 
 	# The ledger writes its rows through the table access method: the heap
@@ -258,13 +286,31 @@ sub check_ledger
 	                                FROM compay.accounts GROUP BY currency) x WHERE s <> 0}),
 		'0', "$label: balances sum to zero per currency");
 
-	my ($nodes, $external, $deposits, $logged) = split /\|/, $q->(q{
+	# $external and $rewards are the sums of their stripe rows.
+	my ($nodes, $external, $rewards, $deposits, $logged, $paid, $rows) = split /\|/, $q->(q{
 		SELECT (SELECT sum(balance::numeric) FROM compay.accounts WHERE flags & 1 = 0),
-		       (SELECT balance::numeric FROM compay.accounts WHERE node_id = '$external'),
+		       (SELECT coalesce(sum(balance::numeric), 0) FROM compay.accounts
+		        WHERE node_id = ANY (compay.system_account_rows('$external'))),
+		       (SELECT coalesce(sum(balance::numeric), 0) FROM compay.accounts
+		        WHERE node_id = ANY (compay.system_account_rows('$rewards'))),
 		       (SELECT sum(amount::numeric) FROM compay.transfers WHERE kind = 'deposit'),
-		       (SELECT sum(amount) FROM stress_deposits)});
-	ok($nodes == -$external, "$label: nodes' balances ($nodes) plus \$external ($external) are zero");
-	ok($nodes == $deposits, "$label: nodes hold the sum of the deposits ($deposits)");
+		       (SELECT sum(amount) FROM stress_deposits),
+		       -- what $rewards paid, less what refunds of rewards brought back
+		       (SELECT coalesce(sum(CASE WHEN split_part(f.node_id, '#', 1) = '$rewards'
+		                                 THEN t.amount::numeric ELSE -t.amount::numeric END), 0)
+		        FROM compay.transfers t
+		        JOIN compay.accounts f ON f.id = t.from_account
+		        JOIN compay.accounts p ON p.id = t.to_account
+		        WHERE '$rewards' IN (split_part(f.node_id, '#', 1), split_part(p.node_id, '#', 1))),
+		       (SELECT count(*) FROM compay.accounts WHERE node_id LIKE '$%')});
+	note("$label: $rows system account rows");
+	ok($nodes == -($external + $rewards),
+		"$label: nodes' balances ($nodes) plus \$external ($external) and \$rewards ($rewards) are zero");
+	ok($nodes == $deposits + $paid,
+		"$label: nodes hold the sum of the deposits ($deposits) and of the rewards ($paid)");
+	ok(-$rewards == $paid, "$label: \$rewards is minus the rewards it paid");
+	is($q->(q{SELECT balance::numeric FROM compay.balance('$external')}), -$deposits,
+		"$label: compay.balance('\$external') is the sum of its rows");
 	ok($deposits == $logged, "$label: deposits match the committed deposit calls ($logged)");
 	is($q->(q{SELECT count(*) FROM compay.transfers r JOIN compay.transfers o ON o.id = r.refund_of
 	          WHERE o.kind = 'deposit'}), '0', "$label: no deposit was refunded");
@@ -297,7 +343,11 @@ sub check_ledger
 	is($q->(q{SELECT count(*) FROM compay.idempotency_keys k
 	          LEFT JOIN compay.transfers t ON t.id = k.result_id
 	          WHERE t.id IS NULL OR t.idempotency_key IS DISTINCT FROM k.key
-	             OR t.amount::numeric <> (substr(k.key, 5)::int + 1) / 10.0}),
+	             OR t.amount::numeric <> CASE WHEN k.key LIKE 'key-%'
+	                                          THEN (substr(k.key, 5)::int + 1) / 10.0
+	                                          WHEN k.key LIKE 'dep-%'
+	                                          THEN (substr(k.key, 5)::int + 1) / 100.0
+	                                          ELSE 1 END}),
 		'0', "$label: every idempotency key points at its own transfer");
 	return;
 }
@@ -345,7 +395,7 @@ my $mix = $node->safe_psql('postgres',
 	q{SELECT op || ' ' || outcome || ' ' || count(*) FROM stress_log GROUP BY op, outcome ORDER BY 1});
 note("outcomes:\n$mix");
 for my $op (qw(transfer reserve capture partial_capture release reserve_settle
-	refund deposit batch keyed_transfer new_node expire))
+	refund deposit batch keyed_transfer new_node expire keyed_deposit job_payment))
 {
 	like($mix, qr/^$op ok [1-9]/m, "the mix succeeded at $op");
 }
@@ -392,9 +442,82 @@ my $new = $node->safe_psql('postgres',
 ok($new > $after, "a new transfer after recovery gets a fresh id ($new > $after)");
 check_ledger('after a transfer post recovery');
 
+# kill -9: a third run, and beside it one client making keyed deposits one
+# at a time (autocommit: a deposit is acknowledged when its row comes back),
+# each logged in stress_deposits in its own transaction.  A backend killed
+# with SIGKILL in the middle of a ledger call makes the postmaster end
+# every session and recover from WAL, as after a power cut.
+$node->safe_psql(
+	'postgres', q{
+CREATE FUNCTION stress_ack_deposit(i int) RETURNS text
+LANGUAGE plpgsql SET search_path = public, compay AS $$
+BEGIN
+    PERFORM compay.deposit('n' || (i % 50 + 1), '1', 'CREDIT', 'ack', 'ack-' || i);
+    INSERT INTO stress_deposits VALUES ('n' || (i % 50 + 1), 1, 'ack-' || i)
+    ON CONFLICT (key) DO NOTHING;
+    RETURN 'ack-' || i;
+END $$;
+});
+my $acks_sql = PostgreSQL::Test::Utils::tempdir() . '/acks.sql';
+PostgreSQL::Test::Utils::append_to_file($acks_sql,
+	join('', map { "SELECT stress_ack_deposit($_);\n" } 1 .. 20000));
+$before = $node->safe_psql('postgres', q{SELECT max(id) FROM compay.transfers});
+my ($out3, $err3, $acks, $ackerr) = ('', '', '', '');
+my $bench3 = IPC::Run::start(pgbench_cmd(120), '>', \$out3, '2>', \$err3,
+	IPC::Run::timeout(300));
+my $acker = IPC::Run::start(
+	[ 'psql', '-X', '-At', '-h', $node->host, '-p', $node->port, '-d', 'postgres',
+	  '-f', $acks_sql ],
+	'>', \$acks, '2>', \$ackerr, IPC::Run::timeout(300));
+$node->poll_query_until('postgres',
+	"SELECT (SELECT max(id) FROM compay.transfers) > $before + 2000
+	        AND (SELECT count(*) FROM stress_deposits WHERE key LIKE 'ack-%') > 50")
+  or die 'the third pgbench run or the acknowledged deposits made no progress';
+my $victim = $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT stress_%' AND state = 'active'
+	  AND pid <> pg_backend_pid() ORDER BY query LIKE '%ack%' DESC LIMIT 1});
+ok($victim =~ /^\d+$/, "a backend in a ledger call to kill ($victim)");
+kill 'KILL', $victim;
+$bench3->finish;
+$acker->finish;
+note('pgbench after kill -9: ' . (split /\n/, $err3)[0]) if $err3 ne '';
+$node->poll_query_until('postgres', 'SELECT true') or die 'the server did not come back';
+like(PostgreSQL::Test::Utils::slurp_file($node->logfile),
+	qr/was terminated by signal 9: Killed/, 'the server crashed on the kill -9');
+
+my @acked = $acks =~ /^(ack-\d+)$/mg;
+ok(@acked > 10, scalar(@acked) . ' keyed deposits were acknowledged before the crash');
+my $acked_list = join(',', map { "'$_'" } @acked);
+is($node->safe_psql('postgres', qq{
+	SELECT count(*) FROM unnest(ARRAY[$acked_list]) a(key)
+	WHERE (SELECT count(*) FROM compay.transfers t WHERE t.idempotency_key = a.key) <> 1
+	   OR (SELECT count(*) FROM compay.idempotency_keys k WHERE k.key = a.key) <> 1
+	   OR (SELECT count(*) FROM stress_deposits d WHERE d.key = a.key) <> 1}),
+	'0', 'every acknowledged deposit is in the ledger once, with its key and its log row');
+my $unacked = $node->safe_psql('postgres', qq{
+	SELECT count(*) FROM compay.transfers WHERE idempotency_key LIKE 'ack-%'
+	AND idempotency_key <> ALL (ARRAY[$acked_list])});
+ok($unacked <= 1, "at most the one deposit in flight committed unacknowledged ($unacked)");
+check_ledger('after kill -9 recovery');
+
+# A client that retries what it was not told about gets the first result
+# back: the last acknowledged key and the next one, deposited again.
+my $last = $#acked + 1;
+my $next = $last + 1;
+my $again = $node->safe_psql('postgres', qq{
+	SELECT stress_ack_deposit($next) IS NOT NULL
+	       AND (SELECT compay.deposit('n' || ($last % 50 + 1), '1', 'CREDIT', 'ack', 'ack-$last'))
+	           = (SELECT id FROM compay.transfers WHERE idempotency_key = 'ack-$last')});
+is($again, 't', 'retrying an acknowledged key returns its transfer');
+is($node->safe_psql('postgres',
+		q{SELECT count(*) FROM (SELECT idempotency_key FROM compay.transfers
+		  WHERE idempotency_key LIKE 'ack-%' GROUP BY 1 HAVING count(*) > 1) d}),
+	'0', 'no acknowledged key has two transfers after the retries');
+check_ledger('after retries post kill -9');
+
 my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile);
 my $deadlocks = () = $log =~ /deadlock detected/g;
-is($deadlocks, 0, 'the server log shows no deadlock, in either run');
+is($deadlocks, 0, 'the server log shows no deadlock, in any run');
 
 $node->stop;
 done_testing();

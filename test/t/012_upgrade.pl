@@ -243,6 +243,29 @@ SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '3 hours')
 is($node->safe_psql('old', 'SELECT count(*) FROM compay.verify_ledger() WHERE NOT ok'),
 	'0', 'updated database: a transfer and a settlement run after the update, verify_ledger() all ok');
 
+# Issue 17: the 0.1 system account rows are stripe 0 of the striped system
+# accounts.  A deposit while another transaction holds $external's row
+# takes a new stripe row instead of waiting; $external's balance (the sum
+# of its rows) is exact, and verify_ledger() proves every row.
+my $external01 = $node->safe_psql('old',
+	q{SELECT balance::numeric FROM compay.accounts WHERE node_id = '$external' AND currency = 'CREDIT'});
+ok($external01 < 0, "the 0.1 ledger has a \$external row ($external01)");
+my $holder = $node->background_psql('old', on_error_stop => 1);
+$holder->query_safe(q{BEGIN; SELECT compay.deposit('alice', '3')});
+is($node->safe_psql('old', q{
+	SET lock_timeout = '5s';
+	SELECT compay.deposit('bob', '4') > 0;
+	SELECT stripes || ' ' || balance::numeric FROM compay.system_balances
+	WHERE node_id = '$external' AND currency = 'CREDIT'}),
+	"t\n2 " . ($external01 - 4),
+	'updated database: a deposit beside a held $external row takes a stripe row, the sum is exact');
+$holder->query_safe('COMMIT');
+$holder->quit;
+is($node->safe_psql('old', q{
+	SELECT (SELECT balance::numeric FROM compay.balance('$external')) || ' '
+	       || (SELECT count(*) FILTER (WHERE NOT ok) FROM compay.verify_ledger())}),
+	($external01 - 7) . ' 0', 'updated database: $external is the sum of its rows, verify_ledger() all ok');
+
 # 4. The regression suite (what `make installcheck` runs: REGRESS in the
 # Makefile) on databases created as 0.1 and updated.  Each test starts
 # from a fresh install (DROP and CREATE EXTENSION in its first lines, most
