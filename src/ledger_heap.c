@@ -489,6 +489,12 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 		ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_TEXTEQ,
 					CStringGetTextDatum(nodes[i]));
 		ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_TEXTEQ, currency);
+		/*
+		 * ScanKeyInit compares in the "C" collation; the index is ordered by
+		 * the database's, so the descent must use the index's collations.
+		 */
+		keys[0].sk_collation = index->rd_indcollation[0];
+		keys[1].sk_collation = index->rd_indcollation[1];
 		index_rescan(scan, keys, 2, NULL, 0);
 		if (!index_getnext_slot(scan, ForwardScanDirection, t.slot))
 			continue;
