@@ -95,7 +95,7 @@ LockJob(MeterState *m, text *task_id)
  * within the credit range.
  */
 static void
-AddToTotals(MeterState *m, const MeterJob *j, HeapTupleHeader metrics)
+AddToTotals(MeterState *m, const MeterJob *j, const MeterMetrics *metrics)
 {
 	MeterSums	sample;
 	MeterSums	totals;
@@ -122,7 +122,7 @@ Datum
 compay_record_usage(PG_FUNCTION_ARGS)
 {
 	char	   *node_id;
-	HeapTupleHeader metrics;
+	MeterMetrics metrics;
 	MeterState *m;
 	MeterJob	j;
 	bool		recorded;
@@ -131,7 +131,6 @@ compay_record_usage(PG_FUNCTION_ARGS)
 	node_id = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	NodeRequire(node_id, true); /* and below: the task's provider */
 	DirectFunctionCall1(compay_check_metrics, PG_GETARG_DATUM(4));
-	metrics = PG_GETARG_HEAPTUPLEHEADER(4);
 
 	/*
 	 * The row locked FOR UPDATE: samples of one task go in one at a time,
@@ -139,6 +138,7 @@ compay_record_usage(PG_FUNCTION_ARGS)
 	 * task is being paid.
 	 */
 	m = MeterBegin();
+	MeterReadMetrics(m, PG_GETARG_HEAPTUPLEHEADER(4), &metrics);
 	j = LockJob(m, PG_GETARG_TEXT_PP(0));
 	MeterCheckJob(&j, node_id);
 	recorded = !MeterSampleExists(m, j.id, PG_GETARG_DATUM(2));
@@ -146,11 +146,11 @@ compay_record_usage(PG_FUNCTION_ARGS)
 	{
 		TupleTableSlot *slot = MeterSampleSlot(m, j.id, PG_GETARG_DATUM(2),
 											   PG_GETARG_DATUM(1), PG_GETARG_DATUM(3),
-											   metrics);
+											   &metrics);
 
 		MeterInsertSamples(m, &slot, 1);
 		ExecDropSingleTupleTableSlot(slot);
-		AddToTotals(m, &j, metrics);
+		AddToTotals(m, &j, &metrics);
 	}
 	MeterEnd(m);
 	PG_RETURN_BOOL(recorded);

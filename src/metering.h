@@ -42,6 +42,13 @@ typedef struct MeterSums
 	Datum		custom;			/* jsonb, '{}' when none */
 } MeterSums;
 
+/* The fields of one compay.resource_metrics value. */
+typedef struct MeterMetrics
+{
+	Datum		values[METER_NUM_METRICS];
+	bool		nulls[METER_NUM_METRICS];
+} MeterMetrics;
+
 /* The tables a sample writes, open for one call. */
 typedef struct MeterState MeterState;
 
@@ -60,12 +67,15 @@ extern bool MeterSampleExists(MeterState *m, int64 job_id, Datum sample_id);
 /* A slot to fill for one sample; MeterInsertSamples writes n of them. */
 extern TupleTableSlot *MeterSampleSlot(MeterState *m, int64 job_id, Datum sample_id,
 									   Datum node_id, Datum sampled_at,
-									   HeapTupleHeader metrics);
+									   const MeterMetrics *metrics);
 extern void MeterInsertSamples(MeterState *m, TupleTableSlot **slots, int n);
 
 /* Zero sums; adds a sample's metrics (NULL fields as zero) to sums. */
 extern void MeterSumsZero(MeterSums *s);
-extern void MeterSumsAdd(MeterSums *s, HeapTupleHeader metrics);
+extern void MeterSumsAdd(MeterSums *s, const MeterMetrics *metrics);
+
+/* Reads a compay.resource_metrics value's fields. */
+extern void MeterReadMetrics(MeterState *m, HeapTupleHeader metrics, MeterMetrics *out);
 
 /*
  * Adds sums to the job's totals row (made if none) and returns the new

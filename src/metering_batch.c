@@ -258,12 +258,13 @@ Record(MeterState *m, const Batch *b, const MeterJob *jobs, int njobs, Datum nod
 	for (int i = 0; i < b->n; i++)
 	{
 		const MeterJob *j = &jobs[b->job[i]];
-		HeapTupleHeader metrics = DatumGetHeapTupleHeader(b->metrics[i]);
+		MeterMetrics metrics;
 
 		if (MeterSampleExists(m, j->id, b->samples[i]))
 			continue;
-		slots[nnew++] = MeterSampleSlot(m, j->id, b->samples[i], node_id, b->times[i], metrics);
-		MeterSumsAdd(&sums[b->job[i]], metrics);
+		MeterReadMetrics(m, DatumGetHeapTupleHeader(b->metrics[i]), &metrics);
+		slots[nnew++] = MeterSampleSlot(m, j->id, b->samples[i], node_id, b->times[i], &metrics);
+		MeterSumsAdd(&sums[b->job[i]], &metrics);
 		changed[b->job[i]] = true;
 	}
 	MeterInsertSamples(m, slots, nnew);

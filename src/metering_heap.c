@@ -67,7 +67,11 @@ struct MeterState
 	MeterTarget samples;
 	MeterTarget totals;
 	Datum		zero;			/* numeric 0 */
-	Datum		empty;			/* jsonb '{}' */
+	Datum		empty;			/* jsonb '{}', made when needed */
+	TupleDesc	metrics_desc;	/* compay.resource_metrics, read once */
+	SnapshotData dirty;			/* the newest committed versions */
+	Relation	samples_pkey;	/* open on the first lookup of a sample id */
+	IndexScanDesc samples_scan;
 };
 
 /* compay.usage_samples, compay.usage_totals and compay.jobs columns (1-based). */
@@ -162,14 +166,18 @@ MeterBegin(void)
 	OpenTarget(&m->totals, "usage_totals", 3, total_columns);
 	m->cid = GetCurrentCommandId(true);
 	m->zero = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
-	m->empty = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	InitDirtySnapshot(m->dirty);
 	return m;
 }
+
+static void EndScan(IndexScanDesc scan, Relation index);
 
 /* Closes the tables and makes the writes visible to what follows. */
 void
 MeterEnd(MeterState *m)
 {
+	if (m->samples_scan)
+		EndScan(m->samples_scan, m->samples_pkey);
 	CloseTarget(&m->jobs);
 	CloseTarget(&m->samples);
 	CloseTarget(&m->totals);
@@ -305,35 +313,59 @@ CheckVisible(MeterTarget *t, TupleTableSlot *slot)
 				 errmsg("could not serialize access due to concurrent update")));
 }
 
+/*
+ * One scan of the primary key for every sample of a call, rescanned per
+ * sample id.  The dirty snapshot sees what committed after the call's
+ * snapshot was taken (while it waited for the job row lock).
+ */
 bool
 MeterSampleExists(MeterState *m, int64 job_id, Datum sample_id)
 {
-	SnapshotData dirty;
-	Relation	index;
-	IndexScanDesc scan;
 	ScanKeyData keys[2];
 	bool		found;
 
-	InitDirtySnapshot(dirty);
-	scan = BeginScan(m->samples.rel, "usage_samples_pkey", &dirty, 2, &index);
+	if (m->samples_scan == NULL)
+		m->samples_scan = BeginScan(m->samples.rel, "usage_samples_pkey", &m->dirty, 2,
+									&m->samples_pkey);
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(job_id));
-	TextKey(&keys[1], index, 2, sample_id);
-	index_rescan(scan, keys, 2, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, m->samples.slot);
+	TextKey(&keys[1], m->samples_pkey, 2, sample_id);
+	index_rescan(m->samples_scan, keys, 2, NULL, 0);
+	found = index_getnext_slot(m->samples_scan, ForwardScanDirection, m->samples.slot);
 	if (found)
 		CheckVisible(&m->samples, m->samples.slot);
-	EndScan(scan, index);
 	return found;
 }
 
 static Datum
-Metric(HeapTupleHeader metrics, int att, bool *isnull)
+Metric(const MeterMetrics *metrics, int att, bool *isnull)
 {
-	return GetAttributeByNum(metrics, att, isnull);
+	*isnull = metrics->nulls[att - 1];
+	return metrics->values[att - 1];
+}
+
+/*
+ * A compay.resource_metrics value's fields, read at once (the row type's
+ * descriptor looked up once per call, not once per field).
+ */
+void
+MeterReadMetrics(MeterState *m, HeapTupleHeader metrics, MeterMetrics *out)
+{
+	HeapTupleData tuple;
+
+	if (m->metrics_desc == NULL)
+		m->metrics_desc = lookup_rowtype_tupdesc_copy(HeapTupleHeaderGetTypeId(metrics),
+													  HeapTupleHeaderGetTypMod(metrics));
+	if (m->metrics_desc->natts != METER_NUM_METRICS)
+		elog(ERROR, "compay.resource_metrics does not have %d fields", METER_NUM_METRICS);
+	tuple.t_len = HeapTupleHeaderGetDatumLength(metrics);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = metrics;
+	heap_deform_tuple(&tuple, m->metrics_desc, out->values, out->nulls);
 }
 
 static Datum
-MetricOr(HeapTupleHeader metrics, int att, Datum zero)
+MetricOr(const MeterMetrics *metrics, int att, Datum zero)
 {
 	bool		isnull;
 	Datum		d = Metric(metrics, att, &isnull);
@@ -351,7 +383,7 @@ JsonbEmpty(Datum d)
 
 TupleTableSlot *
 MeterSampleSlot(MeterState *m, int64 job_id, Datum sample_id, Datum node_id,
-				Datum sampled_at, HeapTupleHeader metrics)
+				Datum sampled_at, const MeterMetrics *metrics)
 {
 	TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(m->samples.rel),
 													&TTSOpsVirtual);
@@ -419,7 +451,7 @@ Add(Datum a, Datum b)
 }
 
 static Datum
-AddBytes(Datum a, HeapTupleHeader metrics, int att)
+AddBytes(Datum a, const MeterMetrics *metrics, int att)
 {
 	bool		isnull;
 	Datum		d = Metric(metrics, att, &isnull);
@@ -428,7 +460,7 @@ AddBytes(Datum a, HeapTupleHeader metrics, int att)
 }
 
 static Datum
-AddQuantity(Datum a, HeapTupleHeader metrics, int att)
+AddQuantity(Datum a, const MeterMetrics *metrics, int att)
 {
 	bool		isnull;
 	Datum		d = Metric(metrics, att, &isnull);
@@ -460,7 +492,7 @@ AddCustomOrNone(Datum sum, Datum add)
 }
 
 void
-MeterSumsAdd(MeterSums *s, HeapTupleHeader metrics)
+MeterSumsAdd(MeterSums *s, const MeterMetrics *metrics)
 {
 	bool		isnull;
 	Datum		custom;
@@ -482,14 +514,12 @@ MeterSumsAdd(MeterSums *s, HeapTupleHeader metrics)
 static bool
 FetchTotals(MeterState *m, int64 job_id)
 {
-	SnapshotData dirty;
 	Relation	index;
 	IndexScanDesc scan;
 	ScanKeyData key;
 	bool		found;
 
-	InitDirtySnapshot(dirty);
-	scan = BeginScan(m->totals.rel, "usage_totals_pkey", &dirty, 1, &index);
+	scan = BeginScan(m->totals.rel, "usage_totals_pkey", &m->dirty, 1, &index);
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(job_id));
 	index_rescan(scan, &key, 1, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, m->totals.slot);
@@ -562,7 +592,11 @@ MeterAddTotals(MeterState *m, int64 job_id, const MeterSums *sums, MeterSums *ou
 		out->custom = AddCustomOrNone(slot_getattr(s, T_CUSTOM, &isnull), sums->custom);
 	}
 	if (out->custom == (Datum) 0)
+	{
+		if (m->empty == (Datum) 0)
+			m->empty = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
 		out->custom = m->empty;
+	}
 	v[T_JOB_ID - 1] = Int64GetDatum(job_id);
 	v[T_CPU - 1] = out->cpu;
 	v[T_MEM - 1] = out->mem;
