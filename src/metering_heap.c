@@ -69,6 +69,7 @@ struct MeterState
 	Datum		zero;			/* numeric 0 */
 	Datum		empty;			/* jsonb '{}', made when needed */
 	TupleDesc	metrics_desc;	/* compay.resource_metrics, read once */
+	TupleDesc	sample_desc;	/* a copy: slots of it pin nothing */
 	SnapshotData dirty;			/* the newest committed versions */
 	Relation	samples_pkey;	/* open on the first lookup of a sample id */
 	IndexScanDesc samples_scan;
@@ -113,6 +114,7 @@ CheckColumns(Relation rel, const char *const *columns)
 				 columns[i]);
 }
 
+/* columns NULL: a table whose rows are only read and locked. */
 static void
 OpenTarget(MeterTarget *t, const char *name, int rti, const char *const *columns)
 {
@@ -121,7 +123,9 @@ OpenTarget(MeterTarget *t, const char *name, int rti, const char *const *columns
 		CheckColumns(t->rel, columns);
 	t->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(t->rri, t->rel, rti, NULL, 0);
-	ExecOpenIndices(t->rri, false);
+	/* Job rows are only locked: their five indexes stay closed. */
+	if (columns)
+		ExecOpenIndices(t->rri, false);
 	t->slot = table_slot_create(t->rel, NULL);
 }
 
@@ -167,6 +171,13 @@ MeterBegin(void)
 	m->cid = GetCurrentCommandId(true);
 	m->zero = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
 	InitDirtySnapshot(m->dirty);
+
+	/*
+	 * A batch makes a slot per sample: on the relation's own descriptor
+	 * each would pin it in the resource owner, whose list of pins is
+	 * searched linearly on release.
+	 */
+	m->sample_desc = CreateTupleDescCopy(RelationGetDescr(m->samples.rel));
 	return m;
 }
 
@@ -373,20 +384,25 @@ MetricOr(const MeterMetrics *metrics, int att, Datum zero)
 	return isnull ? zero : d;
 }
 
+/*
+ * Whether a jsonb is '{}': its root container's header read in place (a
+ * short varlena would be copied to be read as Jsonb).
+ */
 static bool
 JsonbEmpty(Datum d)
 {
-	Jsonb	   *j = DatumGetJsonbP(d);
+	struct varlena *v = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(d));
+	uint32		header;
 
-	return JB_ROOT_IS_OBJECT(j) && JB_ROOT_COUNT(j) == 0;
+	memcpy(&header, VARDATA_ANY(v), sizeof(header));
+	return (header & JB_FOBJECT) != 0 && (header & JB_CMASK) == 0;
 }
 
 TupleTableSlot *
 MeterSampleSlot(MeterState *m, int64 job_id, Datum sample_id, Datum node_id,
 				Datum sampled_at, const MeterMetrics *metrics)
 {
-	TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(m->samples.rel),
-													&TTSOpsVirtual);
+	TupleTableSlot *slot = MakeSingleTupleTableSlot(m->sample_desc, &TTSOpsVirtual);
 	Datum	   *v = slot->tts_values;
 	bool	   *n = slot->tts_isnull;
 	bool		isnull;
