@@ -110,8 +110,8 @@ AddToTotals(MeterState *m, const MeterJob *j, const MeterMetrics *metrics)
 						MeterLeft64(j->task_id)),
 				 errdetail("With this sample the task would total %s bytes in and %s out.",
 						   NumericText(totals.nin), NumericText(totals.nout))));
-	if (!MeterHasJobType(m, j->task_type))
-		MeterCheckPrice(m, &totals, j->task_type);
+	if (!MeterHasJobType(j->task_type))
+		MeterCheckPrice(&totals, j->task_type);
 }
 
 /*

@@ -88,10 +88,10 @@ extern void MeterAddTotals(MeterState *m, int64 job_id, const MeterSums *sums,
 extern bool MeterBytesFit(const MeterSums *t);
 
 /* 22023 unless the totals' price is within the credit range, as price() sees it. */
-extern void MeterCheckPrice(MeterState *m, const MeterSums *t, const char *task_type);
+extern void MeterCheckPrice(const MeterSums *t, const char *task_type);
 
 /* Whether a job type (compute_reward()) prices tasks of task_type. */
-extern bool MeterHasJobType(MeterState *m, const char *task_type);
+extern bool MeterHasJobType(const char *task_type);
 
 /* The status and provider checks of a locked job (errors as record_usage's). */
 extern void MeterCheckJob(const MeterJob *j, const char *node_id);

@@ -225,7 +225,7 @@ LockJobs(MeterState *m, Batch *b, MeterJob *jobs, int njobs, const char *node_id
 
 /* The totals of every job with new samples: bytes first, then prices. */
 static void
-CheckTotals(MeterState *m, const MeterJob *jobs, const MeterSums *totals,
+CheckTotals(const MeterJob *jobs, const MeterSums *totals,
 			const bool *changed, int njobs)
 {
 	for (int k = 0; k < njobs; k++)
@@ -239,8 +239,8 @@ CheckTotals(MeterState *m, const MeterJob *jobs, const MeterSums *totals,
 							   DatumGetCString(DirectFunctionCall1(numeric_out, totals[k].nout)))));
 	/* A job type's reward (compute_reward()) does not price the usage. */
 	for (int k = 0; k < njobs; k++)
-		if (changed[k] && !MeterHasJobType(m, jobs[k].task_type))
-			MeterCheckPrice(m, &totals[k], jobs[k].task_type);
+		if (changed[k] && !MeterHasJobType(jobs[k].task_type))
+			MeterCheckPrice(&totals[k], jobs[k].task_type);
 }
 
 /* Writes the new samples and the totals; returns how many were new. */
@@ -273,7 +273,7 @@ Record(MeterState *m, const Batch *b, const MeterJob *jobs, int njobs, Datum nod
 	for (int k = 0; k < njobs; k++)
 		if (changed[k])
 			MeterAddTotals(m, jobs[k].id, &sums[k], &totals[k]);
-	CheckTotals(m, jobs, totals, changed, njobs);
+	CheckTotals(jobs, totals, changed, njobs);
 	return nnew;
 }
 

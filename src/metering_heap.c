@@ -118,7 +118,8 @@ CheckColumns(Relation rel, const char *const *columns)
 static void
 OpenTarget(MeterTarget *t, const char *name, int rti, const char *const *columns)
 {
-	t->rel = table_open(CompayRelationOid(name), RowExclusiveLock);
+	/* As SELECT ... FOR UPDATE locks a table, or INSERT and UPDATE. */
+	t->rel = table_open(CompayRelationOid(name), columns ? RowExclusiveLock : RowShareLock);
 	if (columns)
 		CheckColumns(t->rel, columns);
 	t->rri = makeNode(ResultRelInfo);
@@ -662,11 +663,10 @@ TotalsMetrics(const MeterSums *t)
  * model) is an argument too, so not through DirectFunctionCall2.
  */
 void
-MeterCheckPrice(MeterState *m, const MeterSums *t, const char *task_type)
+MeterCheckPrice(const MeterSums *t, const char *task_type)
 {
 	LOCAL_FCINFO(fc, 2);
 
-	(void) m;
 	InitFunctionCallInfoData(*fc, NULL, 2, InvalidOid, NULL, NULL);
 	fc->args[0].value = TotalsMetrics(t);
 	fc->args[0].isnull = false;
@@ -676,7 +676,7 @@ MeterCheckPrice(MeterState *m, const MeterSums *t, const char *task_type)
 }
 
 bool
-MeterHasJobType(MeterState *m, const char *task_type)
+MeterHasJobType(const char *task_type)
 {
 	Relation	rel;
 	Relation	index;
@@ -686,7 +686,6 @@ MeterHasJobType(MeterState *m, const char *task_type)
 	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 	bool		found;
 
-	(void) m;
 	if (task_type == NULL)
 		return false;
 	rel = table_open(CompayRelationOid("job_types"), AccessShareLock);
