@@ -79,6 +79,14 @@ SELECT record_usage('tâche', 'prov', 'one', now(), metrics(network_bytes_in => 
 SELECT samples();
 SELECT * FROM totals_match();
 
+-- Good: one batch over two tasks whose totals have custom metrics, its
+-- samples without: each task's totals grow by its own samples only.
+SELECT record_usage_batch(ARRAY['Task-A', 'task_a', 'Task-A', 'task_a'], 'prov',
+    ARRAY['m1', 'm1', 'm2', 'm2'], array_fill(now(), ARRAY[4]),
+    ARRAY[metrics(cpu_seconds => 2), metrics(cpu_seconds => 3), metrics(cpu_seconds => 5),
+          metrics(cpu_seconds => 7)]) AS two_tasks;
+SELECT * FROM totals_match();
+
 -- In one transaction: each write is seen by the statements after it (the
 -- sum, a retry), and all of it is gone with a rollback.
 BEGIN;

@@ -35,6 +35,7 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -606,7 +607,9 @@ MeterAddTotals(MeterState *m, int64 job_id, const MeterSums *sums, MeterSums *ou
 		out->nin = Add(slot_getattr(s, T_NIN, &isnull), sums->nin);
 		out->nout = Add(slot_getattr(s, T_NOUT, &isnull), sums->nout);
 		out->gpu = Add(slot_getattr(s, T_GPU, &isnull), sums->gpu);
-		out->custom = AddCustomOrNone(slot_getattr(s, T_CUSTOM, &isnull), sums->custom);
+		/* Copied: *out outlives the slot's hold on the page. */
+		out->custom = AddCustomOrNone(datumCopy(slot_getattr(s, T_CUSTOM, &isnull), false, -1),
+									  sums->custom);
 	}
 	if (out->custom == (Datum) 0)
 	{
