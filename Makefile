@@ -20,6 +20,8 @@ OBJS = \
 	src/ledger_holds.o \
 	src/ledger_transfer.o \
 	src/metering.o \
+	src/metering_batch.o \
+	src/metering_heap.o \
 	src/monero_address.o \
 	src/node_roles.o \
 	src/payout.o \

@@ -10036,3 +10036,12 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_te
     ORDER BY j.seq DESC
     LIMIT greatest(least($3, 10000), 0)
 $$;
+
+-- Issue 17 (meter17): compay.record_usage_batch() in C, through the table
+-- access method as compay.record_usage() (src/metering_batch.c,
+-- src/metering_heap.c); its checks moved into C with it.
+CREATE OR REPLACE FUNCTION compay.record_usage_batch(task_ids text[], node_id text, sample_ids text[],
+    sampled_at timestamptz[], metrics compay.resource_metrics[]) RETURNS integer
+    AS 'MODULE_PATHNAME', 'compay_record_usage_batch'
+    LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+DROP FUNCTION compay.check_usage_batch(text[], text[], timestamptz[], compay.resource_metrics[]);

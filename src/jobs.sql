@@ -587,8 +587,8 @@ BEGIN
     RETURN t;
 END $$;
 
--- In C (src/metering.c): one prepared statement; the checks of
--- lock_job() and check_usage() above, in the same order, same errors.
+-- In C (src/metering.c, through the table access method: src/metering_heap.c);
+-- the checks of lock_job() and check_usage() above, in the same order, same errors.
 CREATE FUNCTION compay.record_usage(task_id text, node_id text, sample_id text,
     sampled_at timestamptz, metrics compay.resource_metrics) RETURNS boolean
     AS 'MODULE_PATHNAME', 'compay_record_usage'

@@ -5,7 +5,7 @@
 # statements, each case with synchronous_commit on (commit-bound) and off
 # (CPU-bound), SECONDS a run, the median of RUNS runs (cases alternating):
 #   record_usage   compay.record_usage() of a random task of 1,000 by its
-#                  provider: checks, the job row FOR SHARE, the insert
+#                  provider: checks, the job row FOR UPDATE, the insert, the totals
 #   plain insert   the same values INSERTed into a table with the columns,
 #                  defaults and primary key of compay.usage_samples, ON
 #                  CONFLICT DO NOTHING (the baseline)
