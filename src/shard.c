@@ -21,12 +21,14 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_collation_d.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 
 #include "compay.h"
 #include "shard.h"
@@ -55,12 +57,21 @@ ShardConfigInvalidate(Datum arg pg_attribute_unused(), Oid relid pg_attribute_un
 static void
 ShardConfigLoad(void)
 {
+	Oid			nsp;
+
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(ShardConfigInvalidate, (Datum) 0);
 		callback_registered = true;
 	}
 	config.shard = -1;
+	/*
+	 * A 0.1 schema under this library has no table: no shard, looked up
+	 * again at the next call (ALTER EXTENSION UPDATE creates it).
+	 */
+	nsp = get_namespace_oid("compay", true);
+	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("shard_config", nsp)))
+		return;
 	SPI_connect();
 	if (SPI_execute("SELECT shard, shards, partitions FROM compay.shard_config",
 					true, 1) != SPI_OK_SELECT)
