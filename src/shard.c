@@ -47,11 +47,14 @@ typedef struct ShardConfig
 static ShardConfig config = {false, -1, 0, 0};
 static bool callback_registered = false;
 
+static Oid	config_relid = InvalidOid;
+
 static void
-ShardConfigInvalidate(Datum arg pg_attribute_unused(), Oid relid pg_attribute_unused())
+ShardConfigInvalidate(Datum arg pg_attribute_unused(), Oid relid)
 {
-	/* Any relation: cheap, and the next use reads one row again. */
-	config.loaded = false;
+	/* compay.shard_config's entry, or every entry (a cache reset). */
+	if (relid == InvalidOid || relid == config_relid)
+		config.loaded = false;
 }
 
 static void
@@ -70,7 +73,8 @@ ShardConfigLoad(void)
 	 * again at the next call (ALTER EXTENSION UPDATE creates it).
 	 */
 	nsp = get_namespace_oid("compay", true);
-	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid("shard_config", nsp)))
+	config_relid = OidIsValid(nsp) ? get_relname_relid("shard_config", nsp) : InvalidOid;
+	if (!OidIsValid(config_relid))
 		return;
 	SPI_connect();
 	if (SPI_execute("SELECT shard, shards, partitions FROM compay.shard_config",
