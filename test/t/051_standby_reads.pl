@@ -151,7 +151,7 @@ my %reads = (
 	'clearing_apply(from_shard integer, event_id bigint, event_type text, event_data text)' => undef,
 	'clearing_finish(peer integer, batch_id bigint)' => undef,
 	'clearing_consume(INOUT applied integer)' => undef,
-	'clearing_consume_loop(pause interval, rounds integer)' => undef,
+	'clearing_consume_loop(IN pause interval, IN rounds integer)' => undef,
 );
 
 # Node-local reads: they answer on the standby, each with its own node's
@@ -174,7 +174,7 @@ my %wallet_reads = (
 	  q{SELECT compay.clearing_apply(1, 1, 'credit', '{}')},
 	'clearing_finish(peer integer, batch_id bigint)' => q{SELECT compay.clearing_finish(1, 1)},
 	'clearing_consume(INOUT applied integer)' => q{CALL compay.clearing_consume()},
-	'clearing_consume_loop(pause interval, rounds integer)' =>
+	'clearing_consume_loop(IN pause interval, IN rounds integer)' =>
 	  q{CALL compay.clearing_consume_loop('0', 1)},
 );
 
