@@ -6,11 +6,14 @@
 # live on different shards, a task payment across shards, settlement and
 # hold expiry on every shard; the consumer applies each cross-shard credit
 # exactly once, also when a batch is given again after a crash between the
-# payee's commit and the batch's finish; compay.cluster_check() proves
+# payee's commit and the batch's finish, and with a peer shard down (a
+# warning, then the credit once it is back); compay.cluster_check() proves
 # conservation with events in flight and after; verify_ledger() through the
 # router (every shard's checks) is all ok, and check 21 fails when a
 # clearing row is missing.  Bad inputs fail with their SQLSTATE (PY036,
-# PY037, 22023, 22004, 55000) and write nothing.  Every routed function
+# PY037, 22023, 22004, 55000; a task id on two shards, PY037 at the
+# router) and write nothing.  Earnings, payment history and the daily
+# report through the router combine every shard's.  Every routed function
 # has the shard function's signature.  The test ticks PgQ itself
 # (pgq.ticker()); pgqd runs in the stress test.
 #
@@ -224,6 +227,24 @@ is(sqlstate($shard[0], "SELECT * FROM compay.transfer_batch(ARRAY['$a0'], ARRAY[
 is(q_shard(0, 'SELECT count(*) FROM compay.transfers') . '/' . q_shard(1, 'SELECT count(*) FROM compay.transfers'),
 	$before, 'no transfer written by the refused calls');
 is(q_shard(0, "SELECT count(*) FROM compay.accounts WHERE node_id = '$c1'"), '0', 'no account opened on the wrong shard');
+
+# A task id used on both shards: the router cannot tell which job is meant.
+q_router("SELECT compay.submit_task('dup', '$a0', '$b0', 'render')");
+q_router("SELECT compay.submit_task('dup', '$a1', '$b1', 'render')");
+is(sqlstate($router, "SELECT compay.complete_job('dup', now() - interval '1 minute', now())"), 'PY037',
+	'a task id on two shards: PY037 at the router');
+
+# A peer down: the consumer warns and applies nothing, then catches up.
+my $e0 = $on0[4];
+q_router("SELECT compay.transfer('$b1', '$e0', '1')");
+tick();
+$shard[1]->stop('fast');
+my ($rc, $out, $err) = $shard[0]->psql('postgres', 'CALL compay.clearing_consume()');
+is("$rc $out", '0 0', 'a peer down: no batch, no error');
+like($err, qr/WARNING:  clearing: no batch from shard 1/, '... and a warning names the shard');
+$shard[1]->start;
+is(q_shard(0, q{CALL compay.clearing_consume_loop('0', 2)}), '', 'the loop runs its rounds');
+is(q_router("SELECT balance FROM compay.balance('$e0')"), '1', 'the credit arrives once the peer is back');
 
 # Conservation and every shard's checks, through the router.
 is(clear(), 0, 'nothing left in flight');
