@@ -1,7 +1,8 @@
 # A sharded compay on one machine for the scale-out tests (issue 18): a
 # router cluster and N shard clusters (default 2), all PostgreSQL::Test::
 # Cluster nodes listening on 127.0.0.1, compay preloaded on every one; on
-# each shard `pgq` and `compay` are created and the shard is configured with
+# each shard `pgq`, `dblink` (the consumer reads its peers' queues with it) and
+# `compay` are created and the shard is configured with
 # compay.shard_configure(i, connstrs, partitions); on the router `plproxy`
 # and `compay_router` with compay.router_configure(connstrs, partitions).
 # One `pgqd` per shard cluster ticks its PgQ queues, and one clearing
@@ -133,6 +134,7 @@ sub up
 		my $n = $self->{shards}[$i];
 		$n->safe_psql('postgres', $opts{init_sql}) if defined $opts{init_sql};
 		$n->safe_psql('postgres', 'CREATE EXTENSION pgq');
+		$n->safe_psql('postgres', 'CREATE EXTENSION dblink');
 		$n->safe_psql('postgres', 'CREATE EXTENSION compay');
 		next unless $opts{api} // 1;
 		$n->safe_psql('postgres',
