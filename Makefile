@@ -29,6 +29,7 @@ OBJS = \
 	src/pricing_config.o \
 	src/rational.o \
 	src/reward.o \
+	src/shard.o \
 	src/spi_util.o \
 	src/wallet_rpc.o \
 	src/worker.o
@@ -63,10 +64,19 @@ SQL_PIECES = \
 	src/events.sql \
 	src/deposit_request.sql \
 	src/metering.sql \
+	src/shard.sql \
 	src/verify.sql \
 	src/amounts.sql
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
+# The router's extension, compay_router (docs/scaling.md): the credit type
+# of src/credit.sql and the shard API's PL/Proxy twins (sql/router/).
+ROUTER_PIECES = \
+	src/credit.sql \
+	sql/router/router.sql \
+	sql/router/routed.sql \
+	sql/router/combine.sql
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql sql/router/compay_router--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql)) \
+	sql/router/compay_router.control
 # The documentation goes to $(docdir)/extension, which every extension
 # shares: installed under names of our own (compay-reference.md, ...).
 DOC_SOURCES = README.md CHANGELOG.md $(wildcard docs/*.md)
@@ -100,6 +110,9 @@ demo:
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PIECES)
 	for f in $^; do cat "$$f"; echo; done >$@
+
+sql/router/compay_router--$(EXTVERSION).sql: $(ROUTER_PIECES)
+	for f in $^; do sed '/^\\echo Use "CREATE EXTENSION compay"/d' "$$f"; echo; done >$@
 
 doc_build/$(EXTENSION)-%.md: %.md
 	@mkdir -p doc_build

@@ -78,6 +78,12 @@
  * more than it can withdraw (SQL: withdrawal.sql). */
 #define ERRCODE_COMPAY_NO_OPERATIONAL_ADDRESS	MAKE_SQLSTATE('P','Y','0','3','4')
 #define ERRCODE_COMPAY_OVER_WITHDRAWABLE	MAKE_SQLSTATE('P','Y','0','3','5')
+/* A shard function on a database that is not a configured shard, or
+ * without PgQ/dblink (SQL: shard.sql). */
+#define ERRCODE_COMPAY_SHARD_NOT_CONFIGURED	MAKE_SQLSTATE('P','Y','0','3','6')
+/* A node-scoped call on a shard that does not own the node (shard.c,
+ * shard.sql). */
+#define ERRCODE_COMPAY_WRONG_SHARD			MAKE_SQLSTATE('P','Y','0','3','7')
 
 /* Longest piece of user input echoed back in an error message. */
 #define COMPAY_ECHO_LEN_MAX 64

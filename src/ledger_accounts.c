@@ -21,6 +21,7 @@
 #include "compay.h"
 #include "ledger.h"
 #include "node_roles.h"
+#include "shard.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(compay_open_account);
@@ -179,6 +180,7 @@ compay_open_account(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a credit limit cannot be negative")));
 	NodeRequire(node, true);
+	ShardRequireLocal(node, "node");
 	custom_limit = limit != LedgerDefaultCreditLimit(currency);
 	if (custom_limit && !NodeCallerIsAdmin())
 		ereport(ERROR,
@@ -266,6 +268,7 @@ Deposit(FunctionCallInfo fcinfo, DepositPath path)
 	LedgerRequireArgs(fcinfo, 3, names);
 	nodes[0] = LedgerCheckNode(TextArgOrNull(fcinfo, 0));
 	nodes[1] = "$external";
+	ShardRequireLocal(nodes[0], "node");
 	amount = PG_GETARG_CREDIT(1);
 	LedgerCheckAmount(amount, "a deposit");
 	LedgerCheckReference(TextArgOrNull(fcinfo, 3), "reference");

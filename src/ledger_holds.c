@@ -24,6 +24,7 @@
 #include "compay.h"
 #include "ledger.h"
 #include "node_roles.h"
+#include "shard.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(compay_reserve);
@@ -132,6 +133,7 @@ compay_reserve(PG_FUNCTION_ARGS)
 										 IntervalPGetDatum(timeout));
 	}
 	NodeRequire(node, true);
+	ShardRequireLocal(node, "node");
 
 	SPI_connect();
 	if (key && IdempotencyClaim(key, "reserve",
@@ -258,6 +260,8 @@ compay_capture(PG_FUNCTION_ARGS)
 	LedgerBatch batch;
 	LedgerAccount *to;
 	LedgerTransfer *t;
+	const char *payee;
+	int			remote_shard;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(3))
 		ereport(ERROR,
@@ -286,6 +290,8 @@ compay_capture(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot capture hold " INT64_FORMAT " to its own holder", h.id)));
 	LedgerBegin(&batch, currency);
+	payee = nodes[1];
+	nodes[1] = ShardPayee(payee, &remote_shard);
 	LedgerLockAccounts(&batch, nodes, 2, 1, LedgerAutoCreate());
 	h.account = LedgerFindAccount(&batch, nodes[0]);
 	to = LedgerFindAccount(&batch, nodes[1]);
@@ -311,6 +317,8 @@ compay_capture(PG_FUNCTION_ARGS)
 		ReleaseRest(&batch, &h, "posted");
 	else
 		UpdateHold(&batch, &h, "pending");
+	if (remote_shard >= 0)
+		ShardQueueCredit(remote_shard, result, payee, amount, currency, NULL);
 	LedgerFinish(&batch, key, result);
 	PG_RETURN_INT64(result);
 }
@@ -421,6 +429,8 @@ SettleEscrow(int64 hold_id, const char *provider_node, Credit amount, Datum *ver
 	LedgerBatch batch;
 	LedgerAccount *provider;
 	LedgerAccount *rewards_account;
+	const char **payees;
+	int		   *remote;
 
 	if (amount < 0)
 		ereport(ERROR,
@@ -432,6 +442,8 @@ SettleEscrow(int64 hold_id, const char *provider_node, Credit amount, Datum *ver
 				 errmsg("too many verifiers")));
 	h.id = hold_id;
 	nodes = palloc(sizeof(char *) * (nverifiers + 3));
+	payees = palloc(sizeof(char *) * (nverifiers + 3));
+	remote = palloc0(sizeof(int) * (nverifiers + 3));
 	nodes[1] = LedgerCheckNode(provider_node);
 	nodes[2] = "$rewards";
 	for (int i = 0; i < nverifiers; i++)
@@ -445,6 +457,24 @@ SettleEscrow(int64 hold_id, const char *provider_node, Credit amount, Datum *ver
 
 	SPI_connect();
 	HoldOwner(h.id, (char **) &nodes[0], &currency);
+	/* The parties by name: payees on one other shard share its clearing account. */
+	for (int i = 1; i < nverifiers + 3; i++)
+	{
+		payees[i] = nodes[i];
+		if (i == 2)
+			continue;
+		if (strcmp(nodes[i], nodes[0]) == 0 || (i > 2 && strcmp(nodes[i], nodes[1]) == 0))
+		{
+			if (i == 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("cannot capture hold " INT64_FORMAT " to its own holder", h.id)));
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("verifier \"%s\" is a party to the job", nodes[i])));
+		}
+		nodes[i] = ShardPayee(nodes[i], &remote[i]);
+	}
 	LedgerBegin(&batch, currency);
 	LedgerLockAccounts(&batch, nodes, nverifiers + 3, 1, LedgerAutoCreate());
 	h.account = LedgerFindAccount(&batch, nodes[0]);
@@ -473,6 +503,8 @@ SettleEscrow(int64 hold_id, const char *provider_node, Credit amount, Datum *ver
 		LedgerMove(&batch, t, h.account, provider, amount, ENTRY_DEBIT, ENTRY_CREDIT);
 		h.account->score_change = 1;
 		h.remaining -= amount;
+		if (remote[1] >= 0)
+			ShardQueueCredit(remote[1], result, payees[1], amount, currency, reference);
 	}
 	ReleaseRest(&batch, &h, amount > 0 ? "posted" : "voided");
 	for (int i = 0; i < nverifiers; i++)
@@ -480,7 +512,7 @@ SettleEscrow(int64 hold_id, const char *provider_node, Credit amount, Datum *ver
 		LedgerAccount *v = LedgerFindAccount(&batch, nodes[3 + i]);
 		LedgerTransfer *t;
 
-		if (v == h.account || v == provider || v == rewards_account)
+		if (v == h.account || (v == provider && remote[1 + 2 + i] < 0) || v == rewards_account)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("verifier \"%s\" is a party to the job", v->node_id)));
@@ -489,6 +521,9 @@ SettleEscrow(int64 hold_id, const char *provider_node, Credit amount, Datum *ver
 		t = LedgerAddTransfer(&batch, TRANSFER_TRANSFER, rewards_account, v, rewards[i]);
 		t->reference = reference;
 		LedgerMove(&batch, t, rewards_account, v, rewards[i], ENTRY_DEBIT, ENTRY_CREDIT);
+		if (remote[3 + i] >= 0)
+			ShardQueueCredit(remote[3 + i], t->id, payees[3 + i], rewards[i], currency,
+							 reference);
 	}
 	LedgerFinish(&batch, NULL, result);
 	return result;

@@ -26,9 +26,11 @@
 #include "compay.h"
 #include "ledger.h"
 #include "node_roles.h"
+#include "shard.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(compay_transfer);
+PG_FUNCTION_INFO_V1(compay_clearing_credit);
 PG_FUNCTION_INFO_V1(compay_transfer_batch);
 PG_FUNCTION_INFO_V1(compay_refund);
 PG_FUNCTION_INFO_V1(compay_grant_barter);
@@ -160,6 +162,8 @@ compay_transfer(PG_FUNCTION_ARGS)
 	char	   *key = TextArgOrNull(fcinfo, 4);
 	int64		result;
 	LedgerBatch batch;
+	const char *payee;
+	int			remote_shard;
 
 	LedgerRequireArgs(fcinfo, 3, names);
 	if (PG_ARGISNULL(5))
@@ -187,10 +191,49 @@ compay_transfer(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_INT64(result);
 	}
+	/* A payee on another shard: its shard's clearing account, then PgQ. */
+	ShardRequireLocal(nodes[0], "payer");
+	payee = nodes[1];
+	nodes[1] = ShardPayee(payee, &remote_shard);
 	LedgerLockAccounts(&batch, nodes, 2, 1, LedgerAutoCreate());
 	result = PostTransfer(&batch, LedgerFindAccount(&batch, nodes[0]),
 						  LedgerFindAccount(&batch, nodes[1]), amount, reference, key);
+	if (remote_shard >= 0)
+		ShardQueueCredit(remote_shard, result, payee, amount, batch.currency, reference);
 	LedgerFinish(&batch, key, result);
+	PG_RETURN_INT64(result);
+}
+
+/*
+ * compay.clearing_credit(from_shard, payee, amount, currency, reference):
+ * the payee's half of a cross-shard payment, from '$clearing:<from_shard>'
+ * to payee (shard.sql's compay.clearing_apply, which makes it happen once
+ * per event).  Not granted to any role.
+ */
+Datum
+compay_clearing_credit(PG_FUNCTION_ARGS)
+{
+	static const char *const names[] = {"from_shard", "payee", "amount", "currency"};
+	const char *nodes[2];
+	Credit		amount;
+	char	   *reference = TextArgOrNull(fcinfo, 4);
+	int64		result;
+	LedgerBatch batch;
+
+	LedgerRequireArgs(fcinfo, 4, names);
+	nodes[0] = psprintf("$clearing:%d", PG_GETARG_INT32(0));
+	nodes[1] = LedgerCheckNode(TextArgOrNull(fcinfo, 1));
+	ShardRequireLocal(nodes[1], "payee");
+	amount = PG_GETARG_CREDIT(2);
+	LedgerCheckAmount(amount, "a clearing credit");
+	LedgerCheckReference(reference, "reference");
+	LedgerBegin(&batch, LedgerCheckCurrency(TextArgOrNull(fcinfo, 3)));
+
+	SPI_connect();
+	LedgerLockAccounts(&batch, nodes, 2, 1, true);
+	result = PostTransfer(&batch, LedgerFindAccount(&batch, nodes[0]),
+						  LedgerFindAccount(&batch, nodes[1]), amount, reference, NULL);
+	LedgerFinish(&batch, NULL, result);
 	PG_RETURN_INT64(result);
 }
 
