@@ -61,7 +61,7 @@ for my $i (0 .. $s->shards - 1)
 	cmp_ok($n, '>=', 4, "shard $i owns $n of the $nnodes nodes");
 }
 $s->psql_router(join '',
-	map { "SELECT compay.deposit('$_', '1000', 'CREDIT', 'seed', 'seed-$_');\n" } @nodes);
+	map { "SELECT compay.deposit('$_', '100000', 'CREDIT', 'seed', 'seed-$_');\n" } @nodes);
 for my $i (0 .. $s->shards - 1)
 {
 	my @mine = grep { $shard_of{$_} == $i } @nodes;
@@ -111,12 +111,25 @@ sub step
 	return [ $key, $kind, $a, $b, $amount, "$sql\n\\echo @@ $key :SQLSTATE\n" ];
 }
 
-# A job payment: escrow on the requester's shard, provider and verifiers
-# anywhere.  (Filled in with the job API of the router.)
+# A verified job: escrow held on the requester's shard, usage priced by
+# the default model (a base price of 100 and a little CPU), two verifiers;
+# requester, provider and verifiers each on any shard.  The step is
+# acknowledged when the last vote returns 'paid'.  A retry resumes: the
+# same submit returns the job, the same assignment and usage sample are
+# no-ops, and a step already done fails harmlessly (55000, 23505), so
+# only the final state counts.
 sub job_sql
 {
 	my ($key, $requester, $provider, $amount) = @_;
-	return "SELECT compay.transfer('$requester', '$provider', '$amount', 'job', '$key');";
+	my ($v1, $v2) = grep { $_ ne $requester && $_ ne $provider } shuffle @nodes;
+	return "SELECT compay.submit_job('$key', '$requester', 'render', '200', '1 hour');\n"
+	  . "\\echo \@s $key :SQLSTATE\n"
+	  . "SELECT compay.assign_job('$key', '$provider');\n"
+	  . "SELECT compay.record_usage('$key', '$provider', 's1', now(), compay.metrics(cpu_seconds => $amount / 1000));\n"
+	  . "SELECT compay.complete_job('$key', now() - interval '1 minute', now());\n"
+	  . "SELECT compay.verify_job('$key', '$v1', true);\n"
+	  . "SELECT compay.verify_job('$key', '$v2', true);\n"
+	  . "SELECT 1 / count(*) FILTER (WHERE job_status = 'paid')::int FROM compay.payment_trace('$key');";
 }
 
 # Business errors: not acknowledged, nothing to retry.
@@ -146,9 +159,13 @@ sub client
 				'<', \$script, '>', \$out, '2>', \$err, IPC::Run::timeout(60));
 		};
 		my %state = $out =~ /^@@ (\S+) (\w+)$/mg;
+		my %submitted = $out =~ /^\@s (\S+) (\w+)$/mg;
 		for my $st (@chunk)
 		{
 			my $code = $state{ $st->[0] } // 'none';
+			# A job whose submit failed for lack of funds: not retried.
+			my $sub = $submitted{ $st->[0] } // '00000';
+			$code = $sub if $code ne '00000' && $business{$sub};
 			if ($code eq '00000')
 			{
 				print $log join(' ', 'ack', @$st[ 0 .. 4 ]), "\n";
@@ -261,23 +278,49 @@ SELECT k.key, t.amount FROM compay.idempotency_keys k
 	}
 }
 is($dup, 0, 'no key exists on two shards');
-my @missing = grep { !$found{$_} } sort keys %ack;
+my @keyed = grep { $ack{$_}[0] ne 'job' } sort keys %ack;
+my @jobs = grep { $ack{$_}[0] eq 'job' } sort keys %ack;
+my @missing = grep { !$found{$_} } @keyed;
 is(scalar(@missing), 0, 'every acknowledged key exists')
   or diag("missing: @missing[0 .. ($#missing < 9 ? $#missing : 9)]");
 my @wrong_shard = grep {
 	$found{$_} && $found{$_}[0] != ($ack{$_}[1] eq '$external'
 		? $shard_of{ $ack{$_}[2] } : $shard_of{ $ack{$_}[1] })
-} sort keys %ack;
+} @keyed;
 is(scalar(@wrong_shard), 0, "every acknowledged key is on its payer's shard")
   or diag("on another shard: @wrong_shard[0 .. ($#wrong_shard < 9 ? $#wrong_shard : 9)]");
 # Amounts compared exactly, in SQL: the acknowledged amount against the
 # transfer's.
 my $pairs = join ",\n",
-  map { "('$_', '$ack{$_}[3]'::numeric, '$found{$_}[1]'::numeric)" } grep { $found{$_} } keys %ack;
+  map { "('$_', '$ack{$_}[3]'::numeric, '$found{$_}[1]'::numeric)" } grep { $found{$_} } @keyed;
 is($s->psql_shard(0, "SELECT count(*) FROM (VALUES $pairs) v(key, acked, booked)
                       WHERE acked IS DISTINCT FROM booked"),
 	'0', 'every acknowledged key booked its acknowledged amount')
   if $pairs ne '';
+
+# Each acknowledged job (its task id is the key): one job, paid, on the
+# requester's shard, with one completed payment; no job is paid twice.
+my (%job_at, $job_dup);
+for my $i (0 .. $s->shards - 1)
+{
+	for (split /\n/, $s->psql_shard($i, q{
+SELECT j.task_id, j.status,
+       (SELECT count(*) FROM compay.payments p WHERE p.task_id = j.task_id AND p.status = 'completed')
+  FROM compay.jobs j WHERE j.task_id ~ '^c[0-9]+-[0-9]+$'}))
+	{
+		my ($task, $status, $payments) = split /\|/;
+		$job_dup++ if $job_at{$task};
+		$job_at{$task} = [ $i, $status, $payments ];
+	}
+}
+is($job_dup // 0, 0, 'no task id has a job on two shards');
+my @bad_jobs = grep {
+	!$job_at{$_} || $job_at{$_}[0] != $shard_of{ $ack{$_}[1] }
+	  || $job_at{$_}[1] ne 'paid' || $job_at{$_}[2] != 1
+} @jobs;
+is(scalar(@bad_jobs), 0, "every acknowledged job is paid once, on its requester's shard")
+  or diag(join "\n", map { "$_: " . join(' ', @{ $job_at{$_} // ['missing'] }) } @bad_jobs[ 0 .. ($#bad_jobs < 9 ? $#bad_jobs : 9) ]);
+is(scalar(grep { $_->[2] > 1 } values %job_at), 0, 'no job has two completed payments');
 
 # --- every event applied exactly once -----------------------------------------
 

@@ -19,7 +19,8 @@
 #       api => 1,                             # 0: extensions only, no *_configure, no
 #                                             # compay_router (compay instead): the test
 #                                             # makes its own queues
-#       pgqd => 1);                           # 0: start no pgqd
+#       pgqd => 1,                            # 0: start no pgqd
+#       ports => [ 5610, 5611, 5612 ]);       # router, shard0, shard1 (else free ones)
 #   $s->router;              # the router's PostgreSQL::Test::Cluster node
 #   $s->shard($i);           # shard $i's node (0-based, the API's shard number)
 #   $s->shards;              # how many shards
@@ -118,11 +119,13 @@ sub up
 	}, $class;
 	push @formations, $self;
 
-	$self->{router} = _node('router', $common_conf . ($opts{conf} // '')
+	my @ports = @{ $opts{ports} // [] };
+	$self->{router} = _node('router', $ports[0], $common_conf . ($opts{conf} // '')
 		  . ($opts{router_conf} // ''));
 	$self->{shards} = [
 		map {
-			_node("shard$_", $common_conf . ($opts{conf} // '') . ($opts{shard_conf} // ''))
+			_node("shard$_", $ports[ $_ + 1 ],
+				$common_conf . ($opts{conf} // '') . ($opts{shard_conf} // ''))
 		} 0 .. $nshards - 1
 	];
 	$self->{connstrs} = [ map { _connstr($_) } @{ $self->{shards} } ];
@@ -481,8 +484,8 @@ END
 
 sub _node
 {
-	my ($name, $conf) = @_;
-	my $n = PostgreSQL::Test::Cluster->new($name);
+	my ($name, $port, $conf) = @_;
+	my $n = PostgreSQL::Test::Cluster->new($name, defined $port ? (port => $port) : ());
 	$n->init;
 	$n->append_conf('postgresql.conf', $conf);
 	$n->start;
