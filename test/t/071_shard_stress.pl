@@ -142,6 +142,16 @@ my %business = map { $_ => 1 } qw(PY001 PY004);
 sub client
 {
 	my ($c, $deadline) = @_;
+	# A child: it never runs the END blocks that stop the clusters.
+	$SIG{$_} = 'DEFAULT' for qw(TERM INT);
+	eval { client_loop($c, $deadline) };
+	print STDERR "client $c: $@" if $@;
+	POSIX::_exit($@ ? 1 : 0);
+}
+
+sub client_loop
+{
+	my ($c, $deadline) = @_;
 	srand($$ ^ time);
 	open my $log, '>', "$dir/client$c.log" or die $!;
 	$log->autoflush(1);
@@ -179,7 +189,7 @@ sub client
 		sleep 0.2 if @retry && !%state;    # the router unreachable: wait a little
 	}
 	close $log;
-	POSIX::_exit(0);
+	return;
 }
 
 my $t0 = time;

@@ -118,6 +118,13 @@ sub up
 		pgqd => [],
 	}, $class;
 	push @formations, $self;
+	# A test stopped by SIGTERM or SIGINT (a timeout, ^C) still runs the
+	# END blocks that stop what it started.
+	for my $sig (qw(TERM INT))
+	{
+		$SIG{$sig} = sub { print STDERR "# stopped by SIG$sig\n"; exit 1 }
+		  if !$SIG{$sig} || $SIG{$sig} eq 'DEFAULT';
+	}
 
 	my @ports = @{ $opts{ports} // [] };
 	$self->{router} = _node('router', $ports[0], $common_conf . ($opts{conf} // '')
@@ -208,11 +215,13 @@ sub try_psql
 {
 	my ($self, $node, $sql, $timeout) = @_;
 	my ($out, $err) = ('', '');
+	# The SQL by stdin (it may be longer than an argument may be): each
+	# statement runs by itself, its rows printed in turn.
 	my @cmd = ($self->_bin('psql'), '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1',
-		'-d', _connstr($node), '-c', $sql);
+		'-d', _connstr($node));
 	local $ENV{PGCONNECT_TIMEOUT} = 5;
 	eval {
-		IPC::Run::run(\@cmd, '<', \undef, '>', \$out, '2>', \$err,
+		IPC::Run::run(\@cmd, '<', \$sql, '>', \$out, '2>', \$err,
 			IPC::Run::timeout($timeout // 180));
 	};
 	my $rc = $@ ? 255 : $? >> 8;
@@ -349,11 +358,11 @@ sub restart_consumer
 	my $pid = fork // croak "fork: $!";
 	if ($pid == 0)
 	{
-		setsid();
+		_own_group();
 		open STDIN, '<', '/dev/null';
 		open STDOUT, '>>', $log;
 		open STDERR, '>&', \*STDOUT;
-		$SIG{TERM} = 'DEFAULT';
+		$SIG{$_} = 'DEFAULT' for qw(TERM INT);
 		while (1)
 		{
 			printf "# %s consumer %d: %s\n", scalar(localtime), $i, $psql[-1];
@@ -362,6 +371,8 @@ sub restart_consumer
 			sleep 0.2;
 		}
 	}
+	# Also here: a kill right after the fork must reach the group.
+	POSIX::setpgid($pid, $pid);
 	$self->{consumers}[$i] = $pid;
 	_trace("consumer $i: supervisor $pid");
 	return $pid;
@@ -391,6 +402,7 @@ sub kill9_consumer
 	_trace("kill -9 consumer $i (supervisor $pid" . ($backend ? ", backend $backend" : '')
 		  . ')');
 	kill 'KILL', -$pid;
+	kill 'KILL', $pid;
 	waitpid($pid, 0);
 	delete $self->{consumers}[$i];
 	if ($backend)
@@ -451,6 +463,7 @@ sub down
 	for my $pid (grep { defined } @{ $self->{consumers} })
 	{
 		kill 'KILL', -$pid;
+		kill 'KILL', $pid;
 		waitpid($pid, 0);
 	}
 	$self->{consumers} = [];
@@ -521,14 +534,24 @@ sub _spawn
 	my $pid = fork // croak "fork: $!";
 	if ($pid == 0)
 	{
-		setsid();
+		_own_group();
 		open STDIN, '<', '/dev/null';
 		open STDOUT, '>>', $log;
 		open STDERR, '>&', \*STDOUT;
+		$SIG{$_} = 'DEFAULT' for qw(TERM INT);
 		{ exec @cmd }
 		POSIX::_exit(127);
 	}
+	POSIX::setpgid($pid, $pid);
 	return $pid;
+}
+
+# A session of its own, or at least a process group of its own when the
+# parent made it one first (setsid fails for a group leader).
+sub _own_group
+{
+	setsid() or POSIX::setpgid(0, 0);
+	return;
 }
 
 sub _wait
