@@ -10036,3 +10036,815 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_te
     ORDER BY j.seq DESC
     LIMIT greatest(least($3, 10000), 0)
 $$;
+
+-- Issue 18 (shards18): shards behind a PL/Proxy router; cross-shard
+-- payments through $clearing:N accounts and PgQ (src/shard.sql, docs/scaling.md);
+-- verify_ledger check 21, clearing_accounts_match_events.
+--------------------------------------------------------------------------
+-- Shards (docs/scaling.md).  A database configured by
+-- compay.shard_configure() is one shard of several behind a router
+-- (extension compay_router, PL/Proxy): it holds the accounts of the nodes
+-- that hash to it.  A payment to a node on another shard N credits the
+-- system account '$clearing:N' here and queues a PgQ event in the same
+-- transaction (shard.c, compay.clearing_queue); compay.clearing_consume()
+-- on shard N applies it there from its '$clearing:<this shard>', exactly
+-- once by (source shard, event id).  PgQ (extension pgq) and dblink are
+-- needed only by a shard: a database never configured is no shard, and
+-- every call behaves as on a single server.
+--------------------------------------------------------------------------
+
+CREATE TABLE compay.shard_config (
+    singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    shard         integer NOT NULL,
+    shards        integer NOT NULL,
+    partitions    integer NOT NULL,
+    connstrs      text[] NOT NULL,
+    configured_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT shard_config_range CHECK (shard >= 0 AND shard < shards
+        AND partitions >= shards AND (partitions & (partitions - 1)) = 0
+        AND pg_catalog.array_length(connstrs, 1) = shards)
+);
+COMMENT ON TABLE compay.shard_config IS
+    'this database''s place among the shards: one row once compay.shard_configure() ran';
+
+CREATE TABLE compay.clearing_sent (
+    transfer_id bigint PRIMARY KEY,
+    to_shard    integer NOT NULL,
+    payee       text NOT NULL,
+    amount      compay.credit NOT NULL,
+    currency    text NOT NULL,
+    event_id    bigint NOT NULL,
+    txid        bigint NOT NULL DEFAULT pg_catalog.txid_current(),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+CREATE INDEX clearing_sent_to_shard ON compay.clearing_sent (to_shard, event_id);
+COMMENT ON TABLE compay.clearing_sent IS
+    'payments to nodes on other shards: the transfer into $clearing:<to_shard> and its PgQ event';
+
+CREATE TABLE compay.clearing_applied (
+    from_shard  integer NOT NULL,
+    event_id    bigint NOT NULL,
+    source_transfer_id bigint NOT NULL,
+    transfer_id bigint,
+    payee       text NOT NULL,
+    amount      compay.credit NOT NULL,
+    currency    text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (from_shard, event_id)
+);
+COMMENT ON TABLE compay.clearing_applied IS
+    'credits applied here from other shards'' clearing events, one row per (source shard, event id)';
+
+SELECT pg_catalog.pg_extension_config_dump('compay.shard_config', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.clearing_sent', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.clearing_applied', '');
+REVOKE ALL ON compay.shard_config, compay.clearing_sent, compay.clearing_applied FROM PUBLIC;
+GRANT SELECT ON compay.shard_config, compay.clearing_sent, compay.clearing_applied
+    TO compay_reader;
+
+CREATE FUNCTION compay.shard_config_changed() RETURNS void
+    AS 'MODULE_PATHNAME', 'compay_shard_config_changed' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION compay.shard_config_changed() IS
+    'makes every backend read compay.shard_config again; compay.shard_configure() calls it';
+REVOKE ALL ON FUNCTION compay.shard_config_changed() FROM PUBLIC;
+
+-- The one row of compay.shard_config, or PY036.
+CREATE FUNCTION compay.shard_require() RETURNS compay.shard_config
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    c compay.shard_config;
+BEGIN
+    SELECT * INTO c FROM compay.shard_config;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'this database is not a compay shard' USING ERRCODE = 'PY036',
+              DETAIL = 'compay.shard_config has no row.',
+              HINT = 'Run compay.shard_configure(shard, connstrs, partitions) on every shard first.';
+    END IF;
+    RETURN c;
+END $$;
+REVOKE ALL ON FUNCTION compay.shard_require() FROM PUBLIC;
+
+CREATE FUNCTION compay.shard_of(node_id text) RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    c compay.shard_config := compay.shard_require();
+BEGIN
+    IF node_id IS NULL THEN
+        RAISE EXCEPTION 'node_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RETURN (pg_catalog.hashtext(node_id) & (c.partitions - 1)) % c.shards;
+END $$;
+COMMENT ON FUNCTION compay.shard_of(text) IS
+    'the shard that owns node_id: (hashtext(node_id) & (partitions - 1)) % shards, the partition PL/Proxy''s RUN ON hashtext(node_id) picks';
+
+CREATE FUNCTION compay.shard_configure(shard integer, connstrs text[], partitions integer DEFAULT 8)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_shards integer := pg_catalog.array_length(connstrs, 1);
+    v_old compay.shard_config;
+    v_stray text;
+    v_start bigint;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    IF shard IS NULL OR connstrs IS NULL OR partitions IS NULL THEN
+        RAISE EXCEPTION 'shard, connstrs and partitions must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF v_shards IS NULL OR pg_catalog.array_position(connstrs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'connstrs must list one connection string per shard'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An empty array or a NULL element names no shard.';
+    END IF;
+    IF shard < 0 OR shard >= v_shards THEN
+        RAISE EXCEPTION 'shard % is not one of the % shards connstrs lists', shard, v_shards
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Shards are numbered from 0, in the order of connstrs.';
+    END IF;
+    IF partitions < v_shards OR partitions > 65536 OR (partitions & (partitions - 1)) <> 0 THEN
+        RAISE EXCEPTION 'partitions must be a power of two from the number of shards (%) up to 65536', v_shards
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('%s partitions were asked for.', partitions),
+                  HINT = 'PL/Proxy maps hashtext(node_id) & (partitions - 1) to a partition.';
+    END IF;
+    -- The lock first: on a standby this is the read-only error.
+    SELECT * INTO v_old FROM compay.shard_config FOR UPDATE;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pgq')
+       OR NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'dblink') THEN
+        RAISE EXCEPTION 'a compay shard needs the extensions pgq and dblink' USING ERRCODE = 'PY036',
+              DETAIL = 'Cross-shard payments are PgQ events, which the payee''s shard reads with dblink.',
+              HINT = 'CREATE EXTENSION pgq; CREATE EXTENSION dblink; (Debian: postgresql-15-pgq3), and run pgqd.';
+    END IF;
+    IF v_old.shard IS NOT NULL AND (v_old.shard, v_old.shards, v_old.partitions) IS DISTINCT FROM
+                 (shard, v_shards, partitions) THEN
+        RAISE EXCEPTION 'this database is already shard % of % with % partitions',
+                        v_old.shard, v_old.shards, v_old.partitions
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Moving partitions between shards is not supported yet.',
+                  HINT = 'Call it again with the same shard, shard count and partitions to change connection strings only.';
+    END IF;
+    -- Every account here must be one this shard owns.
+    SELECT a.node_id INTO v_stray FROM compay.accounts a
+    WHERE a.node_id NOT LIKE '$%'
+      AND (pg_catalog.hashtext(a.node_id) & (partitions - 1)) % v_shards <> shard
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'node "%" has an account here but would live on shard %', v_stray,
+                        (pg_catalog.hashtext(v_stray) & (partitions - 1)) % v_shards
+            USING ERRCODE = 'PY037',
+                  DETAIL = 'A shard holds only the accounts of the nodes that hash to it.',
+                  HINT = 'Configure an empty database, or one whose nodes all hash to this shard.';
+    END IF;
+    INSERT INTO compay.shard_config (shard, shards, partitions, connstrs)
+    VALUES (shard, v_shards, partitions, connstrs)
+    ON CONFLICT (singleton) DO UPDATE SET connstrs = EXCLUDED.connstrs, configured_at = pg_catalog.now();
+    -- Hold and transfer ids name their shard: id & (partitions - 1) = shard,
+    -- so the router runs capture(hold_id) and refund(transfer_id) there.
+    IF v_old.shard IS NULL THEN
+        v_start := (SELECT pg_catalog.max(id) FROM compay.holds);
+        v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
+        EXECUTE pg_catalog.format('ALTER SEQUENCE compay.holds_id_seq INCREMENT BY %s RESTART WITH %s',
+                                  partitions, v_start);
+        v_start := (SELECT pg_catalog.max(id) FROM compay.transfers);
+        v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
+        EXECUTE pg_catalog.format('ALTER SEQUENCE compay.transfers_id_seq INCREMENT BY %s RESTART WITH %s',
+                                  partitions, v_start);
+    END IF;
+    -- One outgoing queue per peer, read by the peer's consumer.
+    FOR i IN 0 .. v_shards - 1 LOOP
+        CONTINUE WHEN i = shard;
+        IF NOT EXISTS (SELECT FROM pgq.get_queue_info() q
+                       WHERE q.queue_name = 'compay_clearing_to_' || i) THEN
+            PERFORM pgq.create_queue('compay_clearing_to_' || i);
+        END IF;
+        PERFORM pgq.register_consumer('compay_clearing_to_' || i, 'compay_clearing');
+    END LOOP;
+    PERFORM compay.shard_config_changed();
+END $$;
+COMMENT ON FUNCTION compay.shard_configure(integer, text[], integer) IS
+    'makes this database shard number shard (from 0) of the shards connstrs lists, with partitions (a power of two) mapped to shards as partition % shards; creates the PgQ queues of outgoing clearing events and registers their consumer';
+
+-- The payer's half of a cross-shard payment: called by the ledger's C
+-- (shard.c) in the payment's transaction.
+CREATE FUNCTION compay.clearing_queue(to_shard integer, transfer_id bigint, payee text,
+    amount compay.credit, currency text, reference text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_event bigint;
+BEGIN
+    v_event := pgq.insert_event('compay_clearing_to_' || to_shard, 'credit',
+        pg_catalog.jsonb_build_object('transfer_id', transfer_id, 'payee', payee,
+            'amount', amount::text, 'currency', currency, 'reference', reference)::text);
+    INSERT INTO compay.clearing_sent (transfer_id, to_shard, payee, amount, currency, event_id)
+    VALUES (transfer_id, to_shard, payee, amount, currency, v_event);
+    RETURN v_event;
+END $$;
+REVOKE ALL ON FUNCTION compay.clearing_queue(integer, bigint, text, compay.credit, text, text)
+    FROM PUBLIC;
+
+CREATE FUNCTION compay.clearing_credit(from_shard integer, payee text, amount compay.credit,
+    currency text, reference text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'compay_clearing_credit' LANGUAGE C VOLATILE
+    SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp;
+COMMENT ON FUNCTION compay.clearing_credit(integer, text, compay.credit, text, text) IS
+    'credits payee from $clearing:<from_shard>: the payee''s half of a cross-shard payment (compay.clearing_apply makes it once per event)';
+REVOKE ALL ON FUNCTION compay.clearing_credit(integer, text, compay.credit, text, text) FROM PUBLIC;
+
+-- The payee's half: one event of from_shard, applied once.
+CREATE FUNCTION compay.clearing_apply(from_shard integer, event_id bigint, event_type text,
+    event_data text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    c compay.shard_config := compay.shard_require();
+    e jsonb := event_data::jsonb;
+    v_transfer bigint;
+BEGIN
+    IF event_type IS DISTINCT FROM 'credit' THEN
+        RAISE EXCEPTION 'clearing event % of shard % has unknown type %', event_id, from_shard, event_type
+            USING ERRCODE = 'PY037';
+    END IF;
+    IF compay.shard_of(e->>'payee') <> c.shard THEN
+        RAISE EXCEPTION 'clearing event % of shard % pays node "%", which is not on shard %',
+                        event_id, from_shard, e->>'payee', c.shard
+            USING ERRCODE = 'PY037',
+                  HINT = 'Every shard must be configured with the same connstrs and partitions.';
+    END IF;
+    INSERT INTO compay.clearing_applied (from_shard, event_id, source_transfer_id, payee,
+                                         amount, currency)
+    VALUES (from_shard, event_id, (e->>'transfer_id')::bigint, e->>'payee',
+            (e->>'amount')::compay.credit, e->>'currency')
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;               -- applied before: a batch seen again
+    END IF;
+    v_transfer := compay.clearing_credit(from_shard, e->>'payee', (e->>'amount')::compay.credit,
+                                         e->>'currency', e->>'reference');
+    UPDATE compay.clearing_applied a SET transfer_id = v_transfer
+    WHERE a.from_shard = clearing_apply.from_shard AND a.event_id = clearing_apply.event_id;
+    RETURN true;
+END $$;
+REVOKE ALL ON FUNCTION compay.clearing_apply(integer, bigint, text, text) FROM PUBLIC;
+
+-- The next batch of peer's queue for this shard, over dblink; a peer that
+-- cannot be reached gives no batch (a warning), so one shard down does not
+-- stop the others' clearing.
+CREATE FUNCTION compay.clearing_fetch(peer integer, OUT batch_id bigint, OUT events jsonb)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    c compay.shard_config := compay.shard_require();
+    v_conn text := 'compay_clearing_' || peer;
+    v_schema name := (SELECT n.nspname FROM pg_catalog.pg_extension x
+                      JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace
+                      WHERE x.extname = 'dblink');
+BEGIN
+    BEGIN
+        IF NOT v_conn = ANY (coalesce(compay.clearing_dblink(v_schema, 'dblink_get_connections()'), '{}')) THEN
+            EXECUTE pg_catalog.format('SELECT %I.dblink_connect($1, $2)', v_schema)
+                USING v_conn, c.connstrs[peer + 1];
+        END IF;
+        EXECUTE pg_catalog.format('SELECT b FROM %I.dblink($1, $2) AS t(b bigint)', v_schema)
+            INTO batch_id
+            USING v_conn, pg_catalog.format('SELECT pgq.next_batch(%L, %L)',
+                                            'compay_clearing_to_' || c.shard, 'compay_clearing');
+        IF batch_id IS NOT NULL THEN
+            EXECUTE pg_catalog.format(
+                'SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(''id'', ev_id, ''type'', ev_type, ''data'', ev_data) ORDER BY ev_id), ''[]'')
+                 FROM %I.dblink($1, $2) AS t(ev_id bigint, ev_type text, ev_data text)', v_schema)
+                INTO events
+                USING v_conn, pg_catalog.format(
+                    'SELECT ev_id, ev_type, ev_data FROM pgq.get_batch_events(%s)', batch_id);
+        END IF;
+    EXCEPTION WHEN sqlclient_unable_to_establish_sqlconnection OR connection_exception
+                   OR connection_failure THEN
+        RAISE WARNING 'clearing: shard % cannot be reached: %', peer, SQLERRM;
+        BEGIN
+            EXECUTE pg_catalog.format('SELECT %I.dblink_disconnect($1)', v_schema) USING v_conn;
+        EXCEPTION WHEN OTHERS THEN
+            NULL;
+        END;
+        batch_id := NULL;
+        events := NULL;
+    END;
+END $$;
+REVOKE ALL ON FUNCTION compay.clearing_fetch(integer) FROM PUBLIC;
+
+CREATE FUNCTION compay.clearing_dblink(dblink_schema name, call text) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v text[];
+BEGIN
+    EXECUTE pg_catalog.format('SELECT %I.%s', dblink_schema, call) INTO v;
+    RETURN v;
+END $$;
+REVOKE ALL ON FUNCTION compay.clearing_dblink(name, text) FROM PUBLIC;
+
+-- Tells peer the batch is done (after the local commit); an unreachable
+-- peer keeps the batch and gives it again: its events are then no-ops.
+CREATE FUNCTION compay.clearing_finish(peer integer, batch_id bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    c compay.shard_config := compay.shard_require();
+    v_schema name := (SELECT n.nspname FROM pg_catalog.pg_extension x
+                      JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace
+                      WHERE x.extname = 'dblink');
+BEGIN
+    EXECUTE pg_catalog.format('SELECT 1 FROM %I.dblink($1, $2) AS t(r integer)', v_schema)
+        USING 'compay_clearing_' || peer, pg_catalog.format('SELECT pgq.finish_batch(%s)', batch_id);
+    RETURN true;
+EXCEPTION WHEN sqlclient_unable_to_establish_sqlconnection OR connection_exception
+               OR connection_failure THEN
+    RAISE WARNING 'clearing: shard % cannot be reached to finish batch %: %', peer, batch_id, SQLERRM;
+    BEGIN
+        EXECUTE pg_catalog.format('SELECT %I.dblink_disconnect($1)', v_schema)
+            USING 'compay_clearing_' || peer;
+    EXCEPTION WHEN OTHERS THEN
+        NULL;
+    END;
+    RETURN false;
+END $$;
+REVOKE ALL ON FUNCTION compay.clearing_finish(integer, bigint) FROM PUBLIC;
+
+-- One round: for each peer shard, its batches of events for this shard
+-- (one per PgQ tick, at most 64 a round), each applied and committed
+-- here, then finished there.  A procedure (it commits), so neither
+-- SECURITY DEFINER nor SET: what it calls is.
+CREATE PROCEDURE compay.clearing_consume(INOUT applied integer DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    c compay.shard_config := compay.shard_require();
+    f record;
+    ev jsonb;
+BEGIN
+    applied := 0;
+    FOR peer IN 0 .. c.shards - 1 LOOP
+        CONTINUE WHEN peer = c.shard;
+        FOR b IN 1 .. 64 LOOP
+            f := compay.clearing_fetch(peer);
+            EXIT WHEN f.batch_id IS NULL;
+            FOR ev IN SELECT * FROM pg_catalog.jsonb_array_elements(f.events) LOOP
+                IF compay.clearing_apply(peer, (ev->>'id')::bigint, ev->>'type', ev->>'data') THEN
+                    applied := applied + 1;
+                END IF;
+            END LOOP;
+            COMMIT;
+            EXIT WHEN NOT compay.clearing_finish(peer, f.batch_id);
+            COMMIT;
+        END LOOP;
+    END LOOP;
+END $$;
+COMMENT ON PROCEDURE compay.clearing_consume(integer) IS
+    'applies each peer shard''s PgQ batches of clearing events for this shard (at most 64 a peer a round), each committed here, then finished at the peer; a batch given again after a crash is a no-op by (shard, event id); returns the events applied';
+
+CREATE PROCEDURE compay.clearing_consume_loop(pause interval DEFAULT '100 milliseconds',
+    rounds integer DEFAULT NULL)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+    i integer := 0;
+BEGIN
+    IF pause IS NULL OR pause < '0' OR rounds < 0 THEN
+        RAISE EXCEPTION 'pause must be a non-negative interval and rounds non-negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM compay.shard_require();
+    WHILE rounds IS NULL OR i < rounds LOOP
+        n := NULL;
+        CALL compay.clearing_consume(n);
+        COMMIT;
+        i := i + 1;
+        IF n = 0 THEN
+            PERFORM pg_catalog.pg_sleep(extract(epoch FROM pause));
+        END IF;
+    END LOOP;
+END $$;
+COMMENT ON PROCEDURE compay.clearing_consume_loop(interval, integer) IS
+    'runs compay.clearing_consume() for ever (or rounds times), pausing when a round applied nothing; run it in a session of its own on every shard';
+
+-- What this shard sent to and received from each peer, and what it sent
+-- that the peer's consumer has not yet finished (by the txid snapshot of
+-- the consumer's last finished PgQ tick).  The router's
+-- compay.cluster_check() compares both sides.
+CREATE FUNCTION compay.clearing_totals()
+RETURNS TABLE (shard integer, peer integer, currency text, sent_events bigint,
+               sent compay.credit, received_events bigint, received compay.credit,
+               in_flight_events bigint, in_flight compay.credit)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    c compay.shard_config := compay.shard_require();
+BEGIN
+    RETURN QUERY
+    WITH snap AS (
+        SELECT pg_catalog.substr(q.queue_name, 20)::integer AS to_shard, t.tick_snapshot
+        FROM pgq.queue q
+        JOIN pgq.subscription s ON s.sub_queue = q.queue_id
+        JOIN pgq.consumer co ON co.co_id = s.sub_consumer AND co.co_name = 'compay_clearing'
+        JOIN pgq.tick t ON t.tick_queue = q.queue_id AND t.tick_id = s.sub_last_tick
+        WHERE q.queue_name LIKE 'compay\_clearing\_to\_%'),
+    sent AS (
+        SELECT s.to_shard AS peer, s.currency, pg_catalog.count(*) AS n,
+               sum(s.amount) AS amount,
+               pg_catalog.count(*) FILTER (WHERE NOT coalesce(pg_catalog.txid_visible_in_snapshot(
+                   s.txid, snap.tick_snapshot), false)) AS f_n,
+               sum(s.amount) FILTER (WHERE NOT coalesce(pg_catalog.txid_visible_in_snapshot(
+                   s.txid, snap.tick_snapshot), false)) AS f_amount
+        FROM compay.clearing_sent s LEFT JOIN snap ON snap.to_shard = s.to_shard
+        GROUP BY s.to_shard, s.currency),
+    recv AS (
+        SELECT a.from_shard AS peer, a.currency, pg_catalog.count(*) AS n,
+               sum(a.amount) AS amount
+        FROM compay.clearing_applied a GROUP BY a.from_shard, a.currency)
+    SELECT c.shard, p.peer, p.currency,
+           coalesce(sent.n, 0), coalesce(sent.amount, '0'),
+           coalesce(recv.n, 0), coalesce(recv.amount, '0'),
+           coalesce(sent.f_n, 0), coalesce(sent.f_amount, '0')
+    FROM (SELECT sent.peer, sent.currency FROM sent UNION SELECT recv.peer, recv.currency FROM recv) p
+    LEFT JOIN sent ON sent.peer = p.peer AND sent.currency = p.currency
+    LEFT JOIN recv ON recv.peer = p.peer AND recv.currency = p.currency
+    ORDER BY 2, 3;
+END $$;
+COMMENT ON FUNCTION compay.clearing_totals() IS
+    'per peer shard and currency: what this shard sent (count, amount), received, and sent that the peer''s consumer has not finished yet';
+
+GRANT EXECUTE ON FUNCTION compay.shard_of(text), compay.clearing_totals() TO compay_reader;
+REVOKE ALL ON FUNCTION compay.shard_configure(integer, text[], integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION compay.shard_configure(integer, text[], integer) TO compay_admin;
+REVOKE ALL ON PROCEDURE compay.clearing_consume(integer) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE compay.clearing_consume_loop(interval, integer) FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE compay.clearing_consume(integer),
+    compay.clearing_consume_loop(interval, integer) TO compay_admin;
+-- The procedures run as their caller (a procedure that commits can be
+-- neither SECURITY DEFINER nor SET): its steps are granted with them.
+GRANT EXECUTE ON FUNCTION compay.clearing_fetch(integer),
+    compay.clearing_apply(integer, bigint, text, text),
+    compay.clearing_finish(integer, bigint) TO compay_admin;
+
+CREATE OR REPLACE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total = 0),
+           coalesce(string_agg(currency || ' sums to ' || trim_scale(total * 0.000000000001)::text, ', ')
+                    FILTER (WHERE total <> 0), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum_atomic(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE compay.atomic(a.balance) <> coalesce(j.b, 0)
+       OR compay.atomic(a.reserved) <> coalesce(j.r, 0)
+       OR a.journal_seq <> coalesce(j.last_seq, 0) OR a.journal_seq <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum_atomic(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE compay.atomic(a.reserved) <> coalesce(h.r, 0)
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq,
+                 lead(j.seq) OVER w IS NULL AS newest
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'), 0) <> 0
+              OR coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                               AND j.amount OPERATOR(compay.>) '0'), 0)
+                 <> CASE WHEN t.kind = 'barter' THEN 0
+                         ELSE compay.atomic(t.amount) - compay.atomic(t.barter_amount) END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum_atomic(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments.
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
+          WHERE s.purpose <> 'operational'          -- withdrawals: check 18
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.amount) <> s.payment_count
+              OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
+    UNION ALL
+    -- 10. Every payout's amount is the sum of its items, and every item's
+    --     the sum of its parts (what it pays of each settlement).
+    SELECT 'payouts_match_parts', count(*) = 0,
+           coalesce('payouts ' || string_agg(DISTINCT id::text, ', '), 'all payouts match their parts')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN (SELECT payout_id, compay.sum_atomic(amount) AS a FROM compay.payout_items
+                     GROUP BY payout_id) i ON i.payout_id = p.id
+          WHERE compay.atomic(p.amount) <> coalesce(i.a, 0)
+          UNION ALL
+          SELECT i.payout_id
+          FROM compay.payout_items i
+          LEFT JOIN (SELECT payout_id, node_id, address, compay.sum_atomic(amount) AS a
+                     FROM compay.payout_parts GROUP BY payout_id, node_id, address) pp
+            ON pp.payout_id = i.payout_id AND pp.node_id = i.node_id AND pp.address = i.address
+          WHERE compay.atomic(i.amount) <> coalesce(pp.a, 0)) bad
+    UNION ALL
+    -- 11. The parts of a settlement (in payouts that did not fail) never
+    --     exceed its total, and are its payee's, in XMR.
+    SELECT 'payout_parts_within_settlements', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'no settlement paid out beyond its total')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+          JOIN compay.payout_transactions p ON p.id = pp.payout_id
+          GROUP BY s.id, s.total_amount, s.currency, s.payee
+          HAVING coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status <> 'failed'), 0)
+                 > compay.atomic(s.total_amount)
+              OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
+    UNION ALL
+    -- 12. A completed XMR settlement has nothing left earmarked and no part
+    --     still open, and its total is accounted for exactly: its confirmed
+    --     parts, what it repaid of its payee's clawbacks (references
+    --     'clawback:<id> settlement:<id>') and what its payee refunded of
+    --     its payments until it completed (from the balance before it was
+    --     earmarked, from its earmark hold after: compay.resolve_dispute).
+    SELECT 'completed_settlements_paid_out', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'every completed XMR settlement is paid out')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id
+          LEFT JOIN (SELECT pp.settlement_id,
+                            compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'confirmed') AS confirmed,
+                            count(*) FILTER (WHERE p.status IN ('queued', 'built', 'relayed')) AS open
+                     FROM compay.payout_parts pp
+                     JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                     GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          LEFT JOIN (SELECT substring(reference FROM ' settlement:([0-9]+)$')::bigint AS settlement_id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:% settlement:%'
+                     GROUP BY 1) r ON r.settlement_id = s.id
+          LEFT JOIN LATERAL (
+              SELECT compay.sum_atomic(t.amount) AS refunded
+              FROM compay.payments y
+              JOIN compay.transfers t ON t.refund_of = y.transfer_id AND t.kind = 'refund'
+              JOIN compay.accounts a ON a.id = t.from_account
+              WHERE y.settlement_id = s.id AND a.node_id = s.payee
+                AND t.created_at <= s.completed_at) f ON true
+          WHERE s.currency = 'XMR' AND s.status = 'completed'
+            AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
+                 OR coalesce(c.open, 0) > 0
+                 OR coalesce(c.confirmed, 0) + coalesce(r.repaid, 0) + coalesce(f.refunded, 0)
+                    <> compay.atomic(s.total_amount))) bad
+    UNION ALL
+    -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
+    --     are its amount (and its fee, when $fees paid it); a queued one
+    --     has none; a voided one got all of them back.
+    SELECT 'payouts_match_ledger', count(*) = 0,
+           coalesce('payouts ' || string_agg(id::text, ', ' ORDER BY id), 'all payouts match the ledger')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id), 0) AS paid,
+                     coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id || ' fee'), 0) AS fee,
+                     coalesce(compay.sum_atomic(t.amount), 0) AS total
+              FROM compay.transfers t
+              WHERE t.kind = 'withdrawal' AND t.reference IN ('payout:' || p.id, 'payout:' || p.id || ' fee')) w
+            ON true
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount), 0) AS returned
+              FROM compay.transfers t
+              WHERE t.kind = 'deposit' AND t.reference = 'payout:' || p.id || ' returned') r
+            ON true
+          WHERE CASE WHEN p.status IN ('built', 'relayed', 'confirmed') THEN
+                         w.paid <> compay.atomic(p.amount)
+                         OR w.fee <> CASE WHEN p.fee_from = '$fees' THEN compay.atomic(p.fee) ELSE 0 END
+                     WHEN p.status = 'queued' THEN w.total <> 0
+                     ELSE w.total <> r.returned END) bad
+    UNION ALL
+    -- 14. What each shortfall says was collected is what its payments
+    -- moved: transfers of its currency from the requester to the provider,
+    -- each of its payment's amount.
+    SELECT 'shortfalls_match_transfers', count(*) = 0,
+           coalesce('shortfalls ' || string_agg(id::text, ', ' ORDER BY id), 'all shortfalls match')
+    FROM (SELECT s.id
+          FROM compay.shortfalls s
+          LEFT JOIN (SELECT p.metadata ->> 'shortfall_id' AS shortfall_id, p.amount AS paid,
+                            t.amount, t.kind, t.currency, fa.node_id AS from_node,
+                            ta.node_id AS to_node
+                     FROM compay.payments p
+                     LEFT JOIN compay.transfers t ON t.id = p.transfer_id
+                     LEFT JOIN compay.accounts fa ON fa.id = t.from_account
+                     LEFT JOIN compay.accounts ta ON ta.id = t.to_account
+                     WHERE p.metadata ? 'shortfall_id') c ON c.shortfall_id = s.id::text
+          GROUP BY s.id, s.collected
+          HAVING coalesce(compay.sum_atomic(c.amount), 0) <> compay.atomic(s.collected)
+              OR coalesce(bool_or(c.shortfall_id IS NOT NULL
+                                  AND (c.amount IS NULL OR c.amount <> c.paid
+                                       OR c.kind <> 'transfer' OR c.currency <> s.currency
+                                       OR c.from_node <> s.requester OR c.to_node <> s.provider)),
+                          false)) bad
+    UNION ALL
+    -- 15. What the payees owe of their clawbacks is what $clawbacks fronted
+    --     and has not got back: per currency its balance is minus what is
+    --     owed; each clawback's amount is its refund's, its repaid the sum of
+    --     its repayments (references 'clawback:<id> settlement:<id>').
+    SELECT 'clawbacks_match_ledger', count(*) = 0,
+           coalesce(string_agg(what, ', '), 'all clawbacks match')
+    FROM (SELECT 'currency ' || coalesce(a.currency, c.currency) AS what
+          FROM (SELECT currency, sum(compay.atomic(balance)) AS b FROM compay.accounts
+                WHERE node_id = ANY (compay.system_account_rows('$clawbacks'))
+                GROUP BY currency) a
+          FULL JOIN (SELECT currency, sum(compay.atomic(amount) - compay.atomic(repaid)) AS owed
+                     FROM compay.clawbacks GROUP BY currency) c ON c.currency = a.currency
+          WHERE coalesce(a.b, 0) <> -coalesce(c.owed, 0)
+          UNION ALL
+          SELECT 'clawback ' || c.id
+          FROM compay.clawbacks c
+          LEFT JOIN compay.transfers t ON t.id = c.transfer_id
+          LEFT JOIN (SELECT substring(reference FROM '^clawback:([0-9]+) ')::bigint AS id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:%' GROUP BY 1) r
+            ON r.id = c.id
+          WHERE t.id IS NULL OR compay.atomic(t.amount) <> compay.atomic(c.amount)
+             OR compay.atomic(c.repaid) <> coalesce(r.repaid, 0)) bad
+    UNION ALL
+    -- 16. A settlement holds back exactly its disputed payments.
+    SELECT 'held_back_matches_disputes', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.payments p ON p.settlement_id = s.id AND p.status = 'disputed'
+          GROUP BY s.id, s.held_back
+          HAVING coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.held_back)) bad
+    UNION ALL
+    -- 17. Deposits match the wallet's outputs: each compay.xmr_deposits row
+    -- (an output, by tx hash and global output index, credited once) has a
+    -- credit of its own, of exactly its amount, to its node's XMR account;
+    -- every wallet deposit credit in the ledger (an XMR deposit with
+    -- reference xmr:<tx hash> that compay_admin did not make) has its row.
+    SELECT 'deposits_match_wallet_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposits match their outputs')
+    FROM (SELECT 'output ' || x.tx_hash || ':' || x.global_index AS what
+          FROM (SELECT x.*, count(*) OVER (PARTITION BY x.transfer_id) AS per_transfer,
+                       count(*) OVER (PARTITION BY x.global_index) AS per_output
+                FROM compay.xmr_deposits x) x
+          LEFT JOIN compay.transfers t ON t.id = x.transfer_id
+          LEFT JOIN compay.accounts a ON a.id = t.to_account
+          WHERE t.id IS NULL OR t.kind <> 'deposit' OR t.currency <> 'XMR'
+             OR t.amount OPERATOR(compay.<>) x.amount
+             OR t.reference IS DISTINCT FROM 'xmr:' || x.tx_hash
+             OR a.node_id IS DISTINCT FROM x.node_id OR a.currency IS DISTINCT FROM 'XMR'
+             OR x.per_transfer > 1 OR x.per_output > 1
+          UNION ALL
+          SELECT 'transfer ' || t.id
+          FROM compay.transfers t
+          WHERE t.kind = 'deposit' AND t.currency = 'XMR' AND t.reference LIKE 'xmr:%'
+            AND NOT EXISTS (SELECT 1 FROM compay.admin_journal j WHERE j.transfer_id = t.id)
+            AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x WHERE x.transfer_id = t.id)) bad
+    UNION ALL
+    -- 18. A withdrawal (a settlement of purpose operational, no payments
+    --     behind it) is of XMR and its total is what its first earmark
+    --     hold (reference settlement:<id>) took from its payee's account.
+    SELECT 'withdrawals_match_holds', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'all withdrawals match their holds')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN LATERAL (
+              SELECT h.amount, a.node_id, a.currency
+              FROM compay.holds h JOIN compay.accounts a ON a.id = h.account_id
+              WHERE h.reference = 'settlement:' || s.id
+              ORDER BY h.id LIMIT 1) h ON true
+          WHERE s.purpose = 'operational'
+            AND (s.payment_count <> 0 OR s.currency <> 'XMR' OR h.amount IS NULL
+                 OR h.amount OPERATOR(compay.<>) s.total_amount
+                 OR h.node_id <> s.payee OR h.currency <> 'XMR'
+                 OR EXISTS (SELECT 1 FROM compay.payments p WHERE p.settlement_id = s.id)
+                 OR EXISTS (SELECT 1 FROM compay.verifications v WHERE v.settlement_id = s.id))) bad
+    UNION ALL
+    -- 19. A deposit request (src/deposit_request.sql) has received exactly
+    -- the outputs credited to its subaddress, which no node's static
+    -- deposit address shares; it is confirmed once they cover its amount
+    -- (unless it expired first); a job awaiting its deposit has an open
+    -- request.
+    SELECT 'deposit_requests_match_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposit requests match their outputs')
+    FROM (SELECT 'request ' || r.id AS what
+          FROM compay.deposit_requests r
+          LEFT JOIN (SELECT x.address_index, compay.sum_atomic(x.amount) AS total
+                     FROM compay.xmr_deposits x GROUP BY x.address_index) x
+                 ON x.address_index = r.address_index
+          WHERE compay.atomic(r.received) <> coalesce(x.total, 0)
+             OR (r.state <> 'expired' AND (r.state = 'confirmed') <> (r.received >= r.amount))
+             OR EXISTS (SELECT 1 FROM compay.deposit_addresses d WHERE d.address_index = r.address_index)
+          UNION ALL
+          SELECT 'job ' || j.task_id
+          FROM compay.jobs j
+          WHERE j.status::text = 'awaiting_deposit'
+            AND NOT EXISTS (SELECT 1 FROM compay.deposit_requests r
+                            WHERE r.job_id = j.id AND r.state IN ('pending', 'seen', 'partial'))) bad
+    UNION ALL
+    -- 20. Every stripe row of a system account ('$name#1' to '$name#63',
+    --     src/ledger_stripes.c) is a system account with no credit limit and
+    --     nothing reserved; with checks 1, 2 and 5 each row, and so each
+    --     system account's sum (compay.system_balances), is proved.
+    SELECT 'system_account_stripes', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all stripe rows well formed')
+    FROM compay.accounts
+    WHERE node_id LIKE '$%#%'
+      AND (node_id !~ '^[$][^#]+#([1-9]|[1-5][0-9]|6[0-3])$' OR (flags & 1) = 0
+           OR compay.atomic(credit_limit) <> 0 OR compay.atomic(reserved) <> 0)
+    UNION ALL
+    -- 21. Cross-shard clearing (src/shard.sql): each '$clearing:N' account
+    --     holds what this shard sent to shard N (compay.clearing_sent) less
+    --     what it applied from N (compay.clearing_applied), and each of those
+    --     rows is the transfer it names, into or out of that account.  With
+    --     no shard configured there is neither row nor account.
+    SELECT 'clearing_accounts_match_events', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all clearing accounts match their events')
+    FROM (SELECT k.node_id || ' ' || k.currency AS what
+          FROM (SELECT node_id, currency FROM compay.system_balances WHERE node_id LIKE '$clearing:%'
+                UNION SELECT '$clearing:' || to_shard, currency FROM compay.clearing_sent
+                UNION SELECT '$clearing:' || from_shard, currency FROM compay.clearing_applied) k
+          LEFT JOIN compay.system_balances b ON b.node_id = k.node_id AND b.currency = k.currency
+          WHERE coalesce(b.balance, '0') <>
+                coalesce((SELECT compay.sum(s.amount) FROM compay.clearing_sent s
+                          WHERE '$clearing:' || s.to_shard = k.node_id AND s.currency = k.currency), '0')
+                - coalesce((SELECT compay.sum(p.amount) FROM compay.clearing_applied p
+                            WHERE '$clearing:' || p.from_shard = k.node_id AND p.currency = k.currency), '0')
+          UNION ALL
+          SELECT 'sent transfer ' || s.transfer_id
+          FROM compay.clearing_sent s
+          WHERE NOT EXISTS (SELECT 1 FROM compay.transfers t JOIN compay.accounts a ON a.id = t.to_account
+                            WHERE t.id = s.transfer_id AND t.amount = s.amount AND t.currency = s.currency
+                              AND split_part(a.node_id, '#', 1) = '$clearing:' || s.to_shard)
+          UNION ALL
+          SELECT 'applied event ' || p.from_shard || '/' || p.event_id
+          FROM compay.clearing_applied p
+          WHERE NOT EXISTS (SELECT 1 FROM compay.transfers t
+                            JOIN compay.accounts f ON f.id = t.from_account
+                            JOIN compay.accounts a ON a.id = t.to_account
+                            WHERE t.id = p.transfer_id AND t.amount = p.amount
+                              AND t.currency = p.currency AND a.node_id = p.payee
+                              AND split_part(f.node_id, '#', 1) = '$clearing:' || p.from_shard)) bad
+$$;

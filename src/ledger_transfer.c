@@ -419,7 +419,12 @@ compay_transfer_batch(PG_FUNCTION_ARGS)
 	/* The payers first: LedgerLockAccounts opens none of them. */
 	for (int i = 0; i < b.n; i++)
 		if (!done[i])
+		{
+			/* A batch moves money within this shard only. */
+			ShardRequireLocal(TextDatumGetCString(b.from[i]), "payer");
+			ShardRequireLocal(TextDatumGetCString(b.to[i]), "payee");
 			nodes[nnodes++] = TextDatumGetCString(b.from[i]);
+		}
 	npayers = nnodes;
 	for (int i = 0; i < b.n; i++)
 		if (!done[i])
@@ -493,6 +498,12 @@ ReadOriginal(int64 id, Original *o)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a %s cannot be refunded", o->kind),
 				 errdetail("Only deposits, transfers and captures can be refunded.")));
+	if (strncmp(o->payee, "$clearing:", 10) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_WRONG_SHARD),
+				 errmsg("transfer " INT64_FORMAT " paid a node on another shard and cannot be refunded here", id),
+				 errdetail("Its payee was credited on shard %s through clearing.", o->payee + 10),
+				 errhint("Let the payee transfer the amount back.")));
 }
 
 static Credit
@@ -605,6 +616,8 @@ compay_grant_barter(PG_FUNCTION_ARGS)
 				 errmsg("node \"%s\" cannot hold barter credits with itself",
 						CompayEchoInput(nodes[0]))));
 	NodeRequire(nodes[1], true);	/* the counterparty grants them */
+	ShardRequireLocal(nodes[0], "holder");	/* barter is between nodes of one shard */
+	ShardRequireLocal(nodes[1], "counterparty");
 	LedgerBegin(&batch, "CREDIT");
 
 	SPI_connect();

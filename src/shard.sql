@@ -125,14 +125,15 @@ BEGIN
                   DETAIL = pg_catalog.format('%s partitions were asked for.', partitions),
                   HINT = 'PL/Proxy maps hashtext(node_id) & (partitions - 1) to a partition.';
     END IF;
+    -- The lock first: on a standby this is the read-only error.
+    SELECT * INTO v_old FROM compay.shard_config FOR UPDATE;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pgq')
        OR NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'dblink') THEN
         RAISE EXCEPTION 'a compay shard needs the extensions pgq and dblink' USING ERRCODE = 'PY036',
               DETAIL = 'Cross-shard payments are PgQ events, which the payee''s shard reads with dblink.',
               HINT = 'CREATE EXTENSION pgq; CREATE EXTENSION dblink; (Debian: postgresql-15-pgq3), and run pgqd.';
     END IF;
-    SELECT * INTO v_old FROM compay.shard_config FOR UPDATE;
-    IF FOUND AND (v_old.shard, v_old.shards, v_old.partitions) IS DISTINCT FROM
+    IF v_old.shard IS NOT NULL AND (v_old.shard, v_old.shards, v_old.partitions) IS DISTINCT FROM
                  (shard, v_shards, partitions) THEN
         RAISE EXCEPTION 'this database is already shard % of % with % partitions',
                         v_old.shard, v_old.shards, v_old.partitions
@@ -300,6 +301,7 @@ REVOKE ALL ON FUNCTION compay.clearing_dblink(name, text) FROM PUBLIC;
 CREATE FUNCTION compay.clearing_finish(peer integer, batch_id bigint) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
+    c compay.shard_config := compay.shard_require();
     v_schema name := (SELECT n.nspname FROM pg_catalog.pg_extension x
                       JOIN pg_catalog.pg_namespace n ON n.oid = x.extnamespace
                       WHERE x.extname = 'dblink');
@@ -320,9 +322,10 @@ EXCEPTION WHEN sqlclient_unable_to_establish_sqlconnection OR connection_excepti
 END $$;
 REVOKE ALL ON FUNCTION compay.clearing_finish(integer, bigint) FROM PUBLIC;
 
--- One round: for each peer shard, its next batch of events for this shard
--- applied and committed here, then finished there.  A procedure (it
--- commits), so neither SECURITY DEFINER nor SET: what it calls is.
+-- One round: for each peer shard, its batches of events for this shard
+-- (one per PgQ tick, at most 64 a round), each applied and committed
+-- here, then finished there.  A procedure (it commits), so neither
+-- SECURITY DEFINER nor SET: what it calls is.
 CREATE PROCEDURE compay.clearing_consume(INOUT applied integer DEFAULT NULL)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -333,20 +336,22 @@ BEGIN
     applied := 0;
     FOR peer IN 0 .. c.shards - 1 LOOP
         CONTINUE WHEN peer = c.shard;
-        f := compay.clearing_fetch(peer);
-        CONTINUE WHEN f.batch_id IS NULL;
-        FOR ev IN SELECT * FROM pg_catalog.jsonb_array_elements(f.events) LOOP
-            IF compay.clearing_apply(peer, (ev->>'id')::bigint, ev->>'type', ev->>'data') THEN
-                applied := applied + 1;
-            END IF;
+        FOR b IN 1 .. 64 LOOP
+            f := compay.clearing_fetch(peer);
+            EXIT WHEN f.batch_id IS NULL;
+            FOR ev IN SELECT * FROM pg_catalog.jsonb_array_elements(f.events) LOOP
+                IF compay.clearing_apply(peer, (ev->>'id')::bigint, ev->>'type', ev->>'data') THEN
+                    applied := applied + 1;
+                END IF;
+            END LOOP;
+            COMMIT;
+            EXIT WHEN NOT compay.clearing_finish(peer, f.batch_id);
+            COMMIT;
         END LOOP;
-        COMMIT;
-        PERFORM compay.clearing_finish(peer, f.batch_id);
-        COMMIT;
     END LOOP;
 END $$;
 COMMENT ON PROCEDURE compay.clearing_consume(integer) IS
-    'applies each peer shard''s next PgQ batch of clearing events for this shard, commits, then finishes the batch at the peer; a batch given again after a crash is a no-op by (shard, event id); returns the events applied';
+    'applies each peer shard''s PgQ batches of clearing events for this shard (at most 64 a peer a round), each committed here, then finished at the peer; a batch given again after a crash is a no-op by (shard, event id); returns the events applied';
 
 CREATE PROCEDURE compay.clearing_consume_loop(pause interval DEFAULT '100 milliseconds',
     rounds integer DEFAULT NULL)
@@ -425,3 +430,8 @@ REVOKE ALL ON PROCEDURE compay.clearing_consume(integer) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE compay.clearing_consume_loop(interval, integer) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE compay.clearing_consume(integer),
     compay.clearing_consume_loop(interval, integer) TO compay_admin;
+-- The procedures run as their caller (a procedure that commits can be
+-- neither SECURITY DEFINER nor SET): its steps are granted with them.
+GRANT EXECUTE ON FUNCTION compay.clearing_fetch(integer),
+    compay.clearing_apply(integer, bigint, text, text),
+    compay.clearing_finish(integer, bigint) TO compay_admin;

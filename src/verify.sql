@@ -341,6 +341,39 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     WHERE node_id LIKE '$%#%'
       AND (node_id !~ '^[$][^#]+#([1-9]|[1-5][0-9]|6[0-3])$' OR (flags & 1) = 0
            OR compay.atomic(credit_limit) <> 0 OR compay.atomic(reserved) <> 0)
+    UNION ALL
+    -- 21. Cross-shard clearing (src/shard.sql): each '$clearing:N' account
+    --     holds what this shard sent to shard N (compay.clearing_sent) less
+    --     what it applied from N (compay.clearing_applied), and each of those
+    --     rows is the transfer it names, into or out of that account.  With
+    --     no shard configured there is neither row nor account.
+    SELECT 'clearing_accounts_match_events', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all clearing accounts match their events')
+    FROM (SELECT k.node_id || ' ' || k.currency AS what
+          FROM (SELECT node_id, currency FROM compay.system_balances WHERE node_id LIKE '$clearing:%'
+                UNION SELECT '$clearing:' || to_shard, currency FROM compay.clearing_sent
+                UNION SELECT '$clearing:' || from_shard, currency FROM compay.clearing_applied) k
+          LEFT JOIN compay.system_balances b ON b.node_id = k.node_id AND b.currency = k.currency
+          WHERE coalesce(b.balance, '0') <>
+                coalesce((SELECT compay.sum(s.amount) FROM compay.clearing_sent s
+                          WHERE '$clearing:' || s.to_shard = k.node_id AND s.currency = k.currency), '0')
+                - coalesce((SELECT compay.sum(p.amount) FROM compay.clearing_applied p
+                            WHERE '$clearing:' || p.from_shard = k.node_id AND p.currency = k.currency), '0')
+          UNION ALL
+          SELECT 'sent transfer ' || s.transfer_id
+          FROM compay.clearing_sent s
+          WHERE NOT EXISTS (SELECT 1 FROM compay.transfers t JOIN compay.accounts a ON a.id = t.to_account
+                            WHERE t.id = s.transfer_id AND t.amount = s.amount AND t.currency = s.currency
+                              AND split_part(a.node_id, '#', 1) = '$clearing:' || s.to_shard)
+          UNION ALL
+          SELECT 'applied event ' || p.from_shard || '/' || p.event_id
+          FROM compay.clearing_applied p
+          WHERE NOT EXISTS (SELECT 1 FROM compay.transfers t
+                            JOIN compay.accounts f ON f.id = t.from_account
+                            JOIN compay.accounts a ON a.id = t.to_account
+                            WHERE t.id = p.transfer_id AND t.amount = p.amount
+                              AND t.currency = p.currency AND a.node_id = p.payee
+                              AND split_part(f.node_id, '#', 1) = '$clearing:' || p.from_shard)) bad
 $$;
 COMMENT ON FUNCTION compay.verify_ledger() IS
     'checks every ledger invariant; each row is one check';

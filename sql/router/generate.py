@@ -30,6 +30,7 @@ NODE = {
     'remove_payout_address': 'node_id', 'payout_address_list': 'node_id',
     'set_payout_rotation': 'node_id', 'set_node_region': 'node_id',
     'deposit_address': 'node_id', 'price': 'requester', 'quote': 'requester',
+    'grant_barter': 'holder', 'barter_balance': 'holder',
 }
 # Hold and transfer ids carry their shard in id & (partitions - 1).
 BY_ID = {'capture': 'hold_id', 'release': 'hold_id', 'refund': 'transfer_id'}

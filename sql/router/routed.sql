@@ -72,6 +72,13 @@ LANGUAGE plproxy VOLATILE AS $$
     RUN ON compay.router_node_hash(node_id);
 $$;
 
+CREATE FUNCTION compay.barter_balance(holder text, counterparty text)
+RETURNS compay.credit
+LANGUAGE plproxy VOLATILE AS $$
+    CLUSTER 'compay_cluster';
+    RUN ON compay.router_node_hash(holder);
+$$;
+
 CREATE FUNCTION compay.capture(hold_id bigint, to_node text, amount compay.credit DEFAULT NULL::compay.credit, final boolean DEFAULT true, idempotency_key text DEFAULT NULL::text)
 RETURNS bigint
 LANGUAGE plproxy VOLATILE AS $$
@@ -175,6 +182,20 @@ CREATE FUNCTION compay.expire_jobs()
 RETURNS integer
 LANGUAGE sql VOLATILE AS $$
     SELECT coalesce(sum(n), 0)::integer FROM compay.router_all_expire_jobs() n
+$$;
+
+CREATE FUNCTION compay.grant_barter(holder text, counterparty text, amount compay.credit, reference text DEFAULT NULL::text, idempotency_key text DEFAULT NULL::text)
+RETURNS bigint
+LANGUAGE plproxy VOLATILE AS $$
+    CLUSTER 'compay_cluster';
+    RUN ON compay.router_node_hash(holder);
+$$;
+
+CREATE FUNCTION compay.grant_barter(holder text, counterparty text, amount numeric, reference text DEFAULT NULL::text, idempotency_key text DEFAULT NULL::text)
+RETURNS bigint
+LANGUAGE plproxy VOLATILE AS $$
+    CLUSTER 'compay_cluster';
+    RUN ON compay.router_node_hash(holder);
 $$;
 
 CREATE FUNCTION compay.history(node_id text, currency text DEFAULT 'CREDIT'::text, max_rows integer DEFAULT 100, before_seq bigint DEFAULT NULL::bigint)

@@ -43,16 +43,23 @@ BEGIN
     END IF;
     SELECT pg_catalog.string_agg(pg_catalog.format('p%s %L', p, connstrs[p % v_shards + 1]), ', ' ORDER BY p)
     INTO v_options FROM pg_catalog.generate_series(0, partitions - 1) p;
+    -- Two clusters on the same shards: PL/Proxy cannot nest calls to one
+    -- cluster, and a job's calls find the job's shard (compay_lookup)
+    -- while they route (compay_cluster).
     DROP SERVER IF EXISTS compay_cluster CASCADE;
+    DROP SERVER IF EXISTS compay_lookup CASCADE;
     EXECUTE 'CREATE SERVER compay_cluster FOREIGN DATA WRAPPER plproxy OPTIONS ('
             || v_options || ')';
+    EXECUTE 'CREATE SERVER compay_lookup FOREIGN DATA WRAPPER plproxy OPTIONS ('
+            || v_options || ')';
     CREATE USER MAPPING FOR PUBLIC SERVER compay_cluster;
+    CREATE USER MAPPING FOR PUBLIC SERVER compay_lookup;
     INSERT INTO compay.router_config (connstrs, partitions) VALUES (connstrs, partitions)
     ON CONFLICT (singleton) DO UPDATE
     SET connstrs = EXCLUDED.connstrs, partitions = EXCLUDED.partitions, configured_at = pg_catalog.now();
 END $$;
 COMMENT ON FUNCTION compay.router_configure(text[], integer) IS
-    'routes to the shards connstrs lists (shard i is connstrs[i + 1]), partitions (a power of two, as on every shard) mapped to shards as partition % shards: the PL/Proxy cluster compay_cluster';
+    'routes to the shards connstrs lists (shard i is connstrs[i + 1]), partitions (a power of two, as on every shard) mapped to shards as partition % shards: the PL/Proxy clusters compay_cluster and compay_lookup';
 REVOKE ALL ON FUNCTION compay.router_configure(text[], integer) FROM PUBLIC;
 
 -- RUN ON values.  A NULL key goes to some shard, whose function reports it.
@@ -71,7 +78,7 @@ COMMENT ON FUNCTION compay.router_id_hash(bigint) IS
 
 CREATE FUNCTION compay.router_job_shards(task_id text) RETURNS SETOF integer
 LANGUAGE plproxy VOLATILE AS $$
-    CLUSTER 'compay_cluster';
+    CLUSTER 'compay_lookup';
     RUN ON ALL;
     SELECT c.shard FROM compay.shard_config c
     WHERE EXISTS (SELECT FROM compay.jobs j WHERE j.task_id = $1);

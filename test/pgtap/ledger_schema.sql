@@ -15,7 +15,8 @@ SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
                                   'requester_volume', 'node_roles', 'admin_journal',
                                   'node_regions', 'credit_limit_policy', 'shortfalls', 'clawbacks', 'runner_status',
                                   'exchange_rates', 'event_queue', 'events', 'events_deleted',
-                                  'deposit_requests']);
+                                  'deposit_requests', 'shard_config', 'clearing_sent',
+                                  'clearing_applied']);
 SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
 SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
@@ -63,7 +64,7 @@ SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_
 -- Every table and sequence is dumped with its rows; the tables with rows
 -- of their own (builtin) only with the others.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 53, '53 tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 56, '56 tables and sequences are registered for pg_dump');
 SELECT set_eq($$SELECT c::regclass, w
                 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x (c, w)
                 WHERE e.extname = 'compay'$$,
@@ -119,7 +120,10 @@ SELECT set_eq($$SELECT c::regclass, w
                       ('compay.events_id_seq'::regclass, ''),
                       ('compay.events_deleted'::regclass, ''),
                       ('compay.deposit_requests'::regclass, ''),
-                      ('compay.deposit_requests_id_seq'::regclass, '')$$,
+                      ('compay.deposit_requests_id_seq'::regclass, ''),
+                      ('compay.shard_config'::regclass, ''),
+                      ('compay.clearing_sent'::regclass, ''),
+                      ('compay.clearing_applied'::regclass, '')$$,
               'the registered tables and sequences, and the filter of each');
 
 -- Functions: the money-moving ones are SECURITY DEFINER with a pinned search_path.

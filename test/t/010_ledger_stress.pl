@@ -265,7 +265,7 @@ sub check_ledger
 	my $q = sub { $node->safe_psql('postgres', "SET search_path = public, compay;\n" . $_[0]) };
 
 	is($q->(q{SELECT count(*) FILTER (WHERE ok) || '/' || count(*) FROM compay.verify_ledger()}),
-		'20/20', "$label: verify_ledger() all ok")
+		'21/21', "$label: verify_ledger() all ok")
 	  or diag($q->(q{SELECT check_name || ': ' || detail FROM compay.verify_ledger() WHERE NOT ok}));
 
 	# The ledger writes its rows through the table access method: the heap
