@@ -64,17 +64,21 @@ connstrs="ARRAY['host=127.0.0.1 port=$shard0 dbname=postgres', 'host=127.0.0.1 p
 q() {
     local port=$1
     shift
-    psql -X -Atq -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -d postgres "$@"
+    PGOPTIONS='-c client_min_messages=warning' \
+        psql -X -Atq -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -d postgres "$@"
 }
 
+ports=("$shard0" "$shard1")
 for i in 0 1; do
-    port=$shard0
-    ((i == 1)) && port=$shard1
-    q "$port" -c 'CREATE EXTENSION pgq' -c 'CREATE EXTENSION dblink' \
+    q "${ports[i]}" -c 'CREATE EXTENSION pgq' -c 'CREATE EXTENSION dblink' \
         -c 'CREATE EXTENSION compay' \
         -c "SELECT compay.shard_configure($i, $connstrs, 8)" \
         -c "SELECT pgq.set_queue_config(queue_name, 'ticker_max_lag', '100 milliseconds') FROM pgq.queue" \
         >/dev/null
+done
+# pgqd and the consumer once both shards have their queues.
+for i in 0 1; do
+    port=${ports[i]}
     cat >"$dir/pgqd$i.ini" <<EOI
 [pgqd]
 base_connstr = host=127.0.0.1 port=$port
