@@ -21,12 +21,14 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_collation_d.h"
 #include "catalog/pg_type_d.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 
 #include "compay.h"
 #include "shard.h"
@@ -45,22 +47,35 @@ typedef struct ShardConfig
 static ShardConfig config = {false, -1, 0, 0};
 static bool callback_registered = false;
 
+static Oid	config_relid = InvalidOid;
+
 static void
-ShardConfigInvalidate(Datum arg pg_attribute_unused(), Oid relid pg_attribute_unused())
+ShardConfigInvalidate(Datum arg pg_attribute_unused(), Oid relid)
 {
-	/* Any relation: cheap, and the next use reads one row again. */
-	config.loaded = false;
+	/* compay.shard_config's entry, or every entry (a cache reset). */
+	if (relid == InvalidOid || relid == config_relid)
+		config.loaded = false;
 }
 
 static void
 ShardConfigLoad(void)
 {
+	Oid			nsp;
+
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(ShardConfigInvalidate, (Datum) 0);
 		callback_registered = true;
 	}
 	config.shard = -1;
+	/*
+	 * A 0.1 schema under this library has no table: no shard, looked up
+	 * again at the next call (ALTER EXTENSION UPDATE creates it).
+	 */
+	nsp = get_namespace_oid("compay", true);
+	config_relid = OidIsValid(nsp) ? get_relname_relid("shard_config", nsp) : InvalidOid;
+	if (!OidIsValid(config_relid))
+		return;
 	SPI_connect();
 	if (SPI_execute("SELECT shard, shards, partitions FROM compay.shard_config",
 					true, 1) != SPI_OK_SELECT)

@@ -272,9 +272,10 @@ BEGIN
                 USING v_conn, pg_catalog.format(
                     'SELECT ev_id, ev_type, ev_data FROM pgq.get_batch_events(%s)', batch_id);
         END IF;
-    EXCEPTION WHEN sqlclient_unable_to_establish_sqlconnection OR connection_exception
-                   OR connection_failure THEN
-        RAISE WARNING 'clearing: shard % cannot be reached: %', peer, SQLERRM;
+    -- Only remote reads above: any failure (unreachable, restarting,
+    -- crashed mid-query) means no batch this round.
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'clearing: no batch from shard %: % (%)', peer, SQLERRM, SQLSTATE;
         BEGIN
             EXECUTE pg_catalog.format('SELECT %I.dblink_disconnect($1)', v_schema) USING v_conn;
         EXCEPTION WHEN OTHERS THEN
@@ -309,9 +310,8 @@ BEGIN
     EXECUTE pg_catalog.format('SELECT 1 FROM %I.dblink($1, $2) AS t(r integer)', v_schema)
         USING 'compay_clearing_' || peer, pg_catalog.format('SELECT pgq.finish_batch(%s)', batch_id);
     RETURN true;
-EXCEPTION WHEN sqlclient_unable_to_establish_sqlconnection OR connection_exception
-               OR connection_failure THEN
-    RAISE WARNING 'clearing: shard % cannot be reached to finish batch %: %', peer, batch_id, SQLERRM;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'clearing: batch % of shard % not finished: % (%)', batch_id, peer, SQLERRM, SQLSTATE;
     BEGIN
         EXECUTE pg_catalog.format('SELECT %I.dblink_disconnect($1)', v_schema)
             USING 'compay_clearing_' || peer;

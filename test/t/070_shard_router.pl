@@ -201,6 +201,13 @@ is(q_router("SELECT balance FROM compay.balance('$c1')"), '15', 'the capture is 
 is(q_router(q{SELECT count(*) > 0 FROM compay.run_settlement('hourly', now() + interval '1 year')}), 't',
 	'settlement runs on every shard');
 is(q_router('SELECT compay.expire_holds() + compay.expire_jobs()'), '0', 'expiry on every shard');
+# Network-wide reads combined from every shard.
+is(q_router(qq{SELECT earned FROM compay.earnings('$a1')}), $price,
+	'earnings of a provider paid from another shard');
+is(q_router(qq{SELECT string_agg(task_id || ' ' || direction || ' ' || counterparty, ',') FROM compay.payment_history('$d0')}),
+	"task-1 in $b1", 'payment_history: the payment kept on the requester\'s shard');
+is(q_router(q{SELECT count || ' ' || is_total FROM compay.payment_report('daily', current_date) WHERE section = 'payment' ORDER BY is_total}),
+	"2 false\n2 true", 'the daily report counts the payments of both shards');
 
 # Bad inputs through the router and on the wrong shard, nothing written.
 my $before = q_shard(0, 'SELECT count(*) FROM compay.transfers') . '/' . q_shard(1, 'SELECT count(*) FROM compay.transfers');
@@ -237,7 +244,8 @@ my $sig = q{SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid)
             FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
             WHERE p.pronamespace = 'compay'::regnamespace};
 my @routed = split /\n/, q_router("$sig AND p.proname !~ '^router_'
-    AND (l.lanname = 'plproxy' OR p.proname IN ('expire_holds', 'expire_jobs', 'verify_ledger')) ORDER BY 1");
+    AND (l.lanname = 'plproxy' OR p.proname IN ('expire_holds', 'expire_jobs', 'verify_ledger',
+                                                'earnings', 'payment_history', 'payment_report')) ORDER BY 1");
 my %shard_sigs = map { $_ => 1 } split /\n/, q_shard(0, $sig);
 my @differ = grep { !$shard_sigs{$_} } @routed;
 is_deeply(\@differ, [], 'every routed function has its shard twin\'s signature');
