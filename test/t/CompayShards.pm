@@ -34,8 +34,9 @@
 #   # Crashes.  kill9_shard kills the shard's postmaster and every process
 #   # it had started (backends, workers: the whole server dies at once, as
 #   # when its machine fails), then starts the server again (crash
-#   # recovery).  Its pgqd and consumer notice the lost connection and
-#   # reconnect (the consumer's supervisor reruns psql).
+#   # recovery).  Its consumer's psql loses its connection and the
+#   # supervisor runs it again; the other shard's consumer gets a warning
+#   # (peer unreachable) and carries on.
 #   $s->kill9_shard($i);         # seconds until it accepts connections again
 #                                # (its pgqd is started again too: pgqd 3.5
 #                                # reconnects only after a fixed 60 s)
@@ -56,8 +57,7 @@
 # CONSUMER: the command each consumer's psql runs, by default
 # `CALL compay.clearing_consume_loop('100 milliseconds')`; the supervisor
 # (a forked perl process in a session of its own) starts psql again 0.2 s
-# after it exits (an error when the peer shard is down ends the CALL), until
-# it is killed.  COMPAY_SHARDS_CONSUMER in the environment, or the option
+# after it exits (its own server crashed or restarted), until it is killed.  COMPAY_SHARDS_CONSUMER in the environment, or the option
 # consumer_sql, replaces it.
 #
 # PgQ's defaults tick a queue with events only every 3 s
