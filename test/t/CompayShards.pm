@@ -315,6 +315,9 @@ sub _start_pgqd
 	# runs in the foreground, as our child, and we stop it by its PID.  It
 	# ticks every database of the cluster that has pgq (database_list
 	# limits it to ours) and runs PgQ's maintenance (rotation, retries).
+	# (As a service: `pgqd -d FILE` daemonizes and needs `pidfile` (else
+	# "daemon needs pidfile configured"); `pgqd -s FILE` stops it by that
+	# pidfile with SIGINT; Debian's pgqd.service runs /etc/pgqd.ini.)
 	_write($ini, <<"EOI");
 [pgqd]
 base_connstr = host=127.0.0.1 port=@{[ $n->port ]}
