@@ -26,6 +26,9 @@ PACKAGES=(
     postgresql-15-auto-failover
     pg-auto-failover-cli
     postgresql-15-wal2json
+    postgresql-15-plproxy
+    postgresql-15-pgq3
+    pgqd
 )
 
 die() {

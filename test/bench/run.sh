@@ -9,6 +9,7 @@
 #   bash test/bench/run.sh pricing [SECS [RUNS]]   # price() vs the PL/pgSQL formula
 #   bash test/bench/run.sh metering [SECS [RUNS]]  # record_usage(), record_usage_batch() vs a plain INSERT
 #   bash test/bench/run.sh system_accounts [SECS]  # deposits, job payments vs transfers; WAL/transfer
+#   bash test/bench/run.sh shards [SECS]           # transfers via the PL/Proxy router vs direct, local and cross-shard
 #
 # NAME.sh is called as the unprivileged test user with the work directory
 # (holding the staged src/) as its first argument; it starts, uses and
