@@ -9665,7 +9665,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     WHERE (flags & 1) = 0
       AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
     UNION ALL
-    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    -- 5. Every entry's hash chains from the one before; the newest is the account's
+    -- journal_seq, the chain head its next entry chains from.
     SELECT 'hash_chains_intact', count(*) = 0,
            coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
                     'all chains intact')
@@ -9681,7 +9682,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
           WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
     LEFT JOIN compay.accounts a ON a.id = e.account_id
     WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
-       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+       OR a.id IS NULL OR (e.newest AND e.seq <> a.journal_seq)
     UNION ALL
     -- 6. Every transfer's balance entries net to zero, and each has its entries.
     SELECT 'transfers_balanced', count(*) = 0,
@@ -10036,3 +10037,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_te
     ORDER BY j.seq DESC
     LIMIT greatest(least($3, 10000), 0)
 $$;
+
+--------------------------------------------------------------------------
+-- Issue 17 (wal17): a narrower account update per transfer.  The chain
+-- head (the newest entry's hash) is read from the journal, not kept in the
+-- account row; verify_ledger() check 5 proves the chain up to journal_seq.
+--------------------------------------------------------------------------
+ALTER TABLE compay.accounts DROP COLUMN journal_hash;

@@ -31,8 +31,9 @@ CREATE TABLE compay.accounts (
     credit_limit  compay.credit NOT NULL DEFAULT '0',
     credit_score  numeric(6,5) NOT NULL DEFAULT 0.5,
     flags         integer NOT NULL DEFAULT 0,
+    -- The newest journal entry; its hash, the chain head, is the journal's
+    -- (not kept here, so that a transfer's update of the row stays narrow).
     journal_seq   bigint NOT NULL DEFAULT 0,
-    journal_hash  bytea NOT NULL DEFAULT '\x0000000000000000000000000000000000000000000000000000000000000000',
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT accounts_node_currency UNIQUE (node_id, currency),

@@ -43,7 +43,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
     WHERE (flags & 1) = 0
       AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
     UNION ALL
-    -- 5. Every entry's hash chains from the one before; the newest is on the account.
+    -- 5. Every entry's hash chains from the one before; the newest is the account's
+    -- journal_seq, the chain head its next entry chains from.
     SELECT 'hash_chains_intact', count(*) = 0,
            coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
                     'all chains intact')
@@ -59,7 +60,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
           WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
     LEFT JOIN compay.accounts a ON a.id = e.account_id
     WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
-       OR a.id IS NULL OR (e.newest AND a.journal_hash <> e.hash)
+       OR a.id IS NULL OR (e.newest AND e.seq <> a.journal_seq)
     UNION ALL
     -- 6. Every transfer's balance entries net to zero, and each has its entries.
     SELECT 'transfers_balanced', count(*) = 0,

@@ -132,8 +132,11 @@ my @tables = qw(accounts transfers journal holds barter_credits idempotency_keys
   verifications usage_samples stakes payments requester_volume settlements payout_addresses
   payout_policies payout_transactions payout_items deposit_addresses xmr_deposits job_types);
 # A table's rows, fingerprinted over the columns 0.1 gave it (0.2 may add
-# columns): md5 of the sorted rows, and their count.
+# columns): md5 of the sorted rows, and their count.  accounts.journal_hash
+# is dropped by 0.2 (the chain head is the newest journal entry's hash): it
+# is left out, after a check that it held exactly that.
 my %columns;
+my %dropped = (accounts => 'journal_hash');
 sub fingerprint
 {
 	my ($t) = @_;
@@ -146,7 +149,8 @@ for my $t (@tables)
 {
 	$columns{$t} = $node->safe_psql('old',
 		"SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
-		  . "WHERE attrelid = 'compay.$t'::regclass AND attnum > 0 AND NOT attisdropped");
+		  . "WHERE attrelid = 'compay.$t'::regclass AND attnum > 0 AND NOT attisdropped "
+		  . "AND attname <> '" . ($dropped{$t} // '') . "'");
 	$before{$t} = fingerprint($t);
 }
 for my $t (qw(accounts transfers jobs payments settlements payout_transactions xmr_deposits))
@@ -156,6 +160,16 @@ for my $t (qw(accounts transfers jobs payments settlements payout_transactions x
 }
 is($node->safe_psql('old', 'SELECT bool_and(ok) FROM compay.verify_ledger()'), 't',
 	'0.1 database: verify_ledger() all ok');
+is( $node->safe_psql(
+		'old', q{SELECT count(*) FILTER (WHERE a.journal_hash IS DISTINCT FROM
+                       coalesce(j.hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea))
+                 || '/' || count(*)
+          FROM compay.accounts a
+          LEFT JOIN compay.journal j ON j.account_id = a.id AND j.seq = a.journal_seq}),
+	'0/' . ($before{accounts} =~ / (\d+)$/)[0],
+	'0.1 database: every account\'s journal_hash is its newest entry\'s hash, which 0.2 reads from the journal');
+cmp_ok($node->safe_psql('old', q{SELECT count(*) FROM compay.accounts WHERE journal_seq > 0}), '>', 0,
+	'0.1 database: accounts with journal entries exist');
 
 # 2. Update, and compare with a fresh install.
 my ($update_out, $update_err);
