@@ -47,10 +47,10 @@ DELETE FROM journal WHERE transfer_id = :t1 AND kind = 'debit';
 SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
 ROLLBACK;
 
--- The chain head is read from the journal (the account row holds only
--- journal_seq): two transfers in one transaction chain from the entries
--- written just before, and a missing head entry stops a transfer (XX001)
--- with nothing written.
+-- The chain head is read from the journal (the account row holds neither
+-- seq nor hash): two transfers in one transaction chain from the entries
+-- written just before.  An entry removed from the end of a chain leaves no
+-- gap, and the sums find it.
 BEGIN;
 SELECT transfer('lv_a', 'lv_b', '1') IS NOT NULL AS ok;
 SELECT transfer('lv_b', 'lv_a', '1') IS NOT NULL AS ok;
@@ -59,10 +59,8 @@ ROLLBACK;
 BEGIN;
 ALTER TABLE journal DISABLE TRIGGER journal_append_only;
 DELETE FROM journal WHERE transfer_id = :t1 AND kind = 'credit';
-SELECT count(*) AS transfers_before FROM transfers \gset
-SELECT transfer('lv_a', 'lv_b', '1'); \echo :LAST_ERROR_SQLSTATE
+SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
 ROLLBACK;
-SELECT count(*) = :transfers_before AS nothing_written FROM transfers;
 
 -- journal_entry_hash() checks its input.
 SELECT journal_entry_hash('\x00', 1, 1, 'debit', '1', '1', '0', NULL, NULL, NULL, now()); \echo :LAST_ERROR_SQLSTATE

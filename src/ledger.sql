@@ -31,9 +31,9 @@ CREATE TABLE compay.accounts (
     credit_limit  compay.credit NOT NULL DEFAULT '0',
     credit_score  numeric(6,5) NOT NULL DEFAULT 0.5,
     flags         integer NOT NULL DEFAULT 0,
-    -- The newest journal entry; its hash, the chain head, is the journal's
-    -- (not kept here, so that a transfer's update of the row stays narrow).
-    journal_seq   bigint NOT NULL DEFAULT 0,
+    -- The chain head (the newest journal entry, its seq and hash) is the
+    -- journal's, not kept here: a transfer updates the balance and nothing
+    -- else, and the update's WAL record carries little more than that.
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT accounts_node_currency UNIQUE (node_id, currency),
@@ -315,7 +315,7 @@ COMMENT ON FUNCTION compay.system_account_rows(text) IS
 CREATE VIEW compay.system_balances AS
     SELECT split_part(a.node_id, '#', 1) AS node_id, a.currency,
            compay.sum(a.balance) AS balance, count(*) AS stripes,
-           sum(a.journal_seq) AS entries
+           sum((SELECT count(*) FROM compay.journal j WHERE j.account_id = a.id)) AS entries
     FROM compay.accounts a
     WHERE left(a.node_id, 1) = '$'
     GROUP BY 1, 2;
