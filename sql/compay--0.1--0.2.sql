@@ -10051,3 +10051,5 @@ CREATE OR REPLACE VIEW compay.system_balances AS
     WHERE left(a.node_id, 1) = '$'
     GROUP BY 1, 2;
 ALTER TABLE compay.accounts DROP COLUMN journal_seq, DROP COLUMN journal_hash;
+-- More room for HOT updates of batches (pages written from now on).
+ALTER TABLE compay.accounts SET (fillfactor = 30);
