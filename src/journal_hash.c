@@ -6,10 +6,11 @@
  *
  * Each journal entry stores SHA-256(previous entry's hash || canonical
  * text of its own fields); an account's first entry chains from 32 zero
- * bytes, and accounts.journal_hash holds the newest.  The canonical text is
- * written here and only here, and compay.journal_entry_hash() exposes the
- * same routine so that verify_ledger() checks with exactly the code that
- * wrote the chain.
+ * bytes, and the newest is the chain head the next entry chains from (read
+ * from the journal by ledger_heap.c; 0.1 kept a copy in the account row).
+ * The canonical text is written here and only here, and
+ * compay.journal_entry_hash() exposes the same routine so that
+ * verify_ledger() checks with exactly the code that wrote the chain.
  *
  *-------------------------------------------------------------------------
  */

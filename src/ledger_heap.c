@@ -328,7 +328,8 @@ MovedScore(Datum score, int change)
 }
 
 /*
- * Updates every changed account of the batch: the row version locked by
+ * Updates every changed account of the batch (balance, reserved, flags
+ * and, after a payment outcome, credit_score): the row version locked by
  * LedgerLockAccounts (its TID) gets a new version, HOT when no indexed
  * column changes and the page has room, and index entries otherwise.  The
  * new tuple is formed with heap_modify_tuple, which copies every value out
@@ -343,7 +344,7 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 	Datum	   *values;
 	bool	   *nulls;
 	bool	   *replace;
-	int			a_balance, a_reserved, a_seq, a_hash, a_updated, a_flags, a_score;
+	int			a_balance, a_reserved, a_flags, a_score, a_seq_01, a_hash_01;
 
 	OpenTarget(&t, "accounts");
 	desc = RelationGetDescr(t.rel);
@@ -353,13 +354,28 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 	replace = palloc0(sizeof(bool) * desc->natts);
 	a_balance = Att(&t, "balance");
 	a_reserved = Att(&t, "reserved");
-	a_seq = Att(&t, "journal_seq");
-	a_hash = Att(&t, "journal_hash");
-	a_updated = Att(&t, "updated_at");
 	a_flags = Att(&t, "flags");
 	a_score = Att(&t, "credit_score");
-	replace[a_balance] = replace[a_reserved] = replace[a_seq] = replace[a_hash] = true;
-	replace[a_updated] = replace[a_flags] = true;
+
+	/*
+	 * Only what a transfer changes: the chain head (the newest entry's seq
+	 * and hash) is the journal's (ReadChainHeads), and updated_at dates
+	 * changes of the account's terms, the journal its movements.  Bytes
+	 * that do not change before and after the balance stay out of the
+	 * update's WAL record.
+	 */
+	replace[a_balance] = replace[a_reserved] = replace[a_flags] = true;
+
+	/*
+	 * A 0.1 schema, until ALTER EXTENSION UPDATE drops the columns, keeps
+	 * the chain head in the row too, and its verify_ledger() checks it there.
+	 */
+	a_seq_01 = get_attnum(RelationGetRelid(t.rel), "journal_seq") - 1;
+	a_hash_01 = get_attnum(RelationGetRelid(t.rel), "journal_hash") - 1;
+	if (a_seq_01 >= 0)
+		replace[a_seq_01] = true;
+	if (a_hash_01 >= 0)
+		replace[a_hash_01] = true;
 
 	for (int i = 0; i < batch->naccounts; i++)
 	{
@@ -380,9 +396,10 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 
 		values[a_balance] = CreditGetDatum(a->balance);
 		values[a_reserved] = CreditGetDatum(a->reserved);
-		values[a_seq] = Int64GetDatum(a->seq);
-		values[a_hash] = HashBytea(a->hash);
-		values[a_updated] = TimestampTzGetDatum(batch->now);
+		if (a_seq_01 >= 0)
+			values[a_seq_01] = Int64GetDatum(a->seq);
+		if (a_hash_01 >= 0)
+			values[a_hash_01] = HashBytea(a->hash);
 		values[a_flags] = Int32GetDatum(a->flags);
 		replace[a_score] = a->score_change != 0 && !(a->flags & ACCOUNT_FLAG_SYSTEM);
 		if (replace[a_score])
@@ -438,7 +455,6 @@ static void
 ReadAccount(TupleTableSlot *slot, HeapTarget *t, LedgerAccount *a)
 {
 	bool		isnull;
-	bytea	   *hash;
 
 	a->id = DatumGetInt64(slot_getattr(slot, Att(t, "id") + 1, &isnull));
 	a->node_id = TextDatumGetCString(slot_getattr(slot, Att(t, "node_id") + 1, &isnull));
@@ -446,11 +462,68 @@ ReadAccount(TupleTableSlot *slot, HeapTarget *t, LedgerAccount *a)
 	a->reserved = DatumGetCredit(slot_getattr(slot, Att(t, "reserved") + 1, &isnull));
 	a->credit_limit = DatumGetCredit(slot_getattr(slot, Att(t, "credit_limit") + 1, &isnull));
 	a->flags = DatumGetInt32(slot_getattr(slot, Att(t, "flags") + 1, &isnull));
-	a->seq = DatumGetInt64(slot_getattr(slot, Att(t, "journal_seq") + 1, &isnull));
-	hash = DatumGetByteaPP(slot_getattr(slot, Att(t, "journal_hash") + 1, &isnull));
-	Assert(VARSIZE_ANY_EXHDR(hash) == LEDGER_HASH_LEN);
-	memcpy(a->hash, VARDATA_ANY(hash), LEDGER_HASH_LEN);
 	ItemPointerCopy(&slot->tts_tid, &a->tid);
+}
+
+/*
+ * Reads the chain head of each of the n accounts (locked): the seq and hash
+ * of its newest journal entry, or 0 and zeros before its first.  The
+ * account row does not carry them, so that a transfer's update of the row
+ * changes its balance and nothing else.  The entry is read with a dirty
+ * snapshot: it was written by the transaction that last updated the row,
+ * which has committed (we hold the row's lock) or is our own, possibly in
+ * this very command; journal entries are never updated or deleted, and
+ * entries of an aborted transaction are not seen.
+ */
+static void
+ReadChainHeads(LedgerAccount *accounts, int n)
+{
+	Relation	journal;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	SnapshotData dirty;
+	AttrNumber	a_seq;
+	AttrNumber	a_hash;
+
+	if (n == 0)
+		return;
+	InitDirtySnapshot(dirty);
+	journal = table_open(CompayRelationOid("journal"), AccessShareLock);
+	index = index_open(CompayRelationOid("journal_pkey"), AccessShareLock);
+	a_seq = get_attnum(RelationGetRelid(journal), "seq");
+	a_hash = get_attnum(RelationGetRelid(journal), "hash");
+	if (a_seq == InvalidAttrNumber || a_hash == InvalidAttrNumber)
+		elog(ERROR, "column seq or hash of journal does not exist");
+	slot = table_slot_create(journal, NULL);
+	scan = index_beginscan(journal, index, &dirty, 1, 0);
+	for (int i = 0; i < n; i++)
+	{
+		LedgerAccount *a = &accounts[i];
+		ScanKeyData key;
+		bool		isnull;
+		bytea	   *hash;
+
+		/* The newest entry: the last of the account's in (account_id, seq). */
+		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(a->id));
+		index_rescan(scan, &key, 1, NULL, 0);
+		if (!index_getnext_slot(scan, BackwardScanDirection, slot))
+		{
+			a->seq = 0;
+			memset(a->hash, 0, LEDGER_HASH_LEN);
+			continue;
+		}
+		a->seq = DatumGetInt64(slot_getattr(slot, a_seq, &isnull));
+		Assert(!isnull && a->seq > 0);
+		hash = DatumGetByteaPP(slot_getattr(slot, a_hash, &isnull));
+		Assert(!isnull && VARSIZE_ANY_EXHDR(hash) == LEDGER_HASH_LEN);
+		memcpy(a->hash, VARDATA_ANY(hash), LEDGER_HASH_LEN);
+		ExecClearTuple(slot);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+	table_close(journal, NoLock);
 }
 
 /*
@@ -533,6 +606,7 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 	}
 	UnregisterSnapshot(snapshot);
 	CloseTarget(&t);
+	ReadChainHeads(&batch->accounts[batch->naccounts - nlocked], nlocked);
 	*nfound_out = nfound;
 	return nlocked;
 }

@@ -132,8 +132,12 @@ my @tables = qw(accounts transfers journal holds barter_credits idempotency_keys
   verifications usage_samples stakes payments requester_volume settlements payout_addresses
   payout_policies payout_transactions payout_items deposit_addresses xmr_deposits job_types);
 # A table's rows, fingerprinted over the columns 0.1 gave it (0.2 may add
-# columns): md5 of the sorted rows, and their count.
+# columns): md5 of the sorted rows, and their count.  accounts.journal_seq
+# and journal_hash are dropped by 0.2 (the chain head is the newest journal
+# entry's seq and hash): they are left out, after a check that they held
+# exactly that.
 my %columns;
+my %dropped = (accounts => q{'journal_seq', 'journal_hash'});
 sub fingerprint
 {
 	my ($t) = @_;
@@ -146,7 +150,8 @@ for my $t (@tables)
 {
 	$columns{$t} = $node->safe_psql('old',
 		"SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute "
-		  . "WHERE attrelid = 'compay.$t'::regclass AND attnum > 0 AND NOT attisdropped");
+		  . "WHERE attrelid = 'compay.$t'::regclass AND attnum > 0 AND NOT attisdropped "
+		  . "AND attname NOT IN (" . ($dropped{$t} // "''") . ")");
 	$before{$t} = fingerprint($t);
 }
 for my $t (qw(accounts transfers jobs payments settlements payout_transactions xmr_deposits))
@@ -156,6 +161,18 @@ for my $t (qw(accounts transfers jobs payments settlements payout_transactions x
 }
 is($node->safe_psql('old', 'SELECT bool_and(ok) FROM compay.verify_ledger()'), 't',
 	'0.1 database: verify_ledger() all ok');
+is( $node->safe_psql(
+		'old', q{SELECT count(*) FILTER (WHERE a.journal_hash IS DISTINCT FROM
+                       coalesce(j.hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
+                       OR a.journal_seq <> coalesce(j.seq, 0))
+                 || '/' || count(*)
+          FROM compay.accounts a
+          LEFT JOIN LATERAL (SELECT e.seq, e.hash FROM compay.journal e WHERE e.account_id = a.id
+                             ORDER BY e.seq DESC LIMIT 1) j ON true}),
+	'0/' . ($before{accounts} =~ / (\d+)$/)[0],
+	'0.1 database: every account\'s journal_seq and journal_hash are its newest entry\'s, which 0.2 reads from the journal');
+cmp_ok($node->safe_psql('old', q{SELECT count(*) FROM compay.accounts WHERE journal_seq > 0}), '>', 0,
+	'0.1 database: accounts with journal entries exist');
 
 # 2. Update, and compare with a fresh install.
 my ($update_out, $update_err);
