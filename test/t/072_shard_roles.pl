@@ -1,21 +1,22 @@
 # The caller's identity through the router (issue 18): a router configured
 # without the PUBLIC user mapping (compay.router_configure(...,
-# public_mapping => false)), its connection strings naming a service user,
-# and one mapping per application role (compay.router_add_role): a node
-# role's call reaches the shard as that role, so compay's node checks
-# apply there.  A node role acts for its own node through the router
-# (transfer, balance); acting for another node is refused by the shard
-# with the SQLSTATE a direct call gets (42501) and writes nothing; the
-# mapping's password is what the shard checks (a wrong one: the shard
-# refuses the connection, XX000 from PL/Proxy); a role
-# without a mapping is refused by the router ("permission denied for
-# foreign server compay_cluster", 42501: no USAGE), also after
-# compay.router_remove_role, and a superuser without one gets "user
-# mapping not found" (42704); a compay_reader role reads every
-# node and may not write; a job call of a node role finds the job's shard
-# (the lookup runs as the router's owner) and is judged there as the
-# role; a new router_configure keeps the roles' mappings.  Bad inputs of
-# router_add_role and router_configure fail with their SQLSTATE.
+# public_mapping => false), refused with a user in the connection
+# strings) and one mapping per application role (compay.router_add_role):
+# a role's call reaches the shards as that role, so compay's grants and
+# node checks apply there.  A node role acts for its own node through the
+# router (transfer, balance); acting for another node is refused by the
+# shard with the SQLSTATE a direct call gets (42501) and writes nothing;
+# the mapping's password is what the shard checks (a wrong one: the shard
+# refuses the connection, XX000 from PL/Proxy); a role without a mapping
+# is refused by the router ("permission denied for foreign server
+# compay_cluster", 42501: no USAGE), also after compay.router_remove_role,
+# and a superuser without one gets "user mapping not found" (42704).  A
+# compay_reader role reads every node and may not write; a compay_app role
+# expires holds on every shard, a compay_reader role may not.  A job call
+# of a node role finds the job's shard (the lookup runs as the router's
+# owner) and is judged there as the role.  A new router_configure keeps
+# the roles' mappings.  Bad inputs of router_add_role and
+# router_configure fail with their SQLSTATE and write nothing.
 #
 # Run: bash /work/tools/runperl.sh REPO PGROOT test/t/072_shard_roles.pl
 
@@ -33,6 +34,7 @@ CREATE ROLE svc LOGIN;
 CREATE ROLE node_a LOGIN PASSWORD 'pw-a';
 CREATE ROLE node_b LOGIN PASSWORD 'pw-b';
 CREATE ROLE auditor LOGIN PASSWORD 'pw-r';
+CREATE ROLE app LOGIN PASSWORD 'pw-app';
 CREATE ROLE nomap LOGIN});
 my $router = $s->router;
 
@@ -54,6 +56,7 @@ for my $i (0 .. $s->shards - 1)
 GRANT compay_reader TO svc;
 GRANT compay_node TO node_a, node_b;
 GRANT compay_reader TO auditor;
+GRANT compay_app TO app;
 SELECT compay.add_node_role('node_a', '$na'), compay.add_node_role('node_b', '$nb')});
 	my $n = $s->shard($i);
 	my $hba = $n->data_dir . '/pg_hba.conf';
@@ -61,7 +64,7 @@ SELECT compay.add_node_role('node_a', '$na'), compay.add_node_role('node_b', '$n
 	my $old = do { local $/; <$fh> };
 	close $fh;
 	open $fh, '>', $hba or die "$hba: $!";
-	print $fh "host all node_a,node_b,auditor 127.0.0.1/32 scram-sha-256\n", $old;
+	print $fh "host all node_a,node_b,auditor,app 127.0.0.1/32 scram-sha-256\n", $old;
 	close $fh;
 	$n->reload;
 }
@@ -121,7 +124,8 @@ like($msg, qr/user mapping not found for "postgres"/, "... $msg");
 $s->psql_router(q{SELECT compay.router_add_role('postgres')});
 $s->psql_router(qq{SELECT compay.deposit(n, '100') FROM (VALUES ('$na'), ('$nb'), ('$nc')) v(n)});
 is($s->psql_router(q{SELECT compay.router_add_role('node_a', 'pw-a'), compay.router_add_role('node_b', 'wrong')
-  , compay.router_add_role('auditor', 'pw-r')}), '||', 'router_add_role for three roles');
+  , compay.router_add_role('auditor', 'pw-r'), compay.router_add_role('app', 'pw-app')}), '|||',
+	'router_add_role for four roles');
 
 # node_a acts for its own node: a transfer on its shard, one to the other shard.
 ($st, my $t1) = as_role('node_a', 'pw-a', $router, qq{SELECT compay.transfer('$na', '$nc', '3')});
@@ -166,6 +170,14 @@ like($msg, qr/REMOTE ERROR: permission denied for function transfer/, "... refus
 ($st) = as_role('auditor', 'pw-r', $router, qq{SELECT compay.deposit('$nb', '1')});
 is($st, '42501', '... nor deposit on the other shard');
 is(transfers_count(), $before, 'nothing written');
+
+# A network-wide write (every shard, counts summed): compay_app may, a
+# compay_reader role is refused by the shards.
+($st, my $n) = as_role('app', 'pw-app', $router, q{SELECT compay.expire_holds()});
+is("$st $n", '00000 0', 'a compay_app role expires holds on every shard through the router');
+($st, $msg) = as_role('auditor', 'pw-r', $router, q{SELECT compay.expire_holds()});
+like("$st $msg", qr/^42501 .*REMOTE ERROR: permission denied for function expire_holds/,
+	"a compay_reader role may not: 42501 from the shards: $msg");
 
 # A job call: the job's shard is found by the router's owner (a node role
 # may not read compay.jobs), the call is judged on that shard as the role.
