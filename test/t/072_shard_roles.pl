@@ -4,7 +4,7 @@
 # strings) and one mapping per application role (compay.router_add_role):
 # a role's call reaches the shards as that role, so compay's grants and
 # node checks apply there.  A node role acts for its own node through the
-# router (transfer, balance); acting for another node is refused by the
+# router (transfer, balance, earnings of every shard); acting for another node is refused by the
 # shard with the SQLSTATE a direct call gets (42501) and writes nothing;
 # the mapping's password is what the shard checks (a wrong one: the shard
 # refuses the connection, XX000 from PL/Proxy); a role without a mapping
@@ -136,6 +136,13 @@ is($st, '00000', 'node_a transfers from its node to a node of the other shard');
 is("$st $bal", '00000 95', 'node_a reads its balance: 95');
 is($s->psql_shard(0, qq{SELECT count(*) FROM compay.transfers WHERE id IN ($t1, $t2)}), '2',
 	'both transfers are on node_a\'s shard');
+
+# A network-wide read (every shard, combined at the router) as node_a.
+($st, my $earn) = as_role('node_a', 'pw-a', $router, qq{SELECT count(*) FROM compay.earnings('$na')});
+is($st, '00000', 'node_a reads its earnings from every shard through the router');
+($st, $msg) = as_role('node_a', 'pw-a', $router, qq{SELECT count(*) FROM compay.earnings('$nb')});
+like("$st $msg", qr/^42501 .*role "node_a" may not act for node "\Q$nb\E"/,
+	"node_a reading another node's earnings: 42501 from the shards: $msg");
 
 # Acting for another node: the shard refuses, as on a single server.
 my $before = transfers_count();
