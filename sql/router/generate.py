@@ -119,10 +119,11 @@ def routed(f):
         return header(f) + "    CLUSTER 'compay_cluster';\n    RUN ON ALL;\n$$;\n"
     if n in ALL_SUM:
         # An internal SETOF twin on every shard, summed by a SQL function.
+        # Its caller's EXECUTE stays: the SQL function runs as the caller,
+        # and each shard decides whether that role may expire.
         inner = dict(f, name='router_all_' + n, result='SETOF ' + f['result'])
         return (header(inner) + "    CLUSTER 'compay_cluster';\n    RUN ON ALL;\n"
                 "    SELECT compay.%s(%s);\n$$;\n" % (n, call_args(f)) +
-                "REVOKE ALL ON FUNCTION compay.router_all_%s(%s) FROM PUBLIC;\n" % (n, f['identity']) +
                 "CREATE FUNCTION compay.%s(%s)\nRETURNS %s\nLANGUAGE sql VOLATILE AS $$\n"
                 "    SELECT coalesce(sum(n), 0)::integer FROM compay.router_all_%s(%s) n\n$$;\n"
                 % (n, f['args'], f['result'], n, call_args(f)))

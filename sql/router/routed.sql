@@ -163,7 +163,6 @@ LANGUAGE plproxy VOLATILE AS $$
     RUN ON ALL;
     SELECT compay.expire_holds();
 $$;
-REVOKE ALL ON FUNCTION compay.router_all_expire_holds() FROM PUBLIC;
 CREATE FUNCTION compay.expire_holds()
 RETURNS integer
 LANGUAGE sql VOLATILE AS $$
@@ -177,7 +176,6 @@ LANGUAGE plproxy VOLATILE AS $$
     RUN ON ALL;
     SELECT compay.expire_jobs();
 $$;
-REVOKE ALL ON FUNCTION compay.router_all_expire_jobs() FROM PUBLIC;
 CREATE FUNCTION compay.expire_jobs()
 RETURNS integer
 LANGUAGE sql VOLATILE AS $$
