@@ -53,6 +53,13 @@ CREATE TABLE compay.clearing_applied (
 COMMENT ON TABLE compay.clearing_applied IS
     'credits applied here from other shards'' clearing events, one row per (source shard, event id)';
 
+-- An XMR payment to a node on another shard moves there with its credit
+-- (compay.clearing_queue, compay.clearing_apply): the payee's shard
+-- records, settles and pays it out.  payment_id: the payment the event
+-- carries, whose row this shard deletes once it completed.
+ALTER TABLE compay.clearing_sent ADD COLUMN payment_id bigint;
+CREATE INDEX clearing_sent_payment ON compay.clearing_sent (payment_id) WHERE payment_id IS NOT NULL;
+
 SELECT pg_catalog.pg_extension_config_dump('compay.shard_config', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.clearing_sent', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.clearing_applied', '');
@@ -158,7 +165,13 @@ BEGIN
     ON CONFLICT (singleton) DO UPDATE SET connstrs = EXCLUDED.connstrs, configured_at = pg_catalog.now();
     -- Hold and transfer ids name their shard: id & (partitions - 1) = shard,
     -- so the router runs capture(hold_id) and refund(transfer_id) there.
+    -- Payment ids too: an XMR payment moved to the payee's shard keeps its
+    -- id there (compay.clearing_apply), which no other shard hands out.
     IF v_old.shard IS NULL THEN
+        v_start := (SELECT pg_catalog.max(id) FROM compay.payments);
+        v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
+        EXECUTE pg_catalog.format('ALTER SEQUENCE compay.payments_id_seq INCREMENT BY %s RESTART WITH %s',
+                                  partitions, v_start);
         v_start := (SELECT pg_catalog.max(id) FROM compay.holds);
         v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
         EXECUTE pg_catalog.format('ALTER SEQUENCE compay.holds_id_seq INCREMENT BY %s RESTART WITH %s',
@@ -189,16 +202,61 @@ CREATE FUNCTION compay.clearing_queue(to_shard integer, transfer_id bigint, paye
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_event bigint;
+    v_data jsonb := pg_catalog.jsonb_build_object('transfer_id', transfer_id, 'payee', payee,
+            'amount', amount::text, 'currency', currency, 'reference', reference);
+    p compay.payments;
 BEGIN
-    v_event := pgq.insert_event('compay_clearing_to_' || to_shard, 'credit',
-        pg_catalog.jsonb_build_object('transfer_id', transfer_id, 'payee', payee,
-            'amount', amount::text, 'currency', currency, 'reference', reference)::text);
-    INSERT INTO compay.clearing_sent (transfer_id, to_shard, payee, amount, currency, event_id)
-    VALUES (transfer_id, to_shard, payee, amount, currency, v_event);
+    -- The XMR payment this credit pays (a task payment 'payment:<id>', a
+    -- verified job's provider 'job:<task id>'), still processing in this
+    -- transaction: the event carries it, the payee's shard records it, and
+    -- compay.clearing_payment_moved() deletes it here once it completed.
+    IF currency = 'XMR' AND reference ~ '^payment:[0-9]+$' THEN
+        SELECT * INTO p FROM compay.payments y
+        WHERE y.id = pg_catalog.substr(reference, 9)::bigint;
+    ELSIF currency = 'XMR' AND reference LIKE 'job:%' THEN
+        SELECT * INTO p FROM compay.payments y
+        WHERE y.task_id = pg_catalog.substr(reference, 5) AND y.status = 'processing'
+          AND (y.metadata -> 'shortfall_id') IS NULL;
+    END IF;
+    IF p.id IS NOT NULL AND p.to_node = payee AND p.status = 'processing' AND p.amount = amount
+       AND p.currency = currency THEN
+        v_data := v_data || pg_catalog.jsonb_build_object('payment', pg_catalog.jsonb_build_object(
+            'id', p.id, 'kind', 'payment', 'task_id', p.task_id, 'from_node', p.from_node,
+            'amount', p.amount::text, 'currency', p.currency, 'method', p.method,
+            'created_at', p.created_at, 'completed_at', pg_catalog.now(),
+            'resource_metrics', p.resource_metrics, 'metadata', p.metadata,
+            'source_shard', (compay.shard_require()).shard, 'source_payment_id', p.id));
+    ELSE
+        p.id := NULL;
+    END IF;
+    v_event := pgq.insert_event('compay_clearing_to_' || to_shard, 'credit', v_data::text);
+    INSERT INTO compay.clearing_sent (transfer_id, to_shard, payee, amount, currency, event_id,
+                                      payment_id)
+    VALUES (transfer_id, to_shard, payee, amount, currency, v_event, p.id);
     RETURN v_event;
 END $$;
 REVOKE ALL ON FUNCTION compay.clearing_queue(integer, bigint, text, compay.credit, text, text)
     FROM PUBLIC;
+
+-- The payer's row of an XMR payment that moved to the payee's shard goes
+-- once it completed (its last write here): the payee's shard holds it,
+-- under the same id, and settles it; this shard keeps the transfer into
+-- $clearing:N, the clearing_sent row naming the payment, and the job's
+-- payment_id (a reference to the payment on the payee's shard).
+CREATE FUNCTION compay.clearing_payment_moved() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM compay.clearing_sent s
+               WHERE s.payment_id = NEW.id AND s.transfer_id = NEW.transfer_id) THEN
+        DELETE FROM compay.payments WHERE id = NEW.id;
+    END IF;
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION compay.clearing_payment_moved() FROM PUBLIC;
+CREATE TRIGGER payments_clearing_moved AFTER UPDATE OF status ON compay.payments
+    FOR EACH ROW WHEN (NEW.status = 'completed' AND NEW.currency = 'XMR'
+                       AND OLD.status = 'processing')
+    EXECUTE FUNCTION compay.clearing_payment_moved();
 
 CREATE FUNCTION compay.clearing_credit(from_shard integer, payee text, amount compay.credit,
     currency text, reference text) RETURNS bigint
@@ -239,6 +297,24 @@ BEGIN
                                          e->>'currency', e->>'reference');
     UPDATE compay.clearing_applied a SET transfer_id = v_transfer
     WHERE a.from_shard = clearing_apply.from_shard AND a.event_id = clearing_apply.event_id;
+    -- An XMR payment that moved here with its credit: recorded completed,
+    -- under its id, its transfer the credit; settled and paid out here.
+    IF e ? 'payment' THEN
+        INSERT INTO compay.payments (id, task_id, from_node, to_node, amount, currency, method,
+                                     status, resource_metrics, created_at, completed_at,
+                                     transfer_id, metadata)
+        SELECT (m->>'id')::bigint, m->>'task_id', m->>'from_node', e->>'payee',
+               (m->>'amount')::compay.credit, m->>'currency',
+               (m->>'method')::compay.payment_method, 'completed',
+               CASE WHEN pg_catalog.jsonb_typeof(m->'resource_metrics') = 'object' THEN
+                    pg_catalog.jsonb_populate_record(NULL::compay.resource_metrics,
+                                                     m->'resource_metrics') END,
+               (m->>'created_at')::timestamptz, (m->>'completed_at')::timestamptz, v_transfer,
+               (m->'metadata') || pg_catalog.jsonb_build_object(
+                   'source_shard', from_shard, 'source_payment_id', (m->>'id')::bigint,
+                   'source_transfer_id', (e->>'transfer_id')::bigint, 'clearing_event_id', event_id)
+        FROM (SELECT e->'payment' AS m) x;
+    END IF;
     RETURN true;
 END $$;
 REVOKE ALL ON FUNCTION compay.clearing_apply(integer, bigint, text, text) FROM PUBLIC;

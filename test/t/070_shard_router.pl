@@ -3,7 +3,11 @@
 # PgQ and dblink) on this machine.  Accounts, deposits, transfers (on one
 # shard and across shards, with an idempotent retry), holds captured to a
 # node of the other shard, a job whose requester, provider and verifiers
-# live on different shards, a task payment across shards, settlement and
+# live on different shards, a task payment across shards, XMR payments
+# across shards (a crypto task payment and a verified XMR job: the payment
+# moves to the provider's shard with its credit, under its id, settled
+# there, none left on the payer's shard, a replayed event adds nothing),
+# settlement and
 # hold expiry on every shard; the consumer applies each cross-shard credit
 # exactly once, also when a batch is given again after a crash between the
 # payee's commit and the batch's finish, and with a peer shard down (a
@@ -201,15 +205,66 @@ is(clear(), 4, 'provider, one remote verifier, the capture and the task payment 
 is(q_router("SELECT balance FROM compay.balance('$a1')"), 525.5 + $price, 'the provider is paid on its shard');
 is(q_router("SELECT balance::text <> '0' FROM compay.balance('$d1')"), 't', 'the remote verifier is rewarded');
 is(q_router("SELECT balance FROM compay.balance('$c1')"), '15', 'the capture is credited');
+
+# XMR paid across shards moves to the payee's shard with its credit: a task
+# paid in crypto and a verified job (verifiers on the job's shard), both of
+# requester $x0 (shard 0) to provider $x1 (shard 1).  The payee's shard
+# records each payment under its id and settles it; the payer's keeps none.
+my ($x0, $v0, $w0) = @on0[ 5 .. 7 ];
+my $x1 = $on1[5];
+q_router(qq{
+SELECT compay.open_account('$v0'); SELECT compay.open_account('$w0'); SELECT compay.open_account('$x1');
+SELECT compay.admin_deposit('$x0', '1', 'XMR', 'test funds');
+SELECT compay.submit_task('xtask-1', '$x0', '$x1', 'Fine-tuning');
+SELECT compay.complete_job('xtask-1', now() - interval '1 hour', now(), 0.714285714285714285714285714286);
+SELECT compay.submit_job('xjob-1', '$x0', 'Fine-tuning', '0.05');
+SELECT compay.assign_job('xjob-1', '$x1');
+SELECT compay.complete_job('xjob-1', now() - interval '2 hours', now(), 0.714285714285714285714285714286);
+SELECT compay.verify_job('xjob-1', '$v0', true, 1.0);});
+is(q_router(q{SELECT status || ' ' || amount FROM compay.process_task_payment('xtask-1', 'crypto')}),
+	'completed 0.00132', 'an XMR task payment across shards');
+is(q_router(qq{SELECT compay.verify_job('xjob-1', '$w0', true, 1.2)}), 'paid', 'an XMR job across shards is paid');
+is(q_shard(0, q{SELECT count(*) FROM compay.payments WHERE task_id LIKE 'x%'}), '0',
+	"the payer's shard keeps no payment row for the remote payee");
+is(q_shard(0, q{SELECT count(*) FROM compay.jobs j JOIN compay.clearing_sent s ON s.payment_id = j.payment_id WHERE j.task_id LIKE 'x%'}), '2',
+	'the jobs name their payments, which the clearing events carry');
+is(clear(), 2, 'the two XMR credits cleared (the verifiers are local)');
+is(q_shard(1, q{SELECT string_agg(id::text || ' ' || task_id || ' ' || status || ' ' || from_node || ' ' || (metadata->>'source_shard'), ',' ORDER BY id)
+                FROM compay.payments WHERE task_id LIKE 'x%'}),
+	join(',', map { my ($id, $t) = split / /; "$id $t completed $x0 0" }
+		split /\n/, q_shard(0, q{SELECT p.payment_id || ' ' || j.task_id FROM compay.clearing_sent p JOIN compay.jobs j ON j.payment_id = p.payment_id ORDER BY 1})),
+	"the payee's shard records both payments under their ids, from shard 0");
+is(q_shard(1, q{SELECT count(*) FROM compay.payments p JOIN compay.clearing_applied a ON a.transfer_id = p.transfer_id WHERE p.task_id LIKE 'x%'}),
+	'2', "... each paid by the clearing credit");
+# The same event applied again (a batch given again): no second payment.
+my ($xev, $xdata) = split /\|/, q_shard(0, q{SELECT s.event_id || '|' || e.ev_data FROM compay.clearing_sent s JOIN pgq.event_template e ON e.ev_id = s.event_id WHERE s.payment_id IS NOT NULL ORDER BY s.event_id LIMIT 1});
+is(q_shard(1, "SELECT compay.clearing_apply(0, $xev, 'credit', '" . ($xdata =~ s/'/''/gr) . "')"), 'f',
+	'a replayed event applies nothing');
+is(q_shard(1, q{SELECT count(*) FROM compay.payments WHERE task_id LIKE 'x%'}), '2', '... and adds no payment');
+is(q_router(qq{SELECT balance FROM compay.balance('$x1', 'XMR')}), q_shard(1, q{SELECT compay.sum(amount) FROM compay.payments WHERE task_id LIKE 'x%'}),
+	'the provider holds its XMR on its shard');
+is(q_router(qq{SELECT earned || ' ' || pending FROM compay.earnings('$x1', 'XMR')}),
+	q_shard(1, q{SELECT compay.sum(amount) || ' ' || compay.sum(amount) FROM compay.payments WHERE task_id LIKE 'x%'}),
+	'earnings through the router: each XMR payment once, pending');
+is(q_router(qq{SELECT string_agg(direction || ' ' || task_id, ',' ORDER BY task_id) FROM compay.payment_history('$x0')}),
+	'out xjob-1,out xtask-1', "payment_history of the requester: each payment once");
 is(q_router(q{SELECT count(*) > 0 FROM compay.run_settlement('hourly', now() + interval '1 year')}), 't',
 	'settlement runs on every shard');
 is(q_router('SELECT compay.expire_holds() + compay.expire_jobs()'), '0', 'expiry on every shard');
+is(q_shard(1, qq{SELECT payment_count || ' ' || status || ' ' || attempts || ' ' || (earmark_hold_id IS NOT NULL) || ' ' || coalesce(last_error, '-')
+                 FROM compay.settlements WHERE payee = '$x1'}),
+	'2 processing 1 true -', "the payee's shard settles both XMR payments at once, earmarked, no retry");
+is(q_shard(0, qq{SELECT count(*) FROM compay.settlements WHERE payee = '$x1'}), '0',
+	"the payer's shard settles nothing for the remote payee");
+is(q_router(qq{SELECT earned || ' ' || pending FROM compay.earnings('$x1', 'XMR')}),
+	q_shard(1, q{SELECT compay.sum(amount) || ' 0' FROM compay.payments WHERE task_id LIKE 'x%'}),
+	'earnings through the router: settled once');
 # Network-wide reads combined from every shard.
 is(q_router(qq{SELECT earned FROM compay.earnings('$a1')}), $price,
 	'earnings of a provider paid from another shard');
 is(q_router(qq{SELECT string_agg(task_id || ' ' || direction || ' ' || counterparty, ',') FROM compay.payment_history('$d0')}),
 	"task-1 in $b1", 'payment_history: the payment kept on the requester\'s shard');
-is(q_router(q{SELECT count || ' ' || is_total FROM compay.payment_report('daily', current_date) WHERE section = 'payment' ORDER BY is_total}),
+is(q_router(q{SELECT count || ' ' || is_total FROM compay.payment_report('daily', current_date) WHERE section = 'payment' AND currency = 'CREDIT' ORDER BY is_total}),
 	"2 false\n2 true", 'the daily report counts the payments of both shards');
 
 # Bad inputs through the router and on the wrong shard, nothing written.
@@ -249,7 +304,7 @@ is(q_router("SELECT balance FROM compay.balance('$e0')"), '1', 'the credit arriv
 # Conservation and every shard's checks, through the router.
 is(clear(), 0, 'nothing left in flight');
 is(q_router(q{SELECT count(*) || ' ' || bool_and(ok) || ' ' || sum(in_flight_events) FROM compay.cluster_check()}),
-	'2 true 0', 'cluster_check: both directions conserved, nothing in flight');
+	'4 true 0', 'cluster_check: both directions, CREDIT and XMR, conserved, nothing in flight');
 is(q_router(q{SELECT count(*) || ' ' || bool_and(ok) FROM compay.verify_ledger()}), '42 true',
 	"verify_ledger through the router: 21 checks of each shard, all ok");
 is(q_router(q{SELECT count(*) FROM compay.verify_ledger() WHERE check_name ~ '^shard [01]: '}), '42',
