@@ -40,7 +40,7 @@ SELECT paid('b2', 'prov-a', '2', '2026-11-25 11:00:00+00') > 0 AS ok;
 -- At 11:00 exactly only the 10:00 hour is closed.
 SELECT count(*) AS processed FROM run_settlement('hourly', '2026-11-25 11:00:00+00');
 SELECT * FROM show_settlements();
-SELECT task_id, settlement_id FROM payments ORDER BY task_id;
+SELECT task_id, payment_settlement(payments) AS settlement_id FROM payments ORDER BY task_id;
 -- Running again changes nothing.
 SELECT count(*) AS processed FROM run_settlement('hourly', '2026-11-25 11:00:00+00');
 SELECT count(*) AS processed FROM run_settlement('hourly', '2026-11-25 11:59:59.999999+00');
@@ -63,7 +63,7 @@ SELECT * FROM show_settlements() WHERE period_start = '2026-11-25 13:00+00';
 SELECT s.currency, h.amount, h.status, h.reference = 'settlement:' || s.id AS ref
 FROM settlements s JOIN holds h ON h.id = s.earmark_hold_id;
 SELECT balance, reserved FROM balance('prov-a', 'XMR');
-SELECT task_id, settlement_id IS NOT NULL AS settled FROM payments WHERE task_id LIKE 'c%' ORDER BY 1;
+SELECT task_id, payment_settlement(payments) IS NOT NULL AS settled FROM payments WHERE task_id LIKE 'c%' ORDER BY 1;
 -- The disputed payment is settled once its dispute is resolved.
 UPDATE payments SET status = 'completed' WHERE task_id = 'c5';
 SELECT count(*) AS processed FROM run_settlement('hourly', '2026-11-25 14:00+00');
