@@ -10059,12 +10059,12 @@ CREATE TABLE compay.settlement_runs (
     window_start timestamptz NOT NULL,      -- completed_at >= window_start
     window_end   timestamptz NOT NULL,      -- completed_at < window_end
     created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CONSTRAINT settlement_runs_window CHECK (window_end >= window_start)
+    CONSTRAINT settlement_runs_window CHECK (window_end > window_start)
 );
 ALTER SEQUENCE compay.settlement_runs_id_seq OWNED BY compay.settlement_runs.id;
 CREATE INDEX settlement_runs_end ON compay.settlement_runs (window_end);
 COMMENT ON TABLE compay.settlement_runs IS
-    'one row per compay.run_settlement(): the window of completion times whose payments it settled, each after the last';
+    'one row per compay.run_settlement() that took a window: the completion times whose payments it settled, each window after the last';
 SELECT pg_catalog.pg_extension_config_dump('compay.settlement_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.settlement_runs_id_seq', '');
 REVOKE ALL ON compay.settlement_runs, compay.settlement_runs_id_seq FROM PUBLIC;
@@ -10847,11 +10847,14 @@ BEGIN
     -- This run's window continues the last one's: payments completed in
     -- it are settled without writing them (compay.payment_settlement()
     -- finds each one's settlement by its run, payee, currency and period).
-    -- A cutoff before the last run's end leaves this one an empty window:
-    -- it settles late payments only.
+    -- A cutoff at or before the last run's end leaves this one no window
+    -- (and no row: a run every minute adds none): it settles late
+    -- payments only, whose settlements (run_id NULL) are all stamped.
     SELECT coalesce(max(window_end), '-infinity') INTO v_start FROM compay.settlement_runs;
-    INSERT INTO compay.settlement_runs (period, window_start, window_end)
-    VALUES (period, v_start, greatest(v_start, v_cutoff)) RETURNING id INTO v_run;
+    IF v_cutoff > v_start THEN
+        INSERT INTO compay.settlement_runs (period, window_start, window_end)
+        VALUES (period, v_start, v_cutoff) RETURNING id INTO v_run;
+    END IF;
     -- Earnings of a job type the payee has an address for (primary or
     -- verification) are settled apart (job_type), to be paid there.
     WITH found AS (

@@ -220,11 +220,14 @@ BEGIN
     -- This run's window continues the last one's: payments completed in
     -- it are settled without writing them (compay.payment_settlement()
     -- finds each one's settlement by its run, payee, currency and period).
-    -- A cutoff before the last run's end leaves this one an empty window:
-    -- it settles late payments only.
+    -- A cutoff at or before the last run's end leaves this one no window
+    -- (and no row: a run every minute adds none): it settles late
+    -- payments only, whose settlements (run_id NULL) are all stamped.
     SELECT coalesce(max(window_end), '-infinity') INTO v_start FROM compay.settlement_runs;
-    INSERT INTO compay.settlement_runs (period, window_start, window_end)
-    VALUES (period, v_start, greatest(v_start, v_cutoff)) RETURNING id INTO v_run;
+    IF v_cutoff > v_start THEN
+        INSERT INTO compay.settlement_runs (period, window_start, window_end)
+        VALUES (period, v_start, v_cutoff) RETURNING id INTO v_run;
+    END IF;
     -- Earnings of a job type the payee has an address for (primary or
     -- verification) are settled apart (job_type), to be paid there.
     WITH found AS (

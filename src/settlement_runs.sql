@@ -16,12 +16,12 @@ CREATE TABLE compay.settlement_runs (
     window_start timestamptz NOT NULL,      -- completed_at >= window_start
     window_end   timestamptz NOT NULL,      -- completed_at < window_end
     created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    CONSTRAINT settlement_runs_window CHECK (window_end >= window_start)
+    CONSTRAINT settlement_runs_window CHECK (window_end > window_start)
 );
 ALTER SEQUENCE compay.settlement_runs_id_seq OWNED BY compay.settlement_runs.id;
 CREATE INDEX settlement_runs_end ON compay.settlement_runs (window_end);
 COMMENT ON TABLE compay.settlement_runs IS
-    'one row per compay.run_settlement(): the window of completion times whose payments it settled, each after the last';
+    'one row per compay.run_settlement() that took a window: the completion times whose payments it settled, each window after the last';
 SELECT pg_catalog.pg_extension_config_dump('compay.settlement_runs', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.settlement_runs_id_seq', '');
 REVOKE ALL ON compay.settlement_runs, compay.settlement_runs_id_seq FROM PUBLIC;
