@@ -110,6 +110,22 @@ SET compay.settlement_max_attempts = 0; \echo :LAST_ERROR_SQLSTATE
 SELECT run_settlement(NULL); \echo :LAST_ERROR_SQLSTATE
 SELECT run_settlement('hourly', 'infinity'); \echo :LAST_ERROR_SQLSTATE
 SELECT run_settlement('fortnightly'); \echo :LAST_ERROR_SQLSTATE
+-- Repeatable read: its snapshot could predate what the writers it waits
+-- for commit (55000); nothing is written.
+SELECT count(*) AS runs_before FROM settlement_runs \gset
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT run_settlement('hourly', '2026-12-01 00:00+00'); \echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT count(*) = :runs_before AS no_run_recorded FROM settlement_runs;
+
+-- Every settlement's payments, found by its run's window (or stamped),
+-- are those it counts, and each payment is in the settlement that
+-- payment_settlement() names.
+SELECT bool_and(n = payment_count) AS counts_match, sum(n) AS payments_found
+FROM (SELECT s.id, s.payment_count, (SELECT count(*) FROM settlement_payments(s)) AS n
+      FROM settlements s WHERE s.purpose = 'primary') c;
+SELECT count(*) AS payments_elsewhere
+FROM settlements s, settlement_payments(s) p WHERE payment_settlement(p) IS DISTINCT FROM s.id;
 
 -- verify_ledger() checks that every settlement's total is the sum of its
 -- payments, and finds a tampered one.
