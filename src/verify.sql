@@ -103,20 +103,28 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                      SELECT w.settlement_id, w.amount, 'primary'
                      FROM (SELECT s.id AS settlement_id, p.amount, p.id, j.task_type, s.run_id,
                                   s.payee, s.currency, s.period_start, s.job_type
-                           FROM compay.payments p
-                           CROSS JOIN (SELECT DISTINCT period FROM compay.settlement_runs) k
-                           JOIN compay.settlements s
+                           -- Each payment's period start per period kind first
+                           -- (OFFSET 0: planned apart), so that the settlements
+                           -- are joined on all of payee, currency and period.
+                           FROM (SELECT p.id, p.amount, p.to_node, p.currency, p.task_id,
+                                        p.completed_at, k.period,
+                                        compay.period_start(k.period, p.completed_at) AS ps
+                                 FROM compay.payments p
+                                 CROSS JOIN (SELECT DISTINCT period FROM compay.settlement_runs) k
+                                 WHERE p.settlement_id IS NULL AND p.status <> 'failed'
+                                   AND NOT EXISTS (SELECT 1 FROM compay.settlement_exceptions x
+                                                   WHERE x.payment_id = p.id)
+                                 OFFSET 0) p
+                           JOIN (SELECT s.id, s.run_id, s.payee, s.currency, s.period,
+                                        s.period_start, s.job_type, r.window_start, r.window_end
+                                 FROM compay.settlements s
+                                 JOIN compay.settlement_runs r ON r.id = s.run_id
+                                 WHERE s.purpose = 'primary'
+                                 OFFSET 0) s
                              ON s.payee = p.to_node AND s.currency = p.currency
-                            AND s.period = k.period
-                            AND s.period_start = compay.period_start(k.period, p.completed_at)
-                            AND s.purpose = 'primary'
-                           JOIN compay.settlement_runs r
-                             ON r.id = s.run_id AND p.completed_at >= r.window_start
-                            AND p.completed_at < r.window_end
-                           LEFT JOIN compay.jobs j ON j.task_id = p.task_id
-                           WHERE p.settlement_id IS NULL AND p.status <> 'failed'
-                             AND NOT EXISTS (SELECT 1 FROM compay.settlement_exceptions x
-                                             WHERE x.payment_id = p.id)) w
+                            AND s.period = p.period AND s.period_start = p.ps
+                            AND p.completed_at >= s.window_start AND p.completed_at < s.window_end
+                           LEFT JOIN compay.jobs j ON j.task_id = p.task_id) w
                      -- Of its job type's settlement when the run made one, else of the other.
                      WHERE w.job_type = w.task_type
                         OR (w.job_type IS NULL
