@@ -54,6 +54,7 @@ SQL_PIECES = \
 	src/monero_address.sql \
 	src/wallet_rpc.sql \
 	src/payout.sql \
+	src/settlement_runs.sql \
 	src/payout_run.sql \
 	src/deposit.sql \
 	src/reports.sql \

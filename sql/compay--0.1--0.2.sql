@@ -5068,7 +5068,7 @@ BEGIN
                p.task_id, p.amount, p.currency,
                coalesce(p.tx_hash, (SELECT t.tx_hash FROM compay.settlements s
                                     JOIN compay.payout_transactions t ON t.id = s.payout_id
-                                    WHERE s.id = p.settlement_id)) AS tx_hash
+                                    WHERE s.id = compay.payment_settlement(p))) AS tx_hash
         FROM compay.payments p
         WHERE p.completed_at >= v_start AND p.completed_at < v_end
           AND p.status IN ('completed', 'disputed', 'refunded') AND p.method <> 'barter'
@@ -11077,3 +11077,1357 @@ BEGIN
     END IF;
     RETURN true;
 END $$;
+
+--------------------------------------------------------------------------
+-- Issue 17 (settle17): settlement without writing the payments.  A run
+-- takes the window of completion times after the last run's and settles
+-- its payments by key (compay.settlement_runs, compay.payment_settlement);
+-- only late payments are stamped (compay.settlement_exceptions).  Payments
+-- settled before keep their stamped settlement_id; the first run's window
+-- starts at -infinity, so the unsettled ones of 0.1 are settled by it.
+--------------------------------------------------------------------------
+DROP INDEX compay.payments_unsettled, compay.payments_unsettled_refunded;
+-- A settlement run's window (src/settlement_runs.sql): the payments it
+-- settles without writing them.
+CREATE INDEX payments_settle_window ON compay.payments (completed_at) WHERE settlement_id IS NULL;
+-- A settlement's payments, by payee and period (compay.settlement_payments).
+CREATE INDEX payments_payee ON compay.payments (to_node, completed_at);
+
+CREATE SEQUENCE compay.settlement_runs_id_seq;
+CREATE TABLE compay.settlement_runs (
+    id           bigint PRIMARY KEY DEFAULT pg_catalog.nextval('compay.settlement_runs_id_seq'),
+    period       compay.settlement_period NOT NULL,
+    window_start timestamptz NOT NULL,      -- completed_at >= window_start
+    window_end   timestamptz NOT NULL,      -- completed_at < window_end
+    created_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT settlement_runs_window CHECK (window_end > window_start)
+);
+ALTER SEQUENCE compay.settlement_runs_id_seq OWNED BY compay.settlement_runs.id;
+CREATE INDEX settlement_runs_end ON compay.settlement_runs (window_end);
+COMMENT ON TABLE compay.settlement_runs IS
+    'one row per compay.run_settlement() that took a window: the completion times whose payments it settled, each window after the last';
+SELECT pg_catalog.pg_extension_config_dump('compay.settlement_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('compay.settlement_runs_id_seq', '');
+REVOKE ALL ON compay.settlement_runs, compay.settlement_runs_id_seq FROM PUBLIC;
+GRANT SELECT ON compay.settlement_runs TO compay_reader;
+
+-- Payments whose settlement is not their window's: written into a window
+-- already taken (late), or in their run's window but not eligible then
+-- (disputed, refunded).  The next run whose cutoff is past them settles
+-- the eligible ones by stamping compay.payments.settlement_id, and
+-- forgets them.
+CREATE TABLE compay.settlement_exceptions (
+    payment_id bigint PRIMARY KEY,
+    run_id     bigint,                      -- the run that kept it out; NULL: late
+    noted_at   timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE compay.settlement_exceptions IS
+    'payments not settled with their window''s run (late, or disputed then): a later run stamps their settlement';
+SELECT pg_catalog.pg_extension_config_dump('compay.settlement_exceptions', '');
+REVOKE ALL ON compay.settlement_exceptions FROM PUBLIC;
+GRANT SELECT ON compay.settlement_exceptions TO compay_reader;
+
+ALTER TABLE compay.settlements ADD COLUMN run_id bigint;
+COMMENT ON COLUMN compay.settlements.run_id IS
+    'the compay.settlement_runs row that made it; its payments are found by that run''s window (compay.settlement_payments)';
+-- Found by payee, currency and period start (settlements_payee), then run.
+
+-- The settlement of payment p: stamped (late, or settled before 0.2),
+-- else the one its window's run made for its payee, currency and period
+-- (of its job type when the run settled that apart); NULL: not settled.
+CREATE FUNCTION compay.payment_settlement(p compay.payments) RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT coalesce(p.settlement_id, (
+        SELECT s.id
+        FROM (SELECT r.id, r.period FROM compay.settlement_runs r
+              WHERE r.window_end > p.completed_at AND r.window_start <= p.completed_at
+              ORDER BY r.window_end LIMIT 1) r
+        JOIN compay.settlements s
+          ON s.run_id = r.id AND s.payee = p.to_node AND s.currency = p.currency
+         AND s.period_start = compay.period_start(r.period, p.completed_at)
+         AND s.purpose = 'primary'
+        WHERE p.status <> 'failed'
+          AND NOT EXISTS (SELECT 1 FROM compay.settlement_exceptions x WHERE x.payment_id = p.id)
+          AND (s.job_type IS NULL
+               OR s.job_type = (SELECT j.task_type FROM compay.jobs j WHERE j.task_id = p.task_id))
+        ORDER BY s.job_type NULLS LAST
+        LIMIT 1))
+$$;
+COMMENT ON FUNCTION compay.payment_settlement(compay.payments) IS
+    'the settlement that gathered payment p, NULL while unsettled (replaces reading compay.payments.settlement_id)';
+GRANT EXECUTE ON FUNCTION compay.payment_settlement(compay.payments) TO compay_reader;
+
+-- The payments settlement s gathered: stamped ones, and those of its
+-- run's window with its payee, currency and period.  A settlement of a
+-- job type (job_type) has the payments of jobs of that type; one without
+-- has the others.
+CREATE FUNCTION compay.settlement_payments(s compay.settlements) RETURNS SETOF compay.payments
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT p.* FROM compay.payments p WHERE p.settlement_id = s.id
+    UNION ALL
+    SELECT p.*
+    FROM compay.settlement_runs r
+    JOIN compay.payments p
+      ON p.to_node = s.payee
+     AND p.completed_at >= greatest(r.window_start, s.period_start)
+     AND p.completed_at < least(r.window_end, s.period_end)
+    WHERE r.id = s.run_id AND s.purpose = 'primary' AND p.currency = s.currency
+      AND p.settlement_id IS NULL AND p.status <> 'failed'
+      AND NOT EXISTS (SELECT 1 FROM compay.settlement_exceptions x WHERE x.payment_id = p.id)
+      AND CASE WHEN s.job_type IS NOT NULL
+               THEN EXISTS (SELECT 1 FROM compay.jobs j
+                            WHERE j.task_id = p.task_id AND j.task_type = s.job_type)
+               ELSE NOT EXISTS (SELECT 1 FROM compay.jobs j JOIN compay.settlements o
+                                  ON o.run_id = s.run_id AND o.payee = s.payee
+                                 AND o.currency = s.currency AND o.period_start = s.period_start
+                                 AND o.purpose = 'primary' AND o.job_type = j.task_type
+                                WHERE j.task_id = p.task_id) END
+$$;
+COMMENT ON FUNCTION compay.settlement_payments(compay.settlements) IS
+    'the payments settlement s gathered (primary settlements; verifier rewards are in compay.verifications)';
+GRANT EXECUTE ON FUNCTION compay.settlement_payments(compay.settlements) TO compay_reader;
+
+-- Statement triggers on compay.payments: rows written with a completion
+-- time in a window a run has taken, or while a run is under way (its
+-- window unknown), are late.  Every writing statement holds the run's
+-- lock shared until it commits, so a run waits for the writers before it
+-- reads.  In repeatable read the committed runs may be newer than the
+-- snapshot: every row written with a completion time is late then.
+CREATE FUNCTION compay.note_late_payments() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_end timestamptz;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed'
+       OR NOT pg_try_advisory_xact_lock_shared(pg_catalog.hashtext('compay.run_settlement')) THEN
+        v_end := 'infinity';
+    ELSE
+        SELECT max(window_end) INTO v_end FROM compay.settlement_runs;
+    END IF;
+    IF v_end IS NULL THEN
+        RETURN NULL;                    -- no run yet
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO compay.settlement_exceptions (payment_id)
+        SELECT n.id FROM new_rows n
+        WHERE n.completed_at < v_end AND n.settlement_id IS NULL AND n.status <> 'failed'
+        ON CONFLICT DO NOTHING;
+    ELSE
+        INSERT INTO compay.settlement_exceptions (payment_id)
+        SELECT n.id FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE n.completed_at < v_end AND n.settlement_id IS NULL AND n.status <> 'failed'
+          AND n.completed_at IS DISTINCT FROM o.completed_at
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER payments_late_insert AFTER INSERT ON compay.payments
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION compay.note_late_payments();
+CREATE TRIGGER payments_late_update AFTER UPDATE ON compay.payments
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION compay.note_late_payments();
+
+CREATE OR REPLACE FUNCTION compay.dashboard_earnings(node_id text, from_ts timestamptz, to_ts timestamptz)
+RETURNS TABLE (earned_at timestamptz, currency text, amount compay.credit, job_type text,
+               stage text, refunded compay.credit)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT p.completed_at, p.currency, p.amount - r.refunded, COALESCE(j.task_type, '(no job)'),
+           CASE WHEN p.status = 'disputed' THEN 'disputed'
+                WHEN s.id IS NULL THEN 'unsettled'
+                WHEN s.status = 'completed' THEN 'completed'
+                ELSE 'settling' END,
+           r.refunded
+    FROM compay.payments p
+    CROSS JOIN LATERAL (SELECT COALESCE(compay.sum(t.amount), '0'::compay.credit) AS refunded
+                        FROM compay.transfers t
+                        WHERE t.refund_of = p.transfer_id AND t.kind = 'refund') r
+    LEFT JOIN compay.jobs j ON j.task_id = p.task_id
+    LEFT JOIN compay.settlements s ON s.id = compay.payment_settlement(p)
+    WHERE p.to_node = dashboard_earnings.node_id
+      AND p.status IN ('completed', 'disputed', 'refunded')
+      AND p.completed_at >= from_ts AND p.completed_at < to_ts
+    UNION ALL
+    SELECT v.rewarded_at, j.currency, v.reward_amount, 'verification',
+           CASE WHEN s.id IS NULL THEN 'unsettled'
+                WHEN s.status = 'completed' THEN 'completed'
+                ELSE 'settling' END,
+           '0'::compay.credit
+    FROM compay.verifications v
+    JOIN compay.jobs j ON j.id = v.job_id
+    LEFT JOIN compay.settlements s ON s.id = v.settlement_id
+    WHERE v.verifier = dashboard_earnings.node_id AND v.reward_amount > '0'
+      AND v.rewarded_at >= from_ts AND v.rewarded_at < to_ts
+$$;
+
+CREATE OR REPLACE FUNCTION compay.earning_events(node_id text)
+RETURNS TABLE (earned_at timestamptz, kind text, purpose text, job_id bigint, task_id text,
+               job_type text, payer text, payment_id bigint, currency text,
+               amount compay.credit, refunded compay.credit, earned compay.credit,
+               settlement_id bigint, payout_ids bigint[], tx_hashes text[], status text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    WITH events AS (
+        SELECT p.completed_at AS earned_at, 'payment'::text AS kind, 'compute'::text AS purpose,
+               j.id AS job_id, p.task_id, j.task_type AS job_type, p.from_node AS payer,
+               p.id AS payment_id, p.currency, p.amount,
+               coalesce((SELECT compay.sum(t.amount) FROM compay.transfers t
+                         WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'),
+                        '0'::compay.credit) AS refunded,
+               compay.payment_settlement(p) AS settlement_id, p.status = 'disputed' AS disputed
+        FROM compay.payments p
+        LEFT JOIN compay.jobs j ON j.task_id = p.task_id
+        WHERE p.to_node = $1 AND p.status IN ('completed', 'disputed', 'refunded')
+        UNION ALL
+        SELECT v.rewarded_at, 'reward', 'verification', j.id, j.task_id, j.task_type, '$rewards',
+               NULL, j.currency, v.reward_amount, '0'::compay.credit, v.settlement_id, false
+        FROM compay.verifications v
+        JOIN compay.jobs j ON j.id = v.job_id
+        WHERE v.verifier = $1 AND v.reward_amount OPERATOR(compay.>) '0'::compay.credit
+          AND v.rewarded_at IS NOT NULL
+    )
+    SELECT e.earned_at, e.kind, e.purpose, e.job_id, e.task_id, e.job_type, e.payer,
+           e.payment_id, e.currency, e.amount, e.refunded, e.amount OPERATOR(compay.-) e.refunded,
+           e.settlement_id, o.payout_ids, o.tx_hashes,
+           CASE WHEN e.refunded OPERATOR(compay.>) '0'::compay.credit
+                     AND e.refunded OPERATOR(compay.=) e.amount THEN 'refunded'
+                WHEN e.disputed THEN 'disputed'
+                WHEN e.settlement_id IS NULL THEN 'pending'
+                WHEN s.status = 'completed' THEN 'paid'
+                WHEN o.in_flight THEN 'in_flight'
+                ELSE 'settled' END
+    FROM events e
+    LEFT JOIN compay.settlements s ON s.id = e.settlement_id
+    LEFT JOIN LATERAL (
+        SELECT array_agg(t.id ORDER BY t.id) AS payout_ids,
+               array_agg(t.tx_hash ORDER BY t.id) AS tx_hashes,
+               coalesce(bool_or(t.status IN ('built', 'relayed')), false) AS in_flight
+        FROM compay.payout_parts pp
+        JOIN compay.payout_transactions t ON t.id = pp.payout_id
+        WHERE pp.settlement_id = e.settlement_id AND t.status <> 'failed'
+    ) o ON true
+$$;
+
+CREATE OR REPLACE FUNCTION compay.payment_history(node_id text, max_rows integer DEFAULT 100)
+RETURNS TABLE (created_at timestamptz, completed_at timestamptz, direction text,
+               payment_id bigint, task_id text, counterparty text, amount compay.credit,
+               refunded compay.credit, currency text, method compay.payment_method,
+               status compay.payment_status, settlement_id bigint, tx_hash text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_node text := payment_history.node_id;
+    v_max integer := payment_history.max_rows;
+BEGIN
+    PERFORM compay.require_earnings_node(v_node);
+    IF v_max IS NULL OR v_max < 1 OR v_max > 10000 THEN
+        RAISE EXCEPTION 'max_rows must be between 1 and 10000, not %', coalesce(v_max::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+    SELECT p.created_at, p.completed_at,
+           CASE WHEN p.to_node = v_node THEN 'in' ELSE 'out' END,
+           p.id, p.task_id,
+           CASE WHEN p.to_node = v_node THEN p.from_node ELSE p.to_node END,
+           p.amount,
+           coalesce((SELECT compay.sum(t.amount) FROM compay.transfers t
+                     WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'),
+                    '0'::compay.credit),
+           p.currency, p.method, p.status, compay.payment_settlement(p), p.tx_hash
+    FROM compay.payments p
+    WHERE p.to_node = v_node OR p.from_node = v_node
+    ORDER BY p.created_at DESC, p.id DESC
+    LIMIT v_max;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.dispute_payment(payment_id bigint, reason text) RETURNS compay.payments
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    p compay.payments;
+    v_window interval := compay.setting('compay.dispute_window')::interval;
+    v_settlement bigint;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    -- A settlement run in progress is waited for (its lock), and one after
+    -- this commit sees the payment disputed: a run finds a payment's
+    -- settlement by key, without locking its row (src/settlement_runs.sql).
+    PERFORM pg_advisory_xact_lock_shared(pg_catalog.hashtext('compay.run_settlement'));
+    p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
+    v_settlement := compay.payment_settlement(p);
+    IF reason IS NULL OR length(reason) = 0 THEN
+        RAISE EXCEPTION 'a dispute needs a reason' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(reason) > 1000 THEN
+        RAISE EXCEPTION 'a dispute reason has at most 1000 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p.status <> 'completed' THEN
+        RAISE EXCEPTION 'cannot dispute payment %: it is %', payment_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF now() > p.completed_at + v_window THEN
+        RAISE EXCEPTION 'the dispute window of payment % has closed', payment_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Payments can be disputed for %s after they complete (compay.dispute_window).',
+                                  compay.setting('compay.dispute_window'));
+    END IF;
+    -- Settled already: its settlement holds the amount back from payouts.
+    -- The payment row is locked first, then the settlement.  A payout
+    -- queue run in progress is waited for (its lock), and one after this
+    -- commit sees held_back: a payout never takes a payment disputed
+    -- before it was queued.
+    IF v_settlement IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+        UPDATE compay.settlements SET held_back = held_back + p.amount
+        WHERE id = v_settlement;
+    END IF;
+    UPDATE compay.payments SET status = 'disputed', dispute_reason = reason, disputed_at = now()
+    WHERE id = payment_id RETURNING * INTO p;
+    PERFORM compay.move_credit_score(p.to_node, p.currency, false);
+    RETURN p;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.refund_disputed(p compay.payments, refund_amount compay.credit)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.settlements;
+    v_reason text := 'dispute:' || p.id;
+    v_hold bigint;
+    v_unpaid compay.credit;
+    v_part compay.credit;
+    v_transfer bigint;
+BEGIN
+    IF p.currency <> 'XMR' THEN
+        RETURN compay.refund(p.transfer_id, refund_amount, v_reason);
+    END IF;
+    SELECT * INTO s FROM compay.settlements WHERE id = compay.payment_settlement(p) FOR UPDATE;
+    IF FOUND THEN
+        IF s.status IN ('pending', 'failed') THEN
+            -- Not earmarked yet: earmark it now, so that its unpaid rest is in its hold.
+            PERFORM compay.process_settlement(s.id);
+            SELECT * INTO s FROM compay.settlements WHERE id = s.id;
+        END IF;
+        IF s.status = 'processing' THEN
+            -- What its hold keeps that no payout carries yet (parts of a
+            -- queued payout are paid as queued; built ones left the hold).
+            v_hold := s.earmark_hold_id;
+            SELECT h.remaining - coalesce((SELECT compay.sum(pp.amount) FROM compay.payout_parts pp
+                                           JOIN compay.payout_transactions t ON t.id = pp.payout_id
+                                           WHERE pp.settlement_id = s.id AND t.status = 'queued'), '0')
+            INTO v_unpaid FROM compay.holds h
+            WHERE h.id = v_hold AND h.status = 'pending';
+            v_unpaid := coalesce(v_unpaid, '0');
+        ELSIF s.status = 'completed' THEN
+            v_unpaid := '0';           -- paid out
+        END IF;
+    END IF;
+    IF v_unpaid IS NULL AND v_hold IS NULL THEN
+        -- Unsettled, or a settlement the payee's balance could not earmark.
+        SELECT a.balance - a.reserved INTO v_unpaid FROM compay.accounts a
+        WHERE a.node_id = p.to_node AND a.currency = p.currency;
+    END IF;
+    v_part := least(refund_amount, greatest(coalesce(v_unpaid, '0'), '0'));
+    IF v_part > '0' AND v_hold IS NULL THEN
+        v_transfer := compay.refund(p.transfer_id, v_part, v_reason);
+    ELSIF v_part > '0' THEN
+        v_transfer := compay.dispute_refund(p.transfer_id, v_part, v_hold, v_reason);
+        -- Its hold refunded to the last piconero and no part open: nothing
+        -- is left to pay out, whatever other disputes still hold back (a
+        -- refund of theirs is a clawback now).  A part still built or
+        -- relayed completes it when confirmed.
+        UPDATE compay.settlements SET status = 'completed', completed_at = now()
+        WHERE id = s.id
+          AND NOT EXISTS (SELECT FROM compay.holds h WHERE h.id = v_hold AND h.status = 'pending')
+          AND NOT EXISTS (SELECT FROM compay.payout_parts pp
+                          JOIN compay.payout_transactions t ON t.id = pp.payout_id
+                          WHERE pp.settlement_id = s.id AND t.status IN ('queued', 'built', 'relayed'));
+    END IF;
+    v_part := refund_amount - v_part;
+    IF v_part > '0' THEN
+        v_transfer := compay.dispute_refund(p.transfer_id, v_part, NULL, v_reason);
+        INSERT INTO compay.clawbacks (node_id, currency, payment_id, amount, transfer_id)
+        VALUES (p.to_node, p.currency, p.id, v_part, v_transfer);
+    END IF;
+    RETURN v_transfer;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.resolve_dispute(payment_id bigint, refund_amount compay.credit)
+RETURNS compay.payments
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    p compay.payments;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
+    IF refund_amount IS NULL THEN
+        RAISE EXCEPTION 'refund_amount must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF p.status <> 'disputed' THEN
+        RAISE EXCEPTION 'cannot resolve payment %: it is %', payment_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF refund_amount < '0' THEN
+        RAISE EXCEPTION 'a refund cannot be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF refund_amount > p.amount THEN
+        RAISE EXCEPTION 'refund of % exceeds payment % of %', refund_amount, payment_id, p.amount
+            USING ERRCODE = 'PY008';
+    END IF;
+    IF refund_amount > '0' AND p.method = 'barter' THEN
+        RAISE EXCEPTION 'barter payments cannot be refunded' USING ERRCODE = 'feature_not_supported',
+            DETAIL = 'Barter credits are not money the ledger can move back.',
+            HINT = 'Resolve with refund 0, or grant barter credits back with compay.grant_barter().';
+    END IF;
+    -- The settlement no longer holds it back: what is not refunded is paid out.
+    UPDATE compay.settlements SET held_back = held_back - p.amount
+    WHERE id = compay.payment_settlement(p);
+    IF refund_amount = '0' THEN
+        UPDATE compay.payments SET status = 'completed' WHERE id = payment_id RETURNING * INTO p;
+        RETURN p;
+    END IF;
+    UPDATE compay.payments
+    SET status = 'refunded',
+        refund_transfer_id = compay.refund_disputed(p, refund_amount),
+        metadata = metadata || jsonb_build_object('refund_amount', refund_amount::text)
+    WHERE id = payment_id RETURNING * INTO p;
+    RETURN p;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.record_payout_built(payout_id bigint, reply jsonb,
+    payees_pay_fee boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    p compay.payout_transactions;
+    v_fee compay.credit := compay.credit_from_atomic((reply->>'fee')::numeric);
+    v_holds bigint[];
+    v_amounts compay.credit[];
+    v_sent numeric;
+BEGIN
+    -- What the wallet answered is checked before it is kept.
+    IF coalesce(reply->>'tx_hash', '') !~ '^[0-9a-f]{64}$'
+       OR coalesce(reply->>'tx_key', '') !~ '^([0-9a-f]{64})+$'
+       OR coalesce(reply->>'tx_metadata', '') !~ '^([0-9a-f]{2})+$'
+       OR jsonb_typeof(reply->'spent_key_images'->'key_images') IS DISTINCT FROM 'array'
+       OR EXISTS (SELECT 1 FROM jsonb_array_elements(reply->'spent_key_images'->'key_images') k
+                  WHERE coalesce(k #>> '{}', '') !~ '^[0-9a-f]{64}$') THEN
+        RAISE EXCEPTION 'bad reply from the wallet to transfer for payout %', payout_id
+            USING ERRCODE = 'PY015',
+                  DETAIL = 'The tx_hash and each key image are 64 hexadecimal digits, the tx_key a multiple of 64, the tx_metadata hexadecimal; nothing was recorded.';
+    END IF;
+    SELECT * INTO p FROM compay.payout_transactions WHERE id = payout_id FOR UPDATE;
+    IF p.status <> 'queued' THEN
+        RAISE EXCEPTION 'payout % is %, not queued', payout_id, p.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    PERFORM NULL FROM compay.settlements s
+    WHERE s.id IN (SELECT pp.settlement_id FROM compay.payout_parts pp WHERE pp.payout_id = p.id)
+    ORDER BY s.id FOR UPDATE OF s;
+    IF EXISTS (SELECT 1 FROM compay.payout_parts pp
+               JOIN compay.settlements s ON s.id = pp.settlement_id
+               LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
+               WHERE pp.payout_id = p.id
+                 AND (h.id IS NULL OR pp.amount > h.remaining - s.held_back)) THEN
+        PERFORM compay.record_payout_failed(p.id,
+            'a part is over its settlement''s payable rest (held back by a dispute); queued again');
+        RETURN;
+    END IF;
+    IF payees_pay_fee THEN
+        UPDATE compay.payout_items i SET fee = f.share
+        FROM compay.payout_fee_shares(p.id, v_fee) f
+        WHERE i.payout_id = p.id AND i.node_id = f.node_id AND i.address = f.address;
+    END IF;
+    SELECT sum(compay.atomic(i.amount) - compay.atomic(i.fee)) INTO v_sent
+    FROM compay.payout_items i WHERE i.payout_id = p.id;
+    IF v_sent IS DISTINCT FROM (reply->>'amount')::numeric THEN
+        RAISE EXCEPTION 'payout % would send % atomic units, the transaction sends %',
+            payout_id, v_sent, reply->>'amount'
+            USING ERRCODE = 'data_corrupted';
+    END IF;
+    SELECT array_agg(s.earmark_hold_id ORDER BY s.earmark_hold_id),
+           array_agg(pp.amount ORDER BY s.earmark_hold_id)
+    INTO v_holds, v_amounts
+    FROM compay.payout_parts pp JOIN compay.settlements s ON s.id = pp.settlement_id
+    WHERE pp.payout_id = p.id;
+    PERFORM compay.payout_withdraw(v_holds, v_amounts,
+                                   CASE WHEN payees_pay_fee THEN '0' ELSE v_fee END,
+                                   '$fees', 'payout:' || p.id);
+    UPDATE compay.payments y SET tx_hash = reply->>'tx_hash'
+    WHERE y.id IN (SELECT sp.id FROM compay.payout_parts pp
+                   JOIN compay.settlements s ON s.id = pp.settlement_id
+                   CROSS JOIN LATERAL compay.settlement_payments(s) sp
+                   WHERE pp.payout_id = p.id)
+      AND y.status = 'completed';
+    UPDATE compay.payout_transactions
+    SET status = 'built', fee = v_fee, fee_from = CASE WHEN payees_pay_fee THEN 'payees' ELSE '$fees' END,
+        tx_hash = reply->>'tx_hash', tx_key = reply->>'tx_key',
+        tx_metadata = reply->>'tx_metadata',
+        key_images = ARRAY(SELECT jsonb_array_elements_text(reply->'spent_key_images'->'key_images')),
+        attempts = attempts + 1, last_error = NULL, next_attempt_at = NULL, built_at = now()
+    WHERE id = p.id;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.record_payout_voided(payout_id bigint, reason text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_tx_hash text;
+    v_rest compay.credit;
+    v_net compay.credit;
+    v_settlement compay.settlements;
+    s record;
+BEGIN
+    UPDATE compay.payout_transactions SET status = 'failed', last_error = reason, failed_at = now(),
+                              attempts = attempts + 1
+    WHERE id = payout_id AND status IN ('built', 'relayed')
+    RETURNING tx_hash INTO v_tx_hash;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM compay.payout_return(payout_id);
+    FOR s IN SELECT st.id, st.payee, st.earmark_hold_id, pp.amount
+             FROM compay.payout_parts pp JOIN compay.settlements st ON st.id = pp.settlement_id
+             WHERE pp.payout_id = record_payout_voided.payout_id ORDER BY st.id
+             FOR UPDATE OF st
+    LOOP
+        SELECT CASE WHEN h.status = 'pending' THEN h.remaining ELSE '0' END INTO v_rest
+        FROM compay.holds h WHERE h.id = s.earmark_hold_id;
+        IF v_rest > '0' THEN
+            PERFORM compay.release(s.earmark_hold_id);
+        END IF;
+        SELECT * INTO v_settlement FROM compay.settlements st WHERE st.id = s.id;
+        v_net := compay.repay_clawbacks(v_settlement, coalesce(v_rest, '0') + s.amount);
+        UPDATE compay.settlements st
+        SET payout_id = (SELECT max(pp.payout_id) FROM compay.payout_parts pp
+                         JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                         WHERE pp.settlement_id = st.id AND p.status <> 'failed'),
+            next_attempt_at = now() + interval '10 seconds',
+            earmark_hold_id = CASE WHEN v_net > '0'
+                                   THEN compay.reserve(s.payee, v_net, 'settlement:' || s.id,
+                                                       NULL, NULL, 'XMR')
+                                   ELSE st.earmark_hold_id END
+        WHERE st.id = s.id;
+        IF v_net = '0' THEN
+            UPDATE compay.settlements st SET status = 'completed', completed_at = now()
+            WHERE st.id = s.id AND st.status = 'processing'
+              AND NOT EXISTS (SELECT 1 FROM compay.payout_parts pp
+                              JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                              WHERE pp.settlement_id = st.id
+                                AND p.status IN ('queued', 'built', 'relayed'));
+        END IF;
+    END LOOP;
+    UPDATE compay.payments y
+    SET tx_hash = (SELECT p.tx_hash FROM compay.payout_parts pp
+                   JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                   WHERE pp.settlement_id = compay.payment_settlement(y)
+                     AND p.status IN ('built', 'relayed', 'confirmed')
+                   ORDER BY p.id DESC LIMIT 1)
+    WHERE y.tx_hash = v_tx_hash;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.payment_trace(task_id text)
+RETURNS TABLE (job_id bigint, job_status compay.job_status, payment_id bigint,
+               payment_status compay.payment_status, amount compay.credit, currency text,
+               settlement_id bigint, settlement_status compay.settlement_status,
+               payout_id bigint, part_amount compay.credit, payout_status compay.payout_status,
+               tx_hash text, confirmations integer)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    IF payment_trace.task_id IS NULL THEN
+        RAISE EXCEPTION 'task_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RETURN QUERY
+    SELECT j.id, j.status, y.id, y.status, y.amount, y.currency,
+           s.id, s.status, p.id, pp.amount, p.status, p.tx_hash, p.confirmations
+    FROM (SELECT payment_trace.task_id AS id) t
+    LEFT JOIN compay.jobs j ON j.task_id = t.id
+    LEFT JOIN compay.payments y ON y.task_id = t.id
+    LEFT JOIN compay.settlements s ON s.id = compay.payment_settlement(y)
+    LEFT JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+    LEFT JOIN compay.payout_transactions p ON p.id = pp.payout_id
+    WHERE j.id IS NOT NULL OR y.id IS NOT NULL
+    ORDER BY y.id, p.id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task "%" does not exist', left(payment_trace.task_id, 64)
+            USING ERRCODE = 'PY010';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.adopt_wallet_transfer(transfer jsonb) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_prefix text := compay.payout_note_prefix();
+    v_note text := transfer->>'note';
+    v_tx text := transfer->>'txid';
+    v_m text[];
+    v_fee compay.credit;
+    v_payees boolean;
+    v_conf integer := coalesce((transfer->>'confirmations')::integer, 0);
+    v_payout bigint;
+    v_sids bigint[];
+    v_bad text;
+    v_holds bigint[];
+    v_amounts compay.credit[];
+    v_sent numeric;
+    q record;
+BEGIN
+    IF v_note IS NULL OR NOT starts_with(v_note, v_prefix)
+       OR EXISTS (SELECT 1 FROM compay.payout_transactions p WHERE p.tx_hash = v_tx) THEN
+        RETURN NULL;
+    END IF;
+    v_m := regexp_match(substr(v_note, length(v_prefix) + 1),
+                        '^payout=(\d+):fee=(network|payee):parts=(\d+x\d+@\d+(,\d+x\d+@\d+)*)$');
+    IF v_m IS NULL OR coalesce(v_tx, '') !~ '^[0-9a-f]{64}$'
+       OR coalesce(transfer->>'fee', '') !~ '^\d+$' OR coalesce(transfer->>'amount', '') !~ '^\d+$' THEN
+        RAISE EXCEPTION 'wallet transaction % carries a compay note that cannot be read', left(coalesce(v_tx, ''), 64)
+            USING ERRCODE = 'PY022',
+                  DETAIL = format('The note is "%s".', left(v_note, 200)),
+                  HINT = 'Nothing was adopted and no payout is built until it is resolved; see "Payouts at failover" in docs/operations.md.';
+    END IF;
+    v_payees := v_m[2] = 'payee';
+    v_fee := compay.credit_from_atomic((transfer->>'fee')::numeric);
+    CREATE TEMP TABLE IF NOT EXISTS compay_adopted_parts
+        (settlement_id bigint, amount numeric, k integer) ON COMMIT DROP;
+    TRUNCATE compay_adopted_parts;
+    INSERT INTO compay_adopted_parts
+    SELECT m[1]::bigint, m[2]::numeric, m[3]::integer
+    FROM regexp_matches(v_m[3], '(\d+)x(\d+)@(\d+)', 'g') m;
+    SELECT array_agg(settlement_id ORDER BY settlement_id) INTO v_sids FROM compay_adopted_parts;
+    -- One queue at a time (queue_payouts, request_payout), then the rows.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
+    PERFORM NULL FROM compay.settlements s WHERE s.id = ANY (v_sids) ORDER BY s.id FOR UPDATE;
+    SELECT string_agg(a.settlement_id::text, ', ' ORDER BY a.settlement_id) INTO v_bad
+    FROM compay_adopted_parts a
+    LEFT JOIN compay.settlements s ON s.id = a.settlement_id
+    LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
+    WHERE s.id IS NULL OR s.currency <> 'XMR' OR s.status <> 'processing' OR h.id IS NULL
+       OR compay.atomic(h.remaining) < a.amount OR a.amount <= 0
+       OR transfer->'destinations'->a.k->>'address' IS NULL;
+    IF v_bad IS NOT NULL OR (SELECT count(DISTINCT settlement_id) <> count(*) FROM compay_adopted_parts) THEN
+        RAISE EXCEPTION 'wallet transaction % pays compay settlements this database cannot match', v_tx
+            USING ERRCODE = 'PY022',
+                  DETAIL = format('Settlements %s are missing, not processing, or have less earmarked than the transaction paid of them; the note is "%s".',
+                                  coalesce(v_bad, 'listed twice'), left(v_note, 200)),
+                  HINT = 'Nothing was adopted and no payout is built until it is resolved; see "Payouts at failover" in docs/operations.md.';
+    END IF;
+    FOR q IN SELECT DISTINCT p.id FROM compay.payout_parts pp
+             JOIN compay.payout_transactions p ON p.id = pp.payout_id
+             WHERE p.status = 'queued' AND pp.settlement_id = ANY (v_sids) ORDER BY p.id
+    LOOP
+        PERFORM compay.record_payout_failed(q.id,
+            format('superseded: the wallet''s transaction %s pays its settlements (adopted)', v_tx));
+    END LOOP;
+    INSERT INTO compay.payout_transactions
+        (status, amount, fee, fee_from, tx_hash, tx_metadata, key_images, confirmations,
+         built_at, relayed_at, wallet_note, adopted_at)
+    VALUES ('relayed', '0', v_fee, CASE WHEN v_payees THEN 'payees' ELSE '$fees' END, v_tx, '',
+            '{}', v_conf, now(), now(), v_note, now())
+    RETURNING id INTO v_payout;
+    INSERT INTO compay.payout_items (payout_id, node_id, address, amount, settlement_ids)
+    SELECT v_payout, s.payee, transfer->'destinations'->a.k->>'address',
+           compay.credit_from_atomic(sum(a.amount)), array_agg(s.id ORDER BY s.id)
+    FROM compay_adopted_parts a JOIN compay.settlements s ON s.id = a.settlement_id
+    GROUP BY s.payee, transfer->'destinations'->a.k->>'address';
+    INSERT INTO compay.payout_parts (payout_id, settlement_id, node_id, address, amount)
+    SELECT v_payout, s.id, s.payee, transfer->'destinations'->a.k->>'address',
+           compay.credit_from_atomic(a.amount)
+    FROM compay_adopted_parts a JOIN compay.settlements s ON s.id = a.settlement_id;
+    UPDATE compay.payout_transactions p
+    SET amount = (SELECT compay.sum(i.amount) FROM compay.payout_items i WHERE i.payout_id = p.id)
+    WHERE p.id = v_payout;
+    IF v_payees THEN
+        UPDATE compay.payout_items i SET fee = f.share
+        FROM compay.payout_fee_shares(v_payout, v_fee) f
+        WHERE i.payout_id = v_payout AND i.node_id = f.node_id AND i.address = f.address;
+    END IF;
+    SELECT sum(compay.atomic(i.amount) - compay.atomic(i.fee)) INTO v_sent
+    FROM compay.payout_items i WHERE i.payout_id = v_payout;
+    IF v_sent IS DISTINCT FROM (transfer->>'amount')::numeric THEN
+        RAISE EXCEPTION 'wallet transaction % pays compay settlements this database cannot match', v_tx
+            USING ERRCODE = 'PY022',
+                  DETAIL = format('Its note says %s atomic units, the transaction sends %s.', v_sent, transfer->>'amount'),
+                  HINT = 'Nothing was adopted and no payout is built until it is resolved; see "Payouts at failover" in docs/operations.md.';
+    END IF;
+    UPDATE compay.settlements s SET payout_id = v_payout WHERE s.id = ANY (v_sids);
+    SELECT array_agg(s.earmark_hold_id ORDER BY s.earmark_hold_id),
+           array_agg(pp.amount ORDER BY s.earmark_hold_id)
+    INTO v_holds, v_amounts
+    FROM compay.payout_parts pp JOIN compay.settlements s ON s.id = pp.settlement_id
+    WHERE pp.payout_id = v_payout;
+    PERFORM compay.payout_withdraw(v_holds, v_amounts, CASE WHEN v_payees THEN '0' ELSE v_fee END,
+                                   '$fees', 'payout:' || v_payout);
+    UPDATE compay.payments y SET tx_hash = v_tx
+    WHERE y.id IN (SELECT sp.id FROM compay.settlements s
+                   CROSS JOIN LATERAL compay.settlement_payments(s) sp
+                   WHERE s.id = ANY (v_sids))
+      AND y.status = 'completed';
+    PERFORM compay.record_payout_confirmations(v_payout, v_conf);
+    RAISE LOG 'compay: adopted wallet transaction % as payout % (its note names payout %)',
+        v_tx, v_payout, v_m[1];
+    RETURN v_payout;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.payment_report(kind text, day date, node_id text DEFAULT NULL)
+RETURNS TABLE (currency text, section text, method compay.payment_method, status text,
+               direction text, count bigint, amount compay.credit, fee compay.credit,
+               is_total boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+BEGIN
+    PERFORM compay.payment_report_check(kind, 'daily', node_id);
+    IF day IS NULL THEN
+        RAISE EXCEPTION 'day must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT pg_catalog.isfinite(day) OR day < date '1970-01-01' OR day > date '9999-12-31' THEN
+        RAISE EXCEPTION 'day % is out of range', CASE WHEN pg_catalog.isfinite(day)
+            THEN pg_catalog.to_char(day, 'YYYY-MM-DD') ELSE day::text END
+            USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'A report day is from 1970-01-01 to 9999-12-31.';
+    END IF;
+    RETURN QUERY SELECT * FROM compay.payment_report_rows(
+        day::timestamp AT TIME ZONE 'UTC', (day + 1)::timestamp AT TIME ZONE 'UTC', node_id);
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.process_settlement(settlement_id bigint, as_of timestamptz DEFAULT now())
+RETURNS compay.settlement_status
+LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    s compay.settlements;
+    v_count bigint;
+    v_total compay.credit;
+    v_net compay.credit;
+BEGIN
+    SELECT * INTO s FROM compay.settlements WHERE id = settlement_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'settlement % does not exist', settlement_id USING ERRCODE = 'PY013';
+    END IF;
+    IF s.status IN ('processing', 'completed') THEN
+        RETURN s.status;
+    END IF;
+    BEGIN
+        IF s.purpose = 'verification' THEN
+            SELECT count(*), coalesce(compay.sum(reward_amount), '0') INTO v_count, v_total
+            FROM compay.verifications v WHERE v.settlement_id = s.id;
+        ELSE
+            SELECT count(*), coalesce(compay.sum(amount), '0') INTO v_count, v_total
+            FROM compay.settlement_payments(s) p;
+        END IF;
+        IF v_count <> s.payment_count OR v_total <> s.total_amount THEN
+            RAISE EXCEPTION 'settlement % records % payments of %, its payments are % of %',
+                s.id, s.payment_count, s.total_amount, v_count, v_total
+                USING ERRCODE = 'data_corrupted';
+        END IF;
+        IF s.currency = 'XMR' THEN
+            -- Earmarked: what its payments kept (refunds before settlement
+            -- came from the payee's balance), less what repays its clawbacks.
+            v_net := compay.repay_clawbacks(s, s.total_amount OPERATOR(compay.-) coalesce(
+                (SELECT compay.sum(t.amount) FROM compay.settlement_payments(s) p
+                 JOIN compay.transfers t ON t.refund_of = p.transfer_id AND t.kind = 'refund'
+                 JOIN compay.accounts a ON a.id = t.from_account
+                 WHERE a.node_id = s.payee), '0'));
+            IF v_net > '0' THEN
+                s.earmark_hold_id := compay.reserve(s.payee, v_net, 'settlement:' || s.id,
+                                                    NULL, NULL, 'XMR');
+                s.status := 'processing';
+            ELSE
+                s.status := 'completed';        -- all of it repaid clawbacks
+            END IF;
+        ELSE
+            s.status := 'completed';
+        END IF;
+        UPDATE compay.settlements
+        SET status = s.status, attempts = attempts + 1, last_error = NULL, next_attempt_at = NULL,
+            earmark_hold_id = s.earmark_hold_id,
+            completed_at = CASE WHEN s.status = 'completed' THEN now() END
+        WHERE id = s.id;
+    EXCEPTION WHEN OTHERS THEN
+        -- Backoff: 1, 2, 4, ... minutes after each failure, at most an hour.
+        UPDATE compay.settlements
+        SET status = 'failed', attempts = attempts + 1,
+            last_error = SQLSTATE || ': ' || SQLERRM,
+            next_attempt_at = as_of + least(interval '1 minute' * power(2, attempts), interval '1 hour')
+        WHERE id = s.id;
+        RETURN 'failed';
+    END;
+    RETURN s.status;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.run_settlement(period compay.settlement_period DEFAULT 'hourly',
+    as_of timestamptz DEFAULT now()) RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp
+-- Compiling the run's statement costs seconds on a loaded machine and saves
+-- less than that at a million payments (measured: docs/performance.md).
+SET jit = off AS $$
+DECLARE
+    v_cutoff timestamptz;
+    v_start timestamptz;
+    v_run bigint;
+    v_ids bigint[];
+BEGIN
+    PERFORM compay.require_node(NULL);
+    IF period IS NULL OR as_of IS NULL THEN
+        RAISE EXCEPTION 'period and as_of must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The run reads the payments once, after the lock below: a snapshot
+    -- taken before it would miss what the writers it waited for committed.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'compay.run_settlement() needs the read committed isolation level'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('This transaction is %s.', current_setting('transaction_isolation')),
+                  HINT = 'Run it in a transaction of its own, or BEGIN ISOLATION LEVEL READ COMMITTED.';
+    END IF;
+    -- Only closed periods: everything completed before the start of the
+    -- period that holds as_of.
+    v_cutoff := compay.period_start(period, as_of);
+    -- One run at a time, and no payment writer half done: every statement
+    -- that writes payments holds this lock shared until it commits
+    -- (compay.note_late_payments), so the run waits for them here and
+    -- reads all they wrote.  What is written later into a window already
+    -- taken is recorded as late (compay.settlement_exceptions) and stamped
+    -- by the next run.
+    PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.run_settlement'));
+    -- This run's window continues the last one's: payments completed in
+    -- it are settled without writing them (compay.payment_settlement()
+    -- finds each one's settlement by its run, payee, currency and period).
+    -- A cutoff at or before the last run's end leaves this one no window
+    -- (and no row: a run every minute adds none): it settles late
+    -- payments only, whose settlements (run_id NULL) are all stamped.
+    SELECT coalesce(max(window_end), '-infinity') INTO v_start FROM compay.settlement_runs;
+    IF v_cutoff > v_start THEN
+        INSERT INTO compay.settlement_runs (period, window_start, window_end)
+        VALUES (period, v_start, v_cutoff) RETURNING id INTO v_run;
+    END IF;
+    -- Earnings of a job type the payee has an address for (primary or
+    -- verification) are settled apart (job_type), to be paid there.
+    WITH found AS (
+        SELECT p.id, p.to_node, p.currency, p.amount, p.status, p.transfer_id, p.task_id,
+               p.completed_at, false AS late
+        FROM compay.payments p
+        WHERE p.completed_at >= v_start AND p.completed_at < v_cutoff
+          AND p.settlement_id IS NULL AND p.status <> 'failed'
+          AND NOT EXISTS (SELECT 1 FROM compay.settlement_exceptions x WHERE x.payment_id = p.id)
+        UNION ALL
+        SELECT p.id, p.to_node, p.currency, p.amount, p.status, p.transfer_id, p.task_id,
+               p.completed_at, true
+        FROM compay.settlement_exceptions x JOIN compay.payments p ON p.id = x.payment_id
+        WHERE p.settlement_id IS NULL AND p.completed_at < v_cutoff
+    ), eligible AS (
+        -- Joins, not a subquery a payment: one pass over each table.
+        SELECT f.id, f.to_node, f.currency, f.amount, f.late,
+               compay.period_start(run_settlement.period, f.completed_at) AS ps,
+               a.job_type AS jt,
+               (f.status = 'completed'
+                -- Partly refunded by a dispute before settlement: the rest is the payee's.
+                OR (f.status = 'refunded' AND f.amount > coalesce(
+                       (SELECT compay.sum(t.amount) FROM compay.transfers t
+                        WHERE t.refund_of = f.transfer_id AND t.kind = 'refund'), '0'))) AS ok
+        FROM found f
+        LEFT JOIN compay.jobs j ON j.task_id = f.task_id
+        LEFT JOIN (SELECT DISTINCT node_id, job_type FROM compay.payout_addresses
+                   WHERE purpose <> 'operational') a
+          ON a.node_id = f.to_node AND a.job_type = j.task_type
+    ), kept_out AS (
+        -- In the window but not settled now (disputed, refunded): settled,
+        -- if ever, by a later run, which stamps it.
+        INSERT INTO compay.settlement_exceptions (payment_id, run_id)
+        SELECT id, v_run FROM eligible WHERE NOT ok AND NOT late
+        ON CONFLICT DO NOTHING
+    ), groups AS (
+        -- Other currencies than XMR complete at once (what
+        -- compay.process_settlement would do: the money moved when each
+        -- payment was made); XMR ones are processed below (earmark holds).
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee,
+                                        payment_count, total_amount, job_type, run_id,
+                                        status, attempts, completed_at)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, to_node, n, total, jt, v_run,
+               CASE WHEN currency = 'XMR' THEN 'pending' ELSE 'completed' END::compay.settlement_status,
+               CASE WHEN currency = 'XMR' THEN 0 ELSE 1 END,
+               CASE WHEN currency <> 'XMR' THEN now() END
+        FROM (SELECT ps, currency, to_node, jt, count(*) AS n, compay.sum(amount) AS total
+              FROM eligible WHERE ok GROUP BY ps, currency, to_node, jt) g
+        ORDER BY ps, to_node, currency, jt NULLS FIRST   -- ids in a stable order
+        RETURNING id, period_start, currency, payee, job_type, status
+    ), stamped AS (
+        -- Only late payments are stamped (few): the window's are found by key.
+        UPDATE compay.payments p SET settlement_id = g.id
+        FROM eligible e JOIN groups g
+          ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.to_node
+         AND g.job_type IS NOT DISTINCT FROM e.jt
+        WHERE p.id = e.id AND e.ok AND e.late
+    )
+    SELECT array_agg(id) INTO v_ids FROM groups WHERE status = 'completed';
+    DELETE FROM compay.settlement_exceptions x
+    USING compay.payments p WHERE p.id = x.payment_id AND p.settlement_id IS NOT NULL;
+    -- Verifier rewards: their own settlements (purpose verification), paid
+    -- out to the verifier's verification address when it has one.
+    WITH eligible AS (
+        SELECT v.job_id, v.verifier, j.currency, v.reward_amount AS amount,
+               compay.period_start(run_settlement.period, v.rewarded_at) AS ps,
+               CASE WHEN EXISTS (SELECT 1 FROM compay.payout_addresses a
+                                 WHERE a.node_id = v.verifier AND a.job_type = j.task_type
+                                   AND a.purpose <> 'operational')
+                    THEN j.task_type END AS jt
+        FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
+        WHERE v.settlement_id IS NULL AND v.reward_amount > '0' AND v.rewarded_at < v_cutoff
+        FOR UPDATE OF v
+    ), groups AS (
+        INSERT INTO compay.settlements (period, period_start, period_end, currency, payee, purpose,
+                                        payment_count, total_amount, job_type, run_id,
+                                        status, attempts, completed_at)
+        SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
+               currency, verifier, 'verification', count(*), compay.sum(amount), jt, v_run,
+               CASE WHEN currency = 'XMR' THEN 'pending' ELSE 'completed' END::compay.settlement_status,
+               CASE WHEN currency = 'XMR' THEN 0 ELSE 1 END,
+               CASE WHEN currency <> 'XMR' THEN now() END
+        FROM eligible GROUP BY ps, currency, verifier, jt
+        ORDER BY ps, verifier, currency, jt NULLS FIRST
+        RETURNING id, period_start, currency, payee, job_type, status
+    ), stamped AS (
+        UPDATE compay.verifications v SET settlement_id = g.id
+        FROM eligible e JOIN groups g
+          ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
+         AND g.job_type IS NOT DISTINCT FROM e.jt
+        WHERE v.job_id = e.job_id AND v.verifier = e.verifier
+    )
+    SELECT v_ids || array_agg(id) INTO v_ids FROM groups WHERE status = 'completed';
+    RETURN QUERY
+    SELECT u.id FROM (SELECT unnest(v_ids) AS id
+                      UNION ALL
+                      SELECT compay.process_due_settlements(as_of)) u
+    ORDER BY u.id;
+END $$;
+
+CREATE OR REPLACE FUNCTION compay.verify_ledger()
+RETURNS TABLE (check_name text, ok boolean, detail text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    -- 1. Per currency, all balances (system accounts included) sum to zero.
+    SELECT 'balances_sum_to_zero', bool_and(total = 0),
+           coalesce(string_agg(currency || ' sums to ' || trim_scale(total * 0.000000000001)::text, ', ')
+                    FILTER (WHERE total <> 0), 'every currency sums to zero')
+    FROM (SELECT currency, compay.sum_atomic(balance) AS total FROM compay.accounts GROUP BY currency
+          UNION ALL SELECT NULL, 0 WHERE NOT EXISTS (SELECT 1 FROM compay.accounts)) s
+    UNION ALL
+    -- 2. Every balance equals the sum of its journal, and so does reserved.
+    SELECT 'balances_match_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('debit', 'credit', 'refund')) AS b,
+                      compay.sum_atomic(amount) FILTER (WHERE kind IN ('reserve', 'release')) AS r,
+                      max(seq) AS last_seq, count(*) AS n
+               FROM compay.journal GROUP BY account_id) j ON j.account_id = a.id
+    WHERE compay.atomic(a.balance) <> coalesce(j.b, 0)
+       OR compay.atomic(a.reserved) <> coalesce(j.r, 0)
+       OR coalesce(j.last_seq, 0) <> coalesce(j.n, 0)
+    UNION ALL
+    -- 3. Every reserved amount equals the remaining of its pending holds.
+    SELECT 'reserved_matches_holds', count(*) = 0,
+           coalesce('accounts ' || string_agg(a.id::text, ', ' ORDER BY a.id), 'all accounts match')
+    FROM compay.accounts a
+    LEFT JOIN (SELECT account_id, compay.sum_atomic(remaining) AS r FROM compay.holds
+               WHERE status = 'pending' GROUP BY account_id) h ON h.account_id = a.id
+    WHERE compay.atomic(a.reserved) <> coalesce(h.r, 0)
+    UNION ALL
+    -- 4. No ordinary account is past its credit limit.
+    SELECT 'accounts_within_limits', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all accounts within limits')
+    FROM compay.accounts
+    WHERE (flags & 1) = 0
+      AND compay.atomic(balance) - compay.atomic(reserved) + compay.atomic(credit_limit) < 0
+    UNION ALL
+    -- 5. Every entry's hash chains from the one before.  The newest is the
+    -- chain head the account's next entry chains from; an entry removed from
+    -- the end is found by the sums (checks 2, 6 and 7: every entry moves money).
+    SELECT 'hash_chains_intact', count(*) = 0,
+           coalesce('entries ' || string_agg(account_id || '/' || seq, ', ' ORDER BY account_id, seq),
+                    'all chains intact')
+    FROM (SELECT j.account_id, j.seq, j.hash,
+                 compay.journal_entry_hash(
+                     coalesce(lag(j.hash) OVER w,
+                              '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea),
+                     j.account_id, j.seq, j.kind::text, j.amount, j.balance_after, j.reserved_after,
+                     j.transfer_id, j.hold_id, j.counterparty, j.created_at) AS expected,
+                 lag(j.seq) OVER w AS prev_seq
+          FROM compay.journal j
+          WINDOW w AS (PARTITION BY j.account_id ORDER BY j.seq)) e
+    LEFT JOIN compay.accounts a ON a.id = e.account_id
+    WHERE e.hash <> e.expected OR e.seq <> coalesce(e.prev_seq, 0) + 1
+       OR a.id IS NULL
+    UNION ALL
+    -- 6. Every transfer's balance entries net to zero, and each has its entries.
+    SELECT 'transfers_balanced', count(*) = 0,
+           coalesce('transfers ' || string_agg(id::text, ', ' ORDER BY id), 'all transfers balanced')
+    FROM (SELECT t.id
+          FROM compay.transfers t
+          LEFT JOIN compay.journal j ON j.transfer_id = t.id
+          GROUP BY t.id, t.amount, t.barter_amount, t.kind
+          HAVING coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'), 0) <> 0
+              OR coalesce(compay.sum_atomic(j.amount) FILTER (WHERE j.kind <> 'barter'
+                                                               AND j.amount OPERATOR(compay.>) '0'), 0)
+                 <> CASE WHEN t.kind = 'barter' THEN 0
+                         ELSE compay.atomic(t.amount) - compay.atomic(t.barter_amount) END) bad
+    UNION ALL
+    -- 7. Barter positions in the journal match compay.barter_credits.
+    SELECT 'barter_matches_journal', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all barter positions match')
+    FROM (SELECT a.id
+          FROM compay.accounts a
+          LEFT JOIN (SELECT account_id, compay.sum_atomic(amount) AS j FROM compay.journal
+                     WHERE kind = 'barter' GROUP BY account_id) j ON j.account_id = a.id
+          LEFT JOIN (SELECT holder_account AS id, amount FROM compay.barter_credits
+                     UNION ALL
+                     SELECT counterparty_account, OPERATOR(compay.-) amount FROM compay.barter_credits) b
+                 ON b.id = a.id
+          GROUP BY a.id, j.j
+          HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
+    UNION ALL
+    -- 8. Every settlement's count and total are those of its payments
+    --     (compay.payment_settlement, set-based: stamped, or found in the
+    --     settlements of its payee, currency and period by the period kinds
+    --     runs used, then by the window of the settlement's run; hash joins,
+    --     linear in the payments).
+    SELECT 'settlements_match_payments', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT w.settlement_id, w.amount, 'primary'
+                     FROM (SELECT s.id AS settlement_id, p.amount, p.id, j.task_type, s.run_id,
+                                  s.payee, s.currency, s.period_start, s.job_type
+                           -- Each payment's period start per period kind first
+                           -- (OFFSET 0: planned apart), so that the settlements
+                           -- are joined on all of payee, currency and period.
+                           FROM (SELECT p.id, p.amount, p.to_node, p.currency, p.task_id,
+                                        p.completed_at, k.period,
+                                        compay.period_start(k.period, p.completed_at) AS ps
+                                 FROM compay.payments p
+                                 CROSS JOIN (SELECT DISTINCT period FROM compay.settlement_runs) k
+                                 WHERE p.settlement_id IS NULL AND p.status <> 'failed'
+                                   AND NOT EXISTS (SELECT 1 FROM compay.settlement_exceptions x
+                                                   WHERE x.payment_id = p.id)
+                                 OFFSET 0) p
+                           JOIN (SELECT s.id, s.run_id, s.payee, s.currency, s.period,
+                                        s.period_start, s.job_type, r.window_start, r.window_end
+                                 FROM compay.settlements s
+                                 JOIN compay.settlement_runs r ON r.id = s.run_id
+                                 WHERE s.purpose = 'primary'
+                                 OFFSET 0) s
+                             ON s.payee = p.to_node AND s.currency = p.currency
+                            AND s.period = p.period AND s.period_start = p.ps
+                            AND p.completed_at >= s.window_start AND p.completed_at < s.window_end
+                           LEFT JOIN compay.jobs j ON j.task_id = p.task_id) w
+                     -- Of its job type's settlement when the run made one, else of the other.
+                     WHERE w.job_type = w.task_type
+                        OR (w.job_type IS NULL
+                            AND NOT EXISTS (SELECT 1 FROM compay.settlements o
+                                            WHERE o.run_id = w.run_id AND o.payee = w.payee
+                                              AND o.currency = w.currency
+                                              AND o.period_start = w.period_start
+                                              AND o.purpose = 'primary'
+                                              AND w.task_type IS NOT NULL
+                                              AND o.job_type = w.task_type))
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL) p
+            ON p.settlement_id = s.id AND p.purpose = s.purpose
+          WHERE s.purpose <> 'operational'          -- withdrawals: check 18
+          GROUP BY s.id, s.payment_count, s.total_amount
+          HAVING count(p.amount) <> s.payment_count
+              OR coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.total_amount)) bad
+    UNION ALL
+    -- 9. The requesters' daily volumes match their paid payments.
+    SELECT 'requester_volume_matches_payments', count(*) = 0,
+           coalesce('requesters ' || string_agg(DISTINCT from_node, ', '), 'all requester volumes match')
+    FROM (SELECT coalesce(v.from_node, p.from_node) AS from_node
+          FROM compay.requester_volume v
+          FULL JOIN (SELECT from_node, (completed_at AT TIME ZONE 'UTC')::date AS day,
+                            count(*) AS payments
+                     FROM compay.payments
+                     WHERE status IN ('completed', 'disputed') AND completed_at IS NOT NULL
+                     GROUP BY 1, 2) p
+            ON p.from_node = v.from_node AND p.day = v.day
+          WHERE coalesce(v.payments, 0) <> coalesce(p.payments, 0)) bad
+    UNION ALL
+    -- 10. Every payout's amount is the sum of its items, and every item's
+    --     the sum of its parts (what it pays of each settlement).
+    SELECT 'payouts_match_parts', count(*) = 0,
+           coalesce('payouts ' || string_agg(DISTINCT id::text, ', '), 'all payouts match their parts')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN (SELECT payout_id, compay.sum_atomic(amount) AS a FROM compay.payout_items
+                     GROUP BY payout_id) i ON i.payout_id = p.id
+          WHERE compay.atomic(p.amount) <> coalesce(i.a, 0)
+          UNION ALL
+          SELECT i.payout_id
+          FROM compay.payout_items i
+          LEFT JOIN (SELECT payout_id, node_id, address, compay.sum_atomic(amount) AS a
+                     FROM compay.payout_parts GROUP BY payout_id, node_id, address) pp
+            ON pp.payout_id = i.payout_id AND pp.node_id = i.node_id AND pp.address = i.address
+          WHERE compay.atomic(i.amount) <> coalesce(pp.a, 0)) bad
+    UNION ALL
+    -- 11. The parts of a settlement (in payouts that did not fail) never
+    --     exceed its total, and are its payee's, in XMR.
+    SELECT 'payout_parts_within_settlements', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'no settlement paid out beyond its total')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          JOIN compay.payout_parts pp ON pp.settlement_id = s.id
+          JOIN compay.payout_transactions p ON p.id = pp.payout_id
+          GROUP BY s.id, s.total_amount, s.currency, s.payee
+          HAVING coalesce(compay.sum_atomic(pp.amount) FILTER (WHERE p.status <> 'failed'), 0)
+                 > compay.atomic(s.total_amount)
+              OR s.currency <> 'XMR' OR bool_or(pp.node_id <> s.payee)) bad
+    UNION ALL
+    -- 12. A completed XMR settlement has nothing left earmarked and no part
+    --     still open, and its total is accounted for exactly: its confirmed
+    --     parts, what it repaid of its payee's clawbacks (references
+    --     'clawback:<id> settlement:<id>') and what its payee refunded of
+    --     its payments until it completed (from the balance before it was
+    --     earmarked, from its earmark hold after: compay.resolve_dispute).
+    SELECT 'completed_settlements_paid_out', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'every completed XMR settlement is paid out')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id
+          LEFT JOIN (SELECT pp.settlement_id,
+                            compay.sum_atomic(pp.amount) FILTER (WHERE p.status = 'confirmed') AS confirmed,
+                            count(*) FILTER (WHERE p.status IN ('queued', 'built', 'relayed')) AS open
+                     FROM compay.payout_parts pp
+                     JOIN compay.payout_transactions p ON p.id = pp.payout_id
+                     GROUP BY pp.settlement_id) c ON c.settlement_id = s.id
+          LEFT JOIN (SELECT substring(reference FROM ' settlement:([0-9]+)$')::bigint AS settlement_id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:% settlement:%'
+                     GROUP BY 1) r ON r.settlement_id = s.id
+          LEFT JOIN LATERAL (
+              SELECT compay.sum_atomic(t.amount) AS refunded
+              FROM compay.settlement_payments(s) y
+              JOIN compay.transfers t ON t.refund_of = y.transfer_id AND t.kind = 'refund'
+              JOIN compay.accounts a ON a.id = t.from_account
+              WHERE a.node_id = s.payee
+                AND t.created_at <= s.completed_at) f ON true
+          WHERE s.currency = 'XMR' AND s.status = 'completed'
+            AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
+                 OR coalesce(c.open, 0) > 0
+                 OR coalesce(c.confirmed, 0) + coalesce(r.repaid, 0) + coalesce(f.refunded, 0)
+                    <> compay.atomic(s.total_amount))) bad
+    UNION ALL
+    -- 13. A built, relayed or confirmed payout's withdrawals in the ledger
+    --     are its amount (and its fee, when $fees paid it); a queued one
+    --     has none; a voided one got all of them back.
+    SELECT 'payouts_match_ledger', count(*) = 0,
+           coalesce('payouts ' || string_agg(id::text, ', ' ORDER BY id), 'all payouts match the ledger')
+    FROM (SELECT p.id
+          FROM compay.payout_transactions p
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id), 0) AS paid,
+                     coalesce(compay.sum_atomic(t.amount) FILTER (WHERE t.reference = 'payout:' || p.id || ' fee'), 0) AS fee,
+                     coalesce(compay.sum_atomic(t.amount), 0) AS total
+              FROM compay.transfers t
+              WHERE t.kind = 'withdrawal' AND t.reference IN ('payout:' || p.id, 'payout:' || p.id || ' fee')) w
+            ON true
+          LEFT JOIN LATERAL (
+              SELECT coalesce(compay.sum_atomic(t.amount), 0) AS returned
+              FROM compay.transfers t
+              WHERE t.kind = 'deposit' AND t.reference = 'payout:' || p.id || ' returned') r
+            ON true
+          WHERE CASE WHEN p.status IN ('built', 'relayed', 'confirmed') THEN
+                         w.paid <> compay.atomic(p.amount)
+                         OR w.fee <> CASE WHEN p.fee_from = '$fees' THEN compay.atomic(p.fee) ELSE 0 END
+                     WHEN p.status = 'queued' THEN w.total <> 0
+                     ELSE w.total <> r.returned END) bad
+    UNION ALL
+    -- 14. What each shortfall says was collected is what its payments
+    -- moved: transfers of its currency from the requester to the provider,
+    -- each of its payment's amount.
+    SELECT 'shortfalls_match_transfers', count(*) = 0,
+           coalesce('shortfalls ' || string_agg(id::text, ', ' ORDER BY id), 'all shortfalls match')
+    FROM (SELECT s.id
+          FROM compay.shortfalls s
+          LEFT JOIN (SELECT p.metadata ->> 'shortfall_id' AS shortfall_id, p.amount AS paid,
+                            t.amount, t.kind, t.currency, fa.node_id AS from_node,
+                            ta.node_id AS to_node
+                     FROM compay.payments p
+                     LEFT JOIN compay.transfers t ON t.id = p.transfer_id
+                     LEFT JOIN compay.accounts fa ON fa.id = t.from_account
+                     LEFT JOIN compay.accounts ta ON ta.id = t.to_account
+                     WHERE p.metadata ? 'shortfall_id') c ON c.shortfall_id = s.id::text
+          GROUP BY s.id, s.collected
+          HAVING coalesce(compay.sum_atomic(c.amount), 0) <> compay.atomic(s.collected)
+              OR coalesce(bool_or(c.shortfall_id IS NOT NULL
+                                  AND (c.amount IS NULL OR c.amount <> c.paid
+                                       OR c.kind <> 'transfer' OR c.currency <> s.currency
+                                       OR c.from_node <> s.requester OR c.to_node <> s.provider)),
+                          false)) bad
+    UNION ALL
+    -- 15. What the payees owe of their clawbacks is what $clawbacks fronted
+    --     and has not got back: per currency its balance is minus what is
+    --     owed; each clawback's amount is its refund's, its repaid the sum of
+    --     its repayments (references 'clawback:<id> settlement:<id>').
+    SELECT 'clawbacks_match_ledger', count(*) = 0,
+           coalesce(string_agg(what, ', '), 'all clawbacks match')
+    FROM (SELECT 'currency ' || coalesce(a.currency, c.currency) AS what
+          FROM (SELECT currency, sum(compay.atomic(balance)) AS b FROM compay.accounts
+                WHERE node_id = ANY (compay.system_account_rows('$clawbacks'))
+                GROUP BY currency) a
+          FULL JOIN (SELECT currency, sum(compay.atomic(amount) - compay.atomic(repaid)) AS owed
+                     FROM compay.clawbacks GROUP BY currency) c ON c.currency = a.currency
+          WHERE coalesce(a.b, 0) <> -coalesce(c.owed, 0)
+          UNION ALL
+          SELECT 'clawback ' || c.id
+          FROM compay.clawbacks c
+          LEFT JOIN compay.transfers t ON t.id = c.transfer_id
+          LEFT JOIN (SELECT substring(reference FROM '^clawback:([0-9]+) ')::bigint AS id,
+                            compay.sum_atomic(amount) AS repaid
+                     FROM compay.transfers WHERE reference LIKE 'clawback:%' GROUP BY 1) r
+            ON r.id = c.id
+          WHERE t.id IS NULL OR compay.atomic(t.amount) <> compay.atomic(c.amount)
+             OR compay.atomic(c.repaid) <> coalesce(r.repaid, 0)) bad
+    UNION ALL
+    -- 16. A settlement holds back exactly its disputed payments.
+    SELECT 'held_back_matches_disputes', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN (SELECT compay.payment_settlement(p) AS settlement_id, p.amount
+                     FROM compay.payments p WHERE p.status = 'disputed') p
+            ON p.settlement_id = s.id
+          GROUP BY s.id, s.held_back
+          HAVING coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.held_back)) bad
+    UNION ALL
+    -- 17. Deposits match the wallet's outputs: each compay.xmr_deposits row
+    -- (an output, by tx hash and global output index, credited once) has a
+    -- credit of its own, of exactly its amount, to its node's XMR account;
+    -- every wallet deposit credit in the ledger (an XMR deposit with
+    -- reference xmr:<tx hash> that compay_admin did not make) has its row.
+    SELECT 'deposits_match_wallet_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposits match their outputs')
+    FROM (SELECT 'output ' || x.tx_hash || ':' || x.global_index AS what
+          FROM (SELECT x.*, count(*) OVER (PARTITION BY x.transfer_id) AS per_transfer,
+                       count(*) OVER (PARTITION BY x.global_index) AS per_output
+                FROM compay.xmr_deposits x) x
+          LEFT JOIN compay.transfers t ON t.id = x.transfer_id
+          LEFT JOIN compay.accounts a ON a.id = t.to_account
+          WHERE t.id IS NULL OR t.kind <> 'deposit' OR t.currency <> 'XMR'
+             OR t.amount OPERATOR(compay.<>) x.amount
+             OR t.reference IS DISTINCT FROM 'xmr:' || x.tx_hash
+             OR a.node_id IS DISTINCT FROM x.node_id OR a.currency IS DISTINCT FROM 'XMR'
+             OR x.per_transfer > 1 OR x.per_output > 1
+          UNION ALL
+          SELECT 'transfer ' || t.id
+          FROM compay.transfers t
+          WHERE t.kind = 'deposit' AND t.currency = 'XMR' AND t.reference LIKE 'xmr:%'
+            AND NOT EXISTS (SELECT 1 FROM compay.admin_journal j WHERE j.transfer_id = t.id)
+            AND NOT EXISTS (SELECT 1 FROM compay.xmr_deposits x WHERE x.transfer_id = t.id)) bad
+    UNION ALL
+    -- 18. A withdrawal (a settlement of purpose operational, no payments
+    --     behind it) is of XMR and its total is what its first earmark
+    --     hold (reference settlement:<id>) took from its payee's account.
+    SELECT 'withdrawals_match_holds', count(*) = 0,
+           coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id),
+                    'all withdrawals match their holds')
+    FROM (SELECT s.id
+          FROM compay.settlements s
+          LEFT JOIN LATERAL (
+              SELECT h.amount, a.node_id, a.currency
+              FROM compay.holds h JOIN compay.accounts a ON a.id = h.account_id
+              WHERE h.reference = 'settlement:' || s.id
+              ORDER BY h.id LIMIT 1) h ON true
+          WHERE s.purpose = 'operational'
+            AND (s.payment_count <> 0 OR s.currency <> 'XMR' OR h.amount IS NULL
+                 OR h.amount OPERATOR(compay.<>) s.total_amount
+                 OR h.node_id <> s.payee OR h.currency <> 'XMR'
+                 OR EXISTS (SELECT 1 FROM compay.payments p WHERE p.settlement_id = s.id)
+                 OR EXISTS (SELECT 1 FROM compay.verifications v WHERE v.settlement_id = s.id))) bad
+    UNION ALL
+    -- 19. A deposit request (src/deposit_request.sql) has received exactly
+    -- the outputs credited to its subaddress, which no node's static
+    -- deposit address shares; it is confirmed once they cover its amount
+    -- (unless it expired first); a job awaiting its deposit has an open
+    -- request.
+    SELECT 'deposit_requests_match_outputs', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all deposit requests match their outputs')
+    FROM (SELECT 'request ' || r.id AS what
+          FROM compay.deposit_requests r
+          LEFT JOIN (SELECT x.address_index, compay.sum_atomic(x.amount) AS total
+                     FROM compay.xmr_deposits x GROUP BY x.address_index) x
+                 ON x.address_index = r.address_index
+          WHERE compay.atomic(r.received) <> coalesce(x.total, 0)
+             OR (r.state <> 'expired' AND (r.state = 'confirmed') <> (r.received >= r.amount))
+             OR EXISTS (SELECT 1 FROM compay.deposit_addresses d WHERE d.address_index = r.address_index)
+          UNION ALL
+          SELECT 'job ' || j.task_id
+          FROM compay.jobs j
+          WHERE j.status::text = 'awaiting_deposit'
+            AND NOT EXISTS (SELECT 1 FROM compay.deposit_requests r
+                            WHERE r.job_id = j.id AND r.state IN ('pending', 'seen', 'partial'))) bad
+    UNION ALL
+    -- 20. Every stripe row of a system account ('$name#1' to '$name#63',
+    --     src/ledger_stripes.c) is a system account with no credit limit and
+    --     nothing reserved; with checks 1, 2 and 5 each row, and so each
+    --     system account's sum (compay.system_balances), is proved.
+    SELECT 'system_account_stripes', count(*) = 0,
+           coalesce('accounts ' || string_agg(id::text, ', ' ORDER BY id), 'all stripe rows well formed')
+    FROM compay.accounts
+    WHERE node_id LIKE '$%#%'
+      AND (node_id !~ '^[$][^#]+#([1-9]|[1-5][0-9]|6[0-3])$' OR (flags & 1) = 0
+           OR compay.atomic(credit_limit) <> 0 OR compay.atomic(reserved) <> 0)
+    UNION ALL
+    -- 21. Cross-shard clearing (src/shard.sql): each '$clearing:N' account
+    --     holds what this shard sent to shard N (compay.clearing_sent) less
+    --     what it applied from N (compay.clearing_applied), and each of those
+    --     rows is the transfer it names, into or out of that account.  With
+    --     no shard configured there is neither row nor account.
+    SELECT 'clearing_accounts_match_events', count(*) = 0,
+           coalesce(string_agg(what, ', ' ORDER BY what), 'all clearing accounts match their events')
+    FROM (SELECT k.node_id || ' ' || k.currency AS what
+          FROM (SELECT node_id, currency FROM compay.system_balances WHERE node_id LIKE '$clearing:%'
+                UNION SELECT '$clearing:' || to_shard, currency FROM compay.clearing_sent
+                UNION SELECT '$clearing:' || from_shard, currency FROM compay.clearing_applied) k
+          LEFT JOIN compay.system_balances b ON b.node_id = k.node_id AND b.currency = k.currency
+          WHERE coalesce(b.balance, '0') <>
+                coalesce((SELECT compay.sum(s.amount) FROM compay.clearing_sent s
+                          WHERE '$clearing:' || s.to_shard = k.node_id AND s.currency = k.currency), '0')
+                - coalesce((SELECT compay.sum(p.amount) FROM compay.clearing_applied p
+                            WHERE '$clearing:' || p.from_shard = k.node_id AND p.currency = k.currency), '0')
+          UNION ALL
+          SELECT 'sent transfer ' || s.transfer_id
+          FROM compay.clearing_sent s
+          WHERE NOT EXISTS (SELECT 1 FROM compay.transfers t JOIN compay.accounts a ON a.id = t.to_account
+                            WHERE t.id = s.transfer_id AND t.amount = s.amount AND t.currency = s.currency
+                              AND split_part(a.node_id, '#', 1) = '$clearing:' || s.to_shard)
+          UNION ALL
+          SELECT 'applied event ' || p.from_shard || '/' || p.event_id
+          FROM compay.clearing_applied p
+          WHERE NOT EXISTS (SELECT 1 FROM compay.transfers t
+                            JOIN compay.accounts f ON f.id = t.from_account
+                            JOIN compay.accounts a ON a.id = t.to_account
+                            WHERE t.id = p.transfer_id AND t.amount = p.amount
+                              AND t.currency = p.currency AND a.node_id = p.payee
+                              AND split_part(f.node_id, '#', 1) = '$clearing:' || p.from_shard)) bad
+$$;
+
+CREATE OR REPLACE FUNCTION compay.withdrawable(node_id text) RETURNS compay.credit
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT compay.credit_from_atomic(greatest(0,
+        coalesce((SELECT compay.atomic(a.balance) - compay.atomic(a.reserved)
+                  FROM compay.accounts a WHERE a.node_id = $1 AND a.currency = 'XMR'), 0)
+        - coalesce((SELECT sum(compay.atomic(p.amount) - coalesce(
+                              (SELECT compay.sum_atomic(t.amount) FROM compay.transfers t
+                               WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'), 0))
+                    FROM compay.payments p
+                    WHERE p.to_node = $1 AND p.currency = 'XMR' AND compay.payment_settlement(p) IS NULL
+                      AND p.status IN ('completed', 'disputed', 'refunded')), 0)
+        - coalesce((SELECT compay.sum_atomic(v.reward_amount)
+                    FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
+                    WHERE v.verifier = $1 AND j.currency = 'XMR' AND v.settlement_id IS NULL
+                      AND v.reward_amount > '0'), 0)
+        - coalesce((SELECT sum(compay.atomic(c.amount) - compay.atomic(c.repaid))
+                    FROM compay.clawbacks c
+                    WHERE c.node_id = $1 AND c.currency = 'XMR' AND c.repaid_at IS NULL), 0)))
+$$;

@@ -40,7 +40,7 @@ CREATE OR REPLACE FUNCTION dispute_settled(payment bigint) RETURNS TABLE (status
 LANGUAGE sql AS $$
     SELECT s.status, s.total_amount, s.held_back, h.remaining,
            greatest(coalesce(h.remaining, '0') - s.held_back, '0')
-    FROM compay.payments p JOIN compay.settlements s ON s.id = p.settlement_id
+    FROM compay.payments p JOIN compay.settlements s ON s.id = compay.payment_settlement(p)
     LEFT JOIN compay.holds h ON h.id = s.earmark_hold_id AND h.status = 'pending'
     WHERE p.id = payment
 $$;
@@ -69,7 +69,7 @@ SELECT dispute_paid('a1', 'prov', '1') AS a1 \gset
 SELECT dispute_paid('a2', 'prov', '2') AS a2 \gset
 SELECT status FROM dispute_payment(:a1, 'wrong output');
 SELECT dispute_settle() AS settled;
-SELECT id = :a1 AS is_a1, status, settlement_id IS NOT NULL AS settled FROM payments
+SELECT id = :a1 AS is_a1, status, payment_settlement(payments) IS NOT NULL AS settled FROM payments
 WHERE id IN (:a1, :a2) ORDER BY id;
 SELECT * FROM dispute_settled(:a2);
 -- Bad inputs: no partial write.
@@ -99,7 +99,7 @@ SELECT dispute_ledger_ok();
 -- undisputed rest (b2's 0.5); the other settlements pay what their holds
 -- keep (0.6 of a1's 1).
 SELECT queue_payouts() AS payouts;
-SELECT s.total_amount, s.id IN (SELECT settlement_id FROM payments WHERE id = :b1) AS has_b1,
+SELECT s.total_amount, s.id IN (SELECT payment_settlement(payments) FROM payments WHERE id = :b1) AS has_b1,
        pp.amount AS part
 FROM payout_parts pp JOIN settlements s ON s.id = pp.settlement_id
 ORDER BY s.id;
@@ -157,7 +157,7 @@ UPDATE clawbacks SET repaid = '0.4', repaid_at = NULL;
 SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
 ROLLBACK;
 BEGIN;
-UPDATE settlements SET held_back = '0.1' WHERE id = (SELECT settlement_id FROM payments WHERE id = :c2);
+UPDATE settlements SET held_back = '0.1' WHERE id = (SELECT payment_settlement(payments) FROM payments WHERE id = :c2);
 SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
 ROLLBACK;
 
@@ -169,7 +169,7 @@ SELECT status FROM dispute_payment(:e1, 'fake');
 SELECT status FROM resolve_dispute(:e1, '0.25');
 SELECT * FROM dispute_settled(:e1);
 SELECT h.status, h.remaining FROM holds h JOIN settlements s ON s.earmark_hold_id = h.id
-JOIN payments p ON p.settlement_id = s.id WHERE p.id = :e1;
+JOIN payments p ON payment_settlement(p) = s.id WHERE p.id = :e1;
 SELECT dispute_ledger_ok();
 
 -- Settled, a part paid out (confirmed on chain), the rest disputed and
@@ -286,7 +286,7 @@ SELECT dispute_ledger_ok();
 -- is not paid out in full.
 BEGIN;
 UPDATE settlements SET completed_at = completed_at - interval '1 hour'
-WHERE id = (SELECT settlement_id FROM payments WHERE id = :g2);
+WHERE id = (SELECT payment_settlement(payments) FROM payments WHERE id = :g2);
 SELECT check_name, detail FROM verify_ledger() WHERE NOT ok;
 ROLLBACK;
 
@@ -305,7 +305,7 @@ SELECT count(*) AS clawbacks FROM clawbacks;
 -- The internal ledger calls check what they are given (called here as a
 -- superuser; no role is granted them): nothing is written on an error.
 SELECT transfer_id AS f1 FROM payments WHERE id = :c2 \gset
-SELECT earmark_hold_id AS h1 FROM settlements s JOIN payments p ON p.settlement_id = s.id WHERE p.id = :c2 \gset
+SELECT earmark_hold_id AS h1 FROM settlements s JOIN payments p ON payment_settlement(p) = s.id WHERE p.id = :c2 \gset
 SELECT count(*) AS transfers_before FROM transfers \gset
 SELECT dispute_refund(NULL, '1', NULL, 'x'); \echo :LAST_ERROR_SQLSTATE
 SELECT dispute_refund(:f1, '0', NULL, 'x'); \echo :LAST_ERROR_SQLSTATE

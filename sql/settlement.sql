@@ -40,7 +40,7 @@ SELECT paid('b2', 'prov-a', '2', '2026-11-25 11:00:00+00') > 0 AS ok;
 -- At 11:00 exactly only the 10:00 hour is closed.
 SELECT count(*) AS processed FROM run_settlement('hourly', '2026-11-25 11:00:00+00');
 SELECT * FROM show_settlements();
-SELECT task_id, settlement_id FROM payments ORDER BY task_id;
+SELECT task_id, payment_settlement(payments) AS settlement_id FROM payments ORDER BY task_id;
 -- Running again changes nothing.
 SELECT count(*) AS processed FROM run_settlement('hourly', '2026-11-25 11:00:00+00');
 SELECT count(*) AS processed FROM run_settlement('hourly', '2026-11-25 11:59:59.999999+00');
@@ -63,7 +63,7 @@ SELECT * FROM show_settlements() WHERE period_start = '2026-11-25 13:00+00';
 SELECT s.currency, h.amount, h.status, h.reference = 'settlement:' || s.id AS ref
 FROM settlements s JOIN holds h ON h.id = s.earmark_hold_id;
 SELECT balance, reserved FROM balance('prov-a', 'XMR');
-SELECT task_id, settlement_id IS NOT NULL AS settled FROM payments WHERE task_id LIKE 'c%' ORDER BY 1;
+SELECT task_id, payment_settlement(payments) IS NOT NULL AS settled FROM payments WHERE task_id LIKE 'c%' ORDER BY 1;
 -- The disputed payment is settled once its dispute is resolved.
 UPDATE payments SET status = 'completed' WHERE task_id = 'c5';
 SELECT count(*) AS processed FROM run_settlement('hourly', '2026-11-25 14:00+00');
@@ -110,6 +110,22 @@ SET compay.settlement_max_attempts = 0; \echo :LAST_ERROR_SQLSTATE
 SELECT run_settlement(NULL); \echo :LAST_ERROR_SQLSTATE
 SELECT run_settlement('hourly', 'infinity'); \echo :LAST_ERROR_SQLSTATE
 SELECT run_settlement('fortnightly'); \echo :LAST_ERROR_SQLSTATE
+-- Repeatable read: its snapshot could predate what the writers it waits
+-- for commit (55000); nothing is written.
+SELECT count(*) AS runs_before FROM settlement_runs \gset
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT run_settlement('hourly', '2026-12-01 00:00+00'); \echo :LAST_ERROR_SQLSTATE
+ROLLBACK;
+SELECT count(*) = :runs_before AS no_run_recorded FROM settlement_runs;
+
+-- Every settlement's payments, found by its run's window (or stamped),
+-- are those it counts, and each payment is in the settlement that
+-- payment_settlement() names.
+SELECT bool_and(n = payment_count) AS counts_match, sum(n) AS payments_found
+FROM (SELECT s.id, s.payment_count, (SELECT count(*) FROM settlement_payments(s)) AS n
+      FROM settlements s WHERE s.purpose = 'primary') c;
+SELECT count(*) AS payments_elsewhere
+FROM settlements s, settlement_payments(s) p WHERE payment_settlement(p) IS DISTINCT FROM s.id;
 
 -- verify_ledger() checks that every settlement's total is the sum of its
 -- payments, and finds a tampered one.

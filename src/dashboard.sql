@@ -77,7 +77,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                         FROM compay.transfers t
                         WHERE t.refund_of = p.transfer_id AND t.kind = 'refund') r
     LEFT JOIN compay.jobs j ON j.task_id = p.task_id
-    LEFT JOIN compay.settlements s ON s.id = p.settlement_id
+    LEFT JOIN compay.settlements s ON s.id = compay.payment_settlement(p)
     WHERE p.to_node = dashboard_earnings.node_id
       AND p.status IN ('completed', 'disputed', 'refunded')
       AND p.completed_at >= from_ts AND p.completed_at < to_ts

@@ -27,7 +27,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                coalesce((SELECT compay.sum(t.amount) FROM compay.transfers t
                          WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'),
                         '0'::compay.credit) AS refunded,
-               p.settlement_id, p.status = 'disputed' AS disputed
+               compay.payment_settlement(p) AS settlement_id, p.status = 'disputed' AS disputed
         FROM compay.payments p
         LEFT JOIN compay.jobs j ON j.task_id = p.task_id
         WHERE p.to_node = $1 AND p.status IN ('completed', 'disputed', 'refunded')
@@ -270,7 +270,7 @@ BEGIN
            coalesce((SELECT compay.sum(t.amount) FROM compay.transfers t
                      WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'),
                     '0'::compay.credit),
-           p.currency, p.method, p.status, p.settlement_id, p.tx_hash
+           p.currency, p.method, p.status, compay.payment_settlement(p), p.tx_hash
     FROM compay.payments p
     WHERE p.to_node = v_node OR p.from_node = v_node
     ORDER BY p.created_at DESC, p.id DESC

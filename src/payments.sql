@@ -20,7 +20,7 @@ CREATE TABLE compay.payments (
     metadata           jsonb NOT NULL DEFAULT '{}',
     transfer_id        bigint,
     refund_transfer_id bigint,
-    settlement_id      bigint,              -- the settlement that gathered it
+    settlement_id      bigint,              -- a late payment's settlement: compay.payment_settlement()
     dispute_reason     text,
     disputed_at        timestamptz,
     CONSTRAINT payments_amount CHECK (amount >= '0')
@@ -31,12 +31,11 @@ ALTER SEQUENCE compay.payments_id_seq OWNED BY compay.payments.id;
 -- the task, each marked with its shortfall_id.
 CREATE UNIQUE INDEX payments_task_once ON compay.payments (task_id)
     WHERE status <> 'failed' AND (metadata -> 'shortfall_id') IS NULL;
--- What the next settlement run gathers.
-CREATE INDEX payments_unsettled ON compay.payments (completed_at)
-    WHERE status = 'completed' AND settlement_id IS NULL;
--- Refunded in part before settlement: the rest is settled too (rare).
-CREATE INDEX payments_unsettled_refunded ON compay.payments (completed_at)
-    WHERE status = 'refunded' AND settlement_id IS NULL;
+-- A settlement run's window (src/settlement_runs.sql): the payments it
+-- settles without writing them.
+CREATE INDEX payments_settle_window ON compay.payments (completed_at) WHERE settlement_id IS NULL;
+-- A settlement's payments, by payee and period (compay.settlement_payments).
+CREATE INDEX payments_payee ON compay.payments (to_node, completed_at);
 CREATE INDEX payments_settlement ON compay.payments (settlement_id) WHERE settlement_id IS NOT NULL;
 -- The requester's volume for discount tiers (src/pricing_config.c).
 CREATE INDEX payments_volume ON compay.payments (from_node, completed_at)
@@ -292,9 +291,15 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp 
 DECLARE
     p compay.payments;
     v_window interval := compay.setting('compay.dispute_window')::interval;
+    v_settlement bigint;
 BEGIN
     PERFORM compay.require_node(NULL);
+    -- A settlement run in progress is waited for (its lock), and one after
+    -- this commit sees the payment disputed: a run finds a payment's
+    -- settlement by key, without locking its row (src/settlement_runs.sql).
+    PERFORM pg_advisory_xact_lock_shared(pg_catalog.hashtext('compay.run_settlement'));
     p := compay.lock_payment(payment_id);      -- after the check: no lock for a refused caller
+    v_settlement := compay.payment_settlement(p);
     IF reason IS NULL OR length(reason) = 0 THEN
         RAISE EXCEPTION 'a dispute needs a reason' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -313,14 +318,14 @@ BEGIN
                                   compay.setting('compay.dispute_window'));
     END IF;
     -- Settled already: its settlement holds the amount back from payouts.
-    -- The payment row is locked first, then the settlement, as
-    -- compay.run_settlement does.  A payout queue run in progress is waited
-    -- for (its lock), and one after this commit sees held_back: a payout
-    -- never takes a payment disputed before it was queued.
-    IF p.settlement_id IS NOT NULL THEN
+    -- The payment row is locked first, then the settlement.  A payout
+    -- queue run in progress is waited for (its lock), and one after this
+    -- commit sees held_back: a payout never takes a payment disputed
+    -- before it was queued.
+    IF v_settlement IS NOT NULL THEN
         PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.queue_payouts'));
         UPDATE compay.settlements SET held_back = held_back + p.amount
-        WHERE id = p.settlement_id;
+        WHERE id = v_settlement;
     END IF;
     UPDATE compay.payments SET status = 'disputed', dispute_reason = reason, disputed_at = now()
     WHERE id = payment_id RETURNING * INTO p;
@@ -352,12 +357,12 @@ BEGIN
     IF p.currency <> 'XMR' THEN
         RETURN compay.refund(p.transfer_id, refund_amount, v_reason);
     END IF;
-    IF p.settlement_id IS NOT NULL THEN
-        SELECT * INTO s FROM compay.settlements WHERE id = p.settlement_id FOR UPDATE;
+    SELECT * INTO s FROM compay.settlements WHERE id = compay.payment_settlement(p) FOR UPDATE;
+    IF FOUND THEN
         IF s.status IN ('pending', 'failed') THEN
             -- Not earmarked yet: earmark it now, so that its unpaid rest is in its hold.
             PERFORM compay.process_settlement(s.id);
-            SELECT * INTO s FROM compay.settlements WHERE id = p.settlement_id;
+            SELECT * INTO s FROM compay.settlements WHERE id = s.id;
         END IF;
         IF s.status = 'processing' THEN
             -- What its hold keeps that no payout carries yet (parts of a
@@ -431,10 +436,8 @@ BEGIN
             HINT = 'Resolve with refund 0, or grant barter credits back with compay.grant_barter().';
     END IF;
     -- The settlement no longer holds it back: what is not refunded is paid out.
-    IF p.settlement_id IS NOT NULL THEN
-        UPDATE compay.settlements SET held_back = held_back - p.amount
-        WHERE id = p.settlement_id;
-    END IF;
+    UPDATE compay.settlements SET held_back = held_back - p.amount
+    WHERE id = compay.payment_settlement(p);
     IF refund_amount = '0' THEN
         UPDATE compay.payments SET status = 'completed' WHERE id = payment_id RETURNING * INTO p;
         RETURN p;

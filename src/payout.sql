@@ -621,8 +621,10 @@ BEGIN
                                    CASE WHEN payees_pay_fee THEN '0' ELSE v_fee END,
                                    '$fees', 'payout:' || p.id);
     UPDATE compay.payments y SET tx_hash = reply->>'tx_hash'
-    WHERE y.settlement_id IN (SELECT pp.settlement_id FROM compay.payout_parts pp
-                              WHERE pp.payout_id = p.id)
+    WHERE y.id IN (SELECT sp.id FROM compay.payout_parts pp
+                   JOIN compay.settlements s ON s.id = pp.settlement_id
+                   CROSS JOIN LATERAL compay.settlement_payments(s) sp
+                   WHERE pp.payout_id = p.id)
       AND y.status = 'completed';
     UPDATE compay.payout_transactions
     SET status = 'built', fee = v_fee, fee_from = CASE WHEN payees_pay_fee THEN 'payees' ELSE '$fees' END,
@@ -721,7 +723,7 @@ BEGIN
     UPDATE compay.payments y
     SET tx_hash = (SELECT p.tx_hash FROM compay.payout_parts pp
                    JOIN compay.payout_transactions p ON p.id = pp.payout_id
-                   WHERE pp.settlement_id = y.settlement_id
+                   WHERE pp.settlement_id = compay.payment_settlement(y)
                      AND p.status IN ('built', 'relayed', 'confirmed')
                    ORDER BY p.id DESC LIMIT 1)
     WHERE y.tx_hash = v_tx_hash;
@@ -828,7 +830,7 @@ BEGIN
     FROM (SELECT payment_trace.task_id AS id) t
     LEFT JOIN compay.jobs j ON j.task_id = t.id
     LEFT JOIN compay.payments y ON y.task_id = t.id
-    LEFT JOIN compay.settlements s ON s.id = y.settlement_id
+    LEFT JOIN compay.settlements s ON s.id = compay.payment_settlement(y)
     LEFT JOIN compay.payout_parts pp ON pp.settlement_id = s.id
     LEFT JOIN compay.payout_transactions p ON p.id = pp.payout_id
     WHERE j.id IS NOT NULL OR y.id IS NOT NULL

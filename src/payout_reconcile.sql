@@ -191,7 +191,10 @@ BEGIN
     PERFORM compay.payout_withdraw(v_holds, v_amounts, CASE WHEN v_payees THEN '0' ELSE v_fee END,
                                    '$fees', 'payout:' || v_payout);
     UPDATE compay.payments y SET tx_hash = v_tx
-    WHERE y.settlement_id = ANY (v_sids) AND y.status = 'completed';
+    WHERE y.id IN (SELECT sp.id FROM compay.settlements s
+                   CROSS JOIN LATERAL compay.settlement_payments(s) sp
+                   WHERE s.id = ANY (v_sids))
+      AND y.status = 'completed';
     PERFORM compay.record_payout_confirmations(v_payout, v_conf);
     RAISE LOG 'compay: adopted wallet transaction % as payout % (its note names payout %)',
         v_tx, v_payout, v_m[1];

@@ -319,7 +319,7 @@ BEGIN
                p.task_id, p.amount, p.currency,
                coalesce(p.tx_hash, (SELECT t.tx_hash FROM compay.settlements s
                                     JOIN compay.payout_transactions t ON t.id = s.payout_id
-                                    WHERE s.id = p.settlement_id)) AS tx_hash
+                                    WHERE s.id = compay.payment_settlement(p))) AS tx_hash
         FROM compay.payments p
         WHERE p.completed_at >= v_start AND p.completed_at < v_end
           AND p.status IN ('completed', 'disputed', 'refunded') AND p.method <> 'barter'

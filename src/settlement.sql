@@ -112,7 +112,7 @@ BEGIN
             FROM compay.verifications v WHERE v.settlement_id = s.id;
         ELSE
             SELECT count(*), coalesce(compay.sum(amount), '0') INTO v_count, v_total
-            FROM compay.payments p WHERE p.settlement_id = s.id;
+            FROM compay.settlement_payments(s) p;
         END IF;
         IF v_count <> s.payment_count OR v_total <> s.total_amount THEN
             RAISE EXCEPTION 'settlement % records % payments of %, its payments are % of %',
@@ -123,10 +123,10 @@ BEGIN
             -- Earmarked: what its payments kept (refunds before settlement
             -- came from the payee's balance), less what repays its clawbacks.
             v_net := compay.repay_clawbacks(s, s.total_amount OPERATOR(compay.-) coalesce(
-                (SELECT compay.sum(t.amount) FROM compay.payments p
+                (SELECT compay.sum(t.amount) FROM compay.settlement_payments(s) p
                  JOIN compay.transfers t ON t.refund_of = p.transfer_id AND t.kind = 'refund'
                  JOIN compay.accounts a ON a.id = t.from_account
-                 WHERE p.settlement_id = s.id AND a.node_id = s.payee), '0'));
+                 WHERE a.node_id = s.payee), '0'));
             IF v_net > '0' THEN
                 s.earmark_hold_id := compay.reserve(s.payee, v_net, 'settlement:' || s.id,
                                                     NULL, NULL, 'XMR');
@@ -182,9 +182,15 @@ COMMENT ON FUNCTION compay.process_due_settlements(timestamptz) IS
 
 CREATE FUNCTION compay.run_settlement(period compay.settlement_period DEFAULT 'hourly',
     as_of timestamptz DEFAULT now()) RETURNS SETOF bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp
+-- Compiling the run's statement costs seconds on a loaded machine and saves
+-- less than that at a million payments (measured: docs/performance.md).
+SET jit = off AS $$
 DECLARE
     v_cutoff timestamptz;
+    v_start timestamptz;
+    v_run bigint;
+    v_ids bigint[];
 BEGIN
     PERFORM compay.require_node(NULL);
     IF period IS NULL OR as_of IS NULL THEN
@@ -193,45 +199,97 @@ BEGIN
     IF NOT isfinite(as_of) THEN
         RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- The run reads the payments once, after the lock below: a snapshot
+    -- taken before it would miss what the writers it waited for committed.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'compay.run_settlement() needs the read committed isolation level'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('This transaction is %s.', current_setting('transaction_isolation')),
+                  HINT = 'Run it in a transaction of its own, or BEGIN ISOLATION LEVEL READ COMMITTED.';
+    END IF;
     -- Only closed periods: everything completed before the start of the
     -- period that holds as_of.
     v_cutoff := compay.period_start(period, as_of);
-    -- One run at a time.  A second run waits here, then reads the payments
-    -- again and finds them settled; a payment committed after this point is
-    -- left for the next run.
+    -- One run at a time, and no payment writer half done: every statement
+    -- that writes payments holds this lock shared until it commits
+    -- (compay.note_late_payments), so the run waits for them here and
+    -- reads all they wrote.  What is written later into a window already
+    -- taken is recorded as late (compay.settlement_exceptions) and stamped
+    -- by the next run.
     PERFORM pg_advisory_xact_lock(pg_catalog.hashtext('compay.run_settlement'));
+    -- This run's window continues the last one's: payments completed in
+    -- it are settled without writing them (compay.payment_settlement()
+    -- finds each one's settlement by its run, payee, currency and period).
+    -- A cutoff at or before the last run's end leaves this one no window
+    -- (and no row: a run every minute adds none): it settles late
+    -- payments only, whose settlements (run_id NULL) are all stamped.
+    SELECT coalesce(max(window_end), '-infinity') INTO v_start FROM compay.settlement_runs;
+    IF v_cutoff > v_start THEN
+        INSERT INTO compay.settlement_runs (period, window_start, window_end)
+        VALUES (period, v_start, v_cutoff) RETURNING id INTO v_run;
+    END IF;
     -- Earnings of a job type the payee has an address for (primary or
     -- verification) are settled apart (job_type), to be paid there.
-    WITH eligible AS (
-        SELECT p.id, p.to_node, p.currency, p.amount,
-               compay.period_start(run_settlement.period, p.completed_at) AS ps,
-               (SELECT j.task_type FROM compay.jobs j
-                WHERE j.task_id = p.task_id
-                  AND EXISTS (SELECT 1 FROM compay.payout_addresses a
-                              WHERE a.node_id = p.to_node AND a.job_type = j.task_type
-                                AND a.purpose <> 'operational')) AS jt
+    WITH found AS (
+        SELECT p.id, p.to_node, p.currency, p.amount, p.status, p.transfer_id, p.task_id,
+               p.completed_at, false AS late
         FROM compay.payments p
+        WHERE p.completed_at >= v_start AND p.completed_at < v_cutoff
+          AND p.settlement_id IS NULL AND p.status <> 'failed'
+          AND NOT EXISTS (SELECT 1 FROM compay.settlement_exceptions x WHERE x.payment_id = p.id)
+        UNION ALL
+        SELECT p.id, p.to_node, p.currency, p.amount, p.status, p.transfer_id, p.task_id,
+               p.completed_at, true
+        FROM compay.settlement_exceptions x JOIN compay.payments p ON p.id = x.payment_id
         WHERE p.settlement_id IS NULL AND p.completed_at < v_cutoff
-          AND (p.status = 'completed'
-               -- Partly refunded by a dispute before settlement: the rest is the payee's.
-               OR (p.status = 'refunded' AND p.amount > coalesce(
-                      (SELECT compay.sum(t.amount) FROM compay.transfers t
-                       WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'), '0')))
-        FOR UPDATE
+    ), eligible AS (
+        -- Joins, not a subquery a payment: one pass over each table.
+        SELECT f.id, f.to_node, f.currency, f.amount, f.late,
+               compay.period_start(run_settlement.period, f.completed_at) AS ps,
+               a.job_type AS jt,
+               (f.status = 'completed'
+                -- Partly refunded by a dispute before settlement: the rest is the payee's.
+                OR (f.status = 'refunded' AND f.amount > coalesce(
+                       (SELECT compay.sum(t.amount) FROM compay.transfers t
+                        WHERE t.refund_of = f.transfer_id AND t.kind = 'refund'), '0'))) AS ok
+        FROM found f
+        LEFT JOIN compay.jobs j ON j.task_id = f.task_id
+        LEFT JOIN (SELECT DISTINCT node_id, job_type FROM compay.payout_addresses
+                   WHERE purpose <> 'operational') a
+          ON a.node_id = f.to_node AND a.job_type = j.task_type
+    ), kept_out AS (
+        -- In the window but not settled now (disputed, refunded): settled,
+        -- if ever, by a later run, which stamps it.
+        INSERT INTO compay.settlement_exceptions (payment_id, run_id)
+        SELECT id, v_run FROM eligible WHERE NOT ok AND NOT late
+        ON CONFLICT DO NOTHING
     ), groups AS (
+        -- Other currencies than XMR complete at once (what
+        -- compay.process_settlement would do: the money moved when each
+        -- payment was made); XMR ones are processed below (earmark holds).
         INSERT INTO compay.settlements (period, period_start, period_end, currency, payee,
-                                        payment_count, total_amount, job_type)
+                                        payment_count, total_amount, job_type, run_id,
+                                        status, attempts, completed_at)
         SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
-               currency, to_node, count(*), compay.sum(amount), jt
-        FROM eligible GROUP BY ps, currency, to_node, jt
+               currency, to_node, n, total, jt, v_run,
+               CASE WHEN currency = 'XMR' THEN 'pending' ELSE 'completed' END::compay.settlement_status,
+               CASE WHEN currency = 'XMR' THEN 0 ELSE 1 END,
+               CASE WHEN currency <> 'XMR' THEN now() END
+        FROM (SELECT ps, currency, to_node, jt, count(*) AS n, compay.sum(amount) AS total
+              FROM eligible WHERE ok GROUP BY ps, currency, to_node, jt) g
         ORDER BY ps, to_node, currency, jt NULLS FIRST   -- ids in a stable order
-        RETURNING id, period_start, currency, payee, job_type
+        RETURNING id, period_start, currency, payee, job_type, status
+    ), stamped AS (
+        -- Only late payments are stamped (few): the window's are found by key.
+        UPDATE compay.payments p SET settlement_id = g.id
+        FROM eligible e JOIN groups g
+          ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.to_node
+         AND g.job_type IS NOT DISTINCT FROM e.jt
+        WHERE p.id = e.id AND e.ok AND e.late
     )
-    UPDATE compay.payments p SET settlement_id = g.id
-    FROM eligible e JOIN groups g
-      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.to_node
-     AND g.job_type IS NOT DISTINCT FROM e.jt
-    WHERE p.id = e.id;
+    SELECT array_agg(id) INTO v_ids FROM groups WHERE status = 'completed';
+    DELETE FROM compay.settlement_exceptions x
+    USING compay.payments p WHERE p.id = x.payment_id AND p.settlement_id IS NOT NULL;
     -- Verifier rewards: their own settlements (purpose verification), paid
     -- out to the verifier's verification address when it has one.
     WITH eligible AS (
@@ -246,19 +304,29 @@ BEGIN
         FOR UPDATE OF v
     ), groups AS (
         INSERT INTO compay.settlements (period, period_start, period_end, currency, payee, purpose,
-                                        payment_count, total_amount, job_type)
+                                        payment_count, total_amount, job_type, run_id,
+                                        status, attempts, completed_at)
         SELECT run_settlement.period, ps, compay.period_end(run_settlement.period, ps),
-               currency, verifier, 'verification', count(*), compay.sum(amount), jt
+               currency, verifier, 'verification', count(*), compay.sum(amount), jt, v_run,
+               CASE WHEN currency = 'XMR' THEN 'pending' ELSE 'completed' END::compay.settlement_status,
+               CASE WHEN currency = 'XMR' THEN 0 ELSE 1 END,
+               CASE WHEN currency <> 'XMR' THEN now() END
         FROM eligible GROUP BY ps, currency, verifier, jt
         ORDER BY ps, verifier, currency, jt NULLS FIRST
-        RETURNING id, period_start, currency, payee, job_type
+        RETURNING id, period_start, currency, payee, job_type, status
+    ), stamped AS (
+        UPDATE compay.verifications v SET settlement_id = g.id
+        FROM eligible e JOIN groups g
+          ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
+         AND g.job_type IS NOT DISTINCT FROM e.jt
+        WHERE v.job_id = e.job_id AND v.verifier = e.verifier
     )
-    UPDATE compay.verifications v SET settlement_id = g.id
-    FROM eligible e JOIN groups g
-      ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
-     AND g.job_type IS NOT DISTINCT FROM e.jt
-    WHERE v.job_id = e.job_id AND v.verifier = e.verifier;
-    RETURN QUERY SELECT compay.process_due_settlements(as_of);
+    SELECT v_ids || array_agg(id) INTO v_ids FROM groups WHERE status = 'completed';
+    RETURN QUERY
+    SELECT u.id FROM (SELECT unnest(v_ids) AS id
+                      UNION ALL
+                      SELECT compay.process_due_settlements(as_of)) u
+    ORDER BY u.id;
 END $$;
 COMMENT ON FUNCTION compay.run_settlement(compay.settlement_period, timestamptz) IS
     'gathers completed, unsettled payments of every closed period up to as_of into one settlement per period, currency and payee, and processes them; returns the ids processed';

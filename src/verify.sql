@@ -89,13 +89,53 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
           GROUP BY a.id, j.j
           HAVING coalesce(j.j, 0) <> coalesce(compay.sum_atomic(b.amount), 0)) bad
     UNION ALL
-    -- 8. Every settlement's count and total are those of its payments.
+    -- 8. Every settlement's count and total are those of its payments
+    --     (compay.payment_settlement, set-based: stamped, or found in the
+    --     settlements of its payee, currency and period by the period kinds
+    --     runs used, then by the window of the settlement's run; hash joins,
+    --     linear in the payments).
     SELECT 'settlements_match_payments', count(*) = 0,
            coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
     FROM (SELECT s.id
           FROM compay.settlements s
           LEFT JOIN (SELECT settlement_id, amount, 'primary' AS purpose FROM compay.payments
                      WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT w.settlement_id, w.amount, 'primary'
+                     FROM (SELECT s.id AS settlement_id, p.amount, p.id, j.task_type, s.run_id,
+                                  s.payee, s.currency, s.period_start, s.job_type
+                           -- Each payment's period start per period kind first
+                           -- (OFFSET 0: planned apart), so that the settlements
+                           -- are joined on all of payee, currency and period.
+                           FROM (SELECT p.id, p.amount, p.to_node, p.currency, p.task_id,
+                                        p.completed_at, k.period,
+                                        compay.period_start(k.period, p.completed_at) AS ps
+                                 FROM compay.payments p
+                                 CROSS JOIN (SELECT DISTINCT period FROM compay.settlement_runs) k
+                                 WHERE p.settlement_id IS NULL AND p.status <> 'failed'
+                                   AND NOT EXISTS (SELECT 1 FROM compay.settlement_exceptions x
+                                                   WHERE x.payment_id = p.id)
+                                 OFFSET 0) p
+                           JOIN (SELECT s.id, s.run_id, s.payee, s.currency, s.period,
+                                        s.period_start, s.job_type, r.window_start, r.window_end
+                                 FROM compay.settlements s
+                                 JOIN compay.settlement_runs r ON r.id = s.run_id
+                                 WHERE s.purpose = 'primary'
+                                 OFFSET 0) s
+                             ON s.payee = p.to_node AND s.currency = p.currency
+                            AND s.period = p.period AND s.period_start = p.ps
+                            AND p.completed_at >= s.window_start AND p.completed_at < s.window_end
+                           LEFT JOIN compay.jobs j ON j.task_id = p.task_id) w
+                     -- Of its job type's settlement when the run made one, else of the other.
+                     WHERE w.job_type = w.task_type
+                        OR (w.job_type IS NULL
+                            AND NOT EXISTS (SELECT 1 FROM compay.settlements o
+                                            WHERE o.run_id = w.run_id AND o.payee = w.payee
+                                              AND o.currency = w.currency
+                                              AND o.period_start = w.period_start
+                                              AND o.purpose = 'primary'
+                                              AND w.task_type IS NOT NULL
+                                              AND o.job_type = w.task_type))
                      UNION ALL
                      SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
                      WHERE settlement_id IS NOT NULL) p
@@ -173,10 +213,10 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                      GROUP BY 1) r ON r.settlement_id = s.id
           LEFT JOIN LATERAL (
               SELECT compay.sum_atomic(t.amount) AS refunded
-              FROM compay.payments y
+              FROM compay.settlement_payments(s) y
               JOIN compay.transfers t ON t.refund_of = y.transfer_id AND t.kind = 'refund'
               JOIN compay.accounts a ON a.id = t.from_account
-              WHERE y.settlement_id = s.id AND a.node_id = s.payee
+              WHERE a.node_id = s.payee
                 AND t.created_at <= s.completed_at) f ON true
           WHERE s.currency = 'XMR' AND s.status = 'completed'
             AND ((h.status = 'pending' AND h.remaining OPERATOR(compay.>) '0')
@@ -261,7 +301,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
            coalesce('settlements ' || string_agg(id::text, ', ' ORDER BY id), 'all settlements match')
     FROM (SELECT s.id
           FROM compay.settlements s
-          LEFT JOIN compay.payments p ON p.settlement_id = s.id AND p.status = 'disputed'
+          LEFT JOIN (SELECT compay.payment_settlement(p) AS settlement_id, p.amount
+                     FROM compay.payments p WHERE p.status = 'disputed') p
+            ON p.settlement_id = s.id
           GROUP BY s.id, s.held_back
           HAVING coalesce(compay.sum_atomic(p.amount), 0) <> compay.atomic(s.held_back)) bad
     UNION ALL

@@ -35,7 +35,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_te
                               (SELECT compay.sum_atomic(t.amount) FROM compay.transfers t
                                WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'), 0))
                     FROM compay.payments p
-                    WHERE p.to_node = $1 AND p.currency = 'XMR' AND p.settlement_id IS NULL
+                    WHERE p.to_node = $1 AND p.currency = 'XMR' AND compay.payment_settlement(p) IS NULL
                       AND p.status IN ('completed', 'disputed', 'refunded')), 0)
         - coalesce((SELECT compay.sum_atomic(v.reward_amount)
                     FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id

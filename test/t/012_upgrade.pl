@@ -233,7 +233,7 @@ is($node->safe_psql('old', q{
 	'0', 'every 0.1 task with samples has its usage totals, equal to task_metrics()');
 is($node->safe_psql('old', q{
 	SELECT s.held_back OPERATOR(compay.=) p.amount AND p.amount OPERATOR(compay.>) '0' AND s.status = 'processing'
-	FROM compay.payments p JOIN compay.settlements s ON s.id = p.settlement_id
+	FROM compay.payments p JOIN compay.settlements s ON s.id = compay.payment_settlement(p)
 	WHERE p.task_id = 'job-y' AND p.status = 'disputed'}),
 	't', 'a settled payment disputed in 0.1 is held back by its settlement after the update');
 is($node->safe_psql('old', 'SELECT string_agg(check_name, \',\') FROM compay.verify_ledger() WHERE NOT ok'),

@@ -70,7 +70,7 @@ sub check_settled_once
 	my $row = $node->safe_psql(
 		'postgres', q{
 SELECT (SELECT count(*) FROM compay.payments),
-       (SELECT count(*) FROM compay.payments WHERE settlement_id IS NULL),
+       (SELECT count(*) FROM compay.payments p WHERE compay.payment_settlement(p) IS NULL),
        (SELECT coalesce(sum(payment_count), 0) FROM compay.settlements),
        (SELECT bool_and(ok) FROM compay.verify_ledger())});
 	my ($payments, $unsettled, $settled, $ok) = split /\|/, $row;
@@ -83,7 +83,7 @@ SELECT (SELECT count(*) FROM compay.payments),
 sub all_settled
 {
 	return $node->poll_query_until('postgres',
-		q{SELECT count(*) = 0 FROM compay.payments WHERE settlement_id IS NULL});
+		q{SELECT count(*) = 0 FROM compay.payments p WHERE compay.payment_settlement(p) IS NULL});
 }
 
 sub worker_pid
@@ -117,7 +117,7 @@ is( $node->safe_psql(
 add_payments('second', 30);
 sleep 3;
 is( $node->safe_psql(
-		'postgres', q{SELECT count(*) FROM compay.payments WHERE settlement_id IS NULL}),
+		'postgres', q{SELECT count(*) FROM compay.payments p WHERE compay.payment_settlement(p) IS NULL}),
 	'30', 'with a 1 h interval the new payments wait');
 $node->safe_psql('postgres', q{ALTER SYSTEM SET compay.settlement_interval = '1s'});
 $node->reload;
@@ -193,7 +193,7 @@ eval { $runner->quit };
 eval { $blocker->quit };
 $node->poll_query_until('postgres', 'SELECT 1', '1');
 is( $node->safe_psql(
-		'postgres', q{SELECT count(*) FROM compay.payments WHERE settlement_id IS NULL}),
+		'postgres', q{SELECT count(*) FROM compay.payments p WHERE compay.payment_settlement(p) IS NULL}),
 	'70', 'the killed run settled nothing');
 $node->safe_psql('postgres', q{SELECT count(*) FROM compay.run_settlement('hourly')});
 check_settled_once('backend killed mid-settlement');
@@ -207,7 +207,7 @@ add_payments('cron', 60);
 $node->safe_psql('postgres',
 	q{SELECT cron.schedule('compay-settlement', '* * * * *', $$SELECT compay.run_settlement('hourly')$$)});
 ok( $node->poll_query_until('postgres',
-		q{SELECT count(*) = 0 FROM compay.payments WHERE settlement_id IS NULL}),
+		q{SELECT count(*) = 0 FROM compay.payments p WHERE compay.payment_settlement(p) IS NULL}),
 	'pg_cron settled the payments');
 ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) > 0 FROM cron.job_run_details
@@ -251,7 +251,7 @@ is( $standby->safe_psql(
 	'0', 'no worker runs on the standby');
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'it is a standby');
 is( $standby->safe_psql(
-		'postgres', q{SELECT count(*) FROM compay.payments WHERE settlement_id IS NULL}),
+		'postgres', q{SELECT count(*) FROM compay.payments p WHERE compay.payment_settlement(p) IS NULL}),
 	'10', 'the standby settled nothing');
 is( $standby->safe_psql('postgres', q{SELECT state FROM compay.worker_status}),
 	'not started', 'its worker_status says so');

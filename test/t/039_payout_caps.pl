@@ -113,7 +113,7 @@ is(sql(q{SELECT balance || '/' || reserved FROM compay.accounts WHERE node_id = 
 	'0/0', '1: nothing left on the account');
 is(sql(q{SELECT count(*) FROM compay.payments y JOIN compay.payout_transactions p ON p.tx_hash = y.tx_hash
   WHERE y.to_node = 'cap'}), '2', '1: each payment carries a payout\'s tx hash');
-my $task = sql(qq{SELECT task_id FROM compay.payments WHERE settlement_id = $s1});
+my $task = sql(qq{SELECT task_id FROM compay.payments p WHERE compay.payment_settlement(p) = $s1});
 is(sql(qq{SELECT string_agg(part_amount || ' ' || payout_status || ' ' || (confirmations >= $confirmations)
     || ' ' || (tx_hash ~ '^[0-9a-f]{64}\$'), ',' ORDER BY payout_id)
   FROM compay.payment_trace('$task')}),

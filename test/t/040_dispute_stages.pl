@@ -79,7 +79,7 @@ sub xmr
 sub payment_of
 {
 	my ($settlement) = @_;
-	return sql(qq{SELECT id FROM compay.payments WHERE settlement_id = $settlement});
+	return sql(qq{SELECT id FROM compay.payments p WHERE compay.payment_settlement(p) = $settlement});
 }
 
 # 1. Settled, not paid out.
