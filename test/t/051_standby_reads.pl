@@ -122,6 +122,12 @@ my %reads = (
 	'payment_report(kind text, year integer, node_id text, reporting_currency text)' =>
 	  q{SELECT * FROM compay.payment_report('tax', extract(year FROM now())::int)},
 	'payment_trace(task_id text)' => q{SELECT * FROM compay.payment_trace('job-1')},
+	'payment_settlement(p compay.payments)' =>
+	  q{SELECT string_agg(p.id || '=' || coalesce(compay.payment_settlement(p)::text, '-'), ',' ORDER BY p.id)
+	    FROM compay.payments p},
+	'settlement_payments(s compay.settlements)' =>
+	  q{SELECT string_agg(s.id || ':' || x.id, ',' ORDER BY s.id, x.id)
+	    FROM compay.settlements s, compay.settlement_payments(s) x},
 	'payout_policy(node_id text)' => q{SELECT * FROM compay.payout_policy('gpu-t')},
 	'price(metrics compay.resource_metrics, task_type text, requester text)' =>
 	  qq{SELECT compay.price($m, 'render', 'req')},
