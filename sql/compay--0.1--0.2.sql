@@ -12431,3 +12431,188 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_te
                     FROM compay.clawbacks c
                     WHERE c.node_id = $1 AND c.currency = 'XMR' AND c.repaid_at IS NULL), 0)))
 $$;
+
+--------------------------------------------------------------------------
+-- Issue 18 (fix18): money guards of the shards.  A source transfer is
+-- credited once whatever event carries it; compay_reader no longer reads
+-- the connection strings; shard_configure() is superuser only and resets
+-- the id sequences on every call; system_balances counts entries by the
+-- last seq.  (The C guards need no SQL.)
+--------------------------------------------------------------------------
+ALTER TABLE compay.clearing_applied
+    ADD CONSTRAINT clearing_applied_source UNIQUE (from_shard, source_transfer_id);
+REVOKE SELECT ON compay.shard_config FROM compay_reader;
+GRANT SELECT (singleton, shard, shards, partitions, configured_at) ON compay.shard_config
+    TO compay_reader;
+REVOKE EXECUTE ON FUNCTION compay.shard_configure(integer, text[], integer) FROM compay_admin;
+CREATE OR REPLACE FUNCTION compay.shard_configure(shard integer, connstrs text[], partitions integer DEFAULT 8)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    v_shards integer := pg_catalog.array_length(connstrs, 1);
+    v_old compay.shard_config;
+    v_stray text;
+    v_start bigint;
+BEGIN
+    PERFORM compay.require_node(NULL);
+    IF shard IS NULL OR connstrs IS NULL OR partitions IS NULL THEN
+        RAISE EXCEPTION 'shard, connstrs and partitions must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF v_shards IS NULL OR pg_catalog.array_position(connstrs, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'connstrs must list one connection string per shard'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An empty array or a NULL element names no shard.';
+    END IF;
+    IF shard < 0 OR shard >= v_shards THEN
+        RAISE EXCEPTION 'shard % is not one of the % shards connstrs lists', shard, v_shards
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Shards are numbered from 0, in the order of connstrs.';
+    END IF;
+    IF partitions < v_shards OR partitions > 65536 OR (partitions & (partitions - 1)) <> 0 THEN
+        RAISE EXCEPTION 'partitions must be a power of two from the number of shards (%) up to 65536', v_shards
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = pg_catalog.format('%s partitions were asked for.', partitions),
+                  HINT = 'PL/Proxy maps hashtext(node_id) & (partitions - 1) to a partition.';
+    END IF;
+    -- The lock first: on a standby this is the read-only error.
+    SELECT * INTO v_old FROM compay.shard_config FOR UPDATE;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pgq')
+       OR NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'dblink') THEN
+        RAISE EXCEPTION 'a compay shard needs the extensions pgq and dblink' USING ERRCODE = 'PY036',
+              DETAIL = 'Cross-shard payments are PgQ events, which the payee''s shard reads with dblink.',
+              HINT = 'CREATE EXTENSION pgq; CREATE EXTENSION dblink; (Debian: postgresql-15-pgq3), and run pgqd.';
+    END IF;
+    IF v_old.shard IS NOT NULL AND (v_old.shard, v_old.shards, v_old.partitions) IS DISTINCT FROM
+                 (shard, v_shards, partitions) THEN
+        RAISE EXCEPTION 'this database is already shard % of % with % partitions',
+                        v_old.shard, v_old.shards, v_old.partitions
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Moving partitions between shards is not supported yet.',
+                  HINT = 'Call it again with the same shard, shard count and partitions to change connection strings only.';
+    END IF;
+    -- Every account here must be one this shard owns.
+    SELECT a.node_id INTO v_stray FROM compay.accounts a
+    WHERE a.node_id NOT LIKE '$%'
+      AND (pg_catalog.hashtext(a.node_id) & (partitions - 1)) % v_shards <> shard
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'node "%" has an account here but would live on shard %', v_stray,
+                        (pg_catalog.hashtext(v_stray) & (partitions - 1)) % v_shards
+            USING ERRCODE = 'PY037',
+                  DETAIL = 'A shard holds only the accounts of the nodes that hash to it.',
+                  HINT = 'Configure an empty database, or one whose nodes all hash to this shard.';
+    END IF;
+    INSERT INTO compay.shard_config (shard, shards, partitions, connstrs)
+    VALUES (shard, v_shards, partitions, connstrs)
+    ON CONFLICT (singleton) DO UPDATE SET connstrs = EXCLUDED.connstrs, configured_at = pg_catalog.now();
+    -- Hold and transfer ids name their shard: id & (partitions - 1) = shard,
+    -- so the router runs capture(hold_id) and refund(transfer_id) there.
+    -- Payment ids too: an XMR payment moved to the payee's shard keeps its
+    -- id there (compay.clearing_apply), which no other shard hands out.
+    -- Set again on every call, which repairs a sequence altered by hand
+    -- (the ledger refuses an id that does not name this shard); past both
+    -- the table's ids and the sequence's, so no id is drawn twice.
+    v_start := GREATEST((SELECT pg_catalog.max(id) FROM compay.payments),
+                          (SELECT last_value FROM compay.payments_id_seq));
+    v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
+    EXECUTE pg_catalog.format('ALTER SEQUENCE compay.payments_id_seq INCREMENT BY %s RESTART WITH %s',
+                              partitions, v_start);
+    v_start := GREATEST((SELECT pg_catalog.max(id) FROM compay.holds),
+                          (SELECT last_value FROM compay.holds_id_seq));
+    v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
+    EXECUTE pg_catalog.format('ALTER SEQUENCE compay.holds_id_seq INCREMENT BY %s RESTART WITH %s',
+                              partitions, v_start);
+    v_start := GREATEST((SELECT pg_catalog.max(id) FROM compay.transfers),
+                          (SELECT last_value FROM compay.transfers_id_seq));
+    v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
+    EXECUTE pg_catalog.format('ALTER SEQUENCE compay.transfers_id_seq INCREMENT BY %s RESTART WITH %s',
+                              partitions, v_start);
+    -- One outgoing queue per peer, read by the peer's consumer.
+    FOR i IN 0 .. v_shards - 1 LOOP
+        CONTINUE WHEN i = shard;
+        IF NOT EXISTS (SELECT FROM pgq.get_queue_info() q
+                       WHERE q.queue_name = 'compay_clearing_to_' || i) THEN
+            PERFORM pgq.create_queue('compay_clearing_to_' || i);
+        END IF;
+        PERFORM pgq.register_consumer('compay_clearing_to_' || i, 'compay_clearing');
+    END LOOP;
+    PERFORM compay.shard_config_changed();
+END $$;
+CREATE OR REPLACE FUNCTION compay.clearing_apply(from_shard integer, event_id bigint, event_type text,
+    event_data text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+DECLARE
+    c compay.shard_config := compay.shard_require();
+    e jsonb := event_data::jsonb;
+    v_transfer bigint;
+    v_seen compay.clearing_applied;
+BEGIN
+    IF event_type IS DISTINCT FROM 'credit' THEN
+        RAISE EXCEPTION 'clearing event % of shard % has unknown type %', event_id, from_shard, event_type
+            USING ERRCODE = 'PY037';
+    END IF;
+    IF compay.shard_of(e->>'payee') <> c.shard THEN
+        RAISE EXCEPTION 'clearing event % of shard % pays node "%", which is not on shard %',
+                        event_id, from_shard, e->>'payee', c.shard
+            USING ERRCODE = 'PY037',
+                  HINT = 'Every shard must be configured with the same connstrs and partitions.';
+    END IF;
+    INSERT INTO compay.clearing_applied (from_shard, event_id, source_transfer_id, payee,
+                                         amount, currency)
+    VALUES (from_shard, event_id, (e->>'transfer_id')::bigint, e->>'payee',
+            (e->>'amount')::compay.credit, e->>'currency')
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        -- Applied before (a batch seen again): the same event, or its
+        -- source transfer under another event id (a no-op too).  The same
+        -- event id with other contents is a peer whose queue was remade.
+        SELECT * INTO v_seen FROM compay.clearing_applied a
+        WHERE a.from_shard = clearing_apply.from_shard AND a.event_id = clearing_apply.event_id;
+        IF FOUND AND (v_seen.payee, v_seen.amount, v_seen.currency, v_seen.source_transfer_id)
+                     IS DISTINCT FROM (e->>'payee', (e->>'amount')::compay.credit, e->>'currency',
+                                       (e->>'transfer_id')::bigint) THEN
+            RAISE EXCEPTION 'clearing event % of shard % differs from the one applied under that id',
+                            event_id, from_shard
+                USING ERRCODE = 'PY037',
+                      DETAIL = pg_catalog.format('Applied: transfer %s, %s %s to "%s"; now: transfer %s, %s %s to "%s".',
+                          v_seen.source_transfer_id, v_seen.amount, v_seen.currency, v_seen.payee,
+                          e->>'transfer_id', e->>'amount', e->>'currency', e->>'payee'),
+                      HINT = 'The peer''s PgQ queue was recreated or the shards'' connstrs disagree: stop its consumer and compare compay.clearing_sent there with compay.clearing_applied here.';
+        END IF;
+        RETURN false;
+    END IF;
+    v_transfer := compay.clearing_credit(from_shard, e->>'payee', (e->>'amount')::compay.credit,
+                                         e->>'currency', e->>'reference');
+    UPDATE compay.clearing_applied a SET transfer_id = v_transfer
+    WHERE a.from_shard = clearing_apply.from_shard AND a.event_id = clearing_apply.event_id;
+    -- An XMR payment that moved here with its credit: recorded completed,
+    -- under its id, its transfer the credit; settled and paid out here.
+    IF e ? 'payment' THEN
+        INSERT INTO compay.payments (id, task_id, from_node, to_node, amount, currency, method,
+                                     status, resource_metrics, created_at, completed_at,
+                                     transfer_id, metadata)
+        SELECT (m->>'id')::bigint, m->>'task_id', m->>'from_node', e->>'payee',
+               (m->>'amount')::compay.credit, m->>'currency',
+               (m->>'method')::compay.payment_method, 'completed',
+               CASE WHEN pg_catalog.jsonb_typeof(m->'resource_metrics') = 'object' THEN
+                    pg_catalog.jsonb_populate_record(NULL::compay.resource_metrics,
+                                                     m->'resource_metrics') END,
+               (m->>'created_at')::timestamptz, (m->>'completed_at')::timestamptz, v_transfer,
+               (m->'metadata') || pg_catalog.jsonb_build_object(
+                   'source_shard', from_shard, 'source_payment_id', (m->>'id')::bigint,
+                   'source_transfer_id', (e->>'transfer_id')::bigint, 'clearing_event_id', event_id)
+        FROM (SELECT e->'payment' AS m) x;
+    END IF;
+    RETURN true;
+END $$;
+CREATE OR REPLACE VIEW compay.system_balances AS
+    SELECT split_part(a.node_id, '#', 1) AS node_id, a.currency,
+           compay.sum(a.balance) AS balance, count(*) AS stripes,
+           -- Seqs run 1..n (verify_ledger check 2): the last is the count,
+           -- one probe of the journal's primary key per stripe.
+           sum(coalesce((SELECT j.seq FROM compay.journal j WHERE j.account_id = a.id
+                         ORDER BY j.seq DESC LIMIT 1), 0)) AS entries
+    FROM compay.accounts a
+    WHERE left(a.node_id, 1) = '$'
+    GROUP BY 1, 2;

@@ -30,6 +30,7 @@
 #include "compay.h"
 #include "ledger.h"
 #include "node_roles.h"
+#include "shard.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(compay_account_within_limit);
@@ -274,7 +275,10 @@ LedgerBegin(LedgerBatch *batch, const char *currency)
 int64
 LedgerNextId(const char *sequence)
 {
-	return nextval_internal(CompayRelationOid(sequence), false);
+	int64		id = nextval_internal(CompayRelationOid(sequence), false);
+
+	ShardCheckId(id, sequence);
+	return id;
 }
 
 /* A text[] of values; NULL pointers become NULL elements. */

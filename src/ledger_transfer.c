@@ -504,6 +504,12 @@ ReadOriginal(int64 id, Original *o)
 				 errmsg("transfer " INT64_FORMAT " paid a node on another shard and cannot be refunded here", id),
 				 errdetail("Its payee was credited on shard %s through clearing.", o->payee + 10),
 				 errhint("Let the payee transfer the amount back.")));
+	if (strncmp(o->payer, "$clearing:", 10) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_WRONG_SHARD),
+				 errmsg("transfer " INT64_FORMAT " was paid from another shard and cannot be refunded here", id),
+				 errdetail("Its payer was debited on shard %s through clearing.", o->payer + 10),
+				 errhint("Let the payee transfer the amount back.")));
 }
 
 static Credit

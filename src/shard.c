@@ -144,6 +144,27 @@ ShardRequireLocal(const char *node_id, const char *role)
 }
 
 /*
+ * A hold or transfer id drawn here must name this shard (shard_configure
+ * set the sequences' INCREMENT to partitions): the router runs capture and
+ * refund by id & (partitions - 1).  A sequence altered by hand would
+ * misroute them silently, so it is an error, never a stray id.
+ */
+void
+ShardCheckId(int64 id, const char *sequence)
+{
+	if (!config.loaded)
+		ShardConfigLoad();
+	if (config.shard >= 0 && (id & (config.partitions - 1)) != config.shard)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("id " INT64_FORMAT " of compay.%s does not name shard %d",
+						id, sequence, config.shard),
+				 errdetail("On a shard every id of compay.%s is shard modulo %d, so that the router finds it; its INCREMENT was changed.",
+						   sequence, config.partitions),
+				 errhint("Run compay.shard_configure() again with this shard's arguments: it resets the sequences.")));
+}
+
+/*
  * Queues the payee's credit of a transfer into '$clearing:<remote_shard>'
  * (compay.clearing_queue: a row of compay.clearing_sent and a PgQ event),
  * in the caller's transaction.  The caller is connected to SPI.

@@ -16,6 +16,7 @@
 extern int	ShardOf(const char *node_id);
 extern const char *ShardPayee(const char *node_id, int *remote_shard);
 extern void ShardRequireLocal(const char *node_id, const char *role);
+extern void ShardCheckId(int64 id, const char *sequence);
 extern void ShardQueueCredit(int remote_shard, int64 transfer_id, const char *payee,
 							 Credit amount, const char *currency, const char *reference);
 

@@ -48,7 +48,9 @@ CREATE TABLE compay.clearing_applied (
     amount      compay.credit NOT NULL,
     currency    text NOT NULL,
     applied_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    PRIMARY KEY (from_shard, event_id)
+    PRIMARY KEY (from_shard, event_id),
+    -- A source transfer is credited once, whatever event carries it.
+    CONSTRAINT clearing_applied_source UNIQUE (from_shard, source_transfer_id)
 );
 COMMENT ON TABLE compay.clearing_applied IS
     'credits applied here from other shards'' clearing events, one row per (source shard, event id)';
@@ -64,8 +66,10 @@ SELECT pg_catalog.pg_extension_config_dump('compay.shard_config', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.clearing_sent', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.clearing_applied', '');
 REVOKE ALL ON compay.shard_config, compay.clearing_sent, compay.clearing_applied FROM PUBLIC;
-GRANT SELECT ON compay.shard_config, compay.clearing_sent, compay.clearing_applied
+-- Not connstrs: its connection strings may hold passwords.
+GRANT SELECT (singleton, shard, shards, partitions, configured_at) ON compay.shard_config
     TO compay_reader;
+GRANT SELECT ON compay.clearing_sent, compay.clearing_applied TO compay_reader;
 
 CREATE FUNCTION compay.shard_config_changed() RETURNS void
     AS 'MODULE_PATHNAME', 'compay_shard_config_changed' LANGUAGE C VOLATILE;
@@ -167,20 +171,24 @@ BEGIN
     -- so the router runs capture(hold_id) and refund(transfer_id) there.
     -- Payment ids too: an XMR payment moved to the payee's shard keeps its
     -- id there (compay.clearing_apply), which no other shard hands out.
-    IF v_old.shard IS NULL THEN
-        v_start := (SELECT pg_catalog.max(id) FROM compay.payments);
-        v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
-        EXECUTE pg_catalog.format('ALTER SEQUENCE compay.payments_id_seq INCREMENT BY %s RESTART WITH %s',
-                                  partitions, v_start);
-        v_start := (SELECT pg_catalog.max(id) FROM compay.holds);
-        v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
-        EXECUTE pg_catalog.format('ALTER SEQUENCE compay.holds_id_seq INCREMENT BY %s RESTART WITH %s',
-                                  partitions, v_start);
-        v_start := (SELECT pg_catalog.max(id) FROM compay.transfers);
-        v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
-        EXECUTE pg_catalog.format('ALTER SEQUENCE compay.transfers_id_seq INCREMENT BY %s RESTART WITH %s',
-                                  partitions, v_start);
-    END IF;
+    -- Set again on every call, which repairs a sequence altered by hand
+    -- (the ledger refuses an id that does not name this shard); past both
+    -- the table's ids and the sequence's, so no id is drawn twice.
+    v_start := GREATEST((SELECT pg_catalog.max(id) FROM compay.payments),
+                          (SELECT last_value FROM compay.payments_id_seq));
+    v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
+    EXECUTE pg_catalog.format('ALTER SEQUENCE compay.payments_id_seq INCREMENT BY %s RESTART WITH %s',
+                              partitions, v_start);
+    v_start := GREATEST((SELECT pg_catalog.max(id) FROM compay.holds),
+                          (SELECT last_value FROM compay.holds_id_seq));
+    v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
+    EXECUTE pg_catalog.format('ALTER SEQUENCE compay.holds_id_seq INCREMENT BY %s RESTART WITH %s',
+                              partitions, v_start);
+    v_start := GREATEST((SELECT pg_catalog.max(id) FROM compay.transfers),
+                          (SELECT last_value FROM compay.transfers_id_seq));
+    v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
+    EXECUTE pg_catalog.format('ALTER SEQUENCE compay.transfers_id_seq INCREMENT BY %s RESTART WITH %s',
+                              partitions, v_start);
     -- One outgoing queue per peer, read by the peer's consumer.
     FOR i IN 0 .. v_shards - 1 LOOP
         CONTINUE WHEN i = shard;
@@ -274,6 +282,7 @@ DECLARE
     c compay.shard_config := compay.shard_require();
     e jsonb := event_data::jsonb;
     v_transfer bigint;
+    v_seen compay.clearing_applied;
 BEGIN
     IF event_type IS DISTINCT FROM 'credit' THEN
         RAISE EXCEPTION 'clearing event % of shard % has unknown type %', event_id, from_shard, event_type
@@ -291,7 +300,23 @@ BEGIN
             (e->>'amount')::compay.credit, e->>'currency')
     ON CONFLICT DO NOTHING;
     IF NOT FOUND THEN
-        RETURN false;               -- applied before: a batch seen again
+        -- Applied before (a batch seen again): the same event, or its
+        -- source transfer under another event id (a no-op too).  The same
+        -- event id with other contents is a peer whose queue was remade.
+        SELECT * INTO v_seen FROM compay.clearing_applied a
+        WHERE a.from_shard = clearing_apply.from_shard AND a.event_id = clearing_apply.event_id;
+        IF FOUND AND (v_seen.payee, v_seen.amount, v_seen.currency, v_seen.source_transfer_id)
+                     IS DISTINCT FROM (e->>'payee', (e->>'amount')::compay.credit, e->>'currency',
+                                       (e->>'transfer_id')::bigint) THEN
+            RAISE EXCEPTION 'clearing event % of shard % differs from the one applied under that id',
+                            event_id, from_shard
+                USING ERRCODE = 'PY037',
+                      DETAIL = pg_catalog.format('Applied: transfer %s, %s %s to "%s"; now: transfer %s, %s %s to "%s".',
+                          v_seen.source_transfer_id, v_seen.amount, v_seen.currency, v_seen.payee,
+                          e->>'transfer_id', e->>'amount', e->>'currency', e->>'payee'),
+                      HINT = 'The peer''s PgQ queue was recreated or the shards'' connstrs disagree: stop its consumer and compare compay.clearing_sent there with compay.clearing_applied here.';
+        END IF;
+        RETURN false;
     END IF;
     v_transfer := compay.clearing_credit(from_shard, e->>'payee', (e->>'amount')::compay.credit,
                                          e->>'currency', e->>'reference');
@@ -500,8 +525,9 @@ COMMENT ON FUNCTION compay.clearing_totals() IS
     'per peer shard and currency: what this shard sent (count, amount), received, and sent that the peer''s consumer has not finished yet';
 
 GRANT EXECUTE ON FUNCTION compay.shard_of(text), compay.clearing_totals() TO compay_reader;
+-- Superuser only: the connection strings it stores are what the consumer's
+-- SECURITY DEFINER steps open with dblink as the extension's owner.
 REVOKE ALL ON FUNCTION compay.shard_configure(integer, text[], integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION compay.shard_configure(integer, text[], integer) TO compay_admin;
 REVOKE ALL ON PROCEDURE compay.clearing_consume(integer) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE compay.clearing_consume_loop(interval, integer) FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE compay.clearing_consume(integer),
