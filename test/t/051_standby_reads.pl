@@ -251,8 +251,6 @@ my %writes = (
 	'set_credit_limit(node_id text, credit_limit numeric, currency text)' =>
 	  q{SELECT compay.set_credit_limit('req', 10::numeric)},
 	'set_node_region(node_id text, region text)' => q{SELECT compay.set_node_region('gpu-c', 'eu')},
-	'shard_configure(shard integer, connstrs text[], partitions integer)' =>
-	  q{SELECT compay.shard_configure(0, ARRAY['host=127.0.0.1'], 8)},
 	'add_payout_address(node_id text, address text, purpose compay.address_purpose, job_type text)' =>
 	  qq{SELECT compay.add_payout_address('gpu-c', $x)},
 	'remove_payout_address(node_id text, address text, purpose compay.address_purpose, job_type text)' =>
