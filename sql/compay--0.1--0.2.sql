@@ -11198,6 +11198,12 @@ LANGUAGE plpgsql SET search_path = pg_catalog, compay, pg_temp AS $$
 DECLARE
     v_end timestamptz;
 BEGIN
+    -- A COPY into the table is a load (pg_restore, a reload of a dump):
+    -- compay's functions never COPY.  It brings payments that a restored
+    -- run already counted, and the exceptions as they were: none is late.
+    IF pg_catalog.current_query() ~* '^\s*COPY\s' THEN
+        RETURN NULL;
+    END IF;
     IF current_setting('transaction_isolation') <> 'read committed'
        OR NOT pg_try_advisory_xact_lock_shared(pg_catalog.hashtext('compay.run_settlement')) THEN
         v_end := 'infinity';
@@ -11211,12 +11217,14 @@ BEGIN
         INSERT INTO compay.settlement_exceptions (payment_id)
         SELECT n.id FROM new_rows n
         WHERE n.completed_at < v_end AND n.settlement_id IS NULL AND n.status <> 'failed'
+          AND EXISTS (SELECT 1 FROM compay.payments p WHERE p.id = n.id)   -- not moved away
         ON CONFLICT DO NOTHING;
     ELSE
         INSERT INTO compay.settlement_exceptions (payment_id)
         SELECT n.id FROM new_rows n JOIN old_rows o ON o.id = n.id
         WHERE n.completed_at < v_end AND n.settlement_id IS NULL AND n.status <> 'failed'
           AND n.completed_at IS DISTINCT FROM o.completed_at
+          AND EXISTS (SELECT 1 FROM compay.payments p WHERE p.id = n.id)   -- not moved away
         ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;

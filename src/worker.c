@@ -284,6 +284,11 @@ RunStep(const char *step, const char *sql)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	/*
+	 * Each step is written for READ COMMITTED (run_settlement refuses any
+	 * other level), whatever default_transaction_isolation the database has.
+	 */
+	XactIsoLevel = XACT_READ_COMMITTED;
 	PG_TRY();
 	{
 		bool		isnull;

@@ -77,10 +77,17 @@ SELECT 'dump-' || g, 'req' || (g % 3), 'prov', '1', 'CREDIT', 'credit',
 FROM generate_series(1, 120) g;
 -- Their events (payment.completed): 50 published, the rest still queued.
 SELECT compay.publish_events(50);
+-- A settlement run takes the closed hours (a window of completion times;
+-- the payments are not written), then a payment arrives late in a window
+-- already taken: it is an exception, for the next run.
+SELECT count(*) FROM compay.run_settlement('hourly');
+INSERT INTO compay.payments (task_id, from_node, to_node, amount, currency, method, status,
+                             completed_at)
+VALUES ('dump-late', 'req0', 'prov', '1', 'CREDIT', 'credit', 'completed', now() - interval '3 hours');
 });
 
 my @tables = qw(accounts journal holds transfers barter_credits idempotency_keys payments
-  requester_volume events event_queue);
+  requester_volume events event_queue settlement_runs settlements settlement_exceptions);
 my @sequences = qw(accounts_id_seq transfers_id_seq holds_id_seq events_id_seq event_queue_id_seq);
 
 # Count and md5 of the rows of a table in their text form, sorted.
@@ -121,7 +128,7 @@ is($node->safe_psql('src', q{SELECT amount FROM compay.barter_credits}), '9',
 is($node->safe_psql('src', q{SELECT count(*) FROM compay.idempotency_keys}), '9',
 	'source has idempotency keys');
 is($node->safe_psql('src', q{SELECT (SELECT count(*) FROM compay.events) || '/' || count(*) FROM compay.event_queue}),
-	'50/58', 'source has published and queued events');
+	'50/59', 'source has published and queued events');
 
 my %src;
 $src{$_} = table_digest('src', $_) for @tables;
@@ -153,6 +160,43 @@ for my $s (@sequences)
 		$src{$s}, "compay.$s restored");
 }
 is(ledger_ok('dst'), 'all 21 ok', 'restored ledger verifies');
+
+# Restored in another order (as pg_restore -j or a data-only reload may):
+# the settlement runs before the payments.  A restored payment is never
+# late: the exceptions come back as they were, and no payment a restored
+# run counted is settled again.
+{
+	$node->safe_psql('postgres', 'CREATE DATABASE dst2');
+	my $list = PostgreSQL::Test::Utils::tempdir() . '/reordered.list';
+	my ($toc, $toc_err) = ('', '');
+	IPC::Run::run([ 'pg_restore', '-l', $dump ], '>', \$toc, '2>', \$toc_err)
+	  or die "pg_restore -l: $toc_err";
+	my @lines = split /\n/, $toc;
+	my @payments = grep { /TABLE DATA compay payments / } @lines;
+	is(scalar @payments, 1, 'the dump lists the payments data once');
+	open my $fh, '>', $list or die $!;
+	print $fh join("\n", (grep { !/TABLE DATA compay payments / } @lines), @payments), "\n";
+	close $fh;
+	my ($o, $e) = ('', '');
+	ok(IPC::Run::run([ 'pg_restore', '--exit-on-error', '-L', $list, '-h', $node->host,
+			'-p', $node->port, '-d', 'dst2', $dump ], '>', \$o, '2>', \$e),
+		'pg_restore with the payments restored last');
+	is($e, '', '... printed no error or warning');
+	for my $t (qw(payments settlement_runs settlements settlement_exceptions))
+	{
+		is(table_digest('dst2', $t), $src{$t}, "payments last: compay.$t restored row for row");
+	}
+	is(ledger_ok('dst2'), 'all 21 ok', 'payments last: the restored ledger verifies');
+	my $settled = q{SELECT count(*) || ' ' || sum(total_amount::numeric) FROM compay.settlements};
+	my ($n, $total) = split / /, $node->safe_psql('dst2', $settled);
+	$node->safe_psql('dst2', q{SELECT count(*) FROM compay.run_settlement('hourly')});
+	is($node->safe_psql('dst2', $settled), ($n + 1) . ' ' . ($total + 1),
+		'payments last: the next run settles the late payment alone (one more settlement, of 1)');
+	is($node->safe_psql('dst2', q{SELECT count(*) FROM compay.payments p
+		WHERE p.status = 'completed' AND compay.payment_settlement(p) IS NULL}), '0',
+		'payments last: every completed payment is settled');
+	is(ledger_ok('dst2'), 'all 21 ok', 'payments last: the ledger verifies after the run');
+}
 is($node->safe_psql('dst', q{SELECT count(*) || ' ' || count(*) FILTER (WHERE builtin) FROM compay.job_types}),
 	'5 4', 'job types: the four shipped ones once, and ours');
 # updated_at of the shipped rows is the time CREATE EXTENSION ran, so it differs.
