@@ -111,15 +111,24 @@ ports_free() {
     done
 }
 
+# From 24080: below Linux's ephemeral range (32768 up), so that the local
+# end of an outgoing connection (a busy test machine has many) cannot take
+# a port between the check and monerod's bind.  Then from 48080.
 pick_base_port() {
     local base
+    for ((base = 24080; base + 4 < 32768; base += 100)); do
+        if ports_free "$base"; then
+            printf '%s\n' "$base"
+            return 0
+        fi
+    done
     for ((base = 48080; base + 4 < 65536; base += 100)); do
         if ports_free "$base"; then
             printf '%s\n' "$base"
             return 0
         fi
     done
-    die "no free port range from 48080 up"
+    die "no free port range from 24080 or 48080 up"
 }
 
 absolute_dir() {

@@ -1,7 +1,8 @@
 # The settlement worker and the pg_cron path, on clusters of their own with
 # compay (and pg_cron) preloaded:
 #
-#  1. the worker settles completed payments within a round;
+#  1. the worker settles completed payments within a round, also where the
+#     default isolation is repeatable read;
 #  2. a reload (SIGHUP) changes the settlement interval;
 #  3. kill -9 of the worker while a settlement run is inside its
 #     transaction, then the crash restart: nothing lost, nothing settled
@@ -99,10 +100,20 @@ sub worker_pid
 # 1. The worker settles within a round.  Its first round after the
 # extension appeared may have settled before these payments existed, so
 # wake it: at commit, it runs a round with a settlement at once.
+# The database's default isolation is repeatable read here: the worker
+# runs its steps in read committed all the same (run_settlement refuses
+# any other level), and the payments written in repeatable read are late
+# rows that the run settles all the same.
+$node->safe_psql('postgres', q{ALTER SYSTEM SET default_transaction_isolation = 'repeatable read'});
+$node->reload;
 add_payments('first', 300);
 $node->safe_psql('postgres', 'SELECT compay.wake_worker()');
 ok(all_settled(), 'woken, the worker settled every payment of the closed hours');
 check_settled_once('worker');
+is($node->safe_psql('postgres', 'SHOW default_transaction_isolation'), 'repeatable read',
+	'... with repeatable read as the default isolation');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET default_transaction_isolation});
+$node->reload;
 my $status = $node->safe_psql('postgres',
 	q{SELECT state IN ('idle', 'running'), pid > 0, rounds > 0,
 	         next_settlement_due > now() + interval '50 minutes'
