@@ -65,7 +65,7 @@ SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_
 -- Every table and sequence is dumped with its rows; the tables with rows
 -- of their own (builtin) only with the others.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 57, '57 tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 60, '60 tables and sequences are registered for pg_dump');
 SELECT set_eq($$SELECT c::regclass, w
                 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x (c, w)
                 WHERE e.extname = 'compay'$$,
