@@ -109,7 +109,10 @@ BEGIN
     BEGIN
         IF s.purpose = 'verification' THEN
             SELECT count(*), coalesce(compay.sum(reward_amount), '0') INTO v_count, v_total
-            FROM compay.verifications v WHERE v.settlement_id = s.id;
+            FROM (SELECT v.reward_amount FROM compay.verifications v WHERE v.settlement_id = s.id
+                  UNION ALL
+                  SELECT r.reward_amount FROM compay.clearing_rewards r
+                  WHERE r.settlement_id = s.id) v;
         ELSE
             SELECT count(*), coalesce(compay.sum(amount), '0') INTO v_count, v_total
             FROM compay.settlement_payments(s) p;
@@ -291,17 +294,32 @@ BEGIN
     DELETE FROM compay.settlement_exceptions x
     USING compay.payments p WHERE p.id = x.payment_id AND p.settlement_id IS NOT NULL;
     -- Verifier rewards: their own settlements (purpose verification), paid
-    -- out to the verifier's verification address when it has one.
-    WITH eligible AS (
-        SELECT v.job_id, v.verifier, j.currency, v.reward_amount AS amount,
-               compay.period_start(run_settlement.period, v.rewarded_at) AS ps,
-               CASE WHEN EXISTS (SELECT 1 FROM compay.payout_addresses a
-                                 WHERE a.node_id = v.verifier AND a.job_type = j.task_type
-                                   AND a.purpose <> 'operational')
-                    THEN j.task_type END AS jt
+    -- out to the verifier's verification address when it has one.  On a
+    -- shard (src/shard.sql), a verifier of another shard is settled there
+    -- (compay.clearing_rewards), never here.
+    WITH local_votes AS (
+        SELECT v.job_id, NULL::integer AS from_shard, NULL::bigint AS event_id, v.verifier,
+               j.currency, v.reward_amount AS amount, v.rewarded_at, j.task_type
         FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
         WHERE v.settlement_id IS NULL AND v.reward_amount > '0' AND v.rewarded_at < v_cutoff
+          AND NOT EXISTS (SELECT 1 FROM compay.shard_config c
+                          WHERE (pg_catalog.hashtext(v.verifier) & (c.partitions - 1)) % c.shards
+                                <> c.shard)
         FOR UPDATE OF v
+    ), remote_jobs AS (
+        SELECT NULL::bigint AS job_id, r.from_shard, r.event_id, r.verifier, r.currency,
+               r.reward_amount AS amount, r.rewarded_at, r.job_type AS task_type
+        FROM compay.clearing_rewards r
+        WHERE r.settlement_id IS NULL AND r.rewarded_at < v_cutoff
+        FOR UPDATE
+    ), eligible AS (
+        SELECT x.job_id, x.from_shard, x.event_id, x.verifier, x.currency, x.amount,
+               compay.period_start(run_settlement.period, x.rewarded_at) AS ps,
+               CASE WHEN EXISTS (SELECT 1 FROM compay.payout_addresses a
+                                 WHERE a.node_id = x.verifier AND a.job_type = x.task_type
+                                   AND a.purpose <> 'operational')
+                    THEN x.task_type END AS jt
+        FROM (SELECT * FROM local_votes UNION ALL SELECT * FROM remote_jobs) x
     ), groups AS (
         INSERT INTO compay.settlements (period, period_start, period_end, currency, payee, purpose,
                                         payment_count, total_amount, job_type, run_id,
@@ -320,6 +338,12 @@ BEGIN
           ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
          AND g.job_type IS NOT DISTINCT FROM e.jt
         WHERE v.job_id = e.job_id AND v.verifier = e.verifier
+    ), stamped_remote AS (
+        UPDATE compay.clearing_rewards r SET settlement_id = g.id
+        FROM eligible e JOIN groups g
+          ON g.period_start = e.ps AND g.currency = e.currency AND g.payee = e.verifier
+         AND g.job_type IS NOT DISTINCT FROM e.jt
+        WHERE r.from_shard = e.from_shard AND r.event_id = e.event_id
     )
     SELECT v_ids || array_agg(id) INTO v_ids FROM groups WHERE status = 'completed';
     RETURN QUERY

@@ -62,10 +62,39 @@ COMMENT ON TABLE compay.clearing_applied IS
 ALTER TABLE compay.clearing_sent ADD COLUMN payment_id bigint;
 CREATE INDEX clearing_sent_payment ON compay.clearing_sent (payment_id) WHERE payment_id IS NOT NULL;
 
+-- An XMR verifier reward to a verifier on another shard moves there too:
+-- the job's shard keeps the vote (compay.verifications) but never settles
+-- it (compay.run_settlement skips remote verifiers); the verifier's shard
+-- records the reward here, once per event, and settles and pays it out
+-- (a settlement of purpose verification, as for a local vote).
+CREATE TABLE compay.clearing_rewards (
+    from_shard     integer NOT NULL,        -- the job's shard
+    event_id       bigint NOT NULL,         -- its clearing event
+    task_id        text NOT NULL,           -- the job's task (on from_shard)
+    job_type       text,                    -- the job's task type
+    verifier       text NOT NULL,
+    currency       text NOT NULL,
+    reward_amount  compay.credit NOT NULL,
+    rewarded_at    timestamptz NOT NULL,
+    transfer_id    bigint NOT NULL,         -- the credit here
+    settlement_id  bigint,                  -- the settlement that gathered the reward
+    PRIMARY KEY (from_shard, event_id),
+    CONSTRAINT clearing_rewards_amount CHECK (reward_amount > '0')
+);
+CREATE INDEX clearing_rewards_unsettled ON compay.clearing_rewards (rewarded_at)
+    WHERE settlement_id IS NULL;
+CREATE INDEX clearing_rewards_settlement ON compay.clearing_rewards (settlement_id)
+    WHERE settlement_id IS NOT NULL;
+COMMENT ON TABLE compay.clearing_rewards IS
+    'XMR verifier rewards of jobs on other shards, credited here by clearing and settled here';
+
 SELECT pg_catalog.pg_extension_config_dump('compay.shard_config', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.clearing_sent', '');
 SELECT pg_catalog.pg_extension_config_dump('compay.clearing_applied', '');
-REVOKE ALL ON compay.shard_config, compay.clearing_sent, compay.clearing_applied FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('compay.clearing_rewards', '');
+REVOKE ALL ON compay.shard_config, compay.clearing_sent, compay.clearing_applied,
+    compay.clearing_rewards FROM PUBLIC;
+GRANT SELECT ON compay.clearing_rewards TO compay_reader;
 -- Not connstrs: its connection strings may hold passwords.
 GRANT SELECT (singleton, shard, shards, partitions, configured_at) ON compay.shard_config
     TO compay_reader;
@@ -236,6 +265,16 @@ BEGIN
             'source_shard', (compay.shard_require()).shard, 'source_payment_id', p.id));
     ELSE
         p.id := NULL;
+        -- A verifier's reward of an XMR job (reference 'job:<task id>'):
+        -- the event names it, the verifier's shard records and settles it.
+        IF currency = 'XMR' AND reference LIKE 'job:%' THEN
+            v_data := v_data || coalesce((
+                SELECT pg_catalog.jsonb_build_object('reward', pg_catalog.jsonb_build_object(
+                           'task_id', j.task_id, 'job_type', j.task_type,
+                           'rewarded_at', pg_catalog.now()))
+                FROM compay.jobs j JOIN compay.verifications v ON v.job_id = j.id
+                WHERE j.task_id = pg_catalog.substr(reference, 5) AND v.verifier = payee), '{}');
+        END IF;
     END IF;
     v_event := pgq.insert_event('compay_clearing_to_' || to_shard, 'credit', v_data::text);
     INSERT INTO compay.clearing_sent (transfer_id, to_shard, payee, amount, currency, event_id,
@@ -339,6 +378,14 @@ BEGIN
                    'source_shard', from_shard, 'source_payment_id', (m->>'id')::bigint,
                    'source_transfer_id', (e->>'transfer_id')::bigint, 'clearing_event_id', event_id)
         FROM (SELECT e->'payment' AS m) x;
+    END IF;
+    -- An XMR verifier reward of a job on from_shard: settled here.
+    IF e ? 'reward' AND (e->>'amount')::compay.credit > '0' THEN
+        INSERT INTO compay.clearing_rewards (from_shard, event_id, task_id, job_type, verifier,
+                                             currency, reward_amount, rewarded_at, transfer_id)
+        VALUES (from_shard, event_id, e->'reward'->>'task_id', e->'reward'->>'job_type',
+                e->>'payee', e->>'currency', (e->>'amount')::compay.credit,
+                (e->'reward'->>'rewarded_at')::timestamptz, v_transfer);
     END IF;
     RETURN true;
 END $$;

@@ -138,6 +138,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                                               AND o.job_type = w.task_type))
                      UNION ALL
                      SELECT settlement_id, reward_amount, 'verification' FROM compay.verifications
+                     WHERE settlement_id IS NOT NULL
+                     UNION ALL
+                     SELECT settlement_id, reward_amount, 'verification' FROM compay.clearing_rewards
                      WHERE settlement_id IS NOT NULL) p
             ON p.settlement_id = s.id AND p.purpose = s.purpose
           WHERE s.purpose <> 'operational'          -- withdrawals: check 18

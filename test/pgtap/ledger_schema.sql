@@ -17,7 +17,7 @@ SELECT tables_are('compay', ARRAY['accounts', 'transfers', 'journal', 'holds',
                                   'node_regions', 'credit_limit_policy', 'shortfalls', 'clawbacks', 'runner_status',
                                   'exchange_rates', 'event_queue', 'events', 'events_deleted',
                                   'deposit_requests', 'shard_config', 'clearing_sent',
-                                  'clearing_applied']);
+                                  'clearing_applied', 'clearing_rewards']);
 SELECT has_pk('compay', 'accounts', 'accounts has a primary key');
 SELECT col_is_pk('compay', 'journal', ARRAY['account_id', 'seq'], 'journal is keyed by account and seq');
 SELECT col_is_pk('compay', 'idempotency_keys', 'key', 'idempotency keys are unique');
@@ -65,7 +65,7 @@ SELECT trigger_is('compay', 'journal', 'journal_append_only', 'compay', 'reject_
 -- Every table and sequence is dumped with its rows; the tables with rows
 -- of their own (builtin) only with the others.
 SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c
-           WHERE e.extname = 'compay'), 59, '59 tables and sequences are registered for pg_dump');
+           WHERE e.extname = 'compay'), 60, '60 tables and sequences are registered for pg_dump');
 SELECT set_eq($$SELECT c::regclass, w
                 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x (c, w)
                 WHERE e.extname = 'compay'$$,
@@ -127,7 +127,8 @@ SELECT set_eq($$SELECT c::regclass, w
                       ('compay.deposit_requests_id_seq'::regclass, ''),
                       ('compay.shard_config'::regclass, ''),
                       ('compay.clearing_sent'::regclass, ''),
-                      ('compay.clearing_applied'::regclass, '')$$,
+                      ('compay.clearing_applied'::regclass, ''),
+                      ('compay.clearing_rewards'::regclass, '')$$,
               'the registered tables and sequences, and the filter of each');
 
 -- Functions: the money-moving ones are SECURITY DEFINER with a pinned search_path.

@@ -301,6 +301,43 @@ $shard[1]->start;
 is(q_shard(0, q{CALL compay.clearing_consume_loop('0', 2)}), '', 'the loop runs its rounds');
 is(q_router("SELECT balance FROM compay.balance('$e0')"), '1', 'the credit arrives once the peer is back');
 
+# An XMR verifier reward across shards: job xjob-2 of $x0 with provider
+# $w0 (shard 0) and verifiers $v0 (shard 0) and $y1 (shard 1).  $y1's
+# reward reaches shard 1 by clearing, which records it
+# (compay.clearing_rewards) and settles it; shard 0 never does.
+my $y1 = $on1[6];
+q_router(qq{
+SELECT compay.open_account('$y1');
+SELECT compay.submit_job('xjob-2', '$x0', 'Fine-tuning', '0.05');
+SELECT compay.assign_job('xjob-2', '$w0');
+SELECT compay.complete_job('xjob-2', now() - interval '2 hours', now(), 0.714285714285714285714285714286);
+SELECT compay.verify_job('xjob-2', '$y1', true, 1.0);});
+is(q_router(qq{SELECT compay.verify_job('xjob-2', '$v0', true, 1.0)}), 'paid', 'an XMR job with a remote verifier is paid');
+my $reward = q_shard(0, qq{SELECT v.reward_amount FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id WHERE j.task_id = 'xjob-2' AND v.verifier = '$y1'});
+cmp_ok($reward, '>', 0, "the job's shard records the remote verifier's reward ($reward)");
+is(clear(), 1, 'the remote reward cleared');
+is(q_shard(1, qq{SELECT task_id || ' ' || job_type || ' ' || reward_amount || ' ' || from_shard || ' ' || (settlement_id IS NULL)
+                 FROM compay.clearing_rewards WHERE verifier = '$y1'}),
+	"xjob-2 Fine-tuning $reward 0 true", "the verifier's shard records the reward, unsettled");
+is(q_router(qq{SELECT balance FROM compay.balance('$y1', 'XMR')}), $reward, '... and the verifier holds it');
+my ($rev, $rdata) = split /\|/, q_shard(0, qq{SELECT s.event_id || '|' || e.ev_data FROM compay.clearing_sent s JOIN pgq.event_template e ON e.ev_id = s.event_id WHERE s.payee = '$y1'});
+is(q_shard(1, "SELECT compay.clearing_apply(0, $rev, 'credit', '" . ($rdata =~ s/'/''/gr) . "')"), 'f',
+	'the reward event replayed applies nothing');
+is(q_shard(1, qq{SELECT count(*) FROM compay.clearing_rewards WHERE verifier = '$y1'}), '1', '... and records no second reward');
+q_shard($_, q{SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '2 years')}) for 0, 1;
+is(q_shard(1, qq{SELECT purpose || ' ' || payment_count || ' ' || total_amount || ' ' || status || ' ' || (earmark_hold_id IS NOT NULL) || ' ' || coalesce(last_error, '-')
+                 FROM compay.settlements WHERE payee = '$y1'}),
+	"verification 1 $reward processing true -", "the verifier's shard settles the reward, earmarked, no error");
+is(q_shard(1, qq{SELECT count(*) FROM compay.clearing_rewards r JOIN compay.settlements s ON s.id = r.settlement_id WHERE r.verifier = '$y1'}),
+	'1', '... and the reward names its settlement');
+is(q_shard(0, qq{SELECT count(*) FROM compay.settlements WHERE payee = '$y1' OR last_error IS NOT NULL}), '0',
+	"the job's shard settles nothing for the remote verifier and records no error");
+is(q_shard(0, q{SELECT string_agg(v.verifier || ' ' || (v.settlement_id IS NOT NULL), ',' ORDER BY v.verifier)
+                FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id WHERE j.task_id = 'xjob-2'}),
+	join(',', map { $_ eq $v0 ? "$_ true" : "$_ false" } sort ($v0, $y1)), "... while it settles the local verifier's reward");
+q_shard($_, q{SELECT count(*) FROM compay.run_settlement('hourly', now() + interval '3 years')}) for 0, 1;
+is(q_shard(1, qq{SELECT count(*) FROM compay.settlements WHERE payee = '$y1'}), '1', 'a later run settles the reward no second time');
+
 # Conservation and every shard's checks, through the router.
 is(clear(), 0, 'nothing left in flight');
 is(q_router(q{SELECT count(*) || ' ' || bool_and(ok) || ' ' || sum(in_flight_events) FROM compay.cluster_check()}),
