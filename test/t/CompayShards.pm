@@ -446,13 +446,41 @@ sub pending_events
 	return $total;
 }
 
-# Waits until no shard has an event left to consume; returns the seconds.
+# Events queued but not yet applied, over all shards (compay.clearing_sent
+# rows without their compay.clearing_applied row).
+sub unapplied_events
+{
+	my ($self) = @_;
+	my $total = 0;
+	for my $i (0 .. $self->{nshards} - 1)
+	{
+		my ($rc, $out) = $self->try_psql($self->shard($i),
+			q{SELECT (SELECT count(*) FROM compay.clearing_sent)
+			       - (SELECT count(*) FROM compay.clearing_applied)}, 30);
+		return undef if $rc != 0;
+		$total += $out;
+	}
+	return $total;
+}
+
+# Waits until every queued event is consumed and applied; returns the
+# seconds.  An event whose transaction committed after the queue's last
+# tick is in no batch yet, and pgqd ticks a queue whose event sequence has
+# not moved only after its idle period: the queues are ticked by hand then.
 sub wait_drained
 {
 	my ($self, $timeout) = @_;
 	my $t0 = time;
-	$self->_wait($timeout // 60, 'every queued event consumed',
-		sub { my $p = $self->pending_events; defined $p && $p == 0 });
+	$self->_wait($timeout // 60, 'every queued event consumed and applied',
+		sub {
+			my $p = $self->pending_events;
+			return 0 unless defined $p && $p == 0;
+			my $u = $self->unapplied_events;
+			return 1 if defined $u && $u == 0;
+			$self->try_psql($self->shard($_), q{SELECT pgq.force_tick(queue_name) FROM pgq.queue}, 30)
+			  for 0 .. $self->{nshards} - 1;
+			return 0;
+		});
 	return time - $t0;
 }
 
