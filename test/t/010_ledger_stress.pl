@@ -41,6 +41,7 @@
 use strict;
 use warnings;
 
+use Time::HiRes;
 use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -475,9 +476,17 @@ $node->poll_query_until('postgres',
 	"SELECT (SELECT max(id) FROM compay.transfers) > $before + 2000
 	        AND (SELECT count(*) FROM stress_deposits WHERE key LIKE 'ack-%') > 50")
   or die 'the third pgbench run or the acknowledged deposits made no progress';
-my $victim = $node->safe_psql('postgres',
-	q{SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT stress_%' AND state = 'active'
-	  AND pid <> pg_backend_pid() ORDER BY query LIKE '%ack%' DESC LIMIT 1});
+# Between two statements every client can be idle for an instant: look
+# again until one is caught inside a ledger call.
+my $victim = '';
+for my $try (1 .. 500)
+{
+	$victim = $node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT stress_%' AND state = 'active'
+		  AND pid <> pg_backend_pid() ORDER BY query LIKE '%ack%' DESC LIMIT 1});
+	last if $victim =~ /^\d+$/;
+	Time::HiRes::usleep(10_000);
+}
 ok($victim =~ /^\d+$/, "a backend in a ledger call to kill ($victim)");
 kill 'KILL', $victim;
 $bench3->finish;
