@@ -65,6 +65,7 @@ use strict;
 use warnings;
 
 use Carp;
+use CompayProcesses;
 use File::Temp ();
 use IPC::Run;
 use POSIX qw(setsid WNOHANG);
@@ -146,7 +147,7 @@ sub up
 	my $m = $self->{monitor};
 	$self->_autoctl('create', 'monitor', '--pgdata', $m->{pgdata}, '--pgport', $m->{port},
 		@common);
-	_append("$m->{pgdata}/postgresql.conf", $monitor_conf);
+	CompayProcesses::append_file("$m->{pgdata}/postgresql.conf", $monitor_conf);
 	_trace('monitor created, starting its keeper');
 	$self->_start_keeper($m);
 	$self->_wait(30, 'the monitor accepts connections',
@@ -158,7 +159,8 @@ sub up
 	my $n1 = $self->{nodes}{node1};
 	_trace('creating node1');
 	$self->_create_node($n1, @common);
-	_append("$n1->{pgdata}/postgresql.conf", $node_conf . ($opts{conf} // ''));
+	CompayProcesses::append_file("$n1->{pgdata}/postgresql.conf",
+		$node_conf . ($opts{conf} // ''));
 	_trace('node1 created, starting its keeper');
 	$self->_start_keeper($n1);
 	$self->_wait(60, 'node1 runs alone (state single)',
@@ -198,7 +200,7 @@ sub node
 {
 	my ($self, $name) = @_;
 	my $n = $self->{nodes}{$name} or croak "no node $name";
-	$n->{pid} = _postmaster_pid($n->{pgdata});
+	$n->{pid} = CompayProcesses::postmaster_pid($n->{pgdata});
 	return $n;
 }
 
@@ -277,18 +279,10 @@ sub try_psql
 {
 	my ($self, $node, $sql, $db) = @_;
 	$node = $self->{nodes}{$node} unless ref $node;
-	my ($out, $err) = ('', '');
-	my @cmd = ("$self->{bindir}/psql", '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1',
-		'-h', '127.0.0.1', '-p', $node->{port}, '-d', $db // 'postgres', '-c', $sql);
-	local $ENV{PGCONNECT_TIMEOUT} = 5;
-	my $ok = eval {
-		IPC::Run::run(\@cmd, '<', \undef, '>', \$out, '2>', \$err,
-			IPC::Run::timeout(120));
-	};
-	my $rc = $@ ? 255 : $? >> 8;
-	$err .= $@ if $@;
-	chomp $out;
-	return ($rc, $out, $err);
+	return CompayProcesses::run_psql(
+		[ "$self->{bindir}/psql", '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1',
+		  '-h', '127.0.0.1', '-p', $node->{port}, '-d', $db // 'postgres', '-c', $sql ],
+		undef, 120);
 }
 
 # The SQLSTATE one statement ends with (psql's :SQLSTATE, by stdin).
@@ -296,15 +290,9 @@ sub sqlstate
 {
 	my ($self, $node, $sql) = @_;
 	$node = $self->{nodes}{$node} unless ref $node;
-	my $script = "\\set ON_ERROR_STOP 0\n$sql;\n\\echo SQLSTATE :SQLSTATE\n";
-	my ($out, $err) = ('', '');
-	local $ENV{PGCONNECT_TIMEOUT} = 5;
-	eval {
-		IPC::Run::run([ "$self->{bindir}/psql", '-X', '-A', '-t', '-q', '-h', '127.0.0.1',
-				'-p', $node->{port}, '-d', 'postgres' ],
-			'<', \$script, '>', \$out, '2>', \$err, IPC::Run::timeout(120));
-	};
-	return $out =~ /^SQLSTATE (\w+)$/m ? $1 : "none: $err";
+	return CompayProcesses::psql_sqlstate(
+		[ "$self->{bindir}/psql", '-X', '-A', '-t', '-q', '-h', '127.0.0.1',
+		  '-p', $node->{port}, '-d', 'postgres' ], $sql);
 }
 
 # kill -9 the primary's keeper (its whole process group: pg_autoctl run,
@@ -315,7 +303,7 @@ sub kill_primary
 	my $p = $self->primary or croak 'no primary to kill: ' . $self->states;
 	my $pid = $p->{pid};
 	kill 'KILL', -$p->{keeper} if $p->{keeper};
-	kill 'KILL', $pid if $pid && _is_postgres($pid);
+	kill 'KILL', $pid if $pid && CompayProcesses::is_postgres($pid);
 	waitpid($p->{keeper}, 0) if $p->{keeper};
 	delete $p->{keeper};
 	$self->{killed} = $p->{name};
@@ -437,8 +425,8 @@ sub down
 	}
 	for my $n (@all)
 	{
-		my $pid = _postmaster_pid($n->{pgdata});
-		kill 'KILL', $pid if $pid && _is_postgres($pid);
+		my $pid = CompayProcesses::postmaster_pid($n->{pgdata});
+		kill 'KILL', $pid if $pid && CompayProcesses::is_postgres($pid);
 	}
 	return;
 }
@@ -552,34 +540,6 @@ sub _check_socket_dirs
 	return if !@dirs || grep { -d $_ && -w $_ } @dirs;
 	croak "pg_autoctl starts PostgreSQL with its socket in @dirs, which this user cannot "
 	  . "write; as root: install -d -o postgres -g postgres -m 2775 $dirs[0]";
-}
-
-sub _append
-{
-	my ($file, $text) = @_;
-	open my $fh, '>>', $file or croak "$file: $!";
-	print $fh $text;
-	close $fh;
-	return;
-}
-
-sub _postmaster_pid
-{
-	my ($pgdata) = @_;
-	open my $fh, '<', "$pgdata/postmaster.pid" or return undef;
-	my $pid = <$fh>;
-	close $fh;
-	return undef unless defined $pid && $pid =~ /^(\d+)$/;
-	return _is_postgres($1) ? $1 : undef;
-}
-
-sub _is_postgres
-{
-	my ($pid) = @_;
-	return 0 unless kill 0, $pid;
-	open my $fh, '<', "/proc/$pid/cmdline" or return 0;
-	my $cmd = <$fh> // '';
-	return $cmd =~ /postgres/;
 }
 
 1;

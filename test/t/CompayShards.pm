@@ -70,6 +70,7 @@ use strict;
 use warnings;
 
 use Carp;
+use CompayProcesses;
 use File::Temp ();
 use IPC::Run;
 use POSIX qw(setsid WNOHANG);
@@ -214,34 +215,20 @@ sub psql
 sub try_psql
 {
 	my ($self, $node, $sql, $timeout) = @_;
-	my ($out, $err) = ('', '');
 	# The SQL by stdin (it may be longer than an argument may be): each
 	# statement runs by itself, its rows printed in turn.
-	my @cmd = ($self->_bin('psql'), '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1',
-		'-d', _connstr($node));
-	local $ENV{PGCONNECT_TIMEOUT} = 5;
-	eval {
-		IPC::Run::run(\@cmd, '<', \$sql, '>', \$out, '2>', \$err,
-			IPC::Run::timeout($timeout // 180));
-	};
-	my $rc = $@ ? 255 : $? >> 8;
-	$err .= $@ if $@;
-	chomp $out;
-	return ($rc, $out, $err);
+	return CompayProcesses::run_psql(
+		[ $self->_bin('psql'), '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1',
+		  '-d', _connstr($node) ],
+		$sql, $timeout // 180);
 }
 
 # The SQLSTATE one statement ends with (psql's :SQLSTATE, by stdin).
 sub sqlstate
 {
 	my ($self, $node, $sql) = @_;
-	my $script = "\\set ON_ERROR_STOP 0\n$sql;\n\\echo SQLSTATE :SQLSTATE\n";
-	my ($out, $err) = ('', '');
-	local $ENV{PGCONNECT_TIMEOUT} = 5;
-	eval {
-		IPC::Run::run([ $self->_bin('psql'), '-X', '-A', '-t', '-q', '-d', _connstr($node) ],
-			'<', \$script, '>', \$out, '2>', \$err, IPC::Run::timeout(120));
-	};
-	return $out =~ /^SQLSTATE (\w+)$/m ? $1 : "none: $err";
+	return CompayProcesses::psql_sqlstate(
+		[ $self->_bin('psql'), '-X', '-A', '-t', '-q', '-d', _connstr($node) ], $sql);
 }
 
 sub shard_of
@@ -258,9 +245,9 @@ sub kill9_shard
 {
 	my ($self, $i) = @_;
 	my $n = $self->shard($i);
-	my $pm = _postmaster_pid($n->data_dir)
+	my $pm = CompayProcesses::postmaster_pid($n->data_dir)
 	  or croak "shard $i has no running postmaster";
-	my @children = _children($pm);
+	my @children = CompayProcesses::children($pm);
 	_trace("kill -9 shard $i (postmaster $pm and " . scalar(@children) . ' children)');
 	my $t0 = time;
 	$n->kill9;                      # the postmaster, and forgets its pid
@@ -318,7 +305,7 @@ sub _start_pgqd
 	# (As a service: `pgqd -d FILE` daemonizes and needs `pidfile` (else
 	# "daemon needs pidfile configured"); `pgqd -s FILE` stops it by that
 	# pidfile with SIGINT; Debian's pgqd.service runs /etc/pgqd.ini.)
-	_write($ini, <<"EOI");
+	CompayProcesses::write_file($ini, <<"EOI");
 [pgqd]
 base_connstr = host=127.0.0.1 port=@{[ $n->port ]}
 initial_database = postgres
@@ -617,42 +604,5 @@ sub logs
 }
 
 sub _trace { printf STDERR "# shards %s %s\n", scalar(localtime), $_[0] }
-
-sub _write
-{
-	my ($file, $text) = @_;
-	open my $fh, '>', $file or croak "$file: $!";
-	print $fh $text;
-	close $fh;
-	return;
-}
-
-sub _postmaster_pid
-{
-	my ($pgdata) = @_;
-	open my $fh, '<', "$pgdata/postmaster.pid" or return undef;
-	my $pid = <$fh>;
-	close $fh;
-	return undef unless defined $pid && $pid =~ /^(\d+)$/;
-	return kill(0, $1) ? $1 : undef;
-}
-
-# The processes whose parent is $pid (from /proc).
-sub _children
-{
-	my ($pid) = @_;
-	my @kids;
-	opendir my $dh, '/proc' or return ();
-	for my $p (grep { /^\d+$/ } readdir $dh)
-	{
-		open my $fh, '<', "/proc/$p/stat" or next;
-		my $stat = <$fh> // '';
-		close $fh;
-		# pid (comm) state ppid ...: comm may hold spaces and parentheses
-		push @kids, $p if $stat =~ /^.*\)\s+\S+\s+(\d+)\s/s && $1 == $pid;
-	}
-	closedir $dh;
-	return @kids;
-}
 
 1;
