@@ -60,6 +60,7 @@ SQL_PIECES = \
 	src/reports.sql \
 	src/dashboard.sql \
 	src/wallet_tools.sql \
+	src/shard.sql \
 	src/earnings.sql \
 	src/payout_addresses.sql \
 	src/withdrawal.sql \
@@ -67,7 +68,6 @@ SQL_PIECES = \
 	src/events.sql \
 	src/deposit_request.sql \
 	src/metering.sql \
-	src/shard.sql \
 	src/verify.sql \
 	src/amounts.sql
 # The router's extension, compay_router (docs/scaling.md): the credit type

@@ -13435,3 +13435,89 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
                               AND t.currency = p.currency AND a.node_id = p.payee
                               AND split_part(f.node_id, '#', 1) = '$clearing:' || p.from_shard)) bad
 $$;
+
+-- Issue 18 (rewards18): an XMR reward of a verifier on another shard is an
+-- earning of the verifier's shard only (compay.earning_events reads
+-- compay.clearing_rewards there and leaves it out on the job's shard), and
+-- compay.withdrawable keeps it back until it is settled.
+CREATE OR REPLACE FUNCTION compay.earning_events(node_id text)
+RETURNS TABLE (earned_at timestamptz, kind text, purpose text, job_id bigint, task_id text,
+               job_type text, payer text, payment_id bigint, currency text,
+               amount compay.credit, refunded compay.credit, earned compay.credit,
+               settlement_id bigint, payout_ids bigint[], tx_hashes text[], status text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
+    WITH events AS (
+        SELECT p.completed_at AS earned_at, 'payment'::text AS kind, 'compute'::text AS purpose,
+               j.id AS job_id, p.task_id, j.task_type AS job_type, p.from_node AS payer,
+               p.id AS payment_id, p.currency, p.amount,
+               coalesce((SELECT compay.sum(t.amount) FROM compay.transfers t
+                         WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'),
+                        '0'::compay.credit) AS refunded,
+               compay.payment_settlement(p) AS settlement_id, p.status = 'disputed' AS disputed
+        FROM compay.payments p
+        LEFT JOIN compay.jobs j ON j.task_id = p.task_id
+        WHERE p.to_node = $1 AND p.status IN ('completed', 'disputed', 'refunded')
+        UNION ALL
+        SELECT v.rewarded_at, 'reward', 'verification', j.id, j.task_id, j.task_type, '$rewards',
+               NULL, j.currency, v.reward_amount, '0'::compay.credit, v.settlement_id, false
+        FROM compay.verifications v
+        JOIN compay.jobs j ON j.id = v.job_id
+        WHERE v.verifier = $1 AND v.reward_amount OPERATOR(compay.>) '0'::compay.credit
+          AND v.rewarded_at IS NOT NULL
+          -- On a shard, an XMR reward of a verifier of another shard is that
+          -- shard's earning (compay.clearing_rewards, below), not this one's.
+          AND NOT (j.currency = 'XMR' AND EXISTS (
+                   SELECT 1 FROM compay.shard_config c
+                   WHERE (pg_catalog.hashtext(v.verifier) & (c.partitions - 1)) % c.shards
+                         <> c.shard))
+        UNION ALL
+        SELECT r.rewarded_at, 'reward', 'verification', NULL, r.task_id, r.job_type, '$rewards',
+               NULL, r.currency, r.reward_amount, '0'::compay.credit, r.settlement_id, false
+        FROM compay.clearing_rewards r
+        WHERE r.verifier = $1
+    )
+    SELECT e.earned_at, e.kind, e.purpose, e.job_id, e.task_id, e.job_type, e.payer,
+           e.payment_id, e.currency, e.amount, e.refunded, e.amount OPERATOR(compay.-) e.refunded,
+           e.settlement_id, o.payout_ids, o.tx_hashes,
+           CASE WHEN e.refunded OPERATOR(compay.>) '0'::compay.credit
+                     AND e.refunded OPERATOR(compay.=) e.amount THEN 'refunded'
+                WHEN e.disputed THEN 'disputed'
+                WHEN e.settlement_id IS NULL THEN 'pending'
+                WHEN s.status = 'completed' THEN 'paid'
+                WHEN o.in_flight THEN 'in_flight'
+                ELSE 'settled' END
+    FROM events e
+    LEFT JOIN compay.settlements s ON s.id = e.settlement_id
+    LEFT JOIN LATERAL (
+        SELECT array_agg(t.id ORDER BY t.id) AS payout_ids,
+               array_agg(t.tx_hash ORDER BY t.id) AS tx_hashes,
+               coalesce(bool_or(t.status IN ('built', 'relayed')), false) AS in_flight
+        FROM compay.payout_parts pp
+        JOIN compay.payout_transactions t ON t.id = pp.payout_id
+        WHERE pp.settlement_id = e.settlement_id AND t.status <> 'failed'
+    ) o ON true
+$$;
+
+CREATE OR REPLACE FUNCTION compay.withdrawable(node_id text) RETURNS compay.credit
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
+    SELECT compay.require_node($1, false);
+    SELECT compay.credit_from_atomic(greatest(0,
+        coalesce((SELECT compay.atomic(a.balance) - compay.atomic(a.reserved)
+                  FROM compay.accounts a WHERE a.node_id = $1 AND a.currency = 'XMR'), 0)
+        - coalesce((SELECT sum(compay.atomic(p.amount) - coalesce(
+                              (SELECT compay.sum_atomic(t.amount) FROM compay.transfers t
+                               WHERE t.refund_of = p.transfer_id AND t.kind = 'refund'), 0))
+                    FROM compay.payments p
+                    WHERE p.to_node = $1 AND p.currency = 'XMR' AND compay.payment_settlement(p) IS NULL
+                      AND p.status IN ('completed', 'disputed', 'refunded')), 0)
+        - coalesce((SELECT compay.sum_atomic(v.reward_amount)
+                    FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
+                    WHERE v.verifier = $1 AND j.currency = 'XMR' AND v.settlement_id IS NULL
+                      AND v.reward_amount > '0'), 0)
+        - coalesce((SELECT compay.sum_atomic(r.reward_amount)
+                    FROM compay.clearing_rewards r
+                    WHERE r.verifier = $1 AND r.currency = 'XMR' AND r.settlement_id IS NULL), 0)
+        - coalesce((SELECT sum(compay.atomic(c.amount) - compay.atomic(c.repaid))
+                    FROM compay.clawbacks c
+                    WHERE c.node_id = $1 AND c.currency = 'XMR' AND c.repaid_at IS NULL), 0)))
+$$;

@@ -38,6 +38,17 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, compay, pg_temp AS $$
         JOIN compay.jobs j ON j.id = v.job_id
         WHERE v.verifier = $1 AND v.reward_amount OPERATOR(compay.>) '0'::compay.credit
           AND v.rewarded_at IS NOT NULL
+          -- On a shard, an XMR reward of a verifier of another shard is that
+          -- shard's earning (compay.clearing_rewards, below), not this one's.
+          AND NOT (j.currency = 'XMR' AND EXISTS (
+                   SELECT 1 FROM compay.shard_config c
+                   WHERE (pg_catalog.hashtext(v.verifier) & (c.partitions - 1)) % c.shards
+                         <> c.shard))
+        UNION ALL
+        SELECT r.rewarded_at, 'reward', 'verification', NULL, r.task_id, r.job_type, '$rewards',
+               NULL, r.currency, r.reward_amount, '0'::compay.credit, r.settlement_id, false
+        FROM compay.clearing_rewards r
+        WHERE r.verifier = $1
     )
     SELECT e.earned_at, e.kind, e.purpose, e.job_id, e.task_id, e.job_type, e.payer,
            e.payment_id, e.currency, e.amount, e.refunded, e.amount OPERATOR(compay.-) e.refunded,

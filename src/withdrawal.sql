@@ -24,7 +24,8 @@ ALTER TABLE compay.settlements
 -- What the node may withdraw: its available XMR (balance less holds: its
 -- stake, escrows, earmarks) less what it earned and is not settled yet
 -- (payments to it and verifier rewards with no settlement, less what was
--- refunded of them) and less what it owes of clawbacks; never below 0.
+-- refunded of them; on a shard, the rewards of jobs on other shards too)
+-- and less what it owes of clawbacks; never below 0.
 CREATE FUNCTION compay.withdrawable(node_id text) RETURNS compay.credit
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_temp AS $$
     SELECT compay.require_node($1, false);
@@ -41,6 +42,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, compay, pg_te
                     FROM compay.verifications v JOIN compay.jobs j ON j.id = v.job_id
                     WHERE v.verifier = $1 AND j.currency = 'XMR' AND v.settlement_id IS NULL
                       AND v.reward_amount > '0'), 0)
+        - coalesce((SELECT compay.sum_atomic(r.reward_amount)
+                    FROM compay.clearing_rewards r
+                    WHERE r.verifier = $1 AND r.currency = 'XMR' AND r.settlement_id IS NULL), 0)
         - coalesce((SELECT sum(compay.atomic(c.amount) - compay.atomic(c.repaid))
                     FROM compay.clawbacks c
                     WHERE c.node_id = $1 AND c.currency = 'XMR' AND c.repaid_at IS NULL), 0)))

@@ -320,6 +320,11 @@ is(q_shard(1, qq{SELECT task_id || ' ' || job_type || ' ' || reward_amount || ' 
                  FROM compay.clearing_rewards WHERE verifier = '$y1'}),
 	"xjob-2 Fine-tuning $reward 0 true", "the verifier's shard records the reward, unsettled");
 is(q_router(qq{SELECT balance FROM compay.balance('$y1', 'XMR')}), $reward, '... and the verifier holds it');
+is(q_shard(1, qq{SELECT compay.withdrawable('$y1')}), '0',
+	"the remote reward, not settled yet, is not withdrawable on the verifier's shard");
+is(q_router(qq{SELECT earned || ' ' || rewards || ' ' || pending || ' ' || settled_unpaid
+               FROM compay.earnings('$y1', 'XMR')}),
+	"$reward $reward $reward 0", 'earnings through the router: the remote reward once, pending');
 my ($rev, $rdata) = split /\|/, q_shard(0, qq{SELECT s.event_id || '|' || e.ev_data FROM compay.clearing_sent s JOIN pgq.event_template e ON e.ev_id = s.event_id WHERE s.payee = '$y1'});
 is(q_shard(1, "SELECT compay.clearing_apply(0, $rev, 'credit', '" . ($rdata =~ s/'/''/gr) . "')"), 'f',
 	'the reward event replayed applies nothing');
@@ -328,6 +333,9 @@ q_shard($_, q{SELECT count(*) FROM compay.run_settlement('hourly', now() + inter
 is(q_shard(1, qq{SELECT purpose || ' ' || payment_count || ' ' || total_amount || ' ' || status || ' ' || (earmark_hold_id IS NOT NULL) || ' ' || coalesce(last_error, '-')
                  FROM compay.settlements WHERE payee = '$y1'}),
 	"verification 1 $reward processing true -", "the verifier's shard settles the reward, earmarked, no error");
+is(q_router(qq{SELECT earned || ' ' || rewards || ' ' || pending || ' ' || settled_unpaid
+               FROM compay.earnings('$y1', 'XMR')}),
+	"$reward $reward 0 $reward", '... and earnings through the router show it once, settled');
 is(q_shard(1, qq{SELECT count(*) FROM compay.clearing_rewards r JOIN compay.settlements s ON s.id = r.settlement_id WHERE r.verifier = '$y1'}),
 	'1', '... and the reward names its settlement');
 is(q_shard(0, qq{SELECT count(*) FROM compay.settlements WHERE payee = '$y1' OR last_error IS NOT NULL}), '0',
