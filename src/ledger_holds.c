@@ -847,25 +847,6 @@ ReadRefundable(int64 transfer_id, char **payer, char **payee, char **currency)
 }
 
 /*
- * A transfer with a '$clearing:N' side crossed shards: its other half is on
- * shard N, so a refund here (from $clawbacks when no hold fronts it) would
- * never be collected.  PY037, as compay.refund() does.
- */
-static void
-RefuseClearing(int64 transfer_id, const char *payer, const char *payee)
-{
-	const char *side = strncmp(payee, "$clearing:", 10) == 0 ? payee :
-		strncmp(payer, "$clearing:", 10) == 0 ? payer : NULL;
-
-	if (side != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_COMPAY_WRONG_SHARD),
-				 errmsg("transfer " INT64_FORMAT " crossed shards and cannot be refunded by a dispute here", transfer_id),
-				 errdetail("Its other side is on shard %s, through clearing.", side + 10),
-				 errhint("Let the payee transfer the amount back.")));
-}
-
-/*
  * Releases amount of a pending hold of account (locked) without capturing
  * it: the hold keeps the rest, or is voided when nothing is left.
  */
@@ -936,7 +917,7 @@ compay_dispute_refund(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	ReadRefundable(original_id, &payer, &payee, &currency);
-	RefuseClearing(original_id, payer, payee);
+	ShardRefuseRefund(original_id, payer, payee);
 	LedgerBegin(&batch, currency);
 	nodes[0] = payer;
 	nodes[1] = PG_ARGISNULL(2) ? "$clawbacks" : payee;

@@ -221,7 +221,7 @@ compay_clearing_credit(PG_FUNCTION_ARGS)
 	LedgerBatch batch;
 
 	LedgerRequireArgs(fcinfo, 4, names);
-	nodes[0] = psprintf("$clearing:%d", PG_GETARG_INT32(0));
+	nodes[0] = ShardClearingAccount(PG_GETARG_INT32(0));
 	nodes[1] = LedgerCheckNode(TextArgOrNull(fcinfo, 1));
 	ShardRequireLocal(nodes[1], "payee");
 	amount = PG_GETARG_CREDIT(2);
@@ -498,18 +498,7 @@ ReadOriginal(int64 id, Original *o)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a %s cannot be refunded", o->kind),
 				 errdetail("Only deposits, transfers and captures can be refunded.")));
-	if (strncmp(o->payee, "$clearing:", 10) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_COMPAY_WRONG_SHARD),
-				 errmsg("transfer " INT64_FORMAT " paid a node on another shard and cannot be refunded here", id),
-				 errdetail("Its payee was credited on shard %s through clearing.", o->payee + 10),
-				 errhint("Let the payee transfer the amount back.")));
-	if (strncmp(o->payer, "$clearing:", 10) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_COMPAY_WRONG_SHARD),
-				 errmsg("transfer " INT64_FORMAT " was paid from another shard and cannot be refunded here", id),
-				 errdetail("Its payer was debited on shard %s through clearing.", o->payer + 10),
-				 errhint("Let the payee transfer the amount back.")));
+	ShardRefuseRefund(id, o->payer, o->payee);
 }
 
 static Credit

@@ -125,7 +125,38 @@ ShardPayee(const char *node_id, int *remote_shard)
 	if (shard < 0 || shard == config.shard)
 		return node_id;
 	*remote_shard = shard;
-	return psprintf("$clearing:%d", shard);
+	return ShardClearingAccount(shard);
+}
+
+/* The clearing account of the money in flight with shard. */
+char *
+ShardClearingAccount(int shard)
+{
+	return psprintf(SHARD_CLEARING_PREFIX "%d", shard);
+}
+
+/*
+ * A transfer with a '$clearing:N' side crossed shards: its other half is on
+ * shard N, so a refund here (compay.refund, or a dispute's refund fronted
+ * by $clawbacks) would never be matched there.  PY037.
+ */
+void
+ShardRefuseRefund(int64 transfer_id, const char *payer, const char *payee)
+{
+	const size_t prefix = strlen(SHARD_CLEARING_PREFIX);
+
+	if (strncmp(payee, SHARD_CLEARING_PREFIX, prefix) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_WRONG_SHARD),
+				 errmsg("transfer " INT64_FORMAT " paid a node on another shard and cannot be refunded here", transfer_id),
+				 errdetail("Its payee was credited on shard %s through clearing.", payee + prefix),
+				 errhint("Let the payee transfer the amount back.")));
+	if (strncmp(payer, SHARD_CLEARING_PREFIX, prefix) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_COMPAY_WRONG_SHARD),
+				 errmsg("transfer " INT64_FORMAT " was paid from another shard and cannot be refunded here", transfer_id),
+				 errdetail("Its payer was debited on shard %s through clearing.", payer + prefix),
+				 errhint("Let the payee transfer the amount back.")));
 }
 
 /* A payer (role) that another shard owns cannot pay here: PY037. */

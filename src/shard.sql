@@ -143,6 +143,7 @@ DECLARE
     v_old compay.shard_config;
     v_stray text;
     v_start bigint;
+    v_table text;
 BEGIN
     PERFORM compay.require_node(NULL);
     IF shard IS NULL OR connstrs IS NULL OR partitions IS NULL THEN
@@ -203,21 +204,14 @@ BEGIN
     -- Set again on every call, which repairs a sequence altered by hand
     -- (the ledger refuses an id that does not name this shard); past both
     -- the table's ids and the sequence's, so no id is drawn twice.
-    v_start := GREATEST((SELECT pg_catalog.max(id) FROM compay.payments),
-                          (SELECT last_value FROM compay.payments_id_seq));
-    v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
-    EXECUTE pg_catalog.format('ALTER SEQUENCE compay.payments_id_seq INCREMENT BY %s RESTART WITH %s',
-                              partitions, v_start);
-    v_start := GREATEST((SELECT pg_catalog.max(id) FROM compay.holds),
-                          (SELECT last_value FROM compay.holds_id_seq));
-    v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
-    EXECUTE pg_catalog.format('ALTER SEQUENCE compay.holds_id_seq INCREMENT BY %s RESTART WITH %s',
-                              partitions, v_start);
-    v_start := GREATEST((SELECT pg_catalog.max(id) FROM compay.transfers),
-                          (SELECT last_value FROM compay.transfers_id_seq));
-    v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
-    EXECUTE pg_catalog.format('ALTER SEQUENCE compay.transfers_id_seq INCREMENT BY %s RESTART WITH %s',
-                              partitions, v_start);
+    FOREACH v_table IN ARRAY ARRAY['payments', 'holds', 'transfers'] LOOP
+        EXECUTE pg_catalog.format('SELECT GREATEST((SELECT pg_catalog.max(id) FROM compay.%I), '
+                                  '(SELECT last_value FROM compay.%I))', v_table, v_table || '_id_seq')
+            INTO v_start;
+        v_start := (coalesce(v_start, 0) / partitions + 1) * partitions + shard;
+        EXECUTE pg_catalog.format('ALTER SEQUENCE compay.%I INCREMENT BY %s RESTART WITH %s',
+                                  v_table || '_id_seq', partitions, v_start);
+    END LOOP;
     -- One outgoing queue per peer, read by the peer's consumer.
     FOR i IN 0 .. v_shards - 1 LOOP
         CONTINUE WHEN i = shard;
