@@ -108,6 +108,21 @@ typedef struct LedgerTransfer
 	const char *idempotency_key;
 } LedgerTransfer;
 
+/* A hold's row, as the ledger reads and writes it. */
+typedef struct LedgerHoldRow
+{
+	int64		id;
+	int64		account_id;
+	Credit		amount;
+	Credit		remaining;
+	const char *status;			/* a compay.hold_status label */
+	const char *reference;		/* NULL: none */
+	const char *idempotency_key;	/* NULL: none */
+	bool		expires;		/* has expires_at */
+	TimestampTz expires_at;
+	ItemPointerData tid;		/* the version read, locked or written */
+} LedgerHoldRow;
+
 typedef struct LedgerBatch
 {
 	const char *currency;
@@ -180,6 +195,10 @@ extern int	LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 extern void LedgerHeapUpdateAccounts(LedgerBatch *batch);
 extern void LedgerHeapInsertJournal(LedgerBatch *batch);
 extern void LedgerHeapInsertTransfers(LedgerBatch *batch);
+extern bool LedgerHeapHoldOwner(int64 hold_id, char **node, char **currency);
+extern void LedgerHeapLockHold(LedgerHoldRow *hold);
+extern void LedgerHeapUpdateHold(LedgerHoldRow *hold, TimestampTz now);
+extern void LedgerHeapInsertHold(LedgerHoldRow *hold, TimestampTz now);
 
 /* ledger_stripes.c */
 extern void LedgerStripesInit(void);

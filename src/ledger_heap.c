@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * ledger_heap.c
- *	  Writes a batch's account updates, journal entries and transfer rows
- *	  through the table access method, without SPI.
+ *	  Writes a batch's account updates, journal entries and transfer rows,
+ *	  and reads, locks and writes holds, through the table access method,
+ *	  without SPI.
  *
  * A transfer's writes are known exactly (which rows, which columns), so
  * planning and starting an executor for each statement is pure overhead:
@@ -609,4 +610,199 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 	ReadChainHeads(&batch->accounts[batch->naccounts - nlocked], nlocked);
 	*nfound_out = nfound;
 	return nlocked;
+}
+
+/*
+ * Holds.  A hold's row is read, locked and written here as the accounts'
+ * rows are: by key through its primary key, locked FOR UPDATE by
+ * table_tuple_lock, updated at the locked version.  Each write ends with
+ * CommandCounterIncrement, so that what follows in the same call sees it,
+ * as it would after an SPI statement.
+ */
+
+/*
+ * Fetches into slot the version of the row of table rel whose bigint key
+ * (the first column of index) is key that snapshot sees; false when none.
+ */
+static bool
+FetchByKey(Relation rel, const char *index_name, int64 key, Snapshot snapshot,
+		   TupleTableSlot *slot)
+{
+	Relation	index = index_open(CompayRelationOid(index_name), AccessShareLock);
+	IndexScanDesc scan = index_beginscan(rel, index, snapshot, 1, 0);
+	ScanKeyData skey;
+	bool		found;
+
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(key));
+	index_rescan(scan, &skey, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	index_close(index, NoLock);
+	return found;
+}
+
+/*
+ * The holder's node and currency of a hold, read without a lock (the
+ * statement's snapshot); false when the hold does not exist.
+ */
+bool
+LedgerHeapHoldOwner(int64 hold_id, char **node, char **currency)
+{
+	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	Relation	holds = table_open(CompayRelationOid("holds"), AccessShareLock);
+	Relation	accounts = table_open(CompayRelationOid("accounts"), AccessShareLock);
+	TupleTableSlot *hslot = table_slot_create(holds, NULL);
+	TupleTableSlot *aslot = table_slot_create(accounts, NULL);
+	bool		found = false;
+	bool		isnull;
+
+	if (FetchByKey(holds, "holds_pkey", hold_id, snapshot, hslot))
+	{
+		Datum		account = slot_getattr(hslot, get_attnum(RelationGetRelid(holds), "account_id"),
+										   &isnull);
+
+		if (!FetchByKey(accounts, "accounts_pkey", DatumGetInt64(account), snapshot, aslot))
+			elog(ERROR, "the account of hold " INT64_FORMAT " does not exist", hold_id);
+		*node = TextDatumGetCString(slot_getattr(aslot, get_attnum(RelationGetRelid(accounts),
+																	"node_id"), &isnull));
+		*currency = TextDatumGetCString(slot_getattr(aslot, get_attnum(RelationGetRelid(accounts),
+																		"currency"), &isnull));
+		found = true;
+	}
+	ExecDropSingleTupleTableSlot(hslot);
+	ExecDropSingleTupleTableSlot(aslot);
+	table_close(accounts, NoLock);
+	table_close(holds, NoLock);
+	UnregisterSnapshot(snapshot);
+	return found;
+}
+
+/*
+ * Locks the newest version of hold->id FOR UPDATE (waiting for a concurrent
+ * writer, as SELECT ... FOR UPDATE does; under snapshot isolation a
+ * version newer than the snapshot is a serialization failure) and reads
+ * its status, remaining and expiry into hold.
+ */
+void
+LedgerHeapLockHold(LedgerHoldRow *hold)
+{
+	HeapTarget	t;
+	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	TM_FailureData tmfd;
+	TM_Result	result;
+	bool		isnull;
+	Datum		expires_at;
+
+	OpenTarget(&t, "holds");
+	if (!FetchByKey(t.rel, "holds_pkey", hold->id, snapshot, t.slot))
+		elog(ERROR, "hold " INT64_FORMAT " vanished", hold->id);
+	ItemPointerCopy(&t.slot->tts_tid, &hold->tid);
+	result = table_tuple_lock(t.rel, &hold->tid, snapshot, t.slot, t.cid,
+							  LockTupleExclusive, LockWaitBlock,
+							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+	if (result == TM_Ok && tmfd.traversed && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to concurrent update")));
+	if (result != TM_Ok)
+		elog(ERROR, "could not lock hold " INT64_FORMAT " (%d)", hold->id, (int) result);
+	ItemPointerCopy(&t.slot->tts_tid, &hold->tid);
+	hold->account_id = DatumGetInt64(slot_getattr(t.slot, Att(&t, "account_id") + 1, &isnull));
+	hold->amount = DatumGetCredit(slot_getattr(t.slot, Att(&t, "amount") + 1, &isnull));
+	hold->remaining = DatumGetCredit(slot_getattr(t.slot, Att(&t, "remaining") + 1, &isnull));
+	hold->status = DatumGetCString(DirectFunctionCall1(enum_out,
+													   slot_getattr(t.slot, Att(&t, "status") + 1,
+																	&isnull)));
+	expires_at = slot_getattr(t.slot, Att(&t, "expires_at") + 1, &isnull);
+	hold->expires = !isnull;
+	hold->expires_at = isnull ? 0 : DatumGetTimestampTz(expires_at);
+	UnregisterSnapshot(snapshot);
+	CloseTarget(&t);
+}
+
+/*
+ * Writes hold's remaining and status at its locked version (resolved_at is
+ * now unless the hold stays pending); hold->tid becomes the new version.
+ * A change of status moves the row out of the pending holds' partial
+ * indexes, so it is not a HOT update and gets its index entries here.
+ */
+void
+LedgerHeapUpdateHold(LedgerHoldRow *hold, TimestampTz now)
+{
+	HeapTarget	t;
+	TupleDesc	desc;
+	TupleTableSlot *newslot;
+	HeapTuple	oldtup;
+	HeapTuple	newtup;
+	bool		should_free;
+	Datum	   *values;
+	bool	   *nulls;
+	bool	   *replace;
+	int			a_resolved;
+	TM_FailureData tmfd;
+	LockTupleMode lockmode;
+	bool		update_indexes;
+	TM_Result	result;
+
+	OpenTarget(&t, "holds");
+	desc = RelationGetDescr(t.rel);
+	values = palloc0(sizeof(Datum) * desc->natts);
+	nulls = palloc0(sizeof(bool) * desc->natts);
+	replace = palloc0(sizeof(bool) * desc->natts);
+	a_resolved = Att(&t, "resolved_at");
+	replace[Att(&t, "remaining")] = replace[Att(&t, "status")] = replace[a_resolved] = true;
+	values[Att(&t, "remaining")] = CreditGetDatum(hold->remaining);
+	values[Att(&t, "status")] = EnumDatum("hold_status", hold->status);
+	nulls[a_resolved] = strcmp(hold->status, "pending") == 0;
+	values[a_resolved] = nulls[a_resolved] ? (Datum) 0 : TimestampTzGetDatum(now);
+
+	if (!table_tuple_fetch_row_version(t.rel, &hold->tid, SnapshotAny, t.slot))
+		elog(ERROR, "locked hold " INT64_FORMAT " vanished", hold->id);
+	oldtup = ExecFetchSlotHeapTuple(t.slot, false, &should_free);
+	newtup = heap_modify_tuple(oldtup, desc, values, nulls, replace);
+	if (should_free)
+		heap_freetuple(oldtup);
+	ExecClearTuple(t.slot);
+	newslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
+	ExecStoreHeapTuple(newtup, newslot, true);
+	ExecConstraints(t.rri, newslot, t.estate);
+	result = table_tuple_update(t.rel, &hold->tid, newslot, t.cid, GetActiveSnapshot(),
+								InvalidSnapshot, true, &tmfd, &lockmode, &update_indexes);
+	if (result != TM_Ok)
+		elog(ERROR, "could not update locked hold " INT64_FORMAT " (%d)", hold->id, (int) result);
+	if (update_indexes && t.rri->ri_NumIndices > 0)
+		ExecInsertIndexTuples(t.rri, newslot, t.estate, false, false, NULL, NIL);
+	ItemPointerCopy(&newslot->tts_tid, &hold->tid);
+	ExecDropSingleTupleTableSlot(newslot);
+	CloseTarget(&t);
+	CommandCounterIncrement();
+}
+
+/* Inserts a new pending hold: hold's id, account, amount, reference, key, expiry. */
+void
+LedgerHeapInsertHold(LedgerHoldRow *hold, TimestampTz now)
+{
+	HeapTarget	t;
+	TupleTableSlot **slots;
+
+	OpenTarget(&t, "holds");
+	slots = MakeSlots(&t, 1);
+	ClearSlot(slots[0]);
+	Put(slots[0], Att(&t, "id"), Int64GetDatum(hold->id));
+	Put(slots[0], Att(&t, "account_id"), Int64GetDatum(hold->account_id));
+	Put(slots[0], Att(&t, "amount"), CreditGetDatum(hold->amount));
+	Put(slots[0], Att(&t, "remaining"), CreditGetDatum(hold->amount));
+	Put(slots[0], Att(&t, "status"), EnumDatum("hold_status", "pending"));
+	if (hold->reference)
+		Put(slots[0], Att(&t, "reference"), CStringGetTextDatum(hold->reference));
+	if (hold->expires)
+		Put(slots[0], Att(&t, "expires_at"), TimestampTzGetDatum(hold->expires_at));
+	if (hold->idempotency_key)
+		Put(slots[0], Att(&t, "idempotency_key"), CStringGetTextDatum(hold->idempotency_key));
+	Put(slots[0], Att(&t, "created_at"), TimestampTzGetDatum(now));
+	InsertSlots(&t, slots, 1);
+	ItemPointerCopy(&slots[0]->tts_tid, &hold->tid);
+	DropSlots(slots, 1);
+	CloseTarget(&t);
+	CommandCounterIncrement();
 }

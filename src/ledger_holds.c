@@ -40,33 +40,6 @@ PG_FUNCTION_INFO_V1(compay_dispute_refund);
 /* Most holds one expire_holds() call expires. */
 #define EXPIRE_BATCH_MAX 10000
 
-static SpiStatement insert_hold_stmt = {
-	.sql = "INSERT INTO compay.holds (id, account_id, amount, remaining, reference, "
-	"expires_at, idempotency_key, created_at) VALUES ($1, $2, $3, $3, $4, $5, $6, $7)",
-	.nargs = 7,
-	.argtypes = {INT8OID, INT8OID, SPI_ARG_CREDIT, TEXTOID, TIMESTAMPTZOID, TEXTOID, TIMESTAMPTZOID}
-};
-
-static SpiStatement hold_owner_stmt = {
-	.sql = "SELECT a.node_id, a.currency FROM compay.holds h "
-	"JOIN compay.accounts a ON a.id = h.account_id WHERE h.id = $1",
-	.nargs = 1,
-	.argtypes = {INT8OID}
-};
-
-static SpiStatement lock_hold_stmt = {
-	.sql = "SELECT status::text, remaining, expires_at FROM compay.holds WHERE id = $1 FOR UPDATE",
-	.nargs = 1,
-	.argtypes = {INT8OID}
-};
-
-static SpiStatement update_hold_stmt = {
-	.sql = "UPDATE compay.holds SET remaining = $2, status = $3::compay.hold_status, "
-	"resolved_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $4 END WHERE id = $1",
-	.nargs = 4,
-	.argtypes = {INT8OID, SPI_ARG_CREDIT, TEXTOID, TIMESTAMPTZOID}
-};
-
 static SpiStatement payout_withdrawals_stmt = {
 	.sql = "SELECT a.node_id, t.amount FROM compay.transfers t "
 	"JOIN compay.accounts a ON a.id = t.from_account "
@@ -106,8 +79,7 @@ compay_reserve(PG_FUNCTION_ARGS)
 	int64		hold_id;
 	LedgerBatch batch;
 	LedgerAccount *account;
-	Datum		args[7];
-	char		nulls[7] = "       ";
+	LedgerHoldRow hold = {0};
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(5))
 		ereport(ERROR,
@@ -153,17 +125,14 @@ compay_reserve(PG_FUNCTION_ARGS)
 	LedgerPost(&batch, account, ENTRY_RESERVE, amount, 0, hold_id, 0);
 	LedgerFlush(&batch);
 
-	args[0] = Int64GetDatum(hold_id);
-	args[1] = Int64GetDatum(account->id);
-	args[2] = CreditGetDatum(amount);
-	args[3] = reference ? CStringGetTextDatum(reference) : (Datum) 0;
-	nulls[3] = reference ? ' ' : 'n';
-	args[4] = expires_at;
-	nulls[4] = PG_ARGISNULL(3) ? 'n' : ' ';
-	args[5] = key ? CStringGetTextDatum(key) : (Datum) 0;
-	nulls[5] = key ? ' ' : 'n';
-	args[6] = TimestampTzGetDatum(batch.now);
-	SpiRun(&insert_hold_stmt, args, nulls, false, 0);
+	hold.id = hold_id;
+	hold.account_id = account->id;
+	hold.amount = amount;
+	hold.reference = reference;
+	hold.idempotency_key = key;
+	hold.expires = !PG_ARGISNULL(3);
+	hold.expires_at = hold.expires ? DatumGetTimestampTz(expires_at) : 0;
+	LedgerHeapInsertHold(&hold, batch.now);
 	if (key)
 		IdempotencyRecord(key, hold_id);
 	SPI_finish();
@@ -174,40 +143,35 @@ typedef struct LockedHold
 {
 	int64		id;
 	LedgerAccount *account;
-	char	   *status;
+	const char *status;
 	Credit		remaining;
 	bool		expired;		/* pending, but past expires_at */
+	ItemPointerData tid;		/* the version locked, then written */
 } LockedHold;
 
 /* The holder's node and currency of a hold, read without a lock. */
 static void
 HoldOwner(int64 hold_id, char **node, char **currency)
 {
-	Datum		arg = Int64GetDatum(hold_id);
-
-	if (SpiRun(&hold_owner_stmt, &arg, NULL, false, 1) == 0)
+	if (!LedgerHeapHoldOwner(hold_id, node, currency))
 		ereport(ERROR,
 				(errcode(ERRCODE_COMPAY_UNKNOWN_HOLD),
 				 errmsg("hold " INT64_FORMAT " does not exist", hold_id)));
-	*node = SpiGetText(0, 1);
-	*currency = SpiGetText(0, 2);
 }
 
 /* Locks the hold row (its account must be locked already) and reads it. */
 static void
 LockHold(LedgerBatch *batch, LockedHold *h)
 {
-	Datum		arg = Int64GetDatum(h->id);
-	bool		isnull;
-	Datum		expires_at;
+	LedgerHoldRow row = {.id = h->id};
 
-	if (SpiRun(&lock_hold_stmt, &arg, NULL, false, 1) != 1)
-		elog(ERROR, "hold " INT64_FORMAT " vanished", h->id);
-	h->status = SpiGetText(0, 1);
-	h->remaining = DatumGetCredit(SpiGetDatum(0, 2, &isnull));
-	expires_at = SpiGetDatum(0, 3, &isnull);
-	h->expired = strcmp(h->status, "pending") == 0 && !isnull &&
-		DatumGetTimestampTz(expires_at) <= batch->now;
+	LedgerHeapLockHold(&row);
+	Assert(row.account_id == h->account->id);
+	h->status = row.status;
+	h->remaining = row.remaining;
+	h->tid = row.tid;
+	h->expired = strcmp(h->status, "pending") == 0 && row.expires &&
+		row.expires_at <= batch->now;
 }
 
 static void
@@ -228,13 +192,12 @@ RequirePending(LockedHold *h, const char *action)
 static void
 UpdateHold(LedgerBatch *batch, LockedHold *h, const char *status)
 {
-	Datum		args[4];
+	LedgerHoldRow row = {.id = h->id, .remaining = h->remaining, .status = status,
+	.tid = h->tid};
 
-	args[0] = Int64GetDatum(h->id);
-	args[1] = CreditGetDatum(h->remaining);
-	args[2] = CStringGetTextDatum(status);
-	args[3] = TimestampTzGetDatum(batch->now);
-	SpiRun(&update_hold_stmt, args, NULL, false, 0);
+	LedgerHeapUpdateHold(&row, batch->now);
+	h->status = status;
+	h->tid = row.tid;
 }
 
 /* Releases what remains of a locked hold and gives it its final status. */
