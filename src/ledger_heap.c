@@ -194,6 +194,23 @@ HashBytea(const uint8 *hash)
 	return PointerGetDatum(b);
 }
 
+/* Orders journal entries by their key, (account_id, seq). */
+static int
+CompareEntryKeys(const void *a, const void *b)
+{
+	const LedgerEntry *x = *(const LedgerEntry *const *) a;
+	const LedgerEntry *y = *(const LedgerEntry *const *) b;
+
+	if (x->account_id != y->account_id)
+		return (x->account_id > y->account_id) - (x->account_id < y->account_id);
+	return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/*
+ * Inserts the batch's journal entries in key order: a batch's entries of
+ * one account are neighbours in the primary key, so their index inserts
+ * find the leaf page their predecessor just used.
+ */
 void
 LedgerHeapInsertJournal(LedgerBatch *batch)
 {
@@ -201,6 +218,7 @@ LedgerHeapInsertJournal(LedgerBatch *batch)
 	int			a_account, a_seq, a_kind, a_amount, a_balance, a_reserved,
 				a_transfer, a_hold, a_counterparty, a_created, a_hash;
 	Datum		kinds[ENTRY_BARTER + 1];
+	LedgerEntry **order;
 	TupleTableSlot **slots;
 	int			nslots;
 
@@ -220,6 +238,12 @@ LedgerHeapInsertJournal(LedgerBatch *batch)
 	for (int k = 0; k <= ENTRY_BARTER; k++)
 		kinds[k] = EnumDatum("entry_kind", EntryKindName((EntryKind) k));
 
+	order = palloc(sizeof(LedgerEntry *) * batch->nentries);
+	for (int i = 0; i < batch->nentries; i++)
+		order[i] = &batch->entries[i];
+	if (batch->nentries > 2)
+		qsort(order, batch->nentries, sizeof(LedgerEntry *), CompareEntryKeys);
+
 	nslots = Min(batch->nentries, HEAP_INSERT_CHUNK);
 	slots = MakeSlots(&t, nslots);
 	for (int first = 0; first < batch->nentries; first += nslots)
@@ -228,7 +252,7 @@ LedgerHeapInsertJournal(LedgerBatch *batch)
 
 		for (int j = 0; j < n; j++)
 		{
-			LedgerEntry *e = &batch->entries[first + j];
+			LedgerEntry *e = order[first + j];
 			TupleTableSlot *slot = slots[j];
 
 			ClearSlot(slot);
