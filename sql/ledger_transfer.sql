@@ -116,4 +116,20 @@ DELETE FROM transfers WHERE id = :t1; \echo :LAST_ERROR_SQLSTATE
 TRUNCATE journal; \echo :LAST_ERROR_SQLSTATE
 TRUNCATE transfers; \echo :LAST_ERROR_SQLSTATE
 
+-- A chain goes on from its committed head when a rolled-back savepoint
+-- wrote newer entries that this session read: one entry is added, and
+-- the chains check out below.
+SELECT deposit('lt_alice', '3') > 0 AS funded;
+SELECT max(j.seq) AS alice_head FROM journal j JOIN accounts a ON a.id = j.account_id
+WHERE a.node_id = 'lt_alice' \gset
+BEGIN;
+SAVEPOINT s;
+SELECT transfer('lt_alice', 'lt_bob', '1') > 0 AS in_savepoint;
+SELECT transfer('lt_alice', 'lt_bob', '1') > 0 AS after_own_entry;
+ROLLBACK TO SAVEPOINT s;
+SELECT transfer('lt_alice', 'lt_bob', '1') > 0 AS after_rollback;
+COMMIT;
+SELECT max(j.seq) - :alice_head AS alice_new_entries FROM journal j
+JOIN accounts a ON a.id = j.account_id WHERE a.node_id = 'lt_alice';
+
 SELECT check_name, ok FROM verify_ledger();

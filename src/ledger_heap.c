@@ -498,6 +498,41 @@ ReadAccount(TupleTableSlot *slot, HeapTarget *t, LedgerAccount *a)
 }
 
 /*
+ * A seq each account's chain had reached when this backend last read its
+ * head, in a direct-mapped table.  The head is never below it once the
+ * entry has committed (entries are never deleted and seqs only grow), so
+ * the head's lookup can start there instead of at the account's first
+ * entry: a backward index scan reads every entry of the account on the
+ * leaf page it lands on, hundreds on a busy account.  A hint from an entry
+ * that was rolled back can be above the head; the lookup then finds
+ * nothing from it and looks again from the start.
+ */
+#define CHAIN_HINTS 4096
+
+typedef struct ChainHint
+{
+	int64		account_id;
+	int64		seq;
+} ChainHint;
+
+static ChainHint chain_hints[CHAIN_HINTS];
+
+/*
+ * The newest journal entry of account_id at or after seq from: false when
+ * there is none.
+ */
+static bool
+NewestEntry(IndexScanDesc scan, TupleTableSlot *slot, int64 account_id, int64 from)
+{
+	ScanKeyData keys[2];
+
+	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(account_id));
+	ScanKeyInit(&keys[1], 2, BTGreaterEqualStrategyNumber, F_INT8GE, Int64GetDatum(from));
+	index_rescan(scan, keys, 2, NULL, 0);
+	return index_getnext_slot(scan, BackwardScanDirection, slot);
+}
+
+/*
  * Reads the chain head of each of the n accounts (locked): the seq and hash
  * of its newest journal entry, or 0 and zeros before its first.  The
  * account row does not carry them, so that a transfer's update of the row
@@ -528,29 +563,30 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 	if (a_seq == InvalidAttrNumber || a_hash == InvalidAttrNumber)
 		elog(ERROR, "column seq or hash of journal does not exist");
 	slot = table_slot_create(journal, NULL);
-	scan = index_beginscan(journal, index, &dirty, 1, 0);
+	scan = index_beginscan(journal, index, &dirty, 2, 0);
 	for (int i = 0; i < n; i++)
 	{
 		LedgerAccount *a = &accounts[i];
-		ScanKeyData key;
+		ChainHint  *hint = &chain_hints[(uint64) a->id % CHAIN_HINTS];
+		int64		from = hint->account_id == a->id ? hint->seq : 0;
 		bool		isnull;
 		bytea	   *hash;
 
-		/* The newest entry: the last of the account's in (account_id, seq). */
-		ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(a->id));
-		index_rescan(scan, &key, 1, NULL, 0);
-		if (!index_getnext_slot(scan, BackwardScanDirection, slot))
+		if (!NewestEntry(scan, slot, a->id, from) &&
+			(from == 0 || !NewestEntry(scan, slot, a->id, 0)))
 		{
 			a->seq = 0;
 			memset(a->hash, 0, LEDGER_HASH_LEN);
 			continue;
 		}
 		a->seq = DatumGetInt64(slot_getattr(slot, a_seq, &isnull));
-		Assert(!isnull && a->seq > 0);
+		Assert(!isnull && a->seq > 0 && a->seq >= from);
 		hash = DatumGetByteaPP(slot_getattr(slot, a_hash, &isnull));
 		Assert(!isnull && VARSIZE_ANY_EXHDR(hash) == LEDGER_HASH_LEN);
 		memcpy(a->hash, VARDATA_ANY(hash), LEDGER_HASH_LEN);
 		ExecClearTuple(slot);
+		hint->account_id = a->id;
+		hint->seq = a->seq;
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
