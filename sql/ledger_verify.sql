@@ -111,3 +111,13 @@ SELECT check_name, ok FROM verify_ledger() WHERE NOT ok;
 ROLLBACK;
 
 SELECT check_name, ok FROM verify_ledger();
+
+-- The hashed text of an entry is fixed: these digests pin its format (a
+-- change to it would break every existing chain).
+-- Negative amounts (a debit), a NULL id and a time before 2000 included.
+SELECT encode(journal_entry_hash(decode(repeat('00', 32), 'hex'), 1, 1, 'credit',
+       '1.5', '1.5', '0', 7, NULL, 3, '2026-01-01 00:00:00+00'), 'hex') AS credit_entry;
+SELECT encode(journal_entry_hash(decode(repeat('ab', 32), 'hex'), 9223372036854775807, 42,
+       'debit', '-0.000000000001', '-123456789012345678.123456789012',
+       '12345.678', NULL, 9223372036854775806, NULL, '1999-12-31 23:59:59.999999+00'), 'hex')
+       AS debit_entry;
