@@ -482,18 +482,40 @@ CompareFound(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* The columns of an account that a lock reads, as attribute numbers. */
+typedef struct AccountColumns
+{
+	AttrNumber	id;
+	AttrNumber	node_id;
+	AttrNumber	balance;
+	AttrNumber	reserved;
+	AttrNumber	credit_limit;
+	AttrNumber	flags;
+} AccountColumns;
+
+static void
+FindAccountColumns(HeapTarget *t, AccountColumns *c)
+{
+	c->id = Att(t, "id") + 1;
+	c->node_id = Att(t, "node_id") + 1;
+	c->balance = Att(t, "balance") + 1;
+	c->reserved = Att(t, "reserved") + 1;
+	c->credit_limit = Att(t, "credit_limit") + 1;
+	c->flags = Att(t, "flags") + 1;
+}
+
 /* Reads the locked version in slot into an account. */
 static void
-ReadAccount(TupleTableSlot *slot, HeapTarget *t, LedgerAccount *a)
+ReadAccount(TupleTableSlot *slot, const AccountColumns *c, LedgerAccount *a)
 {
 	bool		isnull;
 
-	a->id = DatumGetInt64(slot_getattr(slot, Att(t, "id") + 1, &isnull));
-	a->node_id = TextDatumGetCString(slot_getattr(slot, Att(t, "node_id") + 1, &isnull));
-	a->balance = DatumGetCredit(slot_getattr(slot, Att(t, "balance") + 1, &isnull));
-	a->reserved = DatumGetCredit(slot_getattr(slot, Att(t, "reserved") + 1, &isnull));
-	a->credit_limit = DatumGetCredit(slot_getattr(slot, Att(t, "credit_limit") + 1, &isnull));
-	a->flags = DatumGetInt32(slot_getattr(slot, Att(t, "flags") + 1, &isnull));
+	a->id = DatumGetInt64(slot_getattr(slot, c->id, &isnull));
+	a->node_id = TextDatumGetCString(slot_getattr(slot, c->node_id, &isnull));
+	a->balance = DatumGetCredit(slot_getattr(slot, c->balance, &isnull));
+	a->reserved = DatumGetCredit(slot_getattr(slot, c->reserved, &isnull));
+	a->credit_limit = DatumGetCredit(slot_getattr(slot, c->credit_limit, &isnull));
+	a->flags = DatumGetInt32(slot_getattr(slot, c->flags, &isnull));
 	ItemPointerCopy(&slot->tts_tid, &a->tid);
 }
 
@@ -618,8 +640,10 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 	int			nlocked = 0;
 	Datum		currency = CStringGetTextDatum(batch->currency);
 	IndexScanDesc scan;
+	AccountColumns columns;
 
 	OpenTarget(&t, "accounts");
+	FindAccountColumns(&t, &columns);
 	index = index_open(CompayRelationOid("accounts_node_currency"), AccessShareLock);
 	scan = index_beginscan(t.rel, index, snapshot, 2, 0);
 	for (int i = 0; i < n; i++)
@@ -639,7 +663,7 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 		index_rescan(scan, keys, 2, NULL, 0);
 		if (!index_getnext_slot(scan, ForwardScanDirection, t.slot))
 			continue;
-		found[nfound].id = DatumGetInt64(slot_getattr(t.slot, Att(&t, "id") + 1, &isnull));
+		found[nfound].id = DatumGetInt64(slot_getattr(t.slot, columns.id, &isnull));
 		ItemPointerCopy(&t.slot->tts_tid, &found[nfound].tid);
 		nfound++;
 	}
@@ -667,7 +691,7 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 			elog(ERROR, "could not lock account " INT64_FORMAT " (%d)",
 				 found[i].id, (int) result);
 		memset(a, 0, sizeof(*a));
-		ReadAccount(t.slot, &t, a);
+		ReadAccount(t.slot, &columns, a);
 		Assert(a->id == found[i].id);
 		batch->naccounts++;
 		nlocked++;
