@@ -15,7 +15,11 @@
 #ifndef COMPAY_H
 #define COMPAY_H
 
+#include "executor/tuptable.h"
+#include "nodes/lockoptions.h"
 #include "utils/elog.h"
+#include "utils/rel.h"
+#include "utils/snapshot.h"
 #include "utils/numeric.h"
 
 /* A debit, reserve or refund needs more than the account has available. */
@@ -95,5 +99,10 @@ extern char *CompayEchoInput(const char *input);
 extern Numeric CompayNumeric(const char *text);
 extern char *CompayNumericText(Numeric n);
 extern int	CompayNumericCmp(Numeric a, Numeric b);
+
+/* Locks a row FOR UPDATE as SELECT ... FOR UPDATE would (compay_util.c). */
+extern bool CompayLockRow(Relation rel, ItemPointer tid, Snapshot snapshot,
+						  TupleTableSlot *slot, CommandId cid, LockWaitPolicy wait,
+						  const char *what, int64 id);
 
 #endif							/* COMPAY_H */

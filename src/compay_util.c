@@ -19,6 +19,8 @@
  */
 #include "postgres.h"
 
+#include "access/tableam.h"
+#include "access/xact.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
@@ -28,6 +30,37 @@
 #include "compay.h"
 
 PG_FUNCTION_INFO_V1(compay_setting);
+
+/*
+ * Locks the row version at *tid FOR UPDATE as the executor's LockRows node
+ * does.  Under READ COMMITTED it locks the newest version, following the
+ * update chain and waiting for a writer; under snapshot isolation it locks
+ * the version itself, and a newer one is a serialization failure.  slot
+ * receives the locked version and *tid becomes its TID.  Returns false when
+ * wait is LockWaitSkip and another transaction holds the row.  what and id
+ * name the row in an internal error (a row that vanished).
+ */
+bool
+CompayLockRow(Relation rel, ItemPointer tid, Snapshot snapshot, TupleTableSlot *slot,
+			  CommandId cid, LockWaitPolicy wait, const char *what, int64 id)
+{
+	bool		xact_snapshot = IsolationUsesXactSnapshot();
+	TM_FailureData tmfd;
+	TM_Result	result;
+
+	result = table_tuple_lock(rel, tid, snapshot, slot, cid, LockTupleExclusive, wait,
+							  xact_snapshot ? 0 : TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
+	if (result == TM_WouldBlock)
+		return false;
+	if ((result == TM_Updated || result == TM_Deleted) && xact_snapshot)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to concurrent update")));
+	if (result != TM_Ok)
+		elog(ERROR, "could not lock %s " INT64_FORMAT " (%d)", what, id, (int) result);
+	ItemPointerCopy(&slot->tts_tid, tid);
+	return true;
+}
 
 char *
 CompayEchoInput(const char *input)

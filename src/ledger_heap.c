@@ -35,6 +35,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "compay.h"
 #include "ledger.h"
 #include "spi_util.h"
 
@@ -142,11 +143,16 @@ MakeSlots(HeapTarget *t, int n)
 	return slots;
 }
 
+/* Drops the slots of MakeSlots and their descriptor. */
 static void
 DropSlots(TupleTableSlot **slots, int n)
 {
+	TupleDesc	desc = slots[0]->tts_tupleDescriptor;
+
+	Assert(n > 0 && desc->tdrefcount == -1);
 	for (int i = 0; i < n; i++)
 		ExecDropSingleTupleTableSlot(slots[i]);
+	FreeTupleDesc(desc);
 	pfree(slots);
 }
 
@@ -271,6 +277,7 @@ LedgerHeapInsertJournal(LedgerBatch *batch)
 		InsertSlots(&t, slots, n);
 	}
 	DropSlots(slots, nslots);
+	pfree(order);
 	CloseTarget(&t);
 }
 
@@ -593,9 +600,14 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 		int64		from = hint->account_id == a->id ? hint->seq : 0;
 		bool		isnull;
 		bytea	   *hash;
+		bool		found = NewestEntry(scan, slot, a->id, from);
 
-		if (!NewestEntry(scan, slot, a->id, from) &&
-			(from == 0 || !NewestEntry(scan, slot, a->id, 0)))
+		if (!found && from > 0)
+		{
+			from = 0;
+			found = NewestEntry(scan, slot, a->id, from);
+		}
+		if (!found)
 		{
 			a->seq = 0;
 			memset(a->hash, 0, LEDGER_HASH_LEN);
@@ -674,22 +686,10 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 	for (int i = 0; i < nfound; i++)
 	{
 		LedgerAccount *a = &batch->accounts[batch->naccounts];
-		TM_FailureData tmfd;
-		TM_Result	result;
 
-		result = table_tuple_lock(t.rel, &found[i].tid, snapshot, t.slot,
-								  GetCurrentCommandId(true), LockTupleExclusive,
-								  wait, TUPLE_LOCK_FLAG_FIND_LAST_VERSION,
-								  &tmfd);
-		if (result == TM_WouldBlock)
+		if (!CompayLockRow(t.rel, &found[i].tid, snapshot, t.slot, t.cid, wait,
+						   "account", found[i].id))
 			continue;
-		if (result == TM_Ok && tmfd.traversed && IsolationUsesXactSnapshot())
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not serialize access due to concurrent update")));
-		if (result != TM_Ok)
-			elog(ERROR, "could not lock account " INT64_FORMAT " (%d)",
-				 found[i].id, (int) result);
 		memset(a, 0, sizeof(*a));
 		ReadAccount(t.slot, &columns, a);
 		Assert(a->id == found[i].id);
@@ -732,9 +732,21 @@ FetchByKey(Relation rel, const char *index_name, int64 key, Snapshot snapshot,
 	return found;
 }
 
+/* Attribute number of a column of rel, which must exist. */
+static AttrNumber
+ColumnOf(Relation rel, const char *column)
+{
+	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), column);
+
+	if (attnum == InvalidAttrNumber)
+		elog(ERROR, "column %s of %s does not exist", column, RelationGetRelationName(rel));
+	return attnum;
+}
+
 /*
- * The holder's node and currency of a hold, read without a lock (the
- * statement's snapshot); false when the hold does not exist.
+ * The holder's node and currency of a hold, read without a lock with a
+ * snapshot taken now (READ COMMITTED) or the transaction's; false when the
+ * hold, or its account, does not exist (as the join it replaces).
  */
 bool
 LedgerHeapHoldOwner(int64 hold_id, char **node, char **currency)
@@ -749,16 +761,16 @@ LedgerHeapHoldOwner(int64 hold_id, char **node, char **currency)
 
 	if (FetchByKey(holds, "holds_pkey", hold_id, snapshot, hslot))
 	{
-		Datum		account = slot_getattr(hslot, get_attnum(RelationGetRelid(holds), "account_id"),
-										   &isnull);
+		Datum		account = slot_getattr(hslot, ColumnOf(holds, "account_id"), &isnull);
 
-		if (!FetchByKey(accounts, "accounts_pkey", DatumGetInt64(account), snapshot, aslot))
-			elog(ERROR, "the account of hold " INT64_FORMAT " does not exist", hold_id);
-		*node = TextDatumGetCString(slot_getattr(aslot, get_attnum(RelationGetRelid(accounts),
-																	"node_id"), &isnull));
-		*currency = TextDatumGetCString(slot_getattr(aslot, get_attnum(RelationGetRelid(accounts),
-																		"currency"), &isnull));
-		found = true;
+		if (FetchByKey(accounts, "accounts_pkey", DatumGetInt64(account), snapshot, aslot))
+		{
+			*node = TextDatumGetCString(slot_getattr(aslot, ColumnOf(accounts, "node_id"),
+													 &isnull));
+			*currency = TextDatumGetCString(slot_getattr(aslot, ColumnOf(accounts, "currency"),
+														 &isnull));
+			found = true;
+		}
 	}
 	ExecDropSingleTupleTableSlot(hslot);
 	ExecDropSingleTupleTableSlot(aslot);
@@ -779,8 +791,6 @@ LedgerHeapLockHold(LedgerHoldRow *hold)
 {
 	HeapTarget	t;
 	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	TM_FailureData tmfd;
-	TM_Result	result;
 	bool		isnull;
 	Datum		expires_at;
 
@@ -788,16 +798,7 @@ LedgerHeapLockHold(LedgerHoldRow *hold)
 	if (!FetchByKey(t.rel, "holds_pkey", hold->id, snapshot, t.slot))
 		elog(ERROR, "hold " INT64_FORMAT " vanished", hold->id);
 	ItemPointerCopy(&t.slot->tts_tid, &hold->tid);
-	result = table_tuple_lock(t.rel, &hold->tid, snapshot, t.slot, t.cid,
-							  LockTupleExclusive, LockWaitBlock,
-							  TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
-	if (result == TM_Ok && tmfd.traversed && IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("could not serialize access due to concurrent update")));
-	if (result != TM_Ok)
-		elog(ERROR, "could not lock hold " INT64_FORMAT " (%d)", hold->id, (int) result);
-	ItemPointerCopy(&t.slot->tts_tid, &hold->tid);
+	CompayLockRow(t.rel, &hold->tid, snapshot, t.slot, t.cid, LockWaitBlock, "hold", hold->id);
 	hold->account_id = DatumGetInt64(slot_getattr(t.slot, Att(&t, "account_id") + 1, &isnull));
 	hold->amount = DatumGetCredit(slot_getattr(t.slot, Att(&t, "amount") + 1, &isnull));
 	hold->remaining = DatumGetCredit(slot_getattr(t.slot, Att(&t, "remaining") + 1, &isnull));
@@ -865,6 +866,9 @@ LedgerHeapUpdateHold(LedgerHoldRow *hold, TimestampTz now)
 		ExecInsertIndexTuples(t.rri, newslot, t.estate, false, false, NULL, NIL);
 	ItemPointerCopy(&newslot->tts_tid, &hold->tid);
 	ExecDropSingleTupleTableSlot(newslot);
+	pfree(values);
+	pfree(nulls);
+	pfree(replace);
 	CloseTarget(&t);
 	CommandCounterIncrement();
 }

@@ -19,6 +19,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "compay.h"
@@ -357,6 +358,7 @@ compay_expire_holds(PG_FUNCTION_ARGS)
 	int64	   *ids;
 	uint64		n;
 	int32		expired = 0;
+	MemoryContext each;
 
 	NodeRequire(NULL, true);
 	SPI_connect();
@@ -366,8 +368,18 @@ compay_expire_holds(PG_FUNCTION_ARGS)
 	ids = palloc(sizeof(int64) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 		ids[i] = SpiGetInt64(i, 1);
+	/* Each hold's work in a context of its own: up to EXPIRE_BATCH_MAX of them. */
+	each = AllocSetContextCreate(CurrentMemoryContext, "compay expire_holds",
+								 ALLOCSET_DEFAULT_SIZES);
 	for (uint64 i = 0; i < n; i++)
+	{
+		MemoryContext caller = MemoryContextSwitchTo(each);
+
 		expired += ExpireOne(ids[i]) ? 1 : 0;
+		MemoryContextSwitchTo(caller);
+		MemoryContextReset(each);
+	}
+	MemoryContextDelete(each);
 	SPI_finish();
 	PG_RETURN_INT32(expired);
 }

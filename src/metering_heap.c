@@ -287,22 +287,12 @@ MeterLockJobs(MeterState *m, MeterJob *jobs, int n)
 	for (int i = 0; i < n; i++)
 	{
 		MeterJob   *j = &jobs[i];
-		TM_FailureData tmfd;
-		TM_Result	result;
 		bool		isnull;
 
 		if (j->id == 0)
 			continue;
-		result = table_tuple_lock(m->jobs.rel, &j->tid, snapshot, m->jobs.slot, m->cid,
-								  LockTupleExclusive, LockWaitBlock,
-								  TUPLE_LOCK_FLAG_FIND_LAST_VERSION, &tmfd);
-		if (result == TM_Ok && tmfd.traversed && IsolationUsesXactSnapshot())
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not serialize access due to concurrent update")));
-		if (result != TM_Ok)
-			elog(ERROR, "could not lock job " INT64_FORMAT " (%d)", j->id, (int) result);
-		ItemPointerCopy(&m->jobs.slot->tts_tid, &j->tid);
+		CompayLockRow(m->jobs.rel, &j->tid, snapshot, m->jobs.slot, m->cid, LockWaitBlock,
+					  "job", j->id);
 		j->status = DatumGetCString(DirectFunctionCall1(enum_out,
 														slot_getattr(m->jobs.slot, a_status,
 																	 &isnull)));
