@@ -84,16 +84,22 @@ CloseTarget(HeapTarget *t)
 	FreeExecutorState(t->estate);
 }
 
-/* Attribute number of a column, which must exist. */
+/* Attribute number of a column of rel, which must exist. */
+static AttrNumber
+ColumnOf(Relation rel, const char *column)
+{
+	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), column);
+
+	if (attnum == InvalidAttrNumber)
+		elog(ERROR, "column %s of %s does not exist", column, RelationGetRelationName(rel));
+	return attnum;
+}
+
+/* Index of a column of t's table in a slot's values, which must exist. */
 static int
 Att(HeapTarget *t, const char *column)
 {
-	AttrNumber	attnum = get_attnum(RelationGetRelid(t->rel), column);
-
-	if (attnum == InvalidAttrNumber)
-		elog(ERROR, "column %s of %s does not exist", column,
-			 RelationGetRelationName(t->rel));
-	return attnum - 1;
+	return ColumnOf(t->rel, column) - 1;
 }
 
 /* Most rows one multi-insert writes, as COPY buffers them. */
@@ -587,10 +593,8 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 	InitDirtySnapshot(dirty);
 	journal = table_open(CompayRelationOid("journal"), AccessShareLock);
 	index = index_open(CompayRelationOid("journal_pkey"), AccessShareLock);
-	a_seq = get_attnum(RelationGetRelid(journal), "seq");
-	a_hash = get_attnum(RelationGetRelid(journal), "hash");
-	if (a_seq == InvalidAttrNumber || a_hash == InvalidAttrNumber)
-		elog(ERROR, "column seq or hash of journal does not exist");
+	a_seq = ColumnOf(journal, "seq");
+	a_hash = ColumnOf(journal, "hash");
 	slot = table_slot_create(journal, NULL);
 	scan = index_beginscan(journal, index, &dirty, 2, 0);
 	for (int i = 0; i < n; i++)
@@ -730,17 +734,6 @@ FetchByKey(Relation rel, const char *index_name, int64 key, Snapshot snapshot,
 	index_endscan(scan);
 	index_close(index, NoLock);
 	return found;
-}
-
-/* Attribute number of a column of rel, which must exist. */
-static AttrNumber
-ColumnOf(Relation rel, const char *column)
-{
-	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), column);
-
-	if (attnum == InvalidAttrNumber)
-		elog(ERROR, "column %s of %s does not exist", column, RelationGetRelationName(rel));
-	return attnum;
 }
 
 /*
