@@ -78,6 +78,7 @@ typedef struct LedgerAccount
 	int			score_change;	/* +1 up, -1 down, 0 none */
 	bool		dirty;
 	ItemPointerData tid;		/* the row version this call locked */
+	TransactionId xmin;			/* and its xmin */
 } LedgerAccount;
 
 typedef struct LedgerEntry

@@ -373,6 +373,85 @@ MovedScore(Datum score, int change)
 }
 
 /*
+ * What this backend knows of each account's chain head, in a direct-mapped
+ * table.
+ *
+ * A seq the chain had reached when the backend last read or wrote its head.
+ * The head is never below it once the entry has committed (entries are
+ * never deleted and seqs only grow), so the head's lookup can start there
+ * instead of at the account's first entry: a backward index scan reads
+ * every entry of the account on the leaf page it lands on, hundreds on a
+ * busy account.  A hint from an entry that was rolled back can be above the
+ * head; the lookup then finds nothing from it and looks again from the
+ * start.
+ *
+ * The whole head (seq and hash) with the account row version this backend
+ * wrote along with it (its TID and xmin).  Every journal entry is written
+ * with an update of its account's row (LedgerFlush), so when the version a
+ * lock takes is that very version, no entry was written since and the head
+ * is known without reading the journal.  Any other writer of the row (a
+ * transfer of another backend, a change of the account's terms) makes a
+ * newer version; a rolled-back write leaves the older version the newest;
+ * a frozen version reads as xmin FrozenTransactionId: each misses, and the
+ * head is read from the journal.
+ */
+#define CHAIN_HINTS 4096
+
+typedef struct ChainHint
+{
+	int64		account_id;
+	int64		seq;
+	TransactionId xmin;			/* InvalidTransactionId: no written head */
+	ItemPointerData tid;
+	uint8		hash[LEDGER_HASH_LEN];
+} ChainHint;
+
+static ChainHint chain_hints[CHAIN_HINTS];
+
+static ChainHint *
+HintOf(int64 account_id)
+{
+	return &chain_hints[(uint64) account_id % CHAIN_HINTS];
+}
+
+/* The xmin of the row version in slot. */
+static TransactionId
+SlotXmin(TupleTableSlot *slot)
+{
+	bool		isnull;
+
+	return DatumGetTransactionId(slot_getsysattr(slot, MinTransactionIdAttributeNumber,
+												 &isnull));
+}
+
+/* Remembers the head account has after its flush, and the version written with it. */
+static void
+RememberWrittenHead(const LedgerAccount *a, TupleTableSlot *written)
+{
+	ChainHint  *hint = HintOf(a->id);
+
+	hint->account_id = a->id;
+	hint->seq = a->seq;
+	hint->xmin = SlotXmin(written);
+	ItemPointerCopy(&written->tts_tid, &hint->tid);
+	memcpy(hint->hash, a->hash, LEDGER_HASH_LEN);
+}
+
+/* True, with the head in a, when a's locked version is one this backend wrote. */
+static bool
+KnownHead(LedgerAccount *a)
+{
+	ChainHint  *hint = HintOf(a->id);
+
+	if (hint->account_id != a->id || !TransactionIdIsValid(hint->xmin) ||
+		hint->xmin != a->xmin || !ItemPointerEquals(&hint->tid, &a->tid))
+		return false;
+	a->seq = hint->seq;
+	memcpy(a->hash, hint->hash, LEDGER_HASH_LEN);
+	return true;
+}
+
+/*
  * Updates every changed account of the batch (balance, reserved, flags
  * and, after a payment outcome, credit_score): the row version locked by
  * LedgerLockAccounts (its TID) gets a new version, HOT when no indexed
@@ -472,6 +551,7 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 			ExecInsertIndexTuples(t.rri, newslot, t.estate, false, false, NULL, NIL);
 		/* The account's current version is the new one. */
 		a->tid = newslot->tts_tid;
+		RememberWrittenHead(a, newslot);
 		ExecClearTuple(newslot);
 		ResetPerTupleExprContext(t.estate);
 	}
@@ -530,27 +610,8 @@ ReadAccount(TupleTableSlot *slot, const AccountColumns *c, LedgerAccount *a)
 	a->credit_limit = DatumGetCredit(slot_getattr(slot, c->credit_limit, &isnull));
 	a->flags = DatumGetInt32(slot_getattr(slot, c->flags, &isnull));
 	ItemPointerCopy(&slot->tts_tid, &a->tid);
+	a->xmin = SlotXmin(slot);
 }
-
-/*
- * A seq each account's chain had reached when this backend last read its
- * head, in a direct-mapped table.  The head is never below it once the
- * entry has committed (entries are never deleted and seqs only grow), so
- * the head's lookup can start there instead of at the account's first
- * entry: a backward index scan reads every entry of the account on the
- * leaf page it lands on, hundreds on a busy account.  A hint from an entry
- * that was rolled back can be above the head; the lookup then finds
- * nothing from it and looks again from the start.
- */
-#define CHAIN_HINTS 4096
-
-typedef struct ChainHint
-{
-	int64		account_id;
-	int64		seq;
-} ChainHint;
-
-static ChainHint chain_hints[CHAIN_HINTS];
 
 /*
  * The newest journal entry of account_id at or after seq from: false when
@@ -569,9 +630,10 @@ NewestEntry(IndexScanDesc scan, TupleTableSlot *slot, int64 account_id, int64 fr
 
 /*
  * Reads the chain head of each of the n accounts (locked): the seq and hash
- * of its newest journal entry, or 0 and zeros before its first.  The
- * account row does not carry them, so that a transfer's update of the row
- * changes its balance and nothing else.  The entry is read with a dirty
+ * of its newest journal entry, or 0 and zeros before its first; known
+ * without a read when this backend wrote the locked version (KnownHead).
+ * The account row does not carry them, so that a transfer's update of the
+ * row changes its balance and nothing else.  The entry is read with a dirty
  * snapshot: it was written by the transaction that last updated the row,
  * which has committed (we hold the row's lock) or is our own, possibly in
  * this very command; journal entries are never updated or deleted, and
@@ -600,12 +662,15 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 	for (int i = 0; i < n; i++)
 	{
 		LedgerAccount *a = &accounts[i];
-		ChainHint  *hint = &chain_hints[(uint64) a->id % CHAIN_HINTS];
+		ChainHint  *hint = HintOf(a->id);
 		int64		from = hint->account_id == a->id ? hint->seq : 0;
 		bool		isnull;
 		bytea	   *hash;
-		bool		found = NewestEntry(scan, slot, a->id, from);
+		bool		found;
 
+		if (KnownHead(a))
+			continue;
+		found = NewestEntry(scan, slot, a->id, from);
 		if (!found && from > 0)
 		{
 			from = 0;
@@ -625,6 +690,7 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 		ExecClearTuple(slot);
 		hint->account_id = a->id;
 		hint->seq = a->seq;
+		hint->xmin = InvalidTransactionId;
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
