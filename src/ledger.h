@@ -77,8 +77,8 @@ typedef struct LedgerAccount
 	uint8		hash[LEDGER_HASH_LEN];
 	int			score_change;	/* +1 up, -1 down, 0 none */
 	bool		dirty;
-	ItemPointerData tid;		/* the row version this call locked */
-	TransactionId xmin;			/* and its xmin */
+	ItemPointerData tid;		/* the row version this call locked, then wrote */
+	TransactionId xmin;			/* the xmin of the version it locked */
 } LedgerAccount;
 
 typedef struct LedgerEntry

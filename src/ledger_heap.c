@@ -23,6 +23,7 @@
 #include "access/nbtree.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
@@ -386,14 +387,18 @@ MovedScore(Datum score, int change)
  * start.
  *
  * The whole head (seq and hash) with the account row version this backend
- * wrote along with it (its TID and xmin).  Every journal entry is written
- * with an update of its account's row (LedgerFlush), so when the version a
- * lock takes is that very version, no entry was written since and the head
- * is known without reading the journal.  Any other writer of the row (a
- * transfer of another backend, a change of the account's terms) makes a
- * newer version; a rolled-back write leaves the older version the newest;
- * a frozen version reads as xmin FrozenTransactionId: each misses, and the
- * head is read from the journal.
+ * wrote along with it: its TID and its xmin, kept as a full transaction id.
+ * Every journal entry is written with an update of its account's row
+ * (LedgerFlush), so when the version a lock takes is that very version, no
+ * entry was written since and the head is known without reading the
+ * journal.  Any other writer of the row (a transfer of another backend, a
+ * change of the account's terms) makes a newer version; a rolled-back
+ * write leaves the older version the newest; a frozen version reads as
+ * xmin FrozenTransactionId: each misses, and the head is read from the
+ * journal.  A TID and an xmin name one version only within one heap and
+ * one xid epoch, so the table is emptied when compay.accounts gets a new
+ * heap (TRUNCATE, the extension dropped and created again), and a written
+ * head older than 2^31 transactions is not used.
  */
 #define CHAIN_HINTS 4096
 
@@ -401,12 +406,26 @@ typedef struct ChainHint
 {
 	int64		account_id;
 	int64		seq;
-	TransactionId xmin;			/* InvalidTransactionId: no written head */
+	FullTransactionId xmin;		/* invalid: no written head */
 	ItemPointerData tid;
 	uint8		hash[LEDGER_HASH_LEN];
 } ChainHint;
 
 static ChainHint chain_hints[CHAIN_HINTS];
+static Oid	chain_hints_relid = InvalidOid; /* compay.accounts, and its heap: */
+static Oid	chain_hints_relfilenode = InvalidOid;
+
+/* Empties the table when the accounts' heap is not the one it was filled from. */
+static void
+CheckHintsHeap(Relation accounts)
+{
+	if (RelationGetRelid(accounts) == chain_hints_relid &&
+		accounts->rd_node.relNode == chain_hints_relfilenode)
+		return;
+	memset(chain_hints, 0, sizeof(chain_hints));
+	chain_hints_relid = RelationGetRelid(accounts);
+	chain_hints_relfilenode = accounts->rd_node.relNode;
+}
 
 static ChainHint *
 HintOf(int64 account_id)
@@ -424,30 +443,44 @@ SlotXmin(TupleTableSlot *slot)
 												 &isnull));
 }
 
-/* Remembers the head account has after its flush, and the version written with it. */
+/*
+ * Remembers a's head after this flush, and the version just written with
+ * it (written, by the current transaction or subtransaction).
+ */
 static void
 RememberWrittenHead(const LedgerAccount *a, TupleTableSlot *written)
 {
 	ChainHint  *hint = HintOf(a->id);
+	FullTransactionId xid = GetCurrentFullTransactionId();
 
+	Assert(XidFromFullTransactionId(xid) == SlotXmin(written));
 	hint->account_id = a->id;
 	hint->seq = a->seq;
-	hint->xmin = SlotXmin(written);
+	hint->xmin = xid;
 	ItemPointerCopy(&written->tts_tid, &hint->tid);
 	memcpy(hint->hash, a->hash, LEDGER_HASH_LEN);
 }
 
-/* True, with the head in a, when a's locked version is one this backend wrote. */
+/*
+ * Sets a's head from the table and returns true when a's locked version is
+ * the one this backend wrote with it.  The lock has given the transaction
+ * an xid, which is at or after every xid the backend had before.
+ */
 static bool
-KnownHead(LedgerAccount *a)
+TakeWrittenHead(LedgerAccount *a)
 {
 	ChainHint  *hint = HintOf(a->id);
+	FullTransactionId now = GetCurrentFullTransactionIdIfAny();
 
-	if (hint->account_id != a->id || !TransactionIdIsValid(hint->xmin) ||
-		hint->xmin != a->xmin || !ItemPointerEquals(&hint->tid, &a->tid))
+	if (hint->account_id != a->id || !FullTransactionIdIsValid(hint->xmin) ||
+		XidFromFullTransactionId(hint->xmin) != a->xmin ||
+		!ItemPointerEquals(&hint->tid, &a->tid) || !FullTransactionIdIsValid(now) ||
+		U64FromFullTransactionId(now) - U64FromFullTransactionId(hint->xmin) >= (UINT64CONST(1) << 31))
 		return false;
 	a->seq = hint->seq;
 	memcpy(a->hash, hint->hash, LEDGER_HASH_LEN);
+	elog(DEBUG2, "compay: chain head of account " INT64_FORMAT " taken from the version this session wrote",
+		 a->id);
 	return true;
 }
 
@@ -471,6 +504,7 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 	int			a_balance, a_reserved, a_flags, a_score, a_seq_01, a_hash_01;
 
 	OpenTarget(&t, "accounts");
+	CheckHintsHeap(t.rel);
 	desc = RelationGetDescr(t.rel);
 	newslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 	values = palloc0(sizeof(Datum) * desc->natts);
@@ -631,7 +665,7 @@ NewestEntry(IndexScanDesc scan, TupleTableSlot *slot, int64 account_id, int64 fr
 /*
  * Reads the chain head of each of the n accounts (locked): the seq and hash
  * of its newest journal entry, or 0 and zeros before its first; known
- * without a read when this backend wrote the locked version (KnownHead).
+ * without a read when this backend wrote the locked version (TakeWrittenHead).
  * The account row does not carry them, so that a transfer's update of the
  * row changes its balance and nothing else.  The entry is read with a dirty
  * snapshot: it was written by the transaction that last updated the row,
@@ -649,9 +683,19 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 	SnapshotData dirty;
 	AttrNumber	a_seq;
 	AttrNumber	a_hash;
+	bool	   *known = palloc(sizeof(bool) * Max(n, 1));
+	int			nknown = 0;
 
-	if (n == 0)
+	for (int i = 0; i < n; i++)
+	{
+		known[i] = TakeWrittenHead(&accounts[i]);
+		nknown += known[i] ? 1 : 0;
+	}
+	if (nknown == n)
+	{
+		pfree(known);
 		return;
+	}
 	InitDirtySnapshot(dirty);
 	journal = table_open(CompayRelationOid("journal"), AccessShareLock);
 	index = index_open(CompayRelationOid("journal_pkey"), AccessShareLock);
@@ -668,7 +712,7 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 		bytea	   *hash;
 		bool		found;
 
-		if (KnownHead(a))
+		if (known[i])
 			continue;
 		found = NewestEntry(scan, slot, a->id, from);
 		if (!found && from > 0)
@@ -690,12 +734,13 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 		ExecClearTuple(slot);
 		hint->account_id = a->id;
 		hint->seq = a->seq;
-		hint->xmin = InvalidTransactionId;
+		hint->xmin = InvalidFullTransactionId;
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(index, NoLock);
 	table_close(journal, NoLock);
+	pfree(known);
 }
 
 /*
@@ -725,6 +770,7 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 	AccountColumns columns;
 
 	OpenTarget(&t, "accounts");
+	CheckHintsHeap(t.rel);
 	FindAccountColumns(&t, &columns);
 	index = index_open(CompayRelationOid("accounts_node_currency"), AccessShareLock);
 	scan = index_beginscan(t.rel, index, snapshot, 2, 0);
