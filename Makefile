@@ -5,6 +5,7 @@ EXTVERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).
 
 MODULE_big = compay
 OBJS = \
+	src/check_constraints.o \
 	src/compay.o \
 	src/compay_util.o \
 	src/credit.o \

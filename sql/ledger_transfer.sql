@@ -132,4 +132,26 @@ COMMIT;
 SELECT max(j.seq) - :alice_head AS alice_new_entries FROM journal j
 JOIN accounts a ON a.id = j.account_id WHERE a.node_id = 'lt_alice';
 
+-- A session compiles a table's CHECK constraints once and keeps them
+-- (src/check_constraints.c) until the table's definition changes: one
+-- added after this session's transfers applies to its next transfer
+-- (23514, nothing written); one that replaces it (as many constraints as
+-- before) applies instead; once dropped, neither does.
+SELECT deposit('lt_alice', '10') > 0 AS funded;
+SELECT open_account('lt_dave', 'CREDIT', '0') IS NOT NULL AS opened;
+SELECT count(*) AS transfers_before FROM transfers \gset
+SELECT transfer('lt_alice', 'lt_bob', '1') > 0 AS before_constraint;
+ALTER TABLE accounts ADD CONSTRAINT lt_bob_capped
+    CHECK (node_id <> 'lt_bob' OR balance < '1'::compay.credit) NOT VALID;
+\set VERBOSITY terse
+SELECT transfer('lt_alice', 'lt_bob', '1'); \echo :LAST_ERROR_SQLSTATE
+ALTER TABLE accounts DROP CONSTRAINT lt_bob_capped, ADD CONSTRAINT lt_dave_capped
+    CHECK (node_id <> 'lt_dave' OR balance < '1'::compay.credit) NOT VALID;
+SELECT transfer('lt_alice', 'lt_bob', '1') > 0 AS bob_no_longer_capped;
+SELECT transfer('lt_alice', 'lt_dave', '1'); \echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+ALTER TABLE accounts DROP CONSTRAINT lt_dave_capped;
+SELECT transfer('lt_alice', 'lt_dave', '1') > 0 AS after_drop;
+SELECT count(*) - :transfers_before AS transfers_written FROM transfers;
+
 SELECT check_name, ok FROM verify_ledger();

@@ -105,4 +105,8 @@ extern bool CompayLockRow(Relation rel, ItemPointer tid, Snapshot snapshot,
 						  TupleTableSlot *slot, CommandId cid, LockWaitPolicy wait,
 						  const char *what, int64 id);
 
+/* CHECK constraints compiled once a backend (check_constraints.c). */
+struct ResultRelInfo;
+extern void CompayUseCachedChecks(struct ResultRelInfo *rri);
+
 #endif							/* COMPAY_H */

@@ -71,6 +71,7 @@ OpenTarget(HeapTarget *t, const char *name)
 
 	t->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(t->rri, t->rel, 1, NULL, 0);
+	CompayUseCachedChecks(t->rri);
 	ExecOpenIndices(t->rri, false);
 	t->slot = table_slot_create(t->rel, NULL);
 	t->cid = GetCurrentCommandId(true);

@@ -125,9 +125,12 @@ OpenTarget(MeterTarget *t, const char *name, int rti, const char *const *columns
 		CheckColumns(t->rel, columns);
 	t->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(t->rri, t->rel, rti, NULL, 0);
-	/* Job rows are only locked: their five indexes stay closed. */
+	/* Job rows are only locked: their indexes stay closed, their checks unused. */
 	if (columns)
+	{
+		CompayUseCachedChecks(t->rri);
 		ExecOpenIndices(t->rri, false);
+	}
 	t->slot = table_slot_create(t->rel, NULL);
 }
 
