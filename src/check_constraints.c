@@ -1,28 +1,34 @@
 /*-------------------------------------------------------------------------
  *
  * check_constraints.c
- *	  The CHECK constraints of the tables compay writes without the
- *	  executor (ledger_heap.c, metering_heap.c), compiled once a backend.
+ *	  CHECK constraints of the tables compay writes without the executor
+ *	  (ledger_heap.c, metering_heap.c), read and planned once a backend.
  *
- * ExecConstraints compiles a table's CHECK constraints the first time it
+ * ExecConstraints prepares a table's CHECK constraints the first time it
  * checks a row for a ResultRelInfo: it reads each one back from its stored
- * node text and prepares an expression state, in the executor state's
- * memory.  A statement does that once for all its rows; compay makes a
- * ResultRelInfo per call, so every transfer read the accounts' constraint
- * back from text and every job payment the holds' three (6 % of a job
- * payment's time).  Here the prepared states are kept per table for the
- * life of the backend and handed to each new ResultRelInfo.
+ * node text (stringToNode), plans it (expression_planner) and builds its
+ * expression state.  A statement does that once for all its rows; compay
+ * makes a ResultRelInfo per call, so every transfer read the accounts'
+ * constraint back from text and planned it, and every job payment the
+ * holds' three (6 % of a job payment's time).
  *
- * A prepared check depends only on the table's definition, so a relcache
- * invalidation of the table (ALTER TABLE ... ADD or DROP CONSTRAINT, or
- * any other change of its definition) marks its entry stale, and the next
- * call compiles the constraints again from the relation it has open.  The
- * callback only marks: an invalidation can arrive while a check is being
- * evaluated (a check's function that opens a catalog), and the states in
- * use must stay valid until that evaluation ends.  The expression states
- * are built without a parent (as ExecPrepareExpr builds them) and take
- * their memory for results from the caller's expression context, so they
- * hold nothing of the call that first compiled them.
+ * Here the planned expression trees are kept per table for the life of the
+ * backend.  Each call still builds its own expression states, from a copy
+ * of the trees, in its executor state's memory, as ExecPrepareExpr would:
+ * the states, which cache per-query things (a whole-row variable's
+ * descriptor, a SQL function's plan) and check EXECUTE privileges as they
+ * are built, belong to the call, and a call nested inside another's check
+ * shares nothing with it.
+ *
+ * A planned tree depends on the table's definition and, through inlining
+ * and constant folding, on the functions it calls.  A relcache invalidation
+ * of the table (ALTER TABLE, a constraint added, dropped or replaced,
+ * whether by this session, another, or a rollback) marks its entry stale,
+ * and so does any change of pg_proc (CREATE OR REPLACE FUNCTION, which is
+ * rare) for every entry; the next check plans the constraints again from
+ * the relation it has open.  The callbacks only mark: trees being copied
+ * when an invalidation arrives stay valid until the copy ends, and a mark
+ * that arrives while a table's constraints are being planned is not lost.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,98 +40,143 @@
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 
 #include "compay.h"
 
-/* Tables compay writes without the executor: accounts, holds, usage_samples... */
+/* Tables with CHECK constraints that compay writes: accounts, holds. */
 #define CHECK_CACHE_SIZE 8
 
 typedef struct CheckCacheEntry
 {
 	Oid			relid;			/* InvalidOid: a free entry */
-	bool		valid;			/* false: compile again before use */
+	bool		valid;			/* false: plan again before use */
 	int			ncheck;
-	ExprState **exprs;
+	Expr	  **trees;			/* planned, in cxt */
 	MemoryContext cxt;
 } CheckCacheEntry;
 
 static CheckCacheEntry check_cache[CHECK_CACHE_SIZE];
-static bool check_cache_callback = false;
+static bool check_cache_callbacks_registered = false;
+
+/* Bumped by every invalidation the cache sees. */
+static uint64 check_cache_invalidations = 0;
 
 static void
-CheckCacheInvalidate(Datum arg pg_attribute_unused(), Oid relid)
+RelationChanged(Datum arg pg_attribute_unused(), Oid relid)
 {
+	check_cache_invalidations++;
 	for (int i = 0; i < CHECK_CACHE_SIZE; i++)
 		if (relid == InvalidOid || check_cache[i].relid == relid)
 			check_cache[i].valid = false;
 }
 
-/* The entry of relid, a free one, or NULL when the cache is full. */
+static void
+FunctionChanged(Datum arg pg_attribute_unused(), int cacheid pg_attribute_unused(),
+				uint32 hashvalue pg_attribute_unused())
+{
+	check_cache_invalidations++;
+	for (int i = 0; i < CHECK_CACHE_SIZE; i++)
+		check_cache[i].valid = false;
+}
+
+static void
+RegisterCallbacks(void)
+{
+	if (check_cache_callbacks_registered)
+		return;
+	CacheRegisterRelcacheCallback(RelationChanged, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, FunctionChanged, (Datum) 0);
+	check_cache_callbacks_registered = true;
+}
+
+/* The entry of relid, else a free or stale one to reuse, else NULL. */
 static CheckCacheEntry *
 EntryFor(Oid relid)
 {
-	CheckCacheEntry *free_entry = NULL;
+	CheckCacheEntry *spare = NULL;
 
 	for (int i = 0; i < CHECK_CACHE_SIZE; i++)
 	{
 		if (check_cache[i].relid == relid)
 			return &check_cache[i];
-		if (check_cache[i].relid == InvalidOid && free_entry == NULL)
-			free_entry = &check_cache[i];
+		if (spare == NULL && (check_cache[i].relid == InvalidOid || !check_cache[i].valid))
+			spare = &check_cache[i];
 	}
-	return free_entry;
-}
-
-/* Compiles the CHECK constraints of rel into e, as ExecRelCheck would. */
-static void
-Compile(CheckCacheEntry *e, Relation rel)
-{
-	TupleConstr *constr = RelationGetDescr(rel)->constr;
-	MemoryContext old;
-
-	e->valid = false;			/* until the states are all built */
-	if (e->cxt == NULL)
-		e->cxt = AllocSetContextCreate(CacheMemoryContext, "compay CHECK constraints",
-									   ALLOCSET_SMALL_SIZES);
-	else
-		MemoryContextReset(e->cxt);
-	e->relid = RelationGetRelid(rel);
-	e->ncheck = constr->num_check;
-	old = MemoryContextSwitchTo(e->cxt);
-	e->exprs = palloc(sizeof(ExprState *) * e->ncheck);
-	for (int i = 0; i < e->ncheck; i++)
-		e->exprs[i] = ExecInitExpr(expression_planner(stringToNode(constr->check[i].ccbin)),
-								   NULL);
-	MemoryContextSwitchTo(old);
-	e->valid = true;
+	return spare;
 }
 
 /*
- * Gives rri the prepared CHECK constraints of its table, compiled here
- * once and kept, so that ExecConstraints does not compile them again.
- * Call it right after InitResultRelInfo, outside any check's evaluation.
- * A table without CHECK constraints, or one more than the cache holds, is
- * left to ExecConstraints as before.
+ * Plans the CHECK constraints of rel into e, in a new memory context: the
+ * one it replaces is deleted, which no call can be reading (calls copy the
+ * trees before they use them).
  */
-void
-CompayUseCachedChecks(ResultRelInfo *rri)
+static void
+PlanChecks(CheckCacheEntry *e, Relation rel)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	uint64		invalidations = check_cache_invalidations;
+	MemoryContext cxt;
+	MemoryContext old;
+	Expr	  **trees;
+
+	e->valid = false;
+	cxt = AllocSetContextCreate(CacheMemoryContext, "compay CHECK constraints",
+								ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	trees = palloc(sizeof(Expr *) * constr->num_check);
+	for (int i = 0; i < constr->num_check; i++)
+		trees[i] = expression_planner(stringToNode(constr->check[i].ccbin));
+	MemoryContextSwitchTo(old);
+
+	if (e->cxt != NULL)
+		MemoryContextDelete(e->cxt);
+	e->cxt = cxt;
+	e->trees = trees;
+	e->relid = RelationGetRelid(rel);
+	e->ncheck = constr->num_check;
+	/* Planning can take locks, and so take in invalidations: keep their mark. */
+	e->valid = check_cache_invalidations == invalidations;
+}
+
+/*
+ * Builds rri's constraint expression states, as ExecRelCheck would, from
+ * this backend's planned trees.  A table without CHECK constraints, or one
+ * more than the cache holds, is left to ExecConstraints.
+ */
+static void
+PrepareChecks(ResultRelInfo *rri, EState *estate)
 {
 	Relation	rel = rri->ri_RelationDesc;
 	TupleConstr *constr = RelationGetDescr(rel)->constr;
 	CheckCacheEntry *e;
+	MemoryContext old;
+	ExprState **states;
 
 	if (constr == NULL || constr->num_check == 0)
 		return;
-	if (!check_cache_callback)
-	{
-		CacheRegisterRelcacheCallback(CheckCacheInvalidate, (Datum) 0);
-		check_cache_callback = true;
-	}
+	RegisterCallbacks();
 	e = EntryFor(RelationGetRelid(rel));
 	if (e == NULL)
 		return;
-	if (!e->valid || e->ncheck != constr->num_check)
-		Compile(e, rel);
-	Assert(rri->ri_ConstraintExprs == NULL);
-	rri->ri_ConstraintExprs = e->exprs;
+	if (e->relid != RelationGetRelid(rel) || !e->valid || e->ncheck != constr->num_check)
+		PlanChecks(e, rel);
+	old = MemoryContextSwitchTo(estate->es_query_cxt);
+	states = palloc(sizeof(ExprState *) * e->ncheck);
+	for (int i = 0; i < e->ncheck; i++)
+		states[i] = ExecInitExpr(copyObject(e->trees[i]), NULL);
+	MemoryContextSwitchTo(old);
+	rri->ri_ConstraintExprs = states;
+}
+
+/*
+ * ExecConstraints, with rri's CHECK constraints prepared from the trees
+ * this backend planned, the first time rri checks a row.
+ */
+void
+CompayExecConstraints(ResultRelInfo *rri, TupleTableSlot *slot, EState *estate)
+{
+	if (rri->ri_ConstraintExprs == NULL)
+		PrepareChecks(rri, estate);
+	ExecConstraints(rri, slot, estate);
 }

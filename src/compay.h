@@ -105,8 +105,10 @@ extern bool CompayLockRow(Relation rel, ItemPointer tid, Snapshot snapshot,
 						  TupleTableSlot *slot, CommandId cid, LockWaitPolicy wait,
 						  const char *what, int64 id);
 
-/* CHECK constraints compiled once a backend (check_constraints.c). */
+/* ExecConstraints, the CHECK constraints planned once a backend (check_constraints.c). */
 struct ResultRelInfo;
-extern void CompayUseCachedChecks(struct ResultRelInfo *rri);
+struct EState;
+extern void CompayExecConstraints(struct ResultRelInfo *rri, TupleTableSlot *slot,
+								  struct EState *estate);
 
 #endif							/* COMPAY_H */

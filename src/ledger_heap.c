@@ -71,7 +71,6 @@ OpenTarget(HeapTarget *t, const char *name)
 
 	t->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(t->rri, t->rel, 1, NULL, 0);
-	CompayUseCachedChecks(t->rri);
 	ExecOpenIndices(t->rri, false);
 	t->slot = table_slot_create(t->rel, NULL);
 	t->cid = GetCurrentCommandId(true);
@@ -119,7 +118,7 @@ InsertSlots(HeapTarget *t, TupleTableSlot **slots, int n)
 	{
 		ExecStoreVirtualTuple(slots[i]);
 		if (t->rel->rd_att->constr)
-			ExecConstraints(t->rri, slots[i], t->estate);
+			CompayExecConstraints(t->rri, slots[i], t->estate);
 	}
 	if (n == 1)
 		table_tuple_insert(t->rel, slots[0], t->cid, 0, NULL);
@@ -575,7 +574,7 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 		ExecClearTuple(t.slot);
 		ExecStoreHeapTuple(newtup, newslot, true);
 
-		ExecConstraints(t.rri, newslot, t.estate);
+		CompayExecConstraints(t.rri, newslot, t.estate);
 		result = table_tuple_update(t.rel, &a->tid, newslot, t.cid,
 									GetActiveSnapshot(), InvalidSnapshot, true,
 									&tmfd, &lockmode, &update_indexes);
@@ -963,7 +962,7 @@ LedgerHeapUpdateHold(LedgerHoldRow *hold, TimestampTz now)
 	ExecClearTuple(t.slot);
 	newslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 	ExecStoreHeapTuple(newtup, newslot, true);
-	ExecConstraints(t.rri, newslot, t.estate);
+	CompayExecConstraints(t.rri, newslot, t.estate);
 	result = table_tuple_update(t.rel, &hold->tid, newslot, t.cid, GetActiveSnapshot(),
 								InvalidSnapshot, true, &tmfd, &lockmode, &update_indexes);
 	if (result != TM_Ok)

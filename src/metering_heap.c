@@ -125,12 +125,9 @@ OpenTarget(MeterTarget *t, const char *name, int rti, const char *const *columns
 		CheckColumns(t->rel, columns);
 	t->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(t->rri, t->rel, rti, NULL, 0);
-	/* Job rows are only locked: their indexes stay closed, their checks unused. */
+	/* Job rows are only locked: their five indexes stay closed. */
 	if (columns)
-	{
-		CompayUseCachedChecks(t->rri);
 		ExecOpenIndices(t->rri, false);
-	}
 	t->slot = table_slot_create(t->rel, NULL);
 }
 
@@ -433,7 +430,7 @@ MeterInsertSamples(MeterState *m, TupleTableSlot **slots, int n)
 		int			k = Min(INSERT_CHUNK, n - done);
 
 		for (int i = done; i < done + k; i++)
-			ExecConstraints(t->rri, slots[i], m->estate);
+			CompayExecConstraints(t->rri, slots[i], m->estate);
 		if (k == 1)
 			table_tuple_insert(t->rel, slots[done], m->cid, 0, NULL);
 		else
@@ -554,7 +551,7 @@ UpdateTotals(MeterState *m, Datum *values, bool *nulls)
 	TM_Result	result;
 
 	ExecStoreHeapTuple(newtup, newslot, true);
-	ExecConstraints(t->rri, newslot, m->estate);
+	CompayExecConstraints(t->rri, newslot, m->estate);
 	result = table_tuple_update(t->rel, &tid, newslot, m->cid, GetActiveSnapshot(),
 								InvalidSnapshot, true, &tmfd, &lockmode, &update_indexes);
 	if (result != TM_Ok)
@@ -574,7 +571,7 @@ InsertTotals(MeterState *m, Datum *values, bool *nulls)
 	memcpy(slot->tts_values, values, sizeof(Datum) * T_NATTS);
 	memcpy(slot->tts_isnull, nulls, sizeof(bool) * T_NATTS);
 	ExecStoreVirtualTuple(slot);
-	ExecConstraints(t->rri, slot, m->estate);
+	CompayExecConstraints(t->rri, slot, m->estate);
 	table_tuple_insert(t->rel, slot, m->cid, 0, NULL);
 	ExecInsertIndexTuples(t->rri, slot, m->estate, false, false, NULL, NIL);
 	ExecDropSingleTupleTableSlot(slot);
