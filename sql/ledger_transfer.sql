@@ -136,10 +136,11 @@ JOIN accounts a ON a.id = j.account_id WHERE a.node_id = 'lt_alice';
 -- (src/check_constraints.c) until the table's definition or a function
 -- changes: one added after this session's transfers applies to its next
 -- transfer (23514, nothing written); one that replaces it (as many
--- constraints as before) applies instead; once dropped, neither does; one
--- added in a transaction that rolls back no longer applies after it; and a
--- function a constraint calls applies as it is now, not as it was planned
--- (a SQL function is inlined when the constraint is planned).
+-- constraints as before) applies instead; once dropped, neither does; a
+-- replacement rolled back to a savepoint no longer applies after it, nor a
+-- constraint added in a transaction that rolls back; and a function a
+-- constraint calls applies as it is now, not as it was planned (a SQL
+-- function is inlined when the constraint is planned).
 SELECT deposit('lt_alice', '10') > 0 AS funded;
 SELECT open_account('lt_dave', 'CREDIT', '0') IS NOT NULL AS opened;
 SELECT count(*) AS transfers_before FROM transfers \gset
@@ -155,11 +156,18 @@ SELECT transfer('lt_alice', 'lt_dave', '1'); \echo :LAST_ERROR_SQLSTATE
 ALTER TABLE accounts DROP CONSTRAINT lt_dave_capped;
 SELECT transfer('lt_alice', 'lt_dave', '1') > 0 AS after_drop;
 BEGIN;
-ALTER TABLE accounts ADD CONSTRAINT lt_bob_capped
+ALTER TABLE accounts ADD CONSTRAINT lt_dave_capped
+    CHECK (node_id <> 'lt_dave' OR balance < '1'::compay.credit) NOT VALID;
+SELECT transfer('lt_alice', 'lt_bob', '1') > 0 AS in_transaction;
+SAVEPOINT s;
+ALTER TABLE accounts DROP CONSTRAINT lt_dave_capped, ADD CONSTRAINT lt_bob_capped
     CHECK (node_id <> 'lt_bob' OR balance < '1'::compay.credit) NOT VALID;
 SELECT transfer('lt_alice', 'lt_bob', '1'); \echo :LAST_ERROR_SQLSTATE
+ROLLBACK TO SAVEPOINT s;
+SELECT transfer('lt_alice', 'lt_bob', '1') > 0 AS after_rollback_to_savepoint;
+SELECT transfer('lt_alice', 'lt_dave', '1'); \echo :LAST_ERROR_SQLSTATE
 ROLLBACK;
-SELECT transfer('lt_alice', 'lt_bob', '1') > 0 AS after_rollback;
+SELECT transfer('lt_alice', 'lt_dave', '1') > 0 AS after_rollback;
 CREATE FUNCTION public.lt_small(b compay.credit) RETURNS boolean
     LANGUAGE sql IMMUTABLE AS $$ SELECT b < '1'::compay.credit $$;
 ALTER TABLE accounts ADD CONSTRAINT lt_dave_small

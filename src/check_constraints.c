@@ -21,14 +21,17 @@
  * shares nothing with it.
  *
  * A planned tree depends on the table's definition and, through inlining
- * and constant folding, on the functions it calls.  A relcache invalidation
- * of the table (ALTER TABLE, a constraint added, dropped or replaced,
- * whether by this session, another, or a rollback) marks its entry stale,
- * and so does any change of pg_proc (CREATE OR REPLACE FUNCTION, which is
- * rare) for every entry; the next check plans the constraints again from
- * the relation it has open.  The callbacks only mark: trees being copied
- * when an invalidation arrives stay valid until the copy ends, and a mark
- * that arrives while a table's constraints are being planned is not lost.
+ * and constant folding, on the functions, types (a domain's constraints),
+ * operators and schemas it names, and on the user and search_path it was
+ * planned under.  A relcache invalidation of the table (ALTER TABLE, a
+ * constraint added, dropped or replaced, whether by this session, another,
+ * or a rollback) marks its entry stale; any change of pg_proc, pg_type,
+ * pg_operator or pg_namespace (rare) marks every entry stale; a check made
+ * by another user or under another search_path than the plan's plans
+ * again.  The callbacks only mark: only PlanChecks frees trees, and no call
+ * reads them after copying them.  A mark that arrives while a table's
+ * constraints are being planned is not lost, and a planning error leaves
+ * nothing behind (the work is done in a context of the call's).
  *
  *-------------------------------------------------------------------------
  */
@@ -37,6 +40,8 @@
 #include "executor/executor.h"
 #include "nodes/execnodes.h"
 #include "optimizer/optimizer.h"
+#include "catalog/namespace.h"
+#include "miscadmin.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -53,6 +58,8 @@ typedef struct CheckCacheEntry
 	bool		valid;			/* false: plan again before use */
 	int			ncheck;
 	Expr	  **trees;			/* planned, in cxt */
+	Oid			user;			/* planned as this user */
+	char	   *search_path;	/* and under this search_path, in cxt */
 	MemoryContext cxt;
 } CheckCacheEntry;
 
@@ -72,8 +79,8 @@ RelationChanged(Datum arg pg_attribute_unused(), Oid relid)
 }
 
 static void
-FunctionChanged(Datum arg pg_attribute_unused(), int cacheid pg_attribute_unused(),
-				uint32 hashvalue pg_attribute_unused())
+CatalogChanged(Datum arg pg_attribute_unused(), int cacheid pg_attribute_unused(),
+			   uint32 hashvalue pg_attribute_unused())
 {
 	check_cache_invalidations++;
 	for (int i = 0; i < CHECK_CACHE_SIZE; i++)
@@ -86,7 +93,10 @@ RegisterCallbacks(void)
 	if (check_cache_callbacks_registered)
 		return;
 	CacheRegisterRelcacheCallback(RelationChanged, (Datum) 0);
-	CacheRegisterSyscacheCallback(PROCOID, FunctionChanged, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, CatalogChanged, (Datum) 0);
+	CacheRegisterSyscacheCallback(TYPEOID, CatalogChanged, (Datum) 0);
+	CacheRegisterSyscacheCallback(OPEROID, CatalogChanged, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, CatalogChanged, (Datum) 0);
 	check_cache_callbacks_registered = true;
 }
 
@@ -107,36 +117,61 @@ EntryFor(Oid relid)
 }
 
 /*
- * Plans the CHECK constraints of rel into e, in a new memory context: the
- * one it replaces is deleted, which no call can be reading (calls copy the
- * trees before they use them).
+ * Plans the CHECK constraints of rel into e.  The planning is done in a
+ * context of the call's, so an error leaves nothing behind; the trees are
+ * then copied into a new context, and the one they replace is deleted,
+ * which no call is reading (calls copy the trees before they use them).
  */
 static void
 PlanChecks(CheckCacheEntry *e, Relation rel)
 {
 	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	int			n = constr->num_check;
 	uint64		invalidations = check_cache_invalidations;
+	MemoryContext work;
 	MemoryContext cxt;
 	MemoryContext old;
+	Expr	  **planned;
 	Expr	  **trees;
+	char	   *search_path;
 
 	e->valid = false;
-	cxt = AllocSetContextCreate(CacheMemoryContext, "compay CHECK constraints",
-								ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	trees = palloc(sizeof(Expr *) * constr->num_check);
-	for (int i = 0; i < constr->num_check; i++)
-		trees[i] = expression_planner(stringToNode(constr->check[i].ccbin));
+	work = AllocSetContextCreate(CurrentMemoryContext, "compay CHECK planning",
+								 ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(work);
+	planned = palloc(sizeof(Expr *) * n);
+	for (int i = 0; i < n; i++)
+		planned[i] = expression_planner(stringToNode(constr->check[i].ccbin));
+
+	cxt = AllocSetContextCreate(work, "compay CHECK constraints", ALLOCSET_SMALL_SIZES);
+	MemoryContextSwitchTo(cxt);
+	trees = palloc(sizeof(Expr *) * n);
+	for (int i = 0; i < n; i++)
+		trees[i] = copyObject(planned[i]);
+	search_path = pstrdup(namespace_search_path);
 	MemoryContextSwitchTo(old);
+	MemoryContextSetParent(cxt, CacheMemoryContext);
+	MemoryContextDelete(work);
 
 	if (e->cxt != NULL)
 		MemoryContextDelete(e->cxt);
 	e->cxt = cxt;
 	e->trees = trees;
 	e->relid = RelationGetRelid(rel);
-	e->ncheck = constr->num_check;
+	e->ncheck = n;
+	e->user = GetUserId();
+	e->search_path = search_path;
 	/* Planning can take locks, and so take in invalidations: keep their mark. */
 	e->valid = check_cache_invalidations == invalidations;
+}
+
+/* Whether e holds rel's constraints as planned for this check. */
+static bool
+Current(const CheckCacheEntry *e, Relation rel)
+{
+	return e->valid && e->relid == RelationGetRelid(rel) &&
+		e->ncheck == RelationGetDescr(rel)->constr->num_check && e->user == GetUserId() &&
+		strcmp(e->search_path, namespace_search_path) == 0;
 }
 
 /*
@@ -151,7 +186,9 @@ PrepareChecks(ResultRelInfo *rri, EState *estate)
 	TupleConstr *constr = RelationGetDescr(rel)->constr;
 	CheckCacheEntry *e;
 	MemoryContext old;
+	Expr	  **copies;
 	ExprState **states;
+	int			n;
 
 	if (constr == NULL || constr->num_check == 0)
 		return;
@@ -159,12 +196,17 @@ PrepareChecks(ResultRelInfo *rri, EState *estate)
 	e = EntryFor(RelationGetRelid(rel));
 	if (e == NULL)
 		return;
-	if (e->relid != RelationGetRelid(rel) || !e->valid || e->ncheck != constr->num_check)
+	if (!Current(e, rel))
 		PlanChecks(e, rel);
+	n = e->ncheck;
 	old = MemoryContextSwitchTo(estate->es_query_cxt);
-	states = palloc(sizeof(ExprState *) * e->ncheck);
-	for (int i = 0; i < e->ncheck; i++)
-		states[i] = ExecInitExpr(copyObject(e->trees[i]), NULL);
+	/* All copied before any is built: building can run other code. */
+	copies = palloc(sizeof(Expr *) * n);
+	for (int i = 0; i < n; i++)
+		copies[i] = copyObject(e->trees[i]);
+	states = palloc(sizeof(ExprState *) * n);
+	for (int i = 0; i < n; i++)
+		states[i] = ExecInitExpr(copies[i], NULL);
 	MemoryContextSwitchTo(old);
 	rri->ri_ConstraintExprs = states;
 }
