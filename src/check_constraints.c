@@ -37,11 +37,11 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "executor/executor.h"
+#include "miscadmin.h"
 #include "nodes/execnodes.h"
 #include "optimizer/optimizer.h"
-#include "catalog/namespace.h"
-#include "miscadmin.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"

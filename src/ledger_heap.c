@@ -623,12 +623,12 @@ typedef struct AccountColumns
 static void
 FindAccountColumns(HeapTarget *t, AccountColumns *c)
 {
-	c->id = Att(t, "id") + 1;
-	c->node_id = Att(t, "node_id") + 1;
-	c->balance = Att(t, "balance") + 1;
-	c->reserved = Att(t, "reserved") + 1;
-	c->credit_limit = Att(t, "credit_limit") + 1;
-	c->flags = Att(t, "flags") + 1;
+	c->id = ColumnOf(t->rel, "id");
+	c->node_id = ColumnOf(t->rel, "node_id");
+	c->balance = ColumnOf(t->rel, "balance");
+	c->reserved = ColumnOf(t->rel, "reserved");
+	c->credit_limit = ColumnOf(t->rel, "credit_limit");
+	c->flags = ColumnOf(t->rel, "flags");
 }
 
 /* Reads the locked version in slot into an account. */
@@ -904,13 +904,13 @@ LedgerHeapLockHold(LedgerHoldRow *hold)
 		elog(ERROR, "hold " INT64_FORMAT " vanished", hold->id);
 	ItemPointerCopy(&t.slot->tts_tid, &hold->tid);
 	CompayLockRow(t.rel, &hold->tid, snapshot, t.slot, t.cid, LockWaitBlock, "hold", hold->id);
-	hold->account_id = DatumGetInt64(slot_getattr(t.slot, Att(&t, "account_id") + 1, &isnull));
-	hold->amount = DatumGetCredit(slot_getattr(t.slot, Att(&t, "amount") + 1, &isnull));
-	hold->remaining = DatumGetCredit(slot_getattr(t.slot, Att(&t, "remaining") + 1, &isnull));
+	hold->account_id = DatumGetInt64(slot_getattr(t.slot, ColumnOf(t.rel, "account_id"), &isnull));
+	hold->amount = DatumGetCredit(slot_getattr(t.slot, ColumnOf(t.rel, "amount"), &isnull));
+	hold->remaining = DatumGetCredit(slot_getattr(t.slot, ColumnOf(t.rel, "remaining"), &isnull));
 	hold->status = DatumGetCString(DirectFunctionCall1(enum_out,
-													   slot_getattr(t.slot, Att(&t, "status") + 1,
+													   slot_getattr(t.slot, ColumnOf(t.rel, "status"),
 																	&isnull)));
-	expires_at = slot_getattr(t.slot, Att(&t, "expires_at") + 1, &isnull);
+	expires_at = slot_getattr(t.slot, ColumnOf(t.rel, "expires_at"), &isnull);
 	hold->expires = !isnull;
 	hold->expires_at = isnull ? 0 : DatumGetTimestampTz(expires_at);
 	UnregisterSnapshot(snapshot);
