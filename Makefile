@@ -15,6 +15,7 @@ OBJS = \
 	src/jobs.o \
 	src/journal_hash.o \
 	src/ledger.o \
+	src/ledger_chain_heads.o \
 	src/ledger_stripes.o \
 	src/ledger_accounts.o \
 	src/ledger_heap.o \

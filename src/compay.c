@@ -30,6 +30,7 @@ void
 _PG_init(void)
 {
 	LedgerInit();				/* ledger.c: accounts, credit limits */
+	LedgerChainHeadsInit();		/* ledger_chain_heads.c: heads in shared memory */
 	LedgerStripesInit();		/* ledger_stripes.c: striped system accounts */
 	PricingInit();				/* pricing_config.c: market factors, discounts */
 	JobsInit();					/* jobs.c: stakes, verification, disputes */

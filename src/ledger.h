@@ -20,6 +20,7 @@
 #include "datatype/timestamp.h"
 #include "nodes/lockoptions.h"
 #include "storage/itemptr.h"
+#include "utils/relcache.h"
 
 #include "compay.h"
 #include "credit.h"
@@ -200,6 +201,13 @@ extern bool LedgerHeapHoldOwner(int64 hold_id, char **node, char **currency);
 extern void LedgerHeapLockHold(LedgerHoldRow *hold);
 extern void LedgerHeapUpdateHold(LedgerHoldRow *hold, TimestampTz now);
 extern void LedgerHeapInsertHold(LedgerHoldRow *hold, TimestampTz now);
+
+/* ledger_chain_heads.c */
+extern void LedgerChainHeadsInit(void);
+extern void LedgerChainHeadWritten(Relation accounts, const LedgerAccount *a, ItemPointer tid);
+extern bool LedgerChainHeadTake(Relation accounts, LedgerAccount *a);
+extern int64 LedgerChainHeadFrom(Relation accounts, int64 account_id);
+extern void LedgerChainHeadRead(Relation accounts, int64 account_id, int64 seq);
 
 /* ledger_stripes.c */
 extern void LedgerStripesInit(void);

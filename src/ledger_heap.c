@@ -373,66 +373,6 @@ MovedScore(Datum score, int change)
 	return DirectFunctionCall2(numeric_round, moved, Int32GetDatum(5));
 }
 
-/*
- * What this backend knows of each account's chain head, in a direct-mapped
- * table.
- *
- * A seq the chain had reached when the backend last read or wrote its head.
- * The head is never below it once the entry has committed (entries are
- * never deleted and seqs only grow), so the head's lookup can start there
- * instead of at the account's first entry: a backward index scan reads
- * every entry of the account on the leaf page it lands on, hundreds on a
- * busy account.  A hint from an entry that was rolled back can be above the
- * head; the lookup then finds nothing from it and looks again from the
- * start.
- *
- * The whole head (seq and hash) with the account row version this backend
- * wrote along with it: its TID and its xmin, kept as a full transaction id.
- * Every journal entry is written with an update of its account's row
- * (LedgerFlush), so when the version a lock takes is that very version, no
- * entry was written since and the head is known without reading the
- * journal.  Any other writer of the row (a transfer of another backend, a
- * change of the account's terms) makes a newer version; a rolled-back
- * write leaves the older version the newest; a frozen version reads as
- * xmin FrozenTransactionId: each misses, and the head is read from the
- * journal.  A TID and an xmin name one version only within one heap and
- * one xid epoch, so the table is emptied when compay.accounts gets a new
- * heap (TRUNCATE, the extension dropped and created again), and a written
- * head older than 2^31 transactions is not used.
- */
-#define CHAIN_HINTS 4096
-
-typedef struct ChainHint
-{
-	int64		account_id;
-	int64		seq;
-	FullTransactionId xmin;		/* invalid: no written head */
-	ItemPointerData tid;
-	uint8		hash[LEDGER_HASH_LEN];
-} ChainHint;
-
-static ChainHint chain_hints[CHAIN_HINTS];
-static Oid	chain_hints_relid = InvalidOid; /* compay.accounts, and its heap: */
-static Oid	chain_hints_relfilenode = InvalidOid;
-
-/* Empties the table when the accounts' heap is not the one it was filled from. */
-static void
-CheckHintsHeap(Relation accounts)
-{
-	if (RelationGetRelid(accounts) == chain_hints_relid &&
-		accounts->rd_node.relNode == chain_hints_relfilenode)
-		return;
-	memset(chain_hints, 0, sizeof(chain_hints));
-	chain_hints_relid = RelationGetRelid(accounts);
-	chain_hints_relfilenode = accounts->rd_node.relNode;
-}
-
-static ChainHint *
-HintOf(int64 account_id)
-{
-	return &chain_hints[(uint64) account_id % CHAIN_HINTS];
-}
-
 /* The xmin of the row version in slot. */
 static TransactionId
 SlotXmin(TupleTableSlot *slot)
@@ -441,47 +381,6 @@ SlotXmin(TupleTableSlot *slot)
 
 	return DatumGetTransactionId(slot_getsysattr(slot, MinTransactionIdAttributeNumber,
 												 &isnull));
-}
-
-/*
- * Remembers a's head after this flush, and the version just written with
- * it (written, by the current transaction or subtransaction).
- */
-static void
-RememberWrittenHead(const LedgerAccount *a, TupleTableSlot *written)
-{
-	ChainHint  *hint = HintOf(a->id);
-	FullTransactionId xid = GetCurrentFullTransactionId();
-
-	Assert(XidFromFullTransactionId(xid) == SlotXmin(written));
-	hint->account_id = a->id;
-	hint->seq = a->seq;
-	hint->xmin = xid;
-	ItemPointerCopy(&written->tts_tid, &hint->tid);
-	memcpy(hint->hash, a->hash, LEDGER_HASH_LEN);
-}
-
-/*
- * Sets a's head from the table and returns true when a's locked version is
- * the one this backend wrote with it.  The lock has given the transaction
- * an xid, which is at or after every xid the backend had before.
- */
-static bool
-TakeWrittenHead(LedgerAccount *a)
-{
-	ChainHint  *hint = HintOf(a->id);
-	FullTransactionId now = GetCurrentFullTransactionIdIfAny();
-
-	if (hint->account_id != a->id || !FullTransactionIdIsValid(hint->xmin) ||
-		XidFromFullTransactionId(hint->xmin) != a->xmin ||
-		!ItemPointerEquals(&hint->tid, &a->tid) || !FullTransactionIdIsValid(now) ||
-		U64FromFullTransactionId(now) - U64FromFullTransactionId(hint->xmin) >= (UINT64CONST(1) << 31))
-		return false;
-	a->seq = hint->seq;
-	memcpy(a->hash, hint->hash, LEDGER_HASH_LEN);
-	elog(DEBUG2, "compay: chain head of account " INT64_FORMAT " taken from the version this session wrote",
-		 a->id);
-	return true;
 }
 
 /*
@@ -504,7 +403,6 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 	int			a_balance, a_reserved, a_flags, a_score, a_seq_01, a_hash_01;
 
 	OpenTarget(&t, "accounts");
-	CheckHintsHeap(t.rel);
 	desc = RelationGetDescr(t.rel);
 	newslot = MakeSingleTupleTableSlot(desc, &TTSOpsHeapTuple);
 	values = palloc0(sizeof(Datum) * desc->natts);
@@ -585,7 +483,8 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 			ExecInsertIndexTuples(t.rri, newslot, t.estate, false, false, NULL, NIL);
 		/* The account's current version is the new one. */
 		a->tid = newslot->tts_tid;
-		RememberWrittenHead(a, newslot);
+		Assert(SlotXmin(newslot) == GetCurrentTransactionId());
+		LedgerChainHeadWritten(t.rel, a, &newslot->tts_tid);
 		ExecClearTuple(newslot);
 		ResetPerTupleExprContext(t.estate);
 	}
@@ -665,16 +564,17 @@ NewestEntry(IndexScanDesc scan, TupleTableSlot *slot, int64 account_id, int64 fr
 /*
  * Reads the chain head of each of the n accounts (locked): the seq and hash
  * of its newest journal entry, or 0 and zeros before its first; known
- * without a read when this backend wrote the locked version (TakeWrittenHead).
- * The account row does not carry them, so that a transfer's update of the
- * row changes its balance and nothing else.  The entry is read with a dirty
- * snapshot: it was written by the transaction that last updated the row,
- * which has committed (we hold the row's lock) or is our own, possibly in
- * this very command; journal entries are never updated or deleted, and
- * entries of an aborted transaction are not seen.
+ * without a read when the locked version is the one written with a kept
+ * head (src/ledger_chain_heads.c).  The account row does not carry them,
+ * so that a transfer's update of the row changes its balance and nothing
+ * else.  The entry is read with a dirty snapshot: it was written by the
+ * transaction that last updated the row, which has committed (we hold the
+ * row's lock) or is our own, possibly in this very command; journal
+ * entries are never updated or deleted, and entries of an aborted
+ * transaction are not seen.
  */
 static void
-ReadChainHeads(LedgerAccount *accounts, int n)
+ReadChainHeads(Relation accounts, LedgerAccount *accounts_of, int n)
 {
 	Relation	journal;
 	Relation	index;
@@ -688,7 +588,7 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 
 	for (int i = 0; i < n; i++)
 	{
-		known[i] = TakeWrittenHead(&accounts[i]);
+		known[i] = LedgerChainHeadTake(accounts, &accounts_of[i]);
 		nknown += known[i] ? 1 : 0;
 	}
 	if (nknown == n)
@@ -705,15 +605,15 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 	scan = index_beginscan(journal, index, &dirty, 2, 0);
 	for (int i = 0; i < n; i++)
 	{
-		LedgerAccount *a = &accounts[i];
-		ChainHint  *hint = HintOf(a->id);
-		int64		from = hint->account_id == a->id ? hint->seq : 0;
+		LedgerAccount *a = &accounts_of[i];
+		int64		from;
 		bool		isnull;
 		bytea	   *hash;
 		bool		found;
 
 		if (known[i])
 			continue;
+		from = LedgerChainHeadFrom(accounts, a->id);
 		found = NewestEntry(scan, slot, a->id, from);
 		if (!found && from > 0)
 		{
@@ -732,9 +632,7 @@ ReadChainHeads(LedgerAccount *accounts, int n)
 		Assert(!isnull && VARSIZE_ANY_EXHDR(hash) == LEDGER_HASH_LEN);
 		memcpy(a->hash, VARDATA_ANY(hash), LEDGER_HASH_LEN);
 		ExecClearTuple(slot);
-		hint->account_id = a->id;
-		hint->seq = a->seq;
-		hint->xmin = InvalidFullTransactionId;
+		LedgerChainHeadRead(accounts, a->id, a->seq);
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
@@ -770,7 +668,6 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 	AccountColumns columns;
 
 	OpenTarget(&t, "accounts");
-	CheckHintsHeap(t.rel);
 	FindAccountColumns(&t, &columns);
 	index = index_open(CompayRelationOid("accounts_node_currency"), AccessShareLock);
 	scan = index_beginscan(t.rel, index, snapshot, 2, 0);
@@ -813,8 +710,8 @@ LedgerHeapLockAccounts(LedgerBatch *batch, const char **nodes, int n,
 		nlocked++;
 	}
 	UnregisterSnapshot(snapshot);
+	ReadChainHeads(t.rel, &batch->accounts[batch->naccounts - nlocked], nlocked);
 	CloseTarget(&t);
-	ReadChainHeads(&batch->accounts[batch->naccounts - nlocked], nlocked);
 	*nfound_out = nfound;
 	return nlocked;
 }
