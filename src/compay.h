@@ -105,6 +105,12 @@ extern bool CompayLockRow(Relation rel, ItemPointer tid, Snapshot snapshot,
 						  TupleTableSlot *slot, CommandId cid, LockWaitPolicy wait,
 						  const char *what, int64 id);
 
+/*
+ * The attribute number of a column of rel, InvalidAttrNumber when it has
+ * none, read from the relation's descriptor (compay_util.c).
+ */
+extern AttrNumber CompayColumn(Relation rel, const char *column);
+
 /* ExecConstraints, the CHECK constraints planned once a backend (check_constraints.c). */
 struct ResultRelInfo;
 struct EState;

@@ -26,6 +26,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/numeric.h"
+#include "utils/rel.h"
 
 #include "compay.h"
 
@@ -95,6 +96,26 @@ CompayNumericCmp(Numeric a, Numeric b)
 {
 	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(a),
 											 NumericGetDatum(b)));
+}
+
+/*
+ * get_attnum() without the catalog: the writers of the hot paths look up
+ * a few dozen columns a call, and a syscache probe by name costs more than
+ * comparing the names of a table of a dozen columns.
+ */
+AttrNumber
+CompayColumn(Relation rel, const char *column)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), column) == 0)
+			return att->attnum;
+	}
+	return InvalidAttrNumber;
 }
 
 /*

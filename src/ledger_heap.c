@@ -89,7 +89,7 @@ CloseTarget(HeapTarget *t)
 static AttrNumber
 ColumnOf(Relation rel, const char *column)
 {
-	AttrNumber	attnum = get_attnum(RelationGetRelid(rel), column);
+	AttrNumber	attnum = CompayColumn(rel, column);
 
 	if (attnum == InvalidAttrNumber)
 		elog(ERROR, "column %s of %s does not exist", column, RelationGetRelationName(rel));
@@ -426,8 +426,8 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 	 * A 0.1 schema, until ALTER EXTENSION UPDATE drops the columns, keeps
 	 * the chain head in the row too, and its verify_ledger() checks it there.
 	 */
-	a_seq_01 = get_attnum(RelationGetRelid(t.rel), "journal_seq") - 1;
-	a_hash_01 = get_attnum(RelationGetRelid(t.rel), "journal_hash") - 1;
+	a_seq_01 = CompayColumn(t.rel, "journal_seq") - 1;
+	a_hash_01 = CompayColumn(t.rel, "journal_hash") - 1;
 	if (a_seq_01 >= 0)
 		replace[a_seq_01] = true;
 	if (a_hash_01 >= 0)

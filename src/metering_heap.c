@@ -279,9 +279,9 @@ void
 MeterLockJobs(MeterState *m, MeterJob *jobs, int n)
 {
 	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	AttrNumber	a_status = get_attnum(RelationGetRelid(m->jobs.rel), "status");
-	AttrNumber	a_provider = get_attnum(RelationGetRelid(m->jobs.rel), "provider");
-	AttrNumber	a_type = get_attnum(RelationGetRelid(m->jobs.rel), "task_type");
+	AttrNumber	a_status = CompayColumn(m->jobs.rel, "status");
+	AttrNumber	a_provider = CompayColumn(m->jobs.rel, "provider");
+	AttrNumber	a_type = CompayColumn(m->jobs.rel, "task_type");
 
 	qsort(jobs, n, sizeof(MeterJob), CompareJobs);
 	for (int i = 0; i < n; i++)
