@@ -117,13 +117,20 @@ ChainHeadsShmemStartup(void)
 void
 LedgerChainHeadsInit(void)
 {
+	/*
+	 * PostgreSQL defines a server-start setting only while it preloads
+	 * libraries; loaded later, the library has no shared table, and the
+	 * setting reads 0.
+	 */
+	bool		preload = process_shared_preload_libraries_in_progress;
+
 	DefineCustomIntVariable("compay.chain_head_cache",
 							"Accounts whose chain head the server keeps in shared memory.",
 							"A transfer of an account whose head is kept does not read the "
 							"journal to find it.  0 keeps each backend's own heads only.",
-							&chain_head_cache, 65536, 0, 16 * 1024 * 1024,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	if (!process_shared_preload_libraries_in_progress)
+							&chain_head_cache, preload ? 65536 : 0, 0, 16 * 1024 * 1024,
+							preload ? PGC_POSTMASTER : PGC_INTERNAL, 0, NULL, NULL, NULL);
+	if (!preload)
 		return;
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = ChainHeadsShmemRequest;
