@@ -205,8 +205,7 @@ extern void LedgerHeapInsertHold(LedgerHoldRow *hold, TimestampTz now);
 /* ledger_chain_heads.c */
 extern void LedgerChainHeadsInit(void);
 extern void LedgerChainHeadWritten(Relation accounts, const LedgerAccount *a, ItemPointer tid);
-extern bool LedgerChainHeadTake(Relation accounts, LedgerAccount *a);
-extern int64 LedgerChainHeadFrom(Relation accounts, int64 account_id);
+extern bool LedgerChainHeadTake(Relation accounts, LedgerAccount *a, int64 *from);
 extern void LedgerChainHeadRead(Relation accounts, int64 account_id, int64 seq);
 
 /* ledger_stripes.c */

@@ -12,9 +12,9 @@
  * with a head (same TID, same xmin, same heap), no entry of the account
  * was written since, and that head is the account's head.  Any other
  * writer of the row makes a newer version; a rolled-back write leaves the
- * older version the newest; a frozen version reads as xmin
- * FrozenTransactionId: each misses, and the head is read from the journal
- * (src/ledger_heap.c).  A head is kept as soon as its row version is
+ * older version the newest: each misses, and the head is read from the
+ * journal (src/ledger_heap.c).  (A frozen version keeps its xmin, and is
+ * still the version written with the head.)  A head is kept as soon as its row version is
  * written, before the writer commits: no other transaction can lock that
  * version until the writer has committed, and if it aborts the version is
  * never the newest again.
@@ -240,16 +240,24 @@ LedgerChainHeadWritten(Relation accounts, const LedgerAccount *a, ItemPointer ti
 /*
  * Sets a's head when its locked version (a->tid, a->xmin) is the one kept
  * with it.  The lock has given the transaction an xid: a kept xmin within
- * 2^31 of it is the version's, not one of another epoch.
+ * 2^31 of it is the version's, not one of another epoch.  *from is a seq
+ * the chain had reached (0: none known), where a journal lookup can start.
  */
 bool
-LedgerChainHeadTake(Relation accounts, LedgerAccount *a)
+LedgerChainHeadTake(Relation accounts, LedgerAccount *a, int64 *from)
 {
 	ChainHead	h;
 	FullTransactionId now = GetCurrentFullTransactionIdIfAny();
 	int64		distance;
 
-	if (!Read(accounts, a->id, &h) || !FullTransactionIdIsValid(h.xmin) ||
+	/* A row this transaction had locked gives a subtransaction no xid. */
+	if (!FullTransactionIdIsValid(now))
+		now = GetTopFullTransactionIdIfAny();
+	*from = 0;
+	if (!Read(accounts, a->id, &h))
+		return false;
+	*from = h.seq;
+	if (!FullTransactionIdIsValid(h.xmin) ||
 		XidFromFullTransactionId(h.xmin) != a->xmin ||
 		!ItemPointerEquals(&h.tid, &a->tid) || !FullTransactionIdIsValid(now))
 		return false;
@@ -261,15 +269,6 @@ LedgerChainHeadTake(Relation accounts, LedgerAccount *a)
 	elog(DEBUG2, "compay: chain head of account " INT64_FORMAT " taken from the version written with it",
 		 a->id);
 	return true;
-}
-
-/* A seq the chain of account_id had reached, or 0. */
-int64
-LedgerChainHeadFrom(Relation accounts, int64 account_id)
-{
-	ChainHead	h;
-
-	return Read(accounts, account_id, &h) ? h.seq : 0;
 }
 
 /* Keeps the seq a journal lookup found, to start the next one there. */

@@ -584,16 +584,18 @@ ReadChainHeads(Relation accounts, LedgerAccount *accounts_of, int n)
 	AttrNumber	a_seq;
 	AttrNumber	a_hash;
 	bool	   *known = palloc(sizeof(bool) * Max(n, 1));
+	int64	   *hint = palloc(sizeof(int64) * Max(n, 1));
 	int			nknown = 0;
 
 	for (int i = 0; i < n; i++)
 	{
-		known[i] = LedgerChainHeadTake(accounts, &accounts_of[i]);
+		known[i] = LedgerChainHeadTake(accounts, &accounts_of[i], &hint[i]);
 		nknown += known[i] ? 1 : 0;
 	}
 	if (nknown == n)
 	{
 		pfree(known);
+		pfree(hint);
 		return;
 	}
 	InitDirtySnapshot(dirty);
@@ -606,14 +608,13 @@ ReadChainHeads(Relation accounts, LedgerAccount *accounts_of, int n)
 	for (int i = 0; i < n; i++)
 	{
 		LedgerAccount *a = &accounts_of[i];
-		int64		from;
+		int64		from = hint[i];
 		bool		isnull;
 		bytea	   *hash;
 		bool		found;
 
 		if (known[i])
 			continue;
-		from = LedgerChainHeadFrom(accounts, a->id);
 		found = NewestEntry(scan, slot, a->id, from);
 		if (!found && from > 0)
 		{
@@ -639,6 +640,7 @@ ReadChainHeads(Relation accounts, LedgerAccount *accounts_of, int n)
 	index_close(index, NoLock);
 	table_close(journal, NoLock);
 	pfree(known);
+	pfree(hint);
 }
 
 /*
