@@ -106,10 +106,11 @@ extern bool CompayLockRow(Relation rel, ItemPointer tid, Snapshot snapshot,
 						  const char *what, int64 id);
 
 /*
- * The attribute number of a column of rel, InvalidAttrNumber when it has
- * none, read from the relation's descriptor (compay_util.c).
+ * The attribute number of a column of rel, read from the relation's
+ * descriptor; one it does not have is an error, or InvalidAttrNumber when
+ * missing_ok (compay_util.c).
  */
-extern AttrNumber CompayColumn(Relation rel, const char *column);
+extern AttrNumber CompayColumn(Relation rel, const char *column, bool missing_ok);
 
 /* ExecConstraints, the CHECK constraints planned once a backend (check_constraints.c). */
 struct ResultRelInfo;

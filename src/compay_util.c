@@ -104,7 +104,7 @@ CompayNumericCmp(Numeric a, Numeric b)
  * comparing the names of a table of a dozen columns.
  */
 AttrNumber
-CompayColumn(Relation rel, const char *column)
+CompayColumn(Relation rel, const char *column, bool missing_ok)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 
@@ -115,6 +115,8 @@ CompayColumn(Relation rel, const char *column)
 		if (!att->attisdropped && strcmp(NameStr(att->attname), column) == 0)
 			return att->attnum;
 	}
+	if (!missing_ok)
+		elog(ERROR, "column %s of %s does not exist", column, RelationGetRelationName(rel));
 	return InvalidAttrNumber;
 }
 

@@ -14,10 +14,10 @@
  * writer of the row makes a newer version; a rolled-back write leaves the
  * older version the newest: each misses, and the head is read from the
  * journal (src/ledger_heap.c).  (A frozen version keeps its xmin, and is
- * still the version written with the head.)  A head is kept as soon as its row version is
- * written, before the writer commits: no other transaction can lock that
- * version until the writer has committed, and if it aborts the version is
- * never the newest again.
+ * still the version written with the head.)  A head is kept as soon as its
+ * row version is written, before the writer commits: no other transaction
+ * can lock that version until the writer has committed, and if it aborts
+ * the version is never the newest again.
  *
  * A TID and an xmin name one version only within one heap and one xid
  * epoch: each slot also keeps the database, the table and its
@@ -266,8 +266,8 @@ LedgerChainHeadTake(Relation accounts, LedgerAccount *a, int64 *from)
 		return false;
 	a->seq = h.seq;
 	memcpy(a->hash, h.hash, LEDGER_HASH_LEN);
-	elog(DEBUG2, "compay: chain head of account " INT64_FORMAT " taken from the version written with it",
-		 a->id);
+	elog(DEBUG2, "compay: chain head of account " INT64_FORMAT
+		 " taken from the version written with it", a->id);
 	return true;
 }
 

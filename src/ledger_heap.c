@@ -85,22 +85,18 @@ CloseTarget(HeapTarget *t)
 	FreeExecutorState(t->estate);
 }
 
-/* Attribute number of a column of rel, which must exist. */
-static AttrNumber
-ColumnOf(Relation rel, const char *column)
-{
-	AttrNumber	attnum = CompayColumn(rel, column);
-
-	if (attnum == InvalidAttrNumber)
-		elog(ERROR, "column %s of %s does not exist", column, RelationGetRelationName(rel));
-	return attnum;
-}
-
 /* Index of a column of t's table in a slot's values, which must exist. */
 static int
 Att(HeapTarget *t, const char *column)
 {
-	return ColumnOf(t->rel, column) - 1;
+	return CompayColumn(t->rel, column, false) - 1;
+}
+
+/* The value of a column of rel, which must exist, in slot. */
+static Datum
+ColumnValue(TupleTableSlot *slot, Relation rel, const char *column, bool *isnull)
+{
+	return slot_getattr(slot, CompayColumn(rel, column, false), isnull);
 }
 
 /* Most rows one multi-insert writes, as COPY buffers them. */
@@ -426,8 +422,8 @@ LedgerHeapUpdateAccounts(LedgerBatch *batch)
 	 * A 0.1 schema, until ALTER EXTENSION UPDATE drops the columns, keeps
 	 * the chain head in the row too, and its verify_ledger() checks it there.
 	 */
-	a_seq_01 = CompayColumn(t.rel, "journal_seq") - 1;
-	a_hash_01 = CompayColumn(t.rel, "journal_hash") - 1;
+	a_seq_01 = CompayColumn(t.rel, "journal_seq", true) - 1;
+	a_hash_01 = CompayColumn(t.rel, "journal_hash", true) - 1;
 	if (a_seq_01 >= 0)
 		replace[a_seq_01] = true;
 	if (a_hash_01 >= 0)
@@ -522,12 +518,12 @@ typedef struct AccountColumns
 static void
 FindAccountColumns(HeapTarget *t, AccountColumns *c)
 {
-	c->id = ColumnOf(t->rel, "id");
-	c->node_id = ColumnOf(t->rel, "node_id");
-	c->balance = ColumnOf(t->rel, "balance");
-	c->reserved = ColumnOf(t->rel, "reserved");
-	c->credit_limit = ColumnOf(t->rel, "credit_limit");
-	c->flags = ColumnOf(t->rel, "flags");
+	c->id = CompayColumn(t->rel, "id", false);
+	c->node_id = CompayColumn(t->rel, "node_id", false);
+	c->balance = CompayColumn(t->rel, "balance", false);
+	c->reserved = CompayColumn(t->rel, "reserved", false);
+	c->credit_limit = CompayColumn(t->rel, "credit_limit", false);
+	c->flags = CompayColumn(t->rel, "flags", false);
 }
 
 /* Reads the locked version in slot into an account. */
@@ -601,8 +597,8 @@ ReadChainHeads(Relation accounts, LedgerAccount *accounts_of, int n)
 	InitDirtySnapshot(dirty);
 	journal = table_open(CompayRelationOid("journal"), AccessShareLock);
 	index = index_open(CompayRelationOid("journal_pkey"), AccessShareLock);
-	a_seq = ColumnOf(journal, "seq");
-	a_hash = ColumnOf(journal, "hash");
+	a_seq = CompayColumn(journal, "seq", false);
+	a_hash = CompayColumn(journal, "hash", false);
 	slot = table_slot_create(journal, NULL);
 	scan = index_beginscan(journal, index, &dirty, 2, 0);
 	for (int i = 0; i < n; i++)
@@ -765,14 +761,12 @@ LedgerHeapHoldOwner(int64 hold_id, char **node, char **currency)
 
 	if (FetchByKey(holds, "holds_pkey", hold_id, snapshot, hslot))
 	{
-		Datum		account = slot_getattr(hslot, ColumnOf(holds, "account_id"), &isnull);
+		Datum		account = ColumnValue(hslot, holds, "account_id", &isnull);
 
 		if (FetchByKey(accounts, "accounts_pkey", DatumGetInt64(account), snapshot, aslot))
 		{
-			*node = TextDatumGetCString(slot_getattr(aslot, ColumnOf(accounts, "node_id"),
-													 &isnull));
-			*currency = TextDatumGetCString(slot_getattr(aslot, ColumnOf(accounts, "currency"),
-														 &isnull));
+			*node = TextDatumGetCString(ColumnValue(aslot, accounts, "node_id", &isnull));
+			*currency = TextDatumGetCString(ColumnValue(aslot, accounts, "currency", &isnull));
 			found = true;
 		}
 	}
@@ -803,13 +797,12 @@ LedgerHeapLockHold(LedgerHoldRow *hold)
 		elog(ERROR, "hold " INT64_FORMAT " vanished", hold->id);
 	ItemPointerCopy(&t.slot->tts_tid, &hold->tid);
 	CompayLockRow(t.rel, &hold->tid, snapshot, t.slot, t.cid, LockWaitBlock, "hold", hold->id);
-	hold->account_id = DatumGetInt64(slot_getattr(t.slot, ColumnOf(t.rel, "account_id"), &isnull));
-	hold->amount = DatumGetCredit(slot_getattr(t.slot, ColumnOf(t.rel, "amount"), &isnull));
-	hold->remaining = DatumGetCredit(slot_getattr(t.slot, ColumnOf(t.rel, "remaining"), &isnull));
+	hold->account_id = DatumGetInt64(ColumnValue(t.slot, t.rel, "account_id", &isnull));
+	hold->amount = DatumGetCredit(ColumnValue(t.slot, t.rel, "amount", &isnull));
+	hold->remaining = DatumGetCredit(ColumnValue(t.slot, t.rel, "remaining", &isnull));
 	hold->status = DatumGetCString(DirectFunctionCall1(enum_out,
-													   slot_getattr(t.slot, ColumnOf(t.rel, "status"),
-																	&isnull)));
-	expires_at = slot_getattr(t.slot, ColumnOf(t.rel, "expires_at"), &isnull);
+													   ColumnValue(t.slot, t.rel, "status", &isnull)));
+	expires_at = ColumnValue(t.slot, t.rel, "expires_at", &isnull);
 	hold->expires = !isnull;
 	hold->expires_at = isnull ? 0 : DatumGetTimestampTz(expires_at);
 	UnregisterSnapshot(snapshot);

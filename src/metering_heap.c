@@ -279,9 +279,9 @@ void
 MeterLockJobs(MeterState *m, MeterJob *jobs, int n)
 {
 	Snapshot	snapshot = RegisterSnapshot(GetTransactionSnapshot());
-	AttrNumber	a_status = CompayColumn(m->jobs.rel, "status");
-	AttrNumber	a_provider = CompayColumn(m->jobs.rel, "provider");
-	AttrNumber	a_type = CompayColumn(m->jobs.rel, "task_type");
+	AttrNumber	a_status = CompayColumn(m->jobs.rel, "status", false);
+	AttrNumber	a_provider = CompayColumn(m->jobs.rel, "provider", false);
+	AttrNumber	a_type = CompayColumn(m->jobs.rel, "task_type", false);
 
 	qsort(jobs, n, sizeof(MeterJob), CompareJobs);
 	for (int i = 0; i < n; i++)
